@@ -1,0 +1,180 @@
+//! The admin listener: Prometheus `/metrics`, JSON `/status`, `/healthz` for load balancers,
+//! and `POST /refresh` (poll every repository now, e.g. from a Publication Server's
+//! post-publish hook). It is configured apart from the public listeners and never shares one.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::repo::unix_now;
+use crate::Shared;
+
+pub struct Admin {
+    pub shared: Arc<Shared>,
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Admin {
+    /// Seconds since the repository's upstream last answered usably (since start if never).
+    fn seconds_stale(&self, last_success: Option<SystemTime>) -> u64 {
+        let since = last_success.unwrap_or(self.shared.started);
+        SystemTime::now()
+            .duration_since(since)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// 200 while every repository has something to serve that is no staler than
+    /// `health.max_stale`; else 503 and why.
+    pub fn health(&self) -> (u16, String) {
+        let mut problems = Vec::new();
+        for repo in &self.shared.repos {
+            let status = repo.status.borrow().clone();
+            if repo.published.load().is_none() {
+                problems.push(format!("{}: nothing published yet", repo.name()));
+                continue;
+            }
+            if let Some(max) = self.shared.config.health.max_stale {
+                let stale = self.seconds_stale(status.last_success);
+                if stale > max.as_secs() {
+                    problems.push(format!(
+                        "{}: upstream not reached for {stale}s (health.max_stale is {}s)",
+                        repo.name(),
+                        max.as_secs()
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            (200, "ok\n".into())
+        } else {
+            (503, problems.join("\n") + "\n")
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let now = unix_now();
+        let repos: Vec<_> = self
+            .shared
+            .repos
+            .iter()
+            .map(|repo| {
+                let s = repo.status.borrow().clone();
+                let g = repo.published.load_full();
+                json!({
+                    "public": repo.config.public.to_string(),
+                    "upstream": repo.config.upstream.to_string(),
+                    "session_id": g.as_ref().map(|g| g.session_id.clone()),
+                    "serial": g.as_ref().map(|g| g.serial),
+                    "deltas": g.as_ref().map(|g| g.delta_count),
+                    "servable_files": g.as_ref().map(|g| g.files.values().filter(|f| f.is_live(now)).count()),
+                    "published_last_modified": g.as_ref().map(|g| g.last_modified_http()),
+                    "polls_ok": s.polls_ok,
+                    "polls_failed": s.polls_failed,
+                    "last_success": s.last_success.map(secs),
+                    "seconds_stale": self.seconds_stale(s.last_success),
+                    "last_error": s.last_error,
+                })
+            })
+            .collect();
+        let (health, _) = self.health();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "healthy": health == 200,
+            "repositories": repos,
+        })
+    }
+
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        self.shared.metrics.render(&mut out);
+        out.push_str("# HELP rrdp_proxy_serial Published serial per repository.\n# TYPE rrdp_proxy_serial gauge\n");
+        for repo in &self.shared.repos {
+            if let Some(g) = repo.published.load().as_ref() {
+                let _ = writeln!(
+                    out,
+                    "rrdp_proxy_serial{{repository=\"{}\",session=\"{}\"}} {}",
+                    repo.name(),
+                    g.session_id,
+                    g.serial
+                );
+            }
+        }
+        out.push_str("# HELP rrdp_proxy_seconds_stale Seconds since the upstream last answered usably.\n# TYPE rrdp_proxy_seconds_stale gauge\n");
+        out.push_str("# HELP rrdp_proxy_last_success_timestamp_seconds When the upstream last answered usably.\n# TYPE rrdp_proxy_last_success_timestamp_seconds gauge\n");
+        for repo in &self.shared.repos {
+            let s = repo.status.borrow().clone();
+            let _ = writeln!(
+                out,
+                "rrdp_proxy_seconds_stale{{repository=\"{}\"}} {}",
+                repo.name(),
+                self.seconds_stale(s.last_success)
+            );
+            if let Some(t) = s.last_success {
+                let _ = writeln!(
+                    out,
+                    "rrdp_proxy_last_success_timestamp_seconds{{repository=\"{}\"}} {}",
+                    repo.name(),
+                    secs(t)
+                );
+            }
+        }
+        out
+    }
+}
+
+fn respond(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .header("Cache-Control", "no-store")
+        .header("Content-Length", body.len())
+        .body(body.into_bytes())
+        .expect("static response parts are valid")
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        match (method.as_str(), path.as_str()) {
+            ("GET" | "HEAD", "/healthz") => {
+                let (status, text) = self.health();
+                respond(status, "text/plain; charset=utf-8", text)
+            }
+            ("GET" | "HEAD", "/status") => {
+                let body = serde_json::to_string_pretty(&self.status()).unwrap_or_default() + "\n";
+                respond(200, "application/json", body)
+            }
+            ("GET" | "HEAD", "/metrics") => {
+                respond(200, "text/plain; version=0.0.4", self.metrics())
+            }
+            ("POST", "/refresh") => {
+                for repo in &self.shared.repos {
+                    repo.refresh.notify_one();
+                }
+                respond(
+                    202,
+                    "text/plain; charset=utf-8",
+                    "refresh requested\n".into(),
+                )
+            }
+            (_, "/healthz" | "/status" | "/metrics" | "/refresh") => respond(
+                405,
+                "text/plain; charset=utf-8",
+                "method not allowed\n".into(),
+            ),
+            _ => respond(404, "text/plain; charset=utf-8", "not found\n".into()),
+        }
+    }
+}

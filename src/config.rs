@@ -1,0 +1,703 @@
+//! Configuration: the raw TOML file as serde structs, and the validated form the rest of the
+//! crate uses.
+//!
+//! Nothing downstream sees an unvalidated value: durations and sizes are parsed, URIs checked,
+//! listeners parsed. A bad file is refused with the key and the reason
+//! (`repository[0].upstream: ...`), so `rrdp-proxy check` and start-up say the same thing.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::uri::BaseUri;
+
+//------------ Defaults ------------------------------------------------------------------------
+
+/// How often a repository's upstream notification is polled when the config does not say.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+/// `Cache-Control: max-age` of the served notification. The publication-server BCP: never over
+/// a minute.
+pub const DEFAULT_NOTIFICATION_MAX_AGE: Duration = Duration::from_secs(60);
+/// `Cache-Control: max-age` of snapshot and delta files, which never change under their URI.
+pub const DEFAULT_FILE_MAX_AGE: Duration = Duration::from_secs(86400);
+/// How long files of superseded generations stay servable (the BCP asks for at least 2 h).
+pub const DEFAULT_RETAIN: Duration = Duration::from_secs(2 * 3600);
+/// Memory tier size.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
+/// The largest notification file accepted from an upstream. RIPE NCC's is well under 1 MiB.
+pub const DEFAULT_MAX_NOTIFICATION_SIZE: u64 = 16 << 20;
+/// The largest snapshot or delta accepted from an upstream. The largest RIR snapshots are a few
+/// hundred MB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 30;
+/// How many snapshot/delta downloads one repository runs at once.
+pub const DEFAULT_FETCH_CONCURRENCY: usize = 4;
+/// Upper bound for one whole file download (a large snapshot over a slow link).
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Freshness of a passthrough response whose upstream sends no Cache-Control (Krill's
+/// `/ta/ta.cer`).
+pub const DEFAULT_PASSTHROUGH_MAX_AGE: Duration = Duration::from_secs(60);
+/// The largest passthrough body that is cached (and served stale on error).
+pub const DEFAULT_PASSTHROUGH_MAX_SIZE: u64 = 16 << 20;
+
+//------------ Raw file ------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    repository: Vec<RawRepository>,
+    #[serde(default)]
+    passthrough: Vec<RawPassthrough>,
+    #[serde(default)]
+    health: RawHealth,
+    demo: Option<RawDemo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default)]
+    listen: Vec<String>,
+    #[serde(default)]
+    tls_listen: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    admin_listen: Option<String>,
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    dir: Option<PathBuf>,
+    memory_limit: Option<String>,
+    retain: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepository {
+    public: String,
+    upstream: String,
+    notification: Option<String>,
+    poll_interval: Option<String>,
+    upstream_ca: Option<PathBuf>,
+    #[serde(default)]
+    upstream_insecure: bool,
+    max_deltas: Option<usize>,
+    notification_max_age: Option<String>,
+    file_max_age: Option<String>,
+    max_notification_size: Option<String>,
+    max_file_size: Option<String>,
+    fetch_concurrency: Option<usize>,
+    fetch_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassthrough {
+    public: String,
+    upstream: String,
+    default_max_age: Option<String>,
+    max_size: Option<String>,
+    upstream_ca: Option<PathBuf>,
+    #[serde(default)]
+    upstream_insecure: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    max_stale: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDemo {
+    listen: String,
+    interval: Option<String>,
+}
+
+//------------ Validated config ----------------------------------------------------------------
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub repositories: Vec<RepositoryConfig>,
+    pub passthroughs: Vec<PassthroughConfig>,
+    pub health: HealthConfig,
+    /// When set, this process also runs the built-in demo Publication Server.
+    pub demo: Option<DemoConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Plain HTTP listeners.
+    pub listen: Vec<SocketAddr>,
+    /// TLS listeners; they need `tls`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Certificate chain and key (PEM) for `tls_listen`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The admin listener (/metrics, /status, /healthz, POST /refresh).
+    pub admin_listen: Option<SocketAddr>,
+    /// Worker threads of the public listener.
+    pub threads: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub memory_limit: u64,
+    pub retain: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RepositoryConfig {
+    /// Base URI clients use; the served notification names files under it.
+    pub public: BaseUri,
+    /// The same tree at the Publication Server.
+    pub upstream: BaseUri,
+    /// File name of the notification under both bases.
+    pub notification: String,
+    pub poll_interval: Duration,
+    pub tls: UpstreamTls,
+    /// Serve at most this many (newest) deltas.
+    pub max_deltas: Option<usize>,
+    pub notification_max_age: Duration,
+    pub file_max_age: Duration,
+    pub max_notification_size: u64,
+    pub max_file_size: u64,
+    pub fetch_concurrency: usize,
+    pub fetch_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct PassthroughConfig {
+    pub public: BaseUri,
+    pub upstream: BaseUri,
+    pub default_max_age: Duration,
+    pub max_size: u64,
+    pub tls: UpstreamTls,
+}
+
+/// How the upstream's TLS certificate is checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Trust these CAs (PEM) instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// Do not verify the certificate at all (a lab origin with a self-signed certificate).
+    pub insecure: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HealthConfig {
+    /// `/healthz` answers 503 once the last successful poll is older than this.
+    pub max_stale: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    pub listen: SocketAddr,
+    pub interval: Duration,
+}
+
+//------------ Errors --------------------------------------------------------------------------
+
+/// A refused configuration: which key, and why.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+//------------ Loading -------------------------------------------------------------------------
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are relative to the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base)
+    }
+
+    /// Parses and validates config text; `base` anchors relative paths.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(toml_error)?;
+        validate(raw, base)
+    }
+}
+
+/// Turns a toml/serde error into our form, keeping the key toml names in its message.
+fn toml_error(err: toml::de::Error) -> ConfigError {
+    let msg = err.message().to_string();
+    // serde's "unknown field `x`, expected one of ..." already names the key.
+    let mut reason = msg.trim().to_string();
+    if let Some(span) = err.span() {
+        reason = format!("{reason} (at byte {})", span.start);
+    }
+    ConfigError::new("", reason)
+}
+
+fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+    let server = validate_server(raw.server, base)?;
+    let cache = CacheConfig {
+        dir: base.join(raw.cache.dir.unwrap_or_else(|| PathBuf::from("cache"))),
+        memory_limit: opt_size("cache.memory_limit", raw.cache.memory_limit)?
+            .unwrap_or(DEFAULT_MEMORY_LIMIT),
+        retain: opt_duration("cache.retain", raw.cache.retain)?.unwrap_or(DEFAULT_RETAIN),
+    };
+    if raw.repository.is_empty() {
+        return Err(ConfigError::new(
+            "repository",
+            "at least one [[repository]] is needed",
+        ));
+    }
+    let mut repositories = Vec::new();
+    for (i, r) in raw.repository.into_iter().enumerate() {
+        repositories.push(validate_repository(i, r, base)?);
+    }
+    let mut passthroughs = Vec::new();
+    for (i, p) in raw.passthrough.into_iter().enumerate() {
+        passthroughs.push(validate_passthrough(i, p, base)?);
+    }
+    check_prefixes_distinct(&repositories, &passthroughs)?;
+    let health = HealthConfig {
+        max_stale: opt_duration("health.max_stale", raw.health.max_stale)?,
+    };
+    let demo = match raw.demo {
+        None => None,
+        Some(d) => Some(DemoConfig {
+            listen: socket_addr("demo.listen", &d.listen)?,
+            interval: opt_duration("demo.interval", d.interval)?.unwrap_or(Duration::from_secs(5)),
+        }),
+    };
+    Ok(Config {
+        server,
+        cache,
+        repositories,
+        passthroughs,
+        health,
+        demo,
+    })
+}
+
+fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
+    let listen = raw
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| socket_addr(&format!("server.listen[{i}]"), a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls_listen = raw
+        .tls_listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| socket_addr(&format!("server.tls_listen[{i}]"), a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if listen.is_empty() && tls_listen.is_empty() {
+        return Err(ConfigError::new(
+            "server.listen",
+            "no listener: give server.listen or server.tls_listen",
+        ));
+    }
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (Some(c), Some(k)) => {
+            let (c, k) = (base.join(c), base.join(k));
+            for (key, p) in [("server.tls_cert", &c), ("server.tls_key", &k)] {
+                if !p.is_file() {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
+            Some((c, k))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "server.tls_key",
+                "missing: tls_cert needs tls_key",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "server.tls_cert",
+                "missing: tls_key needs tls_cert",
+            ))
+        }
+    };
+    if !tls_listen.is_empty() && tls.is_none() {
+        return Err(ConfigError::new(
+            "server.tls_cert",
+            "server.tls_listen needs server.tls_cert and server.tls_key",
+        ));
+    }
+    let admin_listen = match raw.admin_listen {
+        Some(a) if !a.is_empty() => Some(socket_addr("server.admin_listen", &a)?),
+        _ => None,
+    };
+    if let Some(admin) = admin_listen {
+        if listen.contains(&admin) || tls_listen.contains(&admin) {
+            return Err(ConfigError::new(
+                "server.admin_listen",
+                "must not be one of the public listeners",
+            ));
+        }
+    }
+    let threads = match raw.threads {
+        Some(0) => return Err(ConfigError::new("server.threads", "must be at least 1")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    Ok(ServerConfig {
+        listen,
+        tls_listen,
+        tls,
+        admin_listen,
+        threads,
+    })
+}
+
+fn validate_repository(
+    i: usize,
+    r: RawRepository,
+    base: &Path,
+) -> Result<RepositoryConfig, ConfigError> {
+    let key = |k: &str| format!("repository[{i}].{k}");
+    let public = base_uri(&key("public"), &r.public)?;
+    let upstream = base_uri(&key("upstream"), &r.upstream)?;
+    let notification = r
+        .notification
+        .unwrap_or_else(|| "notification.xml".to_string());
+    if notification.is_empty() || !crate::uri::is_safe_relative(&notification) {
+        return Err(ConfigError::new(
+            key("notification"),
+            format!("{notification:?} is not a plain relative file name"),
+        ));
+    }
+    let poll_interval =
+        opt_duration(&key("poll_interval"), r.poll_interval)?.unwrap_or(DEFAULT_POLL_INTERVAL);
+    if poll_interval < Duration::from_millis(10) {
+        return Err(ConfigError::new(
+            key("poll_interval"),
+            "must be at least 10ms",
+        ));
+    }
+    let notification_max_age = opt_duration(&key("notification_max_age"), r.notification_max_age)?
+        .unwrap_or(DEFAULT_NOTIFICATION_MAX_AGE);
+    if notification_max_age > Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            key("notification_max_age"),
+            "must not exceed 60s (publication-server BCP: a notification is never cached over a minute)",
+        ));
+    }
+    let fetch_concurrency = r.fetch_concurrency.unwrap_or(DEFAULT_FETCH_CONCURRENCY);
+    if fetch_concurrency == 0 {
+        return Err(ConfigError::new(
+            key("fetch_concurrency"),
+            "must be at least 1",
+        ));
+    }
+    if r.max_deltas == Some(0) {
+        return Err(ConfigError::new(
+            key("max_deltas"),
+            "must be at least 1 (leave it out to serve every delta)",
+        ));
+    }
+    Ok(RepositoryConfig {
+        tls: upstream_tls(
+            &key("upstream_ca"),
+            r.upstream_ca,
+            r.upstream_insecure,
+            &upstream,
+            base,
+        )?,
+        public,
+        upstream,
+        notification,
+        poll_interval,
+        max_deltas: r.max_deltas,
+        notification_max_age,
+        file_max_age: opt_duration(&key("file_max_age"), r.file_max_age)?
+            .unwrap_or(DEFAULT_FILE_MAX_AGE),
+        max_notification_size: opt_size(&key("max_notification_size"), r.max_notification_size)?
+            .unwrap_or(DEFAULT_MAX_NOTIFICATION_SIZE),
+        max_file_size: opt_size(&key("max_file_size"), r.max_file_size)?
+            .unwrap_or(DEFAULT_MAX_FILE_SIZE),
+        fetch_concurrency,
+        fetch_timeout: opt_duration(&key("fetch_timeout"), r.fetch_timeout)?
+            .unwrap_or(DEFAULT_FETCH_TIMEOUT),
+    })
+}
+
+fn validate_passthrough(
+    i: usize,
+    p: RawPassthrough,
+    base: &Path,
+) -> Result<PassthroughConfig, ConfigError> {
+    let key = |k: &str| format!("passthrough[{i}].{k}");
+    let public = base_uri(&key("public"), &p.public)?;
+    let upstream = base_uri(&key("upstream"), &p.upstream)?;
+    Ok(PassthroughConfig {
+        tls: upstream_tls(
+            &key("upstream_ca"),
+            p.upstream_ca,
+            p.upstream_insecure,
+            &upstream,
+            base,
+        )?,
+        public,
+        upstream,
+        default_max_age: opt_duration(&key("default_max_age"), p.default_max_age)?
+            .unwrap_or(DEFAULT_PASSTHROUGH_MAX_AGE),
+        max_size: opt_size(&key("max_size"), p.max_size)?.unwrap_or(DEFAULT_PASSTHROUGH_MAX_SIZE),
+    })
+}
+
+fn upstream_tls(
+    key: &str,
+    ca: Option<PathBuf>,
+    insecure: bool,
+    upstream: &BaseUri,
+    base: &Path,
+) -> Result<UpstreamTls, ConfigError> {
+    let ca = ca.map(|c| base.join(c));
+    if let Some(c) = &ca {
+        if !c.is_file() {
+            return Err(ConfigError::new(
+                key,
+                format!("{} is not a readable file", c.display()),
+            ));
+        }
+        if !upstream.is_tls() {
+            return Err(ConfigError::new(
+                key,
+                "only makes sense with an https upstream",
+            ));
+        }
+    }
+    Ok(UpstreamTls { ca, insecure })
+}
+
+/// Two prefixes that overlap would make routing depend on order: refuse them.
+fn check_prefixes_distinct(
+    repos: &[RepositoryConfig],
+    passes: &[PassthroughConfig],
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<(String, &str)> = Vec::new();
+    let all = repos
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("repository[{i}].public"), r.public.path()))
+        .chain(
+            passes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("passthrough[{i}].public"), p.public.path())),
+        );
+    for (key, path) in all {
+        for (other_key, other) in &seen {
+            if path.starts_with(other) || other.starts_with(path) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("path {path} overlaps {other} of {other_key}"),
+                ));
+            }
+        }
+        seen.push((key, path));
+    }
+    Ok(())
+}
+
+fn base_uri(key: &str, s: &str) -> Result<BaseUri, ConfigError> {
+    BaseUri::parse(s).map_err(|reason| ConfigError::new(key, reason))
+}
+
+fn socket_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("{s:?} is not an address:port (e.g. \"127.0.0.1:8080\" or \"[::]:443\")"),
+        )
+    })
+}
+
+fn opt_duration(key: &str, s: Option<String>) -> Result<Option<Duration>, ConfigError> {
+    s.map(|s| parse_duration(&s).map_err(|r| ConfigError::new(key, r)))
+        .transpose()
+}
+
+fn opt_size(key: &str, s: Option<String>) -> Result<Option<u64>, ConfigError> {
+    s.map(|s| parse_size(&s).map_err(|r| ConfigError::new(key, r)))
+        .transpose()
+}
+
+//------------ Units ---------------------------------------------------------------------------
+
+/// Parses "500ms", "10s", "5m", "2h", "1d" (one number, one unit).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit: write e.g. \"10s\", \"5m\", \"2h\""))?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like \"10s\""))?;
+    let secs = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m, h or d)")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses "256MiB", "1GiB", "512KiB", "100MB", "4096" (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like \"256MiB\""))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "{s:?}: unknown unit {u:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+[[repository]]
+public = "http://127.0.0.1:8080/rrdp/"
+upstream = "http://127.0.0.1:3001/rrdp/"
+"#;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("ten s").is_err());
+        assert!(parse_duration("10parsecs").is_err());
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12 potatoes").is_err());
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/rrdp")).unwrap();
+        assert_eq!(c.cache.dir, Path::new("/etc/rrdp/cache"));
+        assert_eq!(c.cache.retain, DEFAULT_RETAIN);
+        let r = &c.repositories[0];
+        assert_eq!(r.notification, "notification.xml");
+        assert_eq!(r.poll_interval, DEFAULT_POLL_INTERVAL);
+        assert_eq!(r.public.path(), "/rrdp/");
+    }
+
+    fn refused(extra: &str) -> String {
+        let text = format!("{MINIMAL}{extra}");
+        Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = refused("[cache]\nretain = \"forever\"\n");
+        assert!(e.starts_with("cache.retain:"), "{e}");
+        let e = refused("[cache]\nmemory_limit = \"lots\"\n");
+        assert!(e.starts_with("cache.memory_limit:"), "{e}");
+        let e = refused(
+            "[[repository]]\npublic = \"ftp://x/rrdp/\"\nupstream = \"http://127.0.0.1:1/\"\n",
+        );
+        assert!(e.starts_with("repository[1].public:"), "{e}");
+        let e = refused("[[passthrough]]\npublic = \"http://127.0.0.1:8080/rrdp/ta/\"\nupstream = \"http://127.0.0.1:1/ta/\"\n");
+        assert!(e.contains("overlaps"), "{e}");
+        let e = refused("[health]\nmax_stale = \"1x\"\n");
+        assert!(e.starts_with("health.max_stale:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = refused("[cache]\nretian = \"2h\"\n");
+        assert!(e.contains("retian"), "{e}");
+    }
+
+    #[test]
+    fn notification_max_age_over_a_minute_is_refused() {
+        let text = MINIMAL.replace(
+            "upstream = \"http://127.0.0.1:3001/rrdp/\"",
+            "upstream = \"http://127.0.0.1:3001/rrdp/\"\nnotification_max_age = \"5m\"",
+        );
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("repository[0].notification_max_age:"), "{e}");
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let text = include_str!("../proxy.toml");
+        let c = Config::parse(text, Path::new(".")).unwrap();
+        assert!(c.demo.is_some(), "the shipped config runs the demo origin");
+        assert_eq!(c.repositories.len(), 1);
+        assert_eq!(c.passthroughs.len(), 1);
+    }
+}

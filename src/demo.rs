@@ -1,0 +1,345 @@
+//! The built-in demo Publication Server: a generated RRDP repository on loopback that
+//! publishes a new serial every few seconds, so the proxy can be seen working with nothing
+//! else installed.
+//!
+//! It behaves like Krill where that matters to a cache: unguessable file paths
+//! (`<session>/<serial>/<random>/snapshot.xml`), `Cache-Control: max-age=60` on the
+//! notification and `max-age=86400` on files, no ETag or Last-Modified, HEAD answered with
+//! 405, superseded files deleted at once, and `/ta/ta.cer` with no Cache-Control.
+//! The test suite's fake origin uses the same [`Repository`] generator.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use rand::Rng;
+
+use crate::rrdp::{render_notification, xml_escape, DeltaRef, FileRef, Hash, RRDP_NS};
+
+/// How many deltas the demo lists (Krill lists few).
+const KEEP_DELTAS: usize = 10;
+/// rsync URIs of the demo's objects.
+const OBJECT_BASE: &str = "rsync://demo.test/repo/";
+
+/// A generated RRDP repository.
+pub struct Repository {
+    /// Base URI the files are published under, ending in `/`.
+    base_uri: String,
+    session_id: String,
+    serial: u64,
+    /// Current objects: rsync URI → content.
+    objects: BTreeMap<String, Vec<u8>>,
+    next_object: u64,
+    /// Files served now: relative path → body.
+    files: HashMap<String, Bytes>,
+    snapshot: (String, Hash),
+    /// Newest first.
+    deltas: VecDeque<(u64, String, Hash)>,
+    notification: Bytes,
+}
+
+impl Repository {
+    /// A new session at serial 1 with a few objects.
+    pub fn new(base_uri: &str) -> Repository {
+        let mut r = Repository {
+            base_uri: base_uri.to_string(),
+            session_id: uuid::Uuid::new_v4().to_string(),
+            serial: 0,
+            objects: BTreeMap::new(),
+            next_object: 0,
+            files: HashMap::new(),
+            snapshot: (String::new(), Hash([0; 32])),
+            deltas: VecDeque::new(),
+            notification: Bytes::new(),
+        };
+        r.advance();
+        r
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    pub fn notification(&self) -> Bytes {
+        self.notification.clone()
+    }
+
+    /// The body of a file by its path relative to the base.
+    pub fn file(&self, rel: &str) -> Option<Bytes> {
+        self.files.get(rel).cloned()
+    }
+
+    /// Relative paths of the current snapshot and deltas (newest first).
+    pub fn snapshot_path(&self) -> &str {
+        &self.snapshot.0
+    }
+
+    pub fn delta_paths(&self) -> Vec<String> {
+        self.deltas.iter().map(|d| d.1.clone()).collect()
+    }
+
+    /// Replaces a served file's bytes (tests: an upstream that lies about a hash).
+    pub fn corrupt(&mut self, rel: &str, body: Bytes) {
+        self.files.insert(rel.to_string(), body);
+    }
+
+    /// Stops serving a file (tests: an upstream that deleted it).
+    pub fn remove(&mut self, rel: &str) {
+        self.files.remove(rel);
+    }
+
+    /// Starts a new session at serial 1 (a Publication Server that lost its state).
+    pub fn reset_session(&mut self) {
+        self.session_id = uuid::Uuid::new_v4().to_string();
+        self.serial = 0;
+        self.deltas.clear();
+        self.files.clear();
+        self.advance();
+    }
+
+    /// Publishes the next serial: a few objects added, one replaced, one withdrawn.
+    pub fn advance(&mut self) {
+        let mut rng = rand::thread_rng();
+        self.serial += 1;
+        let mut delta = String::new();
+        let _ = writeln!(
+            delta,
+            "<delta xmlns=\"{RRDP_NS}\" version=\"1\" session_id=\"{}\" serial=\"{}\">",
+            self.session_id, self.serial
+        );
+        if self.objects.len() > 6 {
+            let uri = self.objects.keys().next().cloned().expect("not empty");
+            let old = self.objects.remove(&uri).expect("present");
+            let _ = writeln!(
+                delta,
+                "  <withdraw uri=\"{}\" hash=\"{}\"/>",
+                xml_escape(&uri),
+                Hash::of(&old)
+            );
+        }
+        if let Some(uri) = self.objects.keys().last().cloned() {
+            let content = random_object(&mut rng);
+            let old = self
+                .objects
+                .insert(uri.clone(), content.clone())
+                .expect("present");
+            let _ = writeln!(
+                delta,
+                "  <publish uri=\"{}\" hash=\"{}\">{}</publish>",
+                xml_escape(&uri),
+                Hash::of(&old),
+                base64::engine::general_purpose::STANDARD.encode(&content)
+            );
+        }
+        for _ in 0..rng.gen_range(1..=3) {
+            self.next_object += 1;
+            let uri = format!("{OBJECT_BASE}object-{}.roa", self.next_object);
+            let content = random_object(&mut rng);
+            let _ = writeln!(
+                delta,
+                "  <publish uri=\"{}\">{}</publish>",
+                xml_escape(&uri),
+                base64::engine::general_purpose::STANDARD.encode(&content)
+            );
+            self.objects.insert(uri, content);
+        }
+        delta.push_str("</delta>\n");
+
+        let mut snapshot = String::new();
+        let _ = writeln!(
+            snapshot,
+            "<snapshot xmlns=\"{RRDP_NS}\" version=\"1\" session_id=\"{}\" serial=\"{}\">",
+            self.session_id, self.serial
+        );
+        for (uri, content) in &self.objects {
+            let _ = writeln!(
+                snapshot,
+                "  <publish uri=\"{}\">{}</publish>",
+                xml_escape(uri),
+                base64::engine::general_purpose::STANDARD.encode(content)
+            );
+        }
+        snapshot.push_str("</snapshot>\n");
+
+        // Like Krill: the superseded snapshot is deleted at once.
+        let old_snapshot = std::mem::take(&mut self.snapshot.0);
+        self.files.remove(&old_snapshot);
+        let dir = format!(
+            "{}/{}/{:016x}",
+            self.session_id,
+            self.serial,
+            rng.gen::<u64>()
+        );
+        let snapshot_path = format!("{dir}/snapshot.xml");
+        self.snapshot = (snapshot_path.clone(), Hash::of(snapshot.as_bytes()));
+        self.files.insert(snapshot_path, Bytes::from(snapshot));
+        if self.serial > 1 {
+            let delta_path = format!("{dir}/delta.xml");
+            self.deltas
+                .push_front((self.serial, delta_path.clone(), Hash::of(delta.as_bytes())));
+            self.files.insert(delta_path, Bytes::from(delta));
+        }
+        while self.deltas.len() > KEEP_DELTAS {
+            if let Some((_, path, _)) = self.deltas.pop_back() {
+                self.files.remove(&path);
+            }
+        }
+        self.render();
+    }
+
+    fn render(&mut self) {
+        let snapshot = FileRef {
+            uri: format!("{}{}", self.base_uri, self.snapshot.0),
+            hash: self.snapshot.1,
+        };
+        let deltas: Vec<DeltaRef> = self
+            .deltas
+            .iter()
+            .map(|(serial, path, hash)| DeltaRef {
+                serial: *serial,
+                file: FileRef {
+                    uri: format!("{}{path}", self.base_uri),
+                    hash: *hash,
+                },
+            })
+            .collect();
+        self.notification = Bytes::from(render_notification(
+            &self.session_id,
+            self.serial,
+            &snapshot,
+            &deltas,
+        ));
+    }
+}
+
+fn random_object(rng: &mut impl Rng) -> Vec<u8> {
+    let len = rng.gen_range(200..2000);
+    (0..len).map(|_| rng.gen()).collect()
+}
+
+/// The bytes the demo serves as its TA certificate (not a real certificate: the demo
+/// repository is not signed, it exercises the RRDP transport only).
+pub const DEMO_TA_CER: &[u8] = b"demo trust anchor certificate placeholder\n";
+
+//------------ The HTTP side -------------------------------------------------------------------
+
+/// Serves a [`Repository`] under `/rrdp/` and a TA certificate under `/ta/`.
+pub struct DemoServer {
+    pub repo: Arc<Mutex<Repository>>,
+}
+
+impl DemoServer {
+    /// A demo server whose files are published under `http://<listen>/rrdp/`.
+    pub fn new(listen: std::net::SocketAddr) -> DemoServer {
+        let base = format!("http://{listen}/rrdp/");
+        DemoServer {
+            repo: Arc::new(Mutex::new(Repository::new(&base))),
+        }
+    }
+}
+
+fn reply(status: u16, cache_control: Option<&str>, body: Bytes) -> Response<Vec<u8>> {
+    let mut b = Response::builder()
+        .status(status)
+        .header("Content-Length", body.len());
+    if status == 200 {
+        b = b.header("Content-Type", "application/xml");
+    }
+    if let Some(cc) = cache_control {
+        b = b.header("Cache-Control", cc);
+    }
+    b.body(body.to_vec()).expect("valid response")
+}
+
+#[async_trait]
+impl ServeHttp for DemoServer {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET {
+            // Krill answers HEAD with 405 too.
+            return reply(405, None, Bytes::from_static(b"method not allowed\n"));
+        }
+        let path = req.uri.path();
+        if path == "/ta/ta.cer" {
+            return reply(200, None, Bytes::from_static(DEMO_TA_CER));
+        }
+        let Some(rel) = path.strip_prefix("/rrdp/") else {
+            return reply(404, None, Bytes::from_static(b"not found\n"));
+        };
+        let repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
+        if rel == "notification.xml" {
+            return reply(200, Some("max-age=60"), repo.notification());
+        }
+        match repo.file(rel) {
+            Some(body) => reply(200, Some("max-age=86400"), body),
+            None => reply(404, None, Bytes::from_static(b"not found\n")),
+        }
+    }
+}
+
+/// Publishes a new serial every `interval`.
+pub struct DemoTicker {
+    pub repo: Arc<Mutex<Repository>>,
+    pub interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for DemoTicker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let mut repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
+            repo.advance();
+            log::info!(target: "demo", "demo origin published serial {}", repo.serial());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rrdp::Notification;
+
+    #[test]
+    fn generated_notifications_are_valid_and_hashes_match() {
+        let mut r = Repository::new("http://127.0.0.1:3001/rrdp/");
+        for _ in 0..15 {
+            r.advance();
+        }
+        let n = Notification::parse(&r.notification()).unwrap();
+        assert_eq!(n.serial, 16);
+        assert_eq!(n.deltas.len(), KEEP_DELTAS);
+        let rel = n
+            .snapshot
+            .uri
+            .strip_prefix("http://127.0.0.1:3001/rrdp/")
+            .unwrap();
+        assert_eq!(Hash::of(&r.file(rel).unwrap()), n.snapshot.hash);
+        for d in &n.deltas {
+            let rel = d
+                .file
+                .uri
+                .strip_prefix("http://127.0.0.1:3001/rrdp/")
+                .unwrap();
+            assert_eq!(Hash::of(&r.file(rel).unwrap()), d.file.hash);
+        }
+        // Superseded files are gone, like Krill's.
+        assert_eq!(r.files.len(), 1 + KEEP_DELTAS);
+    }
+}

@@ -1,0 +1,237 @@
+//! rrdp-proxy: a caching reverse proxy for RPKI RRDP repositories, on pingora.
+//!
+//! A tour of the crate:
+//! - [`config`]: the TOML file, validated into [`config::Config`].
+//! - [`uri`]: base URIs and the safe relative paths under them.
+//! - [`rrdp`]: notification parsing with limits, and rendering the served notification.
+//! - [`store`]: content-addressed objects on disk (atomic, fsynced) with a memory tier.
+//! - [`upstream`]: a small HTTP client over pingora's `Connector`.
+//! - [`repo`]: a repository's published [`repo::Generation`] and its persistence.
+//! - [`sync`]: the poller that fetches, verifies, stores and then publishes.
+//! - [`serve`]: the public listener (pingora `ProxyHttp`).
+//! - [`passthrough`]: other paths (e.g. `/ta/`), cached by HTTP rules and served stale.
+//! - [`admin`]: `/metrics`, `/status`, `/healthz`, `POST /refresh`.
+//! - [`demo`]: the built-in demo Publication Server.
+//!
+//! The one invariant: every file that a notification a client can receive references is
+//! servable by this node, with the hash the notification gives. [`build_server`] is what both
+//! the binary and the tests call.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod passthrough;
+pub mod repo;
+pub mod rrdp;
+pub mod serve;
+pub mod store;
+pub mod sync;
+pub mod upstream;
+pub mod uri;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::passthrough::Passthrough;
+use crate::repo::{unix_now, Repo};
+use crate::store::Store;
+
+/// How often unreferenced objects are removed from disk.
+const GC_INTERVAL: Duration = Duration::from_secs(300);
+
+/// State shared by the listeners and the pollers.
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub repos: Vec<Arc<Repo>>,
+    pub passthroughs: Vec<Arc<Passthrough>>,
+    pub metrics: Arc<Metrics>,
+    /// When this process started (staleness before the first successful poll).
+    pub started: SystemTime,
+}
+
+impl Shared {
+    /// Opens the store and loads every repository's last published generation, so the node
+    /// serves at once, even with the upstream down.
+    pub fn open(config: Config) -> Result<Arc<Shared>, String> {
+        let store = Store::open(&config.cache.dir, config.cache.memory_limit)
+            .map_err(|e| format!("cache.dir: {e}"))?;
+        let mut repos = Vec::new();
+        for rc in &config.repositories {
+            let repo = Repo::new(rc.clone());
+            match repo.load(&store) {
+                Ok(Some(g)) => {
+                    info!(
+                        "{}: serving stored session {} serial {} until the upstream is polled",
+                        repo.name(),
+                        g.session_id,
+                        g.serial
+                    );
+                    repo.install_loaded(g);
+                }
+                Ok(None) => {}
+                // Not fatal: the stored state is not served, the poller starts afresh.
+                Err(e) => warn!("{}: {e}; not serving it", repo.name()),
+            }
+            repos.push(repo);
+        }
+        let passthroughs = config
+            .passthroughs
+            .iter()
+            .map(|p| Passthrough::new(p.clone(), store.clone()))
+            .collect();
+        Ok(Arc::new(Shared {
+            config,
+            store,
+            repos,
+            passthroughs,
+            metrics: Arc::new(Metrics::default()),
+            started: SystemTime::now(),
+        }))
+    }
+
+    /// Every object something may still serve.
+    fn live_objects(&self) -> HashSet<rrdp::Hash> {
+        let now = unix_now();
+        let mut live = HashSet::new();
+        for repo in &self.repos {
+            if let Some(g) = repo.published.load().as_ref() {
+                live.extend(g.files.values().filter(|f| f.is_live(now)).map(|f| f.hash));
+            }
+            live.extend(repo.pending.load().values().copied());
+        }
+        for p in &self.passthroughs {
+            live.extend(p.live_hashes());
+        }
+        live
+    }
+}
+
+/// Runs one poller per repository, and garbage collection, until shutdown.
+struct Pollers {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for Pollers {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let mut tasks = Vec::new();
+        for repo in &self.shared.repos {
+            let poller = sync::Poller::new(
+                repo.clone(),
+                self.shared.store.clone(),
+                self.shared.metrics.clone(),
+                self.shared.config.cache.retain,
+            );
+            tasks.push(tokio::spawn(poller.run(shutdown.clone())));
+        }
+        let shared = self.shared.clone();
+        let mut gc_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(GC_INTERVAL) => {}
+                    _ = gc_shutdown.changed() => return,
+                }
+                match shared.store.collect_garbage(shared.live_objects()).await {
+                    Ok(0) => {}
+                    Ok(n) => info!("removed {n} objects no longer servable"),
+                    Err(e) => warn!("garbage collection failed: {e}"),
+                }
+            }
+        }));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Builds the pingora server: public listeners, the pollers, the admin listener, and the demo
+/// origin if configured. Returns the shared state too (tests watch it).
+pub fn build_server(config: Config) -> Result<(Server, Arc<Shared>), String> {
+    let conf = ServerConf {
+        threads: config.server.threads,
+        // SIGTERM: stop accepting, let requests in flight finish, then exit.
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    if let Some(demo) = &config.demo {
+        add_demo(&mut server, demo.listen, demo.interval);
+    }
+
+    let shared = Shared::open(config)?;
+    let cfg = &shared.config;
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        serve::RrdpProxy::new(shared.clone()),
+        "rrdp-proxy public",
+    );
+    for addr in &cfg.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    if let Some((cert, key)) = &cfg.server.tls {
+        for addr in &cfg.server.tls_listen {
+            proxy
+                .add_tls(
+                    &addr.to_string(),
+                    &cert.to_string_lossy(),
+                    &key.to_string_lossy(),
+                )
+                .map_err(|e| format!("server.tls_cert: {e}"))?;
+        }
+    }
+    server.add_service(proxy);
+
+    let mut pollers = background_service(
+        "rrdp-proxy pollers",
+        Pollers {
+            shared: shared.clone(),
+        },
+    );
+    pollers.threads = Some(2);
+    server.add_service(pollers);
+
+    if let Some(addr) = cfg.server.admin_listen {
+        let mut admin = Service::new(
+            "rrdp-proxy admin".to_string(),
+            admin::Admin {
+                shared: shared.clone(),
+            },
+        );
+        admin.add_tcp(&addr.to_string());
+        admin.threads = Some(1);
+        server.add_service(admin);
+    }
+    Ok((server, shared))
+}
+
+/// Adds the demo Publication Server's listener and its publishing task to `server`.
+pub fn add_demo(server: &mut Server, listen: std::net::SocketAddr, interval: Duration) {
+    let demo = demo::DemoServer::new(listen);
+    let ticker = demo::DemoTicker {
+        repo: demo.repo.clone(),
+        interval,
+    };
+    let mut svc = Service::new("demo publication server".to_string(), demo);
+    svc.add_tcp(&listen.to_string());
+    svc.threads = Some(1);
+    server.add_service(svc);
+    server.add_service(background_service("demo publisher", ticker));
+    info!("demo Publication Server on http://{listen}/rrdp/notification.xml");
+}

@@ -1,0 +1,99 @@
+//! The `rrdp-proxy` binary: parses the command line and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pingora::server::RunArgs;
+
+use rrdp_proxy::config::{parse_duration, Config};
+
+/// A caching reverse proxy for RPKI RRDP repositories.
+///
+/// It polls each repository's upstream notification, fetches and SHA-256-verifies every
+/// snapshot and delta it references, stores them durably, and only then publishes the new
+/// notification to clients, so a client never sees a notification whose files are missing.
+/// When the upstream fails, clients keep getting the last consistent repository.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// The configuration file (TOML); see docs/configuration.md.
+    #[arg(
+        long,
+        short,
+        global = true,
+        value_name = "FILE",
+        default_value = "proxy.toml"
+    )]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration file and exit: 0 if valid, 1 with the key and the reason of
+    /// the first error.
+    Check,
+    /// Run only the built-in demo Publication Server (a generated repository that publishes a
+    /// new serial every interval).
+    Demo {
+        /// Address to listen on; files are published under http://ADDR/rrdp/.
+        #[arg(long, default_value = "127.0.0.1:3001")]
+        listen: std::net::SocketAddr,
+        /// Time between new serials, e.g. "5s".
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+    },
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check) => match Config::load(&cli.config) {
+            Ok(_) => {
+                println!("{}: ok", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", cli.config.display());
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Demo { listen, interval }) => {
+            init_logging();
+            let mut server = pingora::server::Server::new(None).expect("default server");
+            server.bootstrap();
+            rrdp_proxy::add_demo(&mut server, listen, interval);
+            server.run(RunArgs::default());
+            ExitCode::SUCCESS
+        }
+        None => {
+            init_logging();
+            let config = match Config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: {e}", cli.config.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rrdp_proxy::build_server(config) {
+                Ok((server, _shared)) => {
+                    server.run(RunArgs::default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", cli.config.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

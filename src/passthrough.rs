@@ -1,0 +1,305 @@
+//! Passthrough trees (e.g. `/ta/` with the TA certificate and TAL): proxied with ordinary HTTP
+//! caching, and served stale while the upstream fails.
+//!
+//! Freshness follows the upstream's `Cache-Control` (`max-age`, `s-maxage`, `no-store`,
+//! `no-cache`, `private`); with none, `default_max_age` applies (Krill sends none for
+//! `/ta/ta.cer`, and nginx then does not cache it and answers 502 once Krill is down). Cached
+//! bodies go to the store and an index, so a restart while the origin is down still serves
+//! them. One fetch per path at a time: concurrent misses wait for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use log::{info, warn};
+use serde::{Deserialize, Serialize};
+
+use crate::config::PassthroughConfig;
+use crate::metrics::Outcome;
+use crate::repo::unix_now;
+use crate::rrdp::Hash;
+use crate::store::Store;
+use crate::upstream::{FetchError, Upstream};
+
+/// A cached response.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Entry {
+    #[serde(skip)]
+    body: Bytes,
+    hash: String,
+    content_type: Option<String>,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    /// The upstream's Cache-Control, passed on; `None` if it sent none.
+    cache_control: Option<String>,
+    /// Fresh until (seconds since the epoch).
+    fresh_until: u64,
+}
+
+/// A response for a client.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+    pub outcome: Outcome,
+}
+
+/// One `[[passthrough]]` tree and its cache.
+pub struct Passthrough {
+    pub config: PassthroughConfig,
+    upstream: Arc<Upstream>,
+    store: Arc<Store>,
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Per-path locks so that one fetch serves every concurrent miss.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    index_name: String,
+}
+
+impl Passthrough {
+    /// Creates the tree's cache and loads what a previous run stored.
+    pub fn new(config: PassthroughConfig, store: Arc<Store>) -> Arc<Passthrough> {
+        let id = Hash::of(config.public.to_string().as_bytes()).to_hex();
+        let p = Passthrough {
+            upstream: Upstream::new(&config.tls),
+            index_name: format!("passthrough-{}.json", &id[..16]),
+            config,
+            store,
+            entries: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+        };
+        p.load();
+        Arc::new(p)
+    }
+
+    fn load(&self) {
+        let Ok(Some(data)) = self.store.read_index(&self.index_name) else {
+            return;
+        };
+        let Ok(mut entries) = serde_json::from_slice::<HashMap<String, Entry>>(&data) else {
+            warn!(
+                "{}: passthrough index is corrupt; starting empty",
+                self.config.public
+            );
+            return;
+        };
+        entries.retain(|_, e| {
+            let Some(hash) = Hash::from_hex(&e.hash) else {
+                return false;
+            };
+            // Small files: read and verify now, so a damaged one is never served.
+            match self.store.read_verified(&hash) {
+                Some(body) => {
+                    e.body = Bytes::from(body);
+                    true
+                }
+                None => false,
+            }
+        });
+        *self.entries.lock().unwrap_or_else(|e| e.into_inner()) = entries;
+    }
+
+    /// Every object hash the cache uses (for garbage collection).
+    pub fn live_hashes(&self) -> Vec<Hash> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(|e| Hash::from_hex(&e.hash))
+            .collect()
+    }
+
+    fn cached(&self, rel: &str) -> Option<Entry> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(rel)
+            .cloned()
+    }
+
+    /// Answers a GET or HEAD for `rel`.
+    pub async fn serve(&self, rel: &str) -> Reply {
+        if let Some(e) = self.cached(rel) {
+            if e.fresh_until > unix_now() {
+                return reply(&e, Outcome::Hit);
+            }
+        }
+        let lock = {
+            let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(rel.to_string()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        // Someone else may have refreshed it while we waited.
+        if let Some(e) = self.cached(rel) {
+            if e.fresh_until > unix_now() {
+                return reply(&e, Outcome::Hit);
+            }
+        }
+        let result = self.fetch(rel).await;
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(rel);
+        match result {
+            Ok(r) => r,
+            Err(err) => match self.cached(rel) {
+                Some(e) => {
+                    info!(
+                        "{}{rel}: upstream failed ({err}); serving stale",
+                        self.config.public
+                    );
+                    reply(&e, Outcome::Stale)
+                }
+                None => error_reply(502, format!("upstream failed: {err}\n")),
+            },
+        }
+    }
+
+    async fn fetch(&self, rel: &str) -> Result<Reply, FetchError> {
+        let resp = self.upstream.get(&self.config.upstream, rel, &[]).await?;
+        let status = resp.status();
+        if status >= 500 {
+            return Err(FetchError::Status(status));
+        }
+        resp.check_identity_encoding()?;
+        let content_type = resp.header("Content-Type").map(str::to_string);
+        let etag = resp.header("ETag").map(str::to_string);
+        let last_modified = resp.header("Last-Modified").map(str::to_string);
+        let cache_control = resp.header("Cache-Control").map(str::to_string);
+        let body = resp.body(self.config.max_size).await?;
+        if status != 200 {
+            // Not cached, and marked so that nothing downstream caches it either.
+            let mut r = error_reply(status, String::new());
+            r.body = body;
+            if let Some(ct) = content_type {
+                r.headers.push(("Content-Type", ct));
+            }
+            return Ok(r);
+        }
+        let freshness = freshness(cache_control.as_deref(), self.config.default_max_age);
+        let entry = Entry {
+            hash: Hash::of(&body).to_hex(),
+            body,
+            content_type,
+            etag,
+            last_modified,
+            cache_control,
+            fresh_until: unix_now() + freshness.map_or(0, |d| d.as_secs()),
+        };
+        if freshness.is_some() {
+            self.remember(rel, entry.clone()).await;
+        }
+        Ok(reply(&entry, Outcome::Miss))
+    }
+
+    /// Keeps an entry in memory and on disk (so a restart with the upstream down serves it).
+    async fn remember(&self, rel: &str, entry: Entry) {
+        if let Err(e) = self.store.put(&entry.body).await {
+            warn!("{}{rel}: cannot store: {e}", self.config.public);
+        }
+        let index = {
+            let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            map.insert(rel.to_string(), entry);
+            serde_json::to_vec(&*map)
+        };
+        if let Ok(index) = index {
+            if let Err(e) = self.store.write_index(&self.index_name, &index).await {
+                warn!(
+                    "{}: cannot write passthrough index: {e}",
+                    self.config.public
+                );
+            }
+        }
+    }
+}
+
+fn reply(e: &Entry, outcome: Outcome) -> Reply {
+    let mut headers = Vec::new();
+    if let Some(ct) = &e.content_type {
+        headers.push(("Content-Type", ct.clone()));
+    }
+    if let Some(et) = &e.etag {
+        headers.push(("ETag", et.clone()));
+    }
+    if let Some(lm) = &e.last_modified {
+        headers.push(("Last-Modified", lm.clone()));
+    }
+    let cc = match &e.cache_control {
+        Some(cc) => cc.clone(),
+        None => format!("max-age={}", e.fresh_until.saturating_sub(unix_now())),
+    };
+    headers.push(("Cache-Control", cc));
+    Reply {
+        status: 200,
+        headers,
+        body: e.body.clone(),
+        outcome,
+    }
+}
+
+/// A reply that no cache may keep.
+pub fn error_reply(status: u16, text: String) -> Reply {
+    Reply {
+        status,
+        headers: vec![
+            ("Cache-Control", "no-store".to_string()),
+            ("Content-Type", "text/plain; charset=utf-8".to_string()),
+        ],
+        body: Bytes::from(text),
+        outcome: Outcome::Pass,
+    }
+}
+
+/// How long a 200 may be served from the cache without asking the upstream; `None` if it must
+/// not be stored at all.
+pub fn freshness(cache_control: Option<&str>, default: Duration) -> Option<Duration> {
+    let Some(cc) = cache_control else {
+        return Some(default);
+    };
+    let mut max_age = None;
+    let mut s_maxage = None;
+    for directive in cc.split(',') {
+        let d = directive.trim().to_ascii_lowercase();
+        let (name, value) = match d.split_once('=') {
+            Some((n, v)) => (
+                n.trim().to_string(),
+                Some(v.trim().trim_matches('"').to_string()),
+            ),
+            None => (d.clone(), None),
+        };
+        match (name.as_str(), value) {
+            ("no-store" | "private", _) => return None,
+            ("no-cache", _) => return Some(Duration::ZERO),
+            ("max-age", Some(v)) => max_age = v.parse().ok(),
+            ("s-maxage", Some(v)) => s_maxage = v.parse().ok(),
+            _ => {}
+        }
+    }
+    match s_maxage.or(max_age) {
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => Some(default),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_freshness() {
+        let d = Duration::from_secs(60);
+        assert_eq!(freshness(None, d), Some(d));
+        assert_eq!(
+            freshness(Some("max-age=300"), d),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            freshness(Some("public, max-age=300, s-maxage=10"), d),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(freshness(Some("no-store"), d), None);
+        assert_eq!(freshness(Some("private, max-age=5"), d), None);
+        assert_eq!(freshness(Some("no-cache"), d), Some(Duration::ZERO));
+        assert_eq!(freshness(Some("public"), d), Some(d));
+    }
+}

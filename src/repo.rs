@@ -1,0 +1,206 @@
+//! A repository's published state: the generation clients see, and how it is persisted.
+//!
+//! A [`Generation`] is everything needed to answer clients for one repository: the rendered
+//! notification with its validators, and every file a client may fetch (those the notification
+//! references, and those of superseded generations still within `cache.retain`). It is
+//! replaced as a whole through an `ArcSwap`, so a request sees one generation from start to
+//! end, and a notification is never visible before every file it names is in the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use crate::config::RepositoryConfig;
+use crate::rrdp::Hash;
+use crate::store::Store;
+
+/// A file clients may fetch under the repository.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    #[serde(with = "hash_hex")]
+    pub hash: Hash,
+    pub size: u64,
+    /// `None` while the published notification references it; else when it stops being
+    /// servable (seconds since the epoch).
+    pub expires: Option<u64>,
+}
+
+impl FileEntry {
+    pub fn is_live(&self, now: u64) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+}
+
+/// One published state of a repository.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Generation {
+    pub session_id: String,
+    pub serial: u64,
+    /// The notification as served (URIs under the public base).
+    #[serde(with = "bytes_text")]
+    pub notification: Bytes,
+    /// Strong ETag of `notification`, quoted.
+    pub etag: String,
+    /// Last-Modified, seconds since the epoch: when this proxy published it. Strictly
+    /// increasing across generations, because Fort sends its own clock as If-Modified-Since.
+    pub last_modified: u64,
+    /// Relative path → file.
+    pub files: HashMap<String, FileEntry>,
+    /// How many deltas the served notification lists.
+    pub delta_count: usize,
+}
+
+impl Generation {
+    /// The file at `rel`, if clients may still fetch it.
+    pub fn file(&self, rel: &str, now: u64) -> Option<&FileEntry> {
+        self.files.get(rel).filter(|f| f.is_live(now))
+    }
+
+    pub fn last_modified_http(&self) -> String {
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.last_modified))
+    }
+}
+
+/// What the poller last did, for /status, /healthz, logs and tests.
+#[derive(Clone, Debug, Default)]
+pub struct RepoStatus {
+    /// Published session and serial.
+    pub session_id: Option<String>,
+    pub serial: Option<u64>,
+    /// How many generations this process published (including the one loaded at start).
+    pub publishes: u64,
+    /// Completed polls that succeeded / failed.
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+    /// When a poll last succeeded (the upstream answered usably).
+    pub last_success: Option<SystemTime>,
+    /// The current error, while the upstream is failing.
+    pub last_error: Option<String>,
+}
+
+/// A configured repository and its live state.
+pub struct Repo {
+    pub config: RepositoryConfig,
+    /// What clients see; `None` until the first generation is published.
+    pub published: ArcSwapOption<Generation>,
+    /// Relative path → (hash, size) of the files the newest upstream notification references,
+    /// published or not yet: a client's request for one of those is fetched, verified and kept.
+    pub pending: ArcSwap<HashMap<String, Hash>>,
+    /// Poll now (admin `POST /refresh`).
+    pub refresh: Notify,
+    pub status: watch::Sender<RepoStatus>,
+    /// File name of this repository's index in the store directory.
+    index_name: String,
+}
+
+impl Repo {
+    pub fn new(config: RepositoryConfig) -> Arc<Repo> {
+        let id = Hash::of(config.public.to_string().as_bytes()).to_hex();
+        Arc::new(Repo {
+            index_name: format!("repository-{}.json", &id[..16]),
+            config,
+            published: ArcSwapOption::empty(),
+            pending: ArcSwap::from_pointee(HashMap::new()),
+            refresh: Notify::new(),
+            status: watch::Sender::new(RepoStatus::default()),
+        })
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> String {
+        self.config.public.to_string()
+    }
+
+    /// Persists `generation` as this repository's index, then makes it what clients see.
+    /// Every object it names must already be in the store.
+    pub async fn publish(&self, store: &Store, generation: Generation) -> std::io::Result<()> {
+        let data = serde_json::to_vec(&generation).map_err(std::io::Error::other)?;
+        store.write_index(&self.index_name, &data).await?;
+        self.status.send_modify(|s| {
+            s.session_id = Some(generation.session_id.clone());
+            s.serial = Some(generation.serial);
+            s.publishes += 1;
+        });
+        self.published.store(Some(Arc::new(generation)));
+        Ok(())
+    }
+
+    /// Loads the persisted generation at start, if every file it references is in the store
+    /// with its size. Files of superseded generations that are gone are dropped from it.
+    pub fn load(&self, store: &Store) -> Result<Option<Generation>, String> {
+        let Some(data) = store
+            .read_index(&self.index_name)
+            .map_err(|e| format!("cannot read index {}: {e}", self.index_name))?
+        else {
+            return Ok(None);
+        };
+        let mut generation: Generation = serde_json::from_slice(&data)
+            .map_err(|e| format!("index {} is corrupt: {e}", self.index_name))?;
+        let now = unix_now();
+        let mut missing = Vec::new();
+        generation.files.retain(|rel, f| {
+            let ok = f.is_live(now) && store.contains(&f.hash, Some(f.size));
+            if !ok && f.expires.is_none() {
+                missing.push(rel.clone());
+            }
+            ok
+        });
+        if !missing.is_empty() {
+            return Err(format!(
+                "index {}: referenced files missing or damaged in the store: {}",
+                self.index_name,
+                missing.join(", ")
+            ));
+        }
+        Ok(Some(generation))
+    }
+
+    /// Installs a generation loaded at start without writing it again.
+    pub fn install_loaded(&self, generation: Generation) {
+        self.status.send_modify(|s| {
+            s.session_id = Some(generation.session_id.clone());
+            s.serial = Some(generation.serial);
+            s.publishes += 1;
+        });
+        self.published.store(Some(Arc::new(generation)));
+    }
+}
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+mod hash_hex {
+    use super::Hash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&h.to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+        let s = String::deserialize(d)?;
+        Hash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("bad hash"))
+    }
+}
+
+mod bytes_text {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(b).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        Ok(Bytes::from(String::deserialize(d)?))
+    }
+}

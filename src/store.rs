@@ -1,0 +1,433 @@
+//! The object store: content-addressed files on disk under `cache.dir`, with a bounded memory
+//! tier in front.
+//!
+//! An object is named by the SHA-256 of its bytes (`objects/ab/abcd…`). It is written to
+//! `tmp/`, hashed while it streams in, fsynced, and only then renamed into place, so an object
+//! that exists under its name is whole and has that hash. Index files (which generation is
+//! published) are written the same way, and only after every object they name is in place.
+//!
+//! The memory tier (moka, LRU with a byte weigher) holds small objects; large ones are served
+//! from disk in chunks, so a big snapshot never needs its size in RAM per client.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
+
+use crate::rrdp::Hash;
+
+/// Objects up to this size may live in the memory tier (further bounded by 1/8 of its size).
+const MAX_MEMORY_OBJECT: u64 = 64 << 20;
+
+/// Objects that nothing references are removed only once they are this old on disk, so that a
+/// file fetched for a generation that is about to be published is never collected under it.
+pub const GC_GRACE: Duration = Duration::from_secs(600);
+
+/// A stored object, ready to serve.
+pub enum Object {
+    /// Whole in memory.
+    Memory(Bytes),
+    /// On disk; `len` bytes.
+    File { file: tokio::fs::File, len: u64 },
+}
+
+impl Object {
+    pub fn len(&self) -> u64 {
+        match self {
+            Object::Memory(b) => b.len() as u64,
+            Object::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The content-addressed store.
+pub struct Store {
+    /// `cache.dir`.
+    dir: PathBuf,
+    /// Small objects, by hash, weighed by size.
+    memory: moka::sync::Cache<Hash, Bytes>,
+    /// Largest object admitted to `memory`.
+    memory_object_max: u64,
+    /// Names temporary files uniquely within this process.
+    tmp_counter: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `dir`, and clears leftovers of interrupted
+    /// writes from `tmp/`.
+    pub fn open(dir: &Path, memory_limit: u64) -> io::Result<Arc<Store>> {
+        let ctx = |what: &str, p: &Path, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+        };
+        for sub in ["objects", "tmp"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| ctx("cannot create", &p, e))?;
+        }
+        let tmp = dir.join("tmp");
+        for entry in std::fs::read_dir(&tmp).map_err(|e| ctx("cannot read", &tmp, e))? {
+            let _ = std::fs::remove_file(entry?.path());
+        }
+        let memory = moka::sync::Cache::builder()
+            .max_capacity(memory_limit)
+            .weigher(|_k: &Hash, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+            // TinyLFU may refuse a new, never-seen entry; a fresh delta that every client is
+            // about to ask for must be admitted.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .build();
+        Ok(Arc::new(Store {
+            dir: dir.to_path_buf(),
+            memory,
+            memory_object_max: (memory_limit / 8).min(MAX_MEMORY_OBJECT),
+            tmp_counter: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn object_path(&self, hash: &Hash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.dir.join("objects").join(&hex[..2]).join(hex)
+    }
+
+    /// Whether the object is on disk with the expected size.
+    pub fn contains(&self, hash: &Hash, size: Option<u64>) -> bool {
+        self.size_of(hash)
+            .is_some_and(|len| size.is_none_or(|s| s == len))
+    }
+
+    /// The size of the object on disk, if it is there.
+    pub fn size_of(&self, hash: &Hash) -> Option<u64> {
+        std::fs::metadata(self.object_path(hash))
+            .ok()
+            .map(|m| m.len())
+    }
+
+    /// Opens an object for serving: from memory if there, else from disk (and small objects
+    /// are then kept in memory for the next client).
+    pub async fn get(&self, hash: &Hash) -> io::Result<Object> {
+        if let Some(b) = self.memory.get(hash) {
+            return Ok(Object::Memory(b));
+        }
+        let path = self.object_path(hash);
+        let file = tokio::fs::File::open(&path).await?;
+        let len = file.metadata().await?.len();
+        if len <= self.memory_object_max {
+            let data = tokio::fs::read(&path).await?;
+            let data = Bytes::from(data);
+            self.memory.insert(*hash, data.clone());
+            return Ok(Object::Memory(data));
+        }
+        Ok(Object::File { file, len })
+    }
+
+    /// Reads a whole object into memory (for small objects such as passthrough bodies).
+    pub async fn read(&self, hash: &Hash) -> io::Result<Bytes> {
+        match self.get(hash).await? {
+            Object::Memory(b) => Ok(b),
+            Object::File { .. } => Ok(Bytes::from(tokio::fs::read(self.object_path(hash)).await?)),
+        }
+    }
+
+    /// Reads an object and checks its hash: for start-up, when its integrity is in doubt.
+    pub fn read_verified(&self, hash: &Hash) -> Option<Vec<u8>> {
+        let data = std::fs::read(self.object_path(hash)).ok()?;
+        (Hash::of(&data) == *hash).then_some(data)
+    }
+
+    /// Starts writing a new object.
+    pub async fn writer(self: &Arc<Self>) -> io::Result<ObjectWriter> {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .dir
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()));
+        let file = tokio::fs::File::create(&path).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+        })?;
+        Ok(ObjectWriter {
+            store: self.clone(),
+            path,
+            file: Some(file),
+            hasher: sha2::Sha256::new(),
+            len: 0,
+            keep: Vec::new(),
+        })
+    }
+
+    /// Stores a whole in-memory body and returns its hash.
+    pub async fn put(self: &Arc<Self>, data: &[u8]) -> io::Result<Hash> {
+        let mut w = self.writer().await?;
+        w.write(data).await?;
+        let (hash, _) = w.commit(None).await.map_err(|e| match e {
+            CommitError::Io(e) => e,
+            other => io::Error::other(other.to_string()),
+        })?;
+        Ok(hash)
+    }
+
+    /// Writes an index file atomically: temp file, fsync, rename, fsync of the directory.
+    pub async fn write_index(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        let tmp = self.dir.join("tmp").join(format!("{name}.new"));
+        let dst = self.dir.join(name);
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        f.write_all(data).await?;
+        f.sync_all().await?;
+        drop(f);
+        tokio::fs::rename(&tmp, &dst).await?;
+        sync_dir(&self.dir).await
+    }
+
+    /// Reads an index file, if there is one.
+    pub fn read_index(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.dir.join(name)) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes objects not in `live` that are older than [`GC_GRACE`]. Returns how many were
+    /// removed.
+    pub async fn collect_garbage(&self, live: HashSet<Hash>) -> io::Result<usize> {
+        let dir = self.dir.join("objects");
+        let memory = self.memory.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<usize> {
+            let now = SystemTime::now();
+            let mut removed = 0;
+            for sub in std::fs::read_dir(&dir)? {
+                let sub = sub?;
+                if !sub.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in std::fs::read_dir(sub.path())? {
+                    let entry = entry?;
+                    let name = entry.file_name();
+                    let Some(hash) = name.to_str().and_then(Hash::from_hex) else {
+                        continue;
+                    };
+                    if live.contains(&hash) {
+                        continue;
+                    }
+                    let age = entry
+                        .metadata()?
+                        .modified()
+                        .ok()
+                        .and_then(|m| now.duration_since(m).ok())
+                        .unwrap_or_default();
+                    if age >= GC_GRACE {
+                        std::fs::remove_file(entry.path())?;
+                        memory.invalidate(&hash);
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+/// A new object being written; it becomes visible only through [`ObjectWriter::commit`].
+pub struct ObjectWriter {
+    store: Arc<Store>,
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    hasher: sha2::Sha256,
+    len: u64,
+    /// The bytes too, while the object may still go to the memory tier.
+    keep: Vec<u8>,
+}
+
+/// Why an object could not be stored.
+#[derive(Debug)]
+pub enum CommitError {
+    /// The bytes do not have the hash they were announced with.
+    HashMismatch {
+        expected: Hash,
+        actual: Hash,
+    },
+    Io(io::Error),
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitError::HashMismatch { expected, actual } => {
+                write!(f, "SHA-256 mismatch: expected {expected}, got {actual}")
+            }
+            CommitError::Io(e) => write!(f, "store: {e}"),
+        }
+    }
+}
+
+impl From<io::Error> for CommitError {
+    fn from(e: io::Error) -> Self {
+        CommitError::Io(e)
+    }
+}
+
+impl ObjectWriter {
+    pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        if self.len <= self.store.memory_object_max {
+            self.keep.extend_from_slice(data);
+        } else if !self.keep.is_empty() {
+            self.keep = Vec::new();
+        }
+        match self.file.as_mut() {
+            Some(f) => f.write_all(data).await,
+            None => Err(io::Error::other("writer already finished")),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Verifies the hash (if one is expected), makes the object durable and visible under its
+    /// name. On a mismatch nothing is stored.
+    pub async fn commit(mut self, expected: Option<Hash>) -> Result<(Hash, u64), CommitError> {
+        let hasher = std::mem::replace(&mut self.hasher, sha2::Sha256::new());
+        let actual = Hash(hasher.finalize().into());
+        if let Some(expected) = expected {
+            if expected != actual {
+                return Err(CommitError::HashMismatch { expected, actual });
+            }
+        }
+        let mut file = self.file.take().expect("commit once");
+        file.flush().await?;
+        file.sync_all().await?;
+        drop(file);
+        let dst = self.store.object_path(&actual);
+        let parent = dst.parent().expect("objects have a parent");
+        tokio::fs::create_dir_all(parent).await?;
+        tokio::fs::rename(&self.path, &dst).await?;
+        sync_dir(parent).await?;
+        if !self.keep.is_empty() || self.len == 0 {
+            let data = Bytes::from(std::mem::take(&mut self.keep));
+            self.store.memory.insert(actual, data);
+        }
+        Ok((actual, self.len))
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        // Not committed: the temporary file goes.
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// fsyncs a directory so a rename in it survives a crash.
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commit_verifies_and_names_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut w = store.writer().await.unwrap();
+        w.write(b"hello ").await.unwrap();
+        w.write(b"world").await.unwrap();
+        let expected = Hash::of(b"hello world");
+        let (h, len) = w.commit(Some(expected)).await.unwrap();
+        assert_eq!((h, len), (expected, 11));
+        assert!(store.contains(&h, Some(11)));
+        assert!(!store.contains(&h, Some(12)));
+        assert_eq!(&store.read(&h).await.unwrap()[..], b"hello world");
+    }
+
+    #[tokio::test]
+    async fn hash_mismatch_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut w = store.writer().await.unwrap();
+        w.write(b"evil").await.unwrap();
+        let claimed = Hash::of(b"good");
+        match w.commit(Some(claimed)).await {
+            Err(CommitError::HashMismatch { expected, actual }) => {
+                assert_eq!(expected, claimed);
+                assert_eq!(actual, Hash::of(b"evil"));
+            }
+            other => panic!("expected a mismatch, got {:?}", other.map(|_| ())),
+        }
+        assert!(!store.contains(&Hash::of(b"evil"), None));
+        assert!(!store.contains(&claimed, None));
+        let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        assert_eq!(leftovers, 0, "the temporary file is removed");
+    }
+
+    #[tokio::test]
+    async fn large_objects_are_served_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB memory tier: objects over 8 KiB stay on disk.
+        let store = Store::open(dir.path(), 64 << 10).unwrap();
+        let big = vec![7u8; 100_000];
+        let h = store.put(&big).await.unwrap();
+        match store.get(&h).await.unwrap() {
+            Object::File { len, .. } => assert_eq!(len, 100_000),
+            Object::Memory(_) => panic!("a 100 kB object must not be held in a 64 KiB tier"),
+        }
+        let small = store.put(b"tiny").await.unwrap();
+        assert!(matches!(
+            store.get(&small).await.unwrap(),
+            Object::Memory(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn gc_keeps_live_and_young_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let live = store.put(b"live").await.unwrap();
+        let dead = store.put(b"dead").await.unwrap();
+        // Young objects survive even when unreferenced.
+        assert_eq!(
+            store.collect_garbage(HashSet::from([live])).await.unwrap(),
+            0
+        );
+        // Age the dead one past the grace period.
+        let old = SystemTime::now() - GC_GRACE - Duration::from_secs(1);
+        for h in [live, dead] {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(store.object_path(&h))
+                .unwrap();
+            f.set_modified(old).unwrap();
+        }
+        assert_eq!(
+            store.collect_garbage(HashSet::from([live])).await.unwrap(),
+            1
+        );
+        assert!(store.contains(&live, None));
+        assert!(!store.contains(&dead, None));
+    }
+}

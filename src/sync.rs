@@ -1,0 +1,543 @@
+//! The poller: one task per repository that keeps the published generation in step with the
+//! upstream, and never publishes what it could not verify.
+//!
+//! Each round: conditional GET of the upstream notification; parse and validate it; fetch
+//! the snapshot and every listed delta that is not in the store yet (bounded concurrency,
+//! SHA-256 checked while streaming); persist the new generation's index; publish it in one
+//! atomic switch. Any failure leaves the published generation as it was — that is
+//! serve-stale-on-error, with no special case.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use log::{info, warn};
+use rand::Rng;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::repo::{unix_now, FileEntry, Generation, Repo};
+use crate::rrdp::{render_notification, DeltaRef, FileRef, Hash, Notification};
+use crate::store::{CommitError, Store};
+use crate::upstream::{FetchError, Upstream};
+use crate::uri::BaseUri;
+
+/// The longest wait between polls while the upstream is failing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What one poll round achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream has nothing newer than what is published.
+    Unchanged,
+    /// A new generation was published.
+    Published { session_id: String, serial: u64 },
+}
+
+/// Why a round failed. The published generation stays as it was.
+#[derive(Debug)]
+pub enum PollError {
+    /// The notification could not be fetched.
+    Notification(FetchError),
+    /// The notification was fetched but refused.
+    Invalid(String),
+    /// The serial went backwards within the session.
+    Regression { published: u64, upstream: u64 },
+    /// A snapshot or delta could not be fetched or verified.
+    File { uri: String, error: FetchError },
+    /// Our own disk failed.
+    Store(String),
+}
+
+impl PollError {
+    /// A short, stable label for metrics and for "did the state change" in logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PollError::Notification(e) => e.reason(),
+            PollError::Invalid(_) => "invalid_notification",
+            PollError::Regression { .. } => "serial_regression",
+            PollError::File { error, .. } => error.reason(),
+            PollError::Store(_) => "store",
+        }
+    }
+}
+
+impl std::fmt::Display for PollError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PollError::Notification(e) => write!(f, "notification: {e}"),
+            PollError::Invalid(e) => write!(f, "notification refused: {e}"),
+            PollError::Regression {
+                published,
+                upstream,
+            } => write!(
+                f,
+                "serial went back from {published} to {upstream} within the session: not published"
+            ),
+            PollError::File { uri, error } => write!(f, "{uri}: {error}"),
+            PollError::Store(e) => write!(f, "store: {e}"),
+        }
+    }
+}
+
+/// Downloads `base+rel` into the store, verifying `expected` if given. 404 and 410 come back
+/// as `FetchError::Status`.
+pub async fn fetch_object(
+    upstream: &Arc<Upstream>,
+    store: &Arc<Store>,
+    base: &BaseUri,
+    rel: &str,
+    expected: Option<Hash>,
+    limit: u64,
+) -> Result<(Hash, u64), FetchError> {
+    let mut resp = upstream.get(base, rel, &[]).await?;
+    match resp.status() {
+        200 => {}
+        s => return Err(FetchError::Status(s)),
+    }
+    resp.check_identity_encoding()?;
+    if resp.is_html() {
+        return Err(FetchError::Unusable(
+            "an HTML page, not an RRDP file".into(),
+        ));
+    }
+    if resp.content_length().is_some_and(|l| l > limit) {
+        return Err(FetchError::TooLarge(limit));
+    }
+    let mut w = store
+        .writer()
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))?;
+    while let Some(chunk) = resp.chunk().await? {
+        if w.len() + chunk.len() as u64 > limit {
+            return Err(FetchError::TooLarge(limit));
+        }
+        w.write(&chunk)
+            .await
+            .map_err(|e| FetchError::Store(e.to_string()))?;
+    }
+    if w.is_empty() {
+        return Err(FetchError::Unusable("empty body".into()));
+    }
+    w.commit(expected).await.map_err(|e| match e {
+        CommitError::HashMismatch { .. } => FetchError::HashMismatch(e.to_string()),
+        CommitError::Io(e) => FetchError::Store(e.to_string()),
+    })
+}
+
+/// Keeps one repository in step with its upstream.
+pub struct Poller {
+    repo: Arc<Repo>,
+    store: Arc<Store>,
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    /// `cache.retain`.
+    retain: Duration,
+    /// The upstream notification's validators, once a round with it completed.
+    validators: Option<(Option<String>, Option<String>)>,
+}
+
+impl Poller {
+    pub fn new(
+        repo: Arc<Repo>,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        retain: Duration,
+    ) -> Poller {
+        let upstream = Upstream::new(&repo.config.tls);
+        Poller {
+            repo,
+            store,
+            upstream,
+            metrics,
+            retain,
+            validators: None,
+        }
+    }
+
+    /// Polls until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut failures: u32 = 0;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let result = self.poll_once().await;
+            self.record(&result, &mut failures);
+            let delay = next_delay(self.repo.config.poll_interval, failures);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.repo.refresh.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Logs state changes (not every retry), counts, and updates the status.
+    fn record(&self, result: &Result<Outcome, PollError>, failures: &mut u32) {
+        let name = self.repo.name();
+        let previous_error = self.repo.status.borrow().last_error.clone();
+        match result {
+            Ok(outcome) => {
+                *failures = 0;
+                if let Some(prev) = previous_error {
+                    info!("{name}: upstream usable again (was: {prev})");
+                }
+                if let Outcome::Published { session_id, serial } = outcome {
+                    self.metrics.count_publish();
+                    info!("{name}: published session {session_id} serial {serial}");
+                }
+                self.repo.status.send_modify(|s| {
+                    s.polls_ok += 1;
+                    s.last_success = Some(SystemTime::now());
+                    s.last_error = None;
+                });
+            }
+            Err(e) => {
+                *failures = failures.saturating_add(1);
+                self.metrics.count_poll_error(e.reason());
+                let msg = e.to_string();
+                let changed = previous_error.as_deref() != Some(msg.as_str());
+                if changed {
+                    let serving = match self.repo.published.load().as_ref() {
+                        Some(g) => format!("still serving serial {}", g.serial),
+                        None => "nothing to serve yet".to_string(),
+                    };
+                    warn!("{name}: {msg}; {serving}");
+                }
+                self.repo.status.send_modify(|s| {
+                    s.polls_failed += 1;
+                    s.last_error = Some(msg);
+                });
+            }
+        }
+    }
+
+    /// One round: fetch, verify, store, publish.
+    pub async fn poll_once(&mut self) -> Result<Outcome, PollError> {
+        let cfg = self.repo.config.clone();
+        let mut headers = Vec::new();
+        if let Some((etag, lm)) = &self.validators {
+            if let Some(e) = etag {
+                headers.push(("If-None-Match", e.clone()));
+            }
+            if let Some(l) = lm {
+                headers.push(("If-Modified-Since", l.clone()));
+            }
+        }
+        let resp = self
+            .upstream
+            .get(&cfg.upstream, &cfg.notification, &headers)
+            .await
+            .map_err(PollError::Notification)?;
+        match resp.status() {
+            304 if self.validators.is_some() => return Ok(Outcome::Unchanged),
+            200 => {}
+            s => return Err(PollError::Notification(FetchError::Status(s))),
+        }
+        resp.check_identity_encoding()
+            .map_err(PollError::Notification)?;
+        if resp.is_html() {
+            return Err(PollError::Invalid(
+                "an HTML page, not a notification".into(),
+            ));
+        }
+        let validators = (
+            resp.header("ETag").map(str::to_string),
+            resp.header("Last-Modified").map(str::to_string),
+        );
+        let body = resp
+            .body(cfg.max_notification_size)
+            .await
+            .map_err(PollError::Notification)?;
+        let notification =
+            Notification::parse(&body).map_err(|e| PollError::Invalid(e.to_string()))?;
+        let outcome = self.apply(notification).await?;
+        self.validators = Some(validators);
+        Ok(outcome)
+    }
+
+    /// Brings a validated upstream notification into the store and publishes it.
+    pub async fn apply(&mut self, n: Notification) -> Result<Outcome, PollError> {
+        let cfg = &self.repo.config;
+        let published = self.repo.published.load_full();
+        if let Some(p) = &published {
+            if p.session_id == n.session_id {
+                if n.serial < p.serial {
+                    return Err(PollError::Regression {
+                        published: p.serial,
+                        upstream: n.serial,
+                    });
+                }
+                if n.serial == p.serial {
+                    return Ok(Outcome::Unchanged);
+                }
+            }
+        }
+
+        // Every URI must lie under one of the repository's bases (RFC 9674): nothing is ever
+        // fetched from another host, scheme or port.
+        let rel_of = |uri: &str| -> Result<String, PollError> {
+            cfg.public
+                .relative(uri)
+                .or_else(|| cfg.upstream.relative(uri))
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    PollError::Invalid(format!(
+                        "URI {uri} is not under {} or {}",
+                        cfg.public, cfg.upstream
+                    ))
+                })
+        };
+        let snapshot_rel = rel_of(&n.snapshot.uri)?;
+        let mut deltas = n.deltas.clone();
+        if let Some(max) = cfg.max_deltas {
+            deltas.truncate(max);
+        }
+        let delta_rels = deltas
+            .iter()
+            .map(|d| rel_of(&d.file.uri))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut pending = HashMap::new();
+        pending.insert(snapshot_rel.clone(), n.snapshot.hash);
+        for (d, rel) in deltas.iter().zip(&delta_rels) {
+            pending.insert(rel.clone(), d.file.hash);
+        }
+        self.repo.pending.store(Arc::new(pending));
+
+        // The snapshot must be there, or nothing is published.
+        let snapshot_size = self
+            .ensure(&snapshot_rel, n.snapshot.hash, &n.snapshot.uri)
+            .await?;
+
+        // Deltas, concurrently; a delta gone upstream (404/410) cuts the list there, keeping
+        // the contiguous newest part that is stored.
+        let results = self.fetch_deltas(&deltas, &delta_rels).await;
+        let mut files = HashMap::new();
+        files.insert(
+            snapshot_rel.clone(),
+            FileEntry {
+                hash: n.snapshot.hash,
+                size: snapshot_size,
+                expires: None,
+            },
+        );
+        let mut served_deltas: Vec<DeltaRef> = Vec::new();
+        for ((d, rel), result) in deltas.iter().zip(&delta_rels).zip(results) {
+            match result {
+                Ok(size) => {
+                    files.insert(
+                        rel.clone(),
+                        FileEntry {
+                            hash: d.file.hash,
+                            size,
+                            expires: None,
+                        },
+                    );
+                    served_deltas.push(DeltaRef {
+                        serial: d.serial,
+                        file: FileRef {
+                            uri: cfg.public.join(rel),
+                            hash: d.file.hash,
+                        },
+                    });
+                }
+                Err(PollError::File {
+                    error: FetchError::Status(404 | 410),
+                    uri,
+                }) => {
+                    info!(
+                        "{}: delta {} is gone upstream ({uri}); serving the {} newer deltas",
+                        self.repo.name(),
+                        d.serial,
+                        served_deltas.len()
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        let generation = self.next_generation(
+            &n,
+            &snapshot_rel,
+            served_deltas,
+            files,
+            published.as_deref(),
+        );
+        let (session_id, serial) = (generation.session_id.clone(), generation.serial);
+        self.repo
+            .publish(&self.store, generation)
+            .await
+            .map_err(|e| PollError::Store(e.to_string()))?;
+        Ok(Outcome::Published { session_id, serial })
+    }
+
+    /// Makes sure the object is in the store, fetching it if needed; returns its size.
+    async fn ensure(&self, rel: &str, hash: Hash, uri: &str) -> Result<u64, PollError> {
+        ensure_object(
+            &self.upstream,
+            &self.store,
+            &self.repo.config.upstream,
+            rel,
+            hash,
+            self.repo.config.max_file_size,
+            self.repo.config.fetch_timeout,
+            &self.metrics,
+        )
+        .await
+        .map_err(|error| PollError::File {
+            uri: uri.to_string(),
+            error,
+        })
+    }
+
+    async fn fetch_deltas(
+        &self,
+        deltas: &[DeltaRef],
+        rels: &[String],
+    ) -> Vec<Result<u64, PollError>> {
+        let sem = Arc::new(Semaphore::new(self.repo.config.fetch_concurrency));
+        let mut tasks = Vec::new();
+        for (d, rel) in deltas.iter().zip(rels) {
+            let (upstream, store, metrics) = (
+                self.upstream.clone(),
+                self.store.clone(),
+                self.metrics.clone(),
+            );
+            let base = self.repo.config.upstream.clone();
+            let (limit, timeout) = (
+                self.repo.config.max_file_size,
+                self.repo.config.fetch_timeout,
+            );
+            let (rel, hash, uri) = (rel.clone(), d.file.hash, d.file.uri.clone());
+            let sem = sem.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                ensure_object(
+                    &upstream, &store, &base, &rel, hash, limit, timeout, &metrics,
+                )
+                .await
+                .map_err(|error| PollError::File { uri, error })
+            }));
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(
+                t.await
+                    .unwrap_or_else(|e| Err(PollError::Store(format!("fetch task failed: {e}")))),
+            );
+        }
+        out
+    }
+
+    /// Builds the generation to publish: the new notification's files, plus files of older
+    /// generations that are still within `cache.retain`.
+    fn next_generation(
+        &self,
+        n: &Notification,
+        snapshot_rel: &str,
+        deltas: Vec<DeltaRef>,
+        mut files: HashMap<String, FileEntry>,
+        previous: Option<&Generation>,
+    ) -> Generation {
+        let cfg = &self.repo.config;
+        let now = unix_now();
+        let expires = now + self.retain.as_secs();
+        if let Some(prev) = previous {
+            for (rel, f) in &prev.files {
+                if files.contains_key(rel) || !f.is_live(now) {
+                    continue;
+                }
+                files.insert(
+                    rel.clone(),
+                    FileEntry {
+                        expires: Some(f.expires.unwrap_or(expires)),
+                        ..f.clone()
+                    },
+                );
+            }
+        }
+        let snapshot = FileRef {
+            uri: cfg.public.join(snapshot_rel),
+            hash: n.snapshot.hash,
+        };
+        let body = render_notification(&n.session_id, n.serial, &snapshot, &deltas);
+        let etag = format!("\"{}\"", &Hash::of(body.as_bytes()).to_hex()[..32]);
+        // Round up to the next second (HTTP dates have no fractions) and keep it strictly
+        // increasing, so an If-Modified-Since taken from any earlier moment sees it as newer.
+        let now_ceil = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        let last_modified = now_ceil.max(previous.map_or(0, |p| p.last_modified + 1));
+        Generation {
+            session_id: n.session_id.clone(),
+            serial: n.serial,
+            notification: body.into(),
+            etag,
+            last_modified,
+            files,
+            delta_count: deltas.len(),
+        }
+    }
+}
+
+/// Fetches an object unless the store has it, within the whole-download timeout.
+#[allow(clippy::too_many_arguments)]
+pub async fn ensure_object(
+    upstream: &Arc<Upstream>,
+    store: &Arc<Store>,
+    base: &BaseUri,
+    rel: &str,
+    hash: Hash,
+    limit: u64,
+    timeout: Duration,
+    metrics: &Metrics,
+) -> Result<u64, FetchError> {
+    if let Some(size) = store.size_of(&hash) {
+        return Ok(size);
+    }
+    metrics.count_upstream_fetch();
+    let fetched = tokio::time::timeout(
+        timeout,
+        fetch_object(upstream, store, base, rel, Some(hash), limit),
+    )
+    .await
+    .unwrap_or(Err(FetchError::Timeout));
+    match fetched {
+        Ok((_, size)) => Ok(size),
+        Err(e) => {
+            if matches!(e, FetchError::HashMismatch(_)) {
+                metrics.count_hash_mismatch();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Time to the next poll: the interval with ±10 % jitter, doubled per consecutive failure up
+/// to eight times the interval, and never longer than [`MAX_BACKOFF`] (or the interval, if
+/// that is longer).
+pub fn next_delay(interval: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.min(3);
+    let base = (interval * factor).min(MAX_BACKOFF.max(interval));
+    let jitter = rand::thread_rng().gen_range(0.9..1.1);
+    base.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let i = Duration::from_secs(10);
+        let d0 = next_delay(i, 0);
+        assert!(d0 >= Duration::from_secs(9) && d0 <= Duration::from_secs(11));
+        let d3 = next_delay(i, 3);
+        assert!(d3 >= Duration::from_secs(72) && d3 <= Duration::from_secs(88));
+        assert!(next_delay(i, 30) <= Duration::from_secs(88));
+        assert!(next_delay(Duration::from_secs(120), 5) <= MAX_BACKOFF.mul_f64(1.1));
+    }
+}

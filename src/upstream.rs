@@ -1,0 +1,245 @@
+//! A small HTTP client for upstreams, over pingora's `Connector` (the same TLS stack and
+//! connection pooling as the proxy itself).
+//!
+//! DNS is resolved here, asynchronously, and a failure is an ordinary error: `HttpPeer::new`
+//! would resolve synchronously and panic on failure.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::UpstreamTls;
+use crate::uri::BaseUri;
+
+/// Connecting (TCP and TLS) must not take longer than this.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A read that brings no byte for this long fails: a stalled upstream.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pooled upstream connections are closed after this idle time.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// What we call ourselves upstream.
+pub const USER_AGENT: &str = concat!("rrdp-proxy/", env!("CARGO_PKG_VERSION"));
+
+/// Why a request to the upstream failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// DNS, connect, TLS, reset, timeout, malformed response.
+    Transport(String),
+    /// An HTTP status we cannot use.
+    Status(u16),
+    /// The body is larger than allowed.
+    TooLarge(u64),
+    /// The response is not what the path needs (HTML error page, 204, encoding).
+    Unusable(String),
+    /// The bytes do not have the announced hash.
+    HashMismatch(String),
+    /// Writing to our own store failed.
+    Store(String),
+    /// The whole download took too long.
+    Timeout,
+}
+
+impl FetchError {
+    /// A short, stable label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FetchError::Transport(_) => "transport",
+            FetchError::Status(_) => "status",
+            FetchError::TooLarge(_) => "too_large",
+            FetchError::Unusable(_) => "unusable",
+            FetchError::HashMismatch(_) => "hash_mismatch",
+            FetchError::Store(_) => "store",
+            FetchError::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Transport(s) => write!(f, "{s}"),
+            FetchError::Status(s) => write!(f, "HTTP status {s}"),
+            FetchError::TooLarge(n) => write!(f, "body larger than the limit of {n} bytes"),
+            FetchError::Unusable(s) => write!(f, "{s}"),
+            FetchError::HashMismatch(s) => write!(f, "{s}"),
+            FetchError::Store(s) => write!(f, "{s}"),
+            FetchError::Timeout => write!(f, "timed out"),
+        }
+    }
+}
+
+fn transport(e: impl fmt::Display) -> FetchError {
+    FetchError::Transport(e.to_string())
+}
+
+/// A client for one upstream host's TLS settings.
+pub struct Upstream {
+    connector: Connector,
+    tls: UpstreamTls,
+}
+
+impl Upstream {
+    pub fn new(tls: &UpstreamTls) -> Arc<Upstream> {
+        let mut opts = ConnectorOptions::new(16);
+        opts.ca_file = tls.ca.as_ref().map(|p| p.to_string_lossy().into_owned());
+        Arc::new(Upstream {
+            connector: Connector::new(Some(opts)),
+            tls: tls.clone(),
+        })
+    }
+
+    async fn peer(&self, base: &BaseUri) -> Result<HttpPeer, FetchError> {
+        let host = base.host_for_connect();
+        let addr = tokio::net::lookup_host((host, base.port()))
+            .await
+            .map_err(|e| FetchError::Transport(format!("cannot resolve {host}: {e}")))?
+            .next()
+            .ok_or_else(|| FetchError::Transport(format!("{host} has no address")))?;
+        let mut peer = HttpPeer::new(addr, base.is_tls(), host.to_string());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.read_timeout = Some(READ_TIMEOUT);
+        peer.options.write_timeout = Some(READ_TIMEOUT);
+        peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+        if self.tls.insecure {
+            peer.options.verify_cert = false;
+            peer.options.verify_hostname = false;
+        }
+        Ok(peer)
+    }
+
+    /// Sends `GET base+rel` with extra request headers and returns once the response header
+    /// is in. The body is read from the returned [`Response`].
+    pub async fn get(
+        self: &Arc<Self>,
+        base: &BaseUri,
+        rel: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<Response, FetchError> {
+        let peer = self.peer(base).await?;
+        let path = format!("{}{}", base.path(), rel);
+        let mut req = RequestHeader::build("GET", path.as_bytes(), None).map_err(transport)?;
+        req.insert_header("Host", base.authority())
+            .map_err(transport)?;
+        req.insert_header("User-Agent", USER_AGENT)
+            .map_err(transport)?;
+        // We verify hashes over identity bodies and store them as such.
+        req.insert_header("Accept-Encoding", "identity")
+            .map_err(transport)?;
+        for (k, v) in headers {
+            req.insert_header(*k, v.as_str()).map_err(transport)?;
+        }
+        let (mut session, _reused) = self
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| FetchError::Transport(format!("connect to {base}: {e}")))?;
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(transport)?;
+        session.finish_request_body().await.map_err(transport)?;
+        session.read_response_header().await.map_err(transport)?;
+        let header = session
+            .response_header()
+            .cloned()
+            .ok_or_else(|| transport("no response header"))?;
+        Ok(Response {
+            upstream: self.clone(),
+            peer,
+            session: Some(session),
+            header,
+        })
+    }
+}
+
+/// A response whose header has arrived; read the body with [`Response::chunk`].
+pub struct Response {
+    upstream: Arc<Upstream>,
+    peer: HttpPeer,
+    session: Option<HttpSession>,
+    pub header: ResponseHeader,
+}
+
+impl Response {
+    pub fn status(&self) -> u16 {
+        self.header.status.as_u16()
+    }
+
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The next piece of the body; `None` at its end (and the connection goes back to the
+    /// pool).
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(None);
+        };
+        match session.read_response_body().await.map_err(transport)? {
+            Some(b) => Ok(Some(b)),
+            None => {
+                if let Some(s) = self.session.take() {
+                    self.upstream
+                        .connector
+                        .release_http_session(s, &self.peer, Some(IDLE_TIMEOUT))
+                        .await;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Reads the whole body, refusing more than `limit` bytes.
+    pub async fn body(mut self, limit: u64) -> Result<Bytes, FetchError> {
+        if let Some(len) = self.content_length() {
+            if len > limit {
+                return Err(FetchError::TooLarge(limit));
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(c) = self.chunk().await? {
+            if (out.len() + c.len()) as u64 > limit {
+                return Err(FetchError::TooLarge(limit));
+            }
+            out.extend_from_slice(&c);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("Content-Length").and_then(|v| v.parse().ok())
+    }
+
+    /// Whether the response is an HTML page (an error page from a proxy or a login portal).
+    pub fn is_html(&self) -> bool {
+        self.header("Content-Type")
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+    }
+
+    /// Refuses responses whose body we could not verify or store as is.
+    pub fn check_identity_encoding(&self) -> Result<(), FetchError> {
+        match self.header("Content-Encoding") {
+            None => Ok(()),
+            Some(e) if e.trim().eq_ignore_ascii_case("identity") => Ok(()),
+            Some(e) => Err(FetchError::Unusable(format!(
+                "unrequested Content-Encoding {e:?}"
+            ))),
+        }
+    }
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        // A session dropped mid-body is simply closed, never pooled.
+        self.session.take();
+    }
+}
