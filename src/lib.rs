@@ -78,7 +78,7 @@ impl Shared {
                         g.session_id,
                         g.serial
                     );
-                    repo.install_loaded(g);
+                    repo.install(g);
                 }
                 Ok(None) => {}
                 // Not fatal: the stored state is not served, the poller starts afresh.

@@ -121,12 +121,7 @@ impl Repo {
     pub async fn publish(&self, store: &Store, generation: Generation) -> std::io::Result<()> {
         let data = serde_json::to_vec(&generation).map_err(std::io::Error::other)?;
         store.write_index(&self.index_name, &data).await?;
-        self.status.send_modify(|s| {
-            s.session_id = Some(generation.session_id.clone());
-            s.serial = Some(generation.serial);
-            s.publishes += 1;
-        });
-        self.published.store(Some(Arc::new(generation)));
+        self.install(generation);
         Ok(())
     }
 
@@ -160,14 +155,16 @@ impl Repo {
         Ok(Some(generation))
     }
 
-    /// Installs a generation loaded at start without writing it again.
-    pub fn install_loaded(&self, generation: Generation) {
+    /// Makes a generation what clients see (persisted already, or loaded at start), then
+    /// tells watchers: whoever sees the new serial in the status can fetch it.
+    pub fn install(&self, generation: Generation) {
+        let (session_id, serial) = (generation.session_id.clone(), generation.serial);
+        self.published.store(Some(Arc::new(generation)));
         self.status.send_modify(|s| {
-            s.session_id = Some(generation.session_id.clone());
-            s.serial = Some(generation.serial);
+            s.session_id = Some(session_id);
+            s.serial = Some(serial);
             s.publishes += 1;
         });
-        self.published.store(Some(Arc::new(generation)));
     }
 }
 

@@ -260,21 +260,6 @@ impl Poller {
     /// Brings a validated upstream notification into the store and publishes it.
     pub async fn apply(&mut self, n: Notification) -> Result<Outcome, PollError> {
         let cfg = &self.repo.config;
-        let published = self.repo.published.load_full();
-        if let Some(p) = &published {
-            if p.session_id == n.session_id {
-                if n.serial < p.serial {
-                    return Err(PollError::Regression {
-                        published: p.serial,
-                        upstream: n.serial,
-                    });
-                }
-                if n.serial == p.serial {
-                    return Ok(Outcome::Unchanged);
-                }
-            }
-        }
-
         // Every URI must lie under one of the repository's bases (RFC 9674): nothing is ever
         // fetched from another host, scheme or port.
         let rel_of = |uri: &str| -> Result<String, PollError> {
@@ -290,14 +275,31 @@ impl Poller {
                 })
         };
         let snapshot_rel = rel_of(&n.snapshot.uri)?;
-        let mut deltas = n.deltas.clone();
-        if let Some(max) = cfg.max_deltas {
-            deltas.truncate(max);
-        }
-        let delta_rels = deltas
+        let mut delta_rels = n
+            .deltas
             .iter()
             .map(|d| rel_of(&d.file.uri))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut deltas = n.deltas.clone();
+        if let Some(max) = cfg.max_deltas {
+            deltas.truncate(max);
+            delta_rels.truncate(max);
+        }
+
+        let published = self.repo.published.load_full();
+        if let Some(p) = &published {
+            if p.session_id == n.session_id {
+                if n.serial < p.serial {
+                    return Err(PollError::Regression {
+                        published: p.serial,
+                        upstream: n.serial,
+                    });
+                }
+                if n.serial == p.serial {
+                    return Ok(Outcome::Unchanged);
+                }
+            }
+        }
 
         let mut pending = HashMap::new();
         pending.insert(snapshot_rel.clone(), n.snapshot.hash);

@@ -1,0 +1,73 @@
+//! The binary's `check` subcommand: valid configs pass, bad ones name the key and the reason.
+
+use std::process::Command;
+
+fn check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+const GOOD: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+admin_listen = "127.0.0.1:9090"
+[cache]
+dir = "./cache"
+retain = "2h"
+[[repository]]
+public = "http://127.0.0.1:8080/rrdp/"
+upstream = "http://127.0.0.1:3001/rrdp/"
+"#;
+
+#[test]
+fn shipped_config_checks_ok() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_configs_are_refused_with_key_and_reason() {
+    let (ok, out) = check(GOOD);
+    assert!(ok, "{out}");
+    let cases = [
+        (GOOD.replace("retain = \"2h\"", "retain = \"2 hours\""), "cache.retain:"),
+        (
+            GOOD.replace("upstream = \"http://127.0.0.1:3001/rrdp/\"", "upstream = \"http://127.0.0.1:3001/rrdp\""),
+            "repository[0].upstream:",
+        ),
+        (
+            GOOD.replace("admin_listen = \"127.0.0.1:9090\"", "admin_listen = \"127.0.0.1:8080\""),
+            "server.admin_listen:",
+        ),
+        (GOOD.replace("listen = [\"127.0.0.1:8080\"]", "listen = [\"localhost\"]"), "server.listen[0]:"),
+        (format!("{GOOD}upstream_ca = \"/nonexistent/ca.pem\"\n"), "repository[0].upstream_ca:"),
+        (GOOD.replace("[cache]", "[cache]\nsize = \"1GiB\""), "unknown field `size`"),
+        (format!("{GOOD}[[repository]]\npublic = \"http://127.0.0.1:8080/rrdp/\"\nupstream = \"http://127.0.0.1:3002/rrdp/\"\n"), "overlaps"),
+    ];
+    for (text, expect) in cases {
+        let (ok, out) = check(&text);
+        assert!(!ok, "accepted a bad config expecting {expect}");
+        assert!(out.contains(expect), "expected {expect:?} in: {out}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on 127.0.0.1 against a fake origin on 127.0.0.1.
+//! One binary, so it links once.
+
+mod support;
+
+mod cli;
+mod failover;
+mod serving;
+mod syncing;

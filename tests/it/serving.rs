@@ -1,0 +1,238 @@
+//! What clients see: headers, validators, 304, HEAD, 405, 404 and 503.
+
+use rrdp_proxy::metrics::Kind;
+use rrdp_proxy::rrdp::{Hash, Notification};
+
+use crate::support::{http, path_of, Origin, Proxy};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notification_and_files_carry_validators_and_answer_304_and_head() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+
+    let n = proxy.get("/rrdp/notification.xml").await;
+    assert_eq!(n.status, 200);
+    assert_eq!(n.header("Cache-Control"), Some("max-age=60"));
+    assert_eq!(
+        n.header("Content-Length"),
+        Some(n.body.len().to_string().as_str())
+    );
+    let etag = n.header("ETag").expect("an ETag").to_string();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong ETag: {etag}"
+    );
+    let lm = n
+        .header("Last-Modified")
+        .expect("a Last-Modified")
+        .to_string();
+    let parsed = Notification::parse(&n.body).unwrap();
+    // URIs are rewritten to the public base.
+    let public = format!("http://127.0.0.1:{}/rrdp/", proxy.port);
+    assert!(
+        parsed.snapshot.uri.starts_with(&public),
+        "{}",
+        parsed.snapshot.uri
+    );
+
+    let r = http(
+        proxy.port,
+        "GET",
+        "/rrdp/notification.xml",
+        &[("If-None-Match", &etag)],
+    )
+    .await;
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    assert_eq!(r.header("ETag"), Some(etag.as_str()));
+    let r = http(
+        proxy.port,
+        "GET",
+        "/rrdp/notification.xml",
+        &[("If-None-Match", "\"other\"")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = http(
+        proxy.port,
+        "GET",
+        "/rrdp/notification.xml",
+        &[("If-Modified-Since", &lm)],
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    let earlier = httpdate::fmt_http_date(
+        httpdate::parse_http_date(&lm).unwrap() - std::time::Duration::from_secs(1),
+    );
+    let r = http(
+        proxy.port,
+        "GET",
+        "/rrdp/notification.xml",
+        &[("If-Modified-Since", &earlier)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
+    // HEAD works although the origin answers HEAD with 405, as Krill does.
+    let r = http(proxy.port, "HEAD", "/rrdp/notification.xml", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Content-Length"),
+        Some(n.body.len().to_string().as_str())
+    );
+    assert!(r.body.is_empty());
+
+    let snap = path_of(&parsed.snapshot.uri);
+    let s = proxy.get(&snap).await;
+    assert_eq!(s.status, 200);
+    assert_eq!(Hash::of(&s.body), parsed.snapshot.hash);
+    let file_etag = format!("\"{}\"", parsed.snapshot.hash);
+    assert_eq!(s.header("ETag"), Some(file_etag.as_str()));
+    assert_eq!(
+        s.header("Cache-Control"),
+        Some("public, max-age=86400, immutable")
+    );
+    let r = http(proxy.port, "GET", &snap, &[("If-None-Match", &file_etag)]).await;
+    assert_eq!(r.status, 304);
+    let r = http(proxy.port, "HEAD", &snap, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Content-Length"),
+        Some(s.body.len().to_string().as_str())
+    );
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_get_and_head_and_nothing_outside_the_prefixes() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+
+    for method in ["POST", "PUT", "DELETE"] {
+        let r = http(proxy.port, method, "/rrdp/notification.xml", &[]).await;
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.header("Allow"), Some("GET, HEAD"));
+    }
+    let before = origin.with(|s| s.requests.len());
+    for path in [
+        "/api/v1/authorized",
+        "/",
+        "/index.html",
+        "/rrdp",
+        "/rrdp/../api/v1/authorized",
+        "/rrdp/%2e%2e/api/v1/authorized",
+        "/rrdp//etc/passwd",
+        "/rrdp/a\\..\\b",
+        "/rrdp/./notification.xml",
+    ] {
+        let r = proxy.get(path).await;
+        assert!(
+            r.status == 404 || r.status == 400,
+            "{path}: expected 404, got {}",
+            r.status
+        );
+        assert_ne!(r.status, 200);
+    }
+    assert_eq!(
+        origin.with(|s| s.requests.len()),
+        before,
+        "no request outside a prefix reached the origin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn before_anything_is_fetched_the_notification_is_503_with_retry_after() {
+    let mut origin = Origin::start().await;
+    origin.stop();
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    let st = proxy.wait_first_poll().await;
+    assert_eq!(st.polls_failed, 1);
+    let r = proxy.get("/rrdp/notification.xml").await;
+    assert_eq!(r.status, 503);
+    assert!(r.header("Retry-After").is_some());
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    let health = http(proxy.admin_port, "GET", "/healthz", &[]).await;
+    assert_eq!(health.status, 503, "{}", health.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_files_under_a_prefix_are_forwarded_and_404s_are_never_cached() {
+    let origin = Origin::start().await;
+    origin.with(|s| {
+        s.extra.insert(
+            "/rrdp/other/file.xml".into(),
+            (200, "application/xml", bytes::Bytes::from_static(b"<x/>")),
+        )
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+
+    let r = proxy.get("/rrdp/other/file.xml").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, b"<x/>".as_slice()));
+    for _ in 0..2 {
+        let r = proxy.get("/rrdp/gone/delta.xml").await;
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    }
+    assert_eq!(
+        origin.requests_for("/rrdp/gone/delta.xml"),
+        2,
+        "a 404 is asked again"
+    );
+    assert_eq!(
+        proxy.shared.metrics.requests_with_status(Kind::File, 404),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn last_modified_increases_and_a_client_clock_never_hides_a_new_serial() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    let first = proxy.get("/rrdp/notification.xml").await;
+    let lm1 = httpdate::parse_http_date(first.header("Last-Modified").unwrap()).unwrap();
+    // Fort sends its own download time as If-Modified-Since.
+    let client_clock = httpdate::fmt_http_date(std::time::SystemTime::now());
+
+    origin.advance();
+    proxy.poll().await;
+    assert_eq!(proxy.status().serial, Some(2));
+    let r = http(
+        proxy.port,
+        "GET",
+        "/rrdp/notification.xml",
+        &[("If-Modified-Since", &client_clock)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "a newer serial must not be answered 304");
+    assert_eq!(Notification::parse(&r.body).unwrap().serial, 2);
+    let lm2 = httpdate::parse_http_date(r.header("Last-Modified").unwrap()).unwrap();
+    assert!(lm2 > lm1, "Last-Modified strictly increases");
+    assert_ne!(r.header("ETag"), first.header("ETag"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_refresh_polls_now() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    origin.advance();
+    let r = http(proxy.admin_port, "POST", "/refresh", &[]).await;
+    assert_eq!(r.status, 202);
+    proxy.wait_serial(2).await;
+    let status = http(proxy.admin_port, "GET", "/status", &[]).await;
+    let v: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+    assert_eq!(v["repositories"][0]["serial"], 2);
+    let health = http(proxy.admin_port, "GET", "/healthz", &[]).await;
+    assert_eq!(health.status, 200);
+    // The admin endpoints are not on the public listener.
+    assert_eq!(proxy.get("/status").await.status, 404);
+}
