@@ -112,6 +112,9 @@ pub async fn fetch_object(
         if w.len() + chunk.len() as u64 > limit {
             return Err(FetchError::TooLarge(limit));
         }
+        if w.is_empty() && !looks_like_xml(&chunk) {
+            return Err(FetchError::Unusable("not an XML document".into()));
+        }
         w.write(&chunk)
             .await
             .map_err(|e| FetchError::Store(e.to_string()))?;
@@ -123,6 +126,17 @@ pub async fn fetch_object(
         CommitError::HashMismatch { .. } => FetchError::HashMismatch(e.to_string()),
         CommitError::Io(e) => FetchError::Store(e.to_string()),
     })
+}
+
+/// Whether a body's first bytes can start an XML document (an optional BOM and white space,
+/// then `<`). An error page in text or JSON is refused before anything is stored.
+fn looks_like_xml(start: &[u8]) -> bool {
+    let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
+    match start.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b) => *b == b'<',
+        // Only white space so far: let the hash decide.
+        None => true,
+    }
 }
 
 /// Keeps one repository in step with its upstream.
@@ -531,6 +545,14 @@ pub fn next_delay(interval: Duration, failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xml_sniffing() {
+        assert!(looks_like_xml(b"<?xml version=\"1.0\"?>"));
+        assert!(looks_like_xml(b"\xEF\xBB\xBF\n  <snapshot"));
+        assert!(!looks_like_xml(b"{\"error\": 1}"));
+        assert!(!looks_like_xml(b"Service Unavailable"));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -7,3 +7,4 @@ mod cli;
 mod failover;
 mod serving;
 mod syncing;
+mod tls;

@@ -174,6 +174,38 @@ async fn unknown_files_under_a_prefix_are_forwarded_and_404s_are_never_cached() 
 
     let r = proxy.get("/rrdp/other/file.xml").await;
     assert_eq!((r.status, r.body.as_slice()), (200, b"<x/>".as_slice()));
+    // A body that is no XML document, or an HTML page, is an upstream error, not a file.
+    origin.with(|s| {
+        s.extra.insert(
+            "/rrdp/other/error.xml".into(),
+            (
+                200,
+                "application/json",
+                bytes::Bytes::from_static(b"{\"error\": \"busy\"}"),
+            ),
+        );
+        s.extra.insert(
+            "/rrdp/other/portal.xml".into(),
+            (
+                200,
+                "text/html",
+                bytes::Bytes::from_static(b"<html>log in</html>"),
+            ),
+        );
+        s.extra.insert(
+            "/rrdp/other/empty.xml".into(),
+            (204, "application/xml", bytes::Bytes::new()),
+        );
+    });
+    for path in [
+        "/rrdp/other/error.xml",
+        "/rrdp/other/portal.xml",
+        "/rrdp/other/empty.xml",
+    ] {
+        let r = proxy.get(path).await;
+        assert_eq!(r.status, 502, "{path}");
+        assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    }
     for _ in 0..2 {
         let r = proxy.get("/rrdp/gone/delta.xml").await;
         assert_eq!(r.status, 404);
@@ -235,4 +267,54 @@ async fn admin_refresh_polls_now() {
     assert_eq!(health.status, 200);
     // The admin endpoints are not on the public listener.
     assert_eq!(proxy.get("/status").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_repositories_are_served_side_by_side() {
+    let (a, b) = (Origin::start().await, Origin::start().await);
+    b.advance();
+    let cache = tempfile::tempdir().unwrap();
+    let (port, admin) = (crate::support::free_port(), crate::support::free_port());
+    let text = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+admin_listen = "127.0.0.1:{admin}"
+[cache]
+dir = "{}"
+[[repository]]
+public = "http://127.0.0.1:{port}/a/"
+upstream = "{}"
+poll_interval = "1h"
+[[repository]]
+public = "http://127.0.0.1:{port}/b/"
+upstream = "{}"
+poll_interval = "1h"
+"#,
+        cache.path().display(),
+        a.base(),
+        b.base()
+    );
+    let proxy = Proxy::start_with(text, port, admin);
+    for (i, serial) in [(0, 1), (1, 2)] {
+        let mut rx = proxy.shared.repos[i].status.subscribe();
+        tokio::time::timeout(
+            crate::support::EVENT_TIMEOUT,
+            rx.wait_for(|s| s.serial == Some(serial)),
+        )
+        .await
+        .expect("published")
+        .unwrap();
+    }
+    for (prefix, origin) in [("/a/", &a), ("/b/", &b)] {
+        let r = proxy.get(&format!("{prefix}notification.xml")).await;
+        let n = Notification::parse(&r.body).unwrap();
+        assert_eq!(
+            n.session_id,
+            origin.with(|s| s.repo.session_id().to_string())
+        );
+        assert!(path_of(&n.snapshot.uri).starts_with(prefix));
+        let s = proxy.get(&path_of(&n.snapshot.uri)).await;
+        assert_eq!(Hash::of(&s.body), n.snapshot.hash);
+    }
 }

@@ -334,6 +334,19 @@ impl Drop for Proxy {
     }
 }
 
+/// Waits until something accepts connections on the loopback port. pingora binds its
+/// listeners on its own threads and tells no one, so this is the only event there is.
+pub fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "port {port} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 //------------ Client --------------------------------------------------------------------------
 
 #[derive(Debug)]

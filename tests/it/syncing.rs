@@ -62,7 +62,10 @@ async fn a_delta_with_a_wrong_hash_keeps_the_previous_generation() {
     origin.advance();
     let delta = origin.with(|s| s.repo.delta_paths()[0].clone());
     let good = origin.with(|s| s.repo.file(&delta).unwrap());
-    origin.with(|s| s.repo.corrupt(&delta, Bytes::from_static(b"tampered")));
+    origin.with(|s| {
+        s.repo
+            .corrupt(&delta, Bytes::from_static(b"<delta>tampered</delta>"))
+    });
     let st = proxy.poll().await;
     assert!(st.last_error.unwrap().contains("mismatch"));
     assert_eq!(

@@ -1,0 +1,166 @@
+//! TLS both ways: a proxy serving HTTPS, and a second proxy (an edge node) polling it over
+//! HTTPS, trusting it through `upstream_ca` — and refusing it without.
+
+use std::path::Path;
+use std::process::Command;
+
+use rrdp_proxy::rrdp::Hash;
+
+use crate::support::{free_port, path_of, wait_listening, Origin, Proxy};
+
+/// A lab CA and a server certificate for localhost / 127.0.0.1, made with the openssl CLI.
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+fn edge_config(port: u16, admin: u16, cache: &Path, parent_tls: u16, tls_line: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+admin_listen = "127.0.0.1:{admin}"
+threads = 1
+[cache]
+dir = "{}"
+[[repository]]
+public = "http://127.0.0.1:{port}/rrdp/"
+upstream = "https://localhost:{parent_tls}/rrdp/"
+poll_interval = "1h"
+{tls_line}
+"#,
+        cache.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_polls_its_parent_over_verified_tls() {
+    let origin = Origin::start().await;
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+
+    // The parent serves HTTPS; its public URIs are https://localhost:TLS/rrdp/.
+    let (port, admin, tls) = (free_port(), free_port(), free_port());
+    let parent_cache = tempfile::tempdir().unwrap();
+    let parent_text = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+tls_listen = ["127.0.0.1:{tls}"]
+tls_cert = "{c}/server.crt"
+tls_key = "{c}/server.key"
+admin_listen = "127.0.0.1:{admin}"
+threads = 1
+[cache]
+dir = "{}"
+[[repository]]
+public = "https://localhost:{tls}/rrdp/"
+upstream = "{}"
+poll_interval = "1h"
+"#,
+        parent_cache.path().display(),
+        origin.base(),
+        c = certs.path().display(),
+    );
+    let parent = Proxy::start_with(parent_text, port, admin);
+    wait_listening(tls);
+    parent.wait_serial(1).await;
+
+    // Without the lab CA the edge must refuse the parent's certificate.
+    let (eport, eadmin) = (free_port(), free_port());
+    let untrusting_cache = tempfile::tempdir().unwrap();
+    let untrusting = Proxy::start_with(
+        edge_config(eport, eadmin, untrusting_cache.path(), tls, ""),
+        eport,
+        eadmin,
+    );
+    let st = untrusting.wait_first_poll().await;
+    assert_eq!(st.serial, None, "an unverified certificate is not trusted");
+    assert!(st.last_error.is_some());
+    drop(untrusting);
+
+    let (eport, eadmin) = (free_port(), free_port());
+    let edge_cache = tempfile::tempdir().unwrap();
+    let ca_line = format!("upstream_ca = \"{}/ca.crt\"", certs.path().display());
+    let edge = Proxy::start_with(
+        edge_config(eport, eadmin, edge_cache.path(), tls, &ca_line),
+        eport,
+        eadmin,
+    );
+    edge.wait_serial(1).await;
+    let r = edge.get("/rrdp/notification.xml").await;
+    assert_eq!(r.status, 200);
+    let n = rrdp_proxy::rrdp::Notification::parse(&r.body).unwrap();
+    assert!(n
+        .snapshot
+        .uri
+        .starts_with(&format!("http://127.0.0.1:{eport}/rrdp/")));
+    let s = edge.get(&path_of(&n.snapshot.uri)).await;
+    assert_eq!(Hash::of(&s.body), n.snapshot.hash);
+
+    // The parent's snapshot came from the origin exactly once, the edge's from the parent.
+    assert_eq!(origin.requests_for("snapshot.xml"), 1);
+}
