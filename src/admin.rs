@@ -86,9 +86,18 @@ impl Admin {
             })
             .collect();
         let (health, _) = self.health();
+        let (disk_bytes, disk_objects) = self.shared.store.usage();
+        let (memory_bytes, memory_objects) = self.shared.store.memory_usage();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "healthy": health == 200,
+            "cache": {
+                "disk_bytes": disk_bytes,
+                "disk_objects": disk_objects,
+                "disk_limit": self.shared.config.cache.disk_limit,
+                "memory_bytes": memory_bytes,
+                "memory_objects": memory_objects,
+            },
             "repositories": repos,
         })
     }
@@ -96,6 +105,32 @@ impl Admin {
     pub fn metrics(&self) -> String {
         let mut out = String::new();
         self.shared.metrics.render(&mut out);
+        let (disk_bytes, disk_objects) = self.shared.store.usage();
+        let (mem_bytes, mem_objects) = self.shared.store.memory_usage();
+        for (name, help, v) in [
+            (
+                "rrdp_proxy_disk_bytes",
+                "Bytes of objects in the cache directory.",
+                disk_bytes,
+            ),
+            (
+                "rrdp_proxy_disk_objects",
+                "Objects in the cache directory.",
+                disk_objects,
+            ),
+            (
+                "rrdp_proxy_memory_bytes",
+                "Bytes of objects in the memory tier.",
+                mem_bytes,
+            ),
+            (
+                "rrdp_proxy_memory_objects",
+                "Objects in the memory tier.",
+                mem_objects,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
         out.push_str("# HELP rrdp_proxy_serial Published serial per repository.\n# TYPE rrdp_proxy_serial gauge\n");
         for repo in &self.shared.repos {
             if let Some(g) = repo.published.load().as_ref() {

@@ -78,6 +78,7 @@ struct RawCache {
     dir: Option<PathBuf>,
     memory_limit: Option<String>,
     retain: Option<String>,
+    disk_limit: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +158,8 @@ pub struct CacheConfig {
     pub dir: PathBuf,
     pub memory_limit: u64,
     pub retain: Duration,
+    /// No new objects are written past this many bytes on disk.
+    pub disk_limit: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -275,6 +278,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         memory_limit: opt_size("cache.memory_limit", raw.cache.memory_limit)?
             .unwrap_or(DEFAULT_MEMORY_LIMIT),
         retain: opt_duration("cache.retain", raw.cache.retain)?.unwrap_or(DEFAULT_RETAIN),
+        disk_limit: opt_size("cache.disk_limit", raw.cache.disk_limit)?,
     };
     if raw.repository.is_empty() {
         return Err(ConfigError::new(

@@ -27,6 +27,8 @@ use crate::rrdp::{render_notification, xml_escape, DeltaRef, FileRef, Hash, RRDP
 
 /// How many deltas the demo lists (Krill lists few).
 const KEEP_DELTAS: usize = 10;
+/// Above this many objects, the demo withdraws faster than it adds.
+const MAX_OBJECTS: usize = 40;
 /// rsync URIs of the demo's objects.
 const OBJECT_BASE: &str = "rsync://demo.test/repo/";
 
@@ -120,7 +122,14 @@ impl Repository {
             "<delta xmlns=\"{RRDP_NS}\" version=\"1\" session_id=\"{}\" serial=\"{}\">",
             self.session_id, self.serial
         );
-        if self.objects.len() > 6 {
+        // Withdraw the oldest objects, more of them once the repository is large, so it
+        // stays at a few dozen objects however long the demo runs.
+        let withdraw = match self.objects.len() {
+            n if n > MAX_OBJECTS => 3,
+            n if n > 6 => 1,
+            _ => 0,
+        };
+        for _ in 0..withdraw {
             let uri = self.objects.keys().next().cloned().expect("not empty");
             let old = self.objects.remove(&uri).expect("present");
             let _ = writeln!(

@@ -65,8 +65,12 @@ impl Shared {
     /// Opens the store and loads every repository's last published generation, so the node
     /// serves at once, even with the upstream down.
     pub fn open(config: Config) -> Result<Arc<Shared>, String> {
-        let store = Store::open(&config.cache.dir, config.cache.memory_limit)
-            .map_err(|e| format!("cache.dir: {e}"))?;
+        let store = Store::open(
+            &config.cache.dir,
+            config.cache.memory_limit,
+            config.cache.disk_limit,
+        )
+        .map_err(|e| format!("cache.dir: {e}"))?;
         let mut repos = Vec::new();
         for rc in &config.repositories {
             let repo = Repo::new(rc.clone());
@@ -101,9 +105,9 @@ impl Shared {
         }))
     }
 
-    /// Every object something may still serve.
-    fn live_objects(&self) -> HashSet<rrdp::Hash> {
-        let now = unix_now();
+    /// Every object something may still serve at `now` (seconds since the epoch; a parameter
+    /// so that tests can move time on).
+    pub fn live_objects(&self, now: u64) -> HashSet<rrdp::Hash> {
         let mut live = HashSet::new();
         for repo in &self.repos {
             if let Some(g) = repo.published.load().as_ref() {
@@ -144,7 +148,8 @@ impl BackgroundService for Pollers {
                     _ = tokio::time::sleep(GC_INTERVAL) => {}
                     _ = gc_shutdown.changed() => return,
                 }
-                match shared.store.collect_garbage(shared.live_objects()).await {
+                let live = shared.live_objects(unix_now());
+                match shared.store.collect_garbage(live, SystemTime::now()).await {
                     Ok(0) => {}
                     Ok(n) => info!("removed {n} objects no longer servable"),
                     Err(e) => warn!("garbage collection failed: {e}"),

@@ -126,7 +126,10 @@ impl Repo {
     }
 
     /// Loads the persisted generation at start, if every file it references is in the store
-    /// with its size. Files of superseded generations that are gone are dropped from it.
+    /// whole: the right size, and the right hash (checked here, before anything is served;
+    /// a damaged object is removed so the poller fetches it again). Files of superseded
+    /// generations only have their size checked here; they are hashed before their first
+    /// byte is served, and dropped from the generation if gone.
     pub fn load(&self, store: &Store) -> Result<Option<Generation>, String> {
         let Some(data) = store
             .read_index(&self.index_name)
@@ -139,7 +142,9 @@ impl Repo {
         let now = unix_now();
         let mut missing = Vec::new();
         generation.files.retain(|rel, f| {
-            let ok = f.is_live(now) && store.contains(&f.hash, Some(f.size));
+            let present = f.is_live(now) && store.contains(&f.hash, Some(f.size));
+            let ok =
+                present && (f.expires.is_some() || store.verify_blocking(&f.hash).unwrap_or(false));
             if !ok && f.expires.is_none() {
                 missing.push(rel.clone());
             }

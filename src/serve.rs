@@ -276,9 +276,14 @@ impl RrdpProxy {
             Ok(Object::Memory(b)) => a.body = Body::Bytes(b),
             Ok(Object::File { file, len }) => a.body = Body::File(file, len),
             Err(e) => {
-                // The invariant is broken: say so loudly, and let no cache keep the error.
-                error!("{}: object {hash} unreadable: {e}", repo.config.public);
-                return Answer::text(500, Kind::File, "stored file unreadable\n");
+                // Damaged on disk (now removed) or unreadable: say so loudly, let no cache
+                // keep the error, and have the poller fetch it again if still referenced.
+                error!("{}: object {hash} not servable: {e}", repo.config.public);
+                repo.refresh.notify_one();
+                let mut a =
+                    Answer::text(503, Kind::File, "stored file damaged; fetching it again\n");
+                a.headers.push(("Retry-After", "5".into()));
+                return a;
             }
         }
         a

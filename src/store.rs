@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -60,12 +60,23 @@ pub struct Store {
     memory_object_max: u64,
     /// Names temporary files uniquely within this process.
     tmp_counter: AtomicU64,
+    /// Objects whose hash this process has checked (it wrote them, or read them back). Any
+    /// other object on disk is in doubt: it is hashed before its first byte is served.
+    verified: Mutex<HashSet<Hash>>,
+    /// Bytes and number of objects on disk.
+    usage: AtomicU64,
+    objects: AtomicU64,
+    /// `cache.disk_limit`: no new object is written past it.
+    disk_limit: Option<u64>,
 }
+
+/// The error kind of a write refused by `cache.disk_limit`.
+pub const DISK_LIMIT_MESSAGE: &str = "cache.disk_limit reached";
 
 impl Store {
     /// Opens (creating if needed) the store under `dir`, and clears leftovers of interrupted
     /// writes from `tmp/`.
-    pub fn open(dir: &Path, memory_limit: u64) -> io::Result<Arc<Store>> {
+    pub fn open(dir: &Path, memory_limit: u64, disk_limit: Option<u64>) -> io::Result<Arc<Store>> {
         let ctx = |what: &str, p: &Path, e: io::Error| {
             io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
         };
@@ -84,11 +95,16 @@ impl Store {
             // about to ask for must be admitted.
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
+        let (usage, objects) = disk_usage(&dir.join("objects"))?;
         Ok(Arc::new(Store {
             dir: dir.to_path_buf(),
             memory,
             memory_object_max: (memory_limit / 8).min(MAX_MEMORY_OBJECT),
             tmp_counter: AtomicU64::new(0),
+            verified: Mutex::new(HashSet::new()),
+            usage: AtomicU64::new(usage),
+            objects: AtomicU64::new(objects),
+            disk_limit,
         }))
     }
 
@@ -116,9 +132,15 @@ impl Store {
 
     /// Opens an object for serving: from memory if there, else from disk (and small objects
     /// are then kept in memory for the next client).
-    pub async fn get(&self, hash: &Hash) -> io::Result<Object> {
+    pub async fn get(self: &Arc<Self>, hash: &Hash) -> io::Result<Object> {
         if let Some(b) = self.memory.get(hash) {
             return Ok(Object::Memory(b));
+        }
+        if !self.is_verified(hash) && !self.verify(hash).await? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("object {hash} was damaged on disk and has been removed"),
+            ));
         }
         let path = self.object_path(hash);
         let file = tokio::fs::File::open(&path).await?;
@@ -133,7 +155,7 @@ impl Store {
     }
 
     /// Reads a whole object into memory (for small objects such as passthrough bodies).
-    pub async fn read(&self, hash: &Hash) -> io::Result<Bytes> {
+    pub async fn read(self: &Arc<Self>, hash: &Hash) -> io::Result<Bytes> {
         match self.get(hash).await? {
             Object::Memory(b) => Ok(b),
             Object::File { .. } => Ok(Bytes::from(tokio::fs::read(self.object_path(hash)).await?)),
@@ -143,7 +165,83 @@ impl Store {
     /// Reads an object and checks its hash: for start-up, when its integrity is in doubt.
     pub fn read_verified(&self, hash: &Hash) -> Option<Vec<u8>> {
         let data = std::fs::read(self.object_path(hash)).ok()?;
-        (Hash::of(&data) == *hash).then_some(data)
+        if Hash::of(&data) != *hash {
+            self.remove_damaged(hash);
+            return None;
+        }
+        self.mark_verified(*hash);
+        Some(data)
+    }
+
+    fn is_verified(&self, hash: &Hash) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(hash)
+    }
+
+    fn mark_verified(&self, hash: Hash) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash);
+    }
+
+    /// Hashes an object on disk (streaming, off the async threads). A damaged object is
+    /// removed, so that it is fetched again and never served. `Ok(false)` if it was damaged;
+    /// an error if it cannot be read at all.
+    pub fn verify_blocking(&self, hash: &Hash) -> io::Result<bool> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(self.object_path(hash))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if Hash(hasher.finalize().into()) == *hash {
+            self.mark_verified(*hash);
+            Ok(true)
+        } else {
+            self.remove_damaged(hash);
+            Ok(false)
+        }
+    }
+
+    /// [`Store::verify_blocking`] on the blocking pool.
+    pub async fn verify(self: &Arc<Self>, hash: &Hash) -> io::Result<bool> {
+        let (store, hash) = (self.clone(), *hash);
+        tokio::task::spawn_blocking(move || store.verify_blocking(&hash))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    fn remove_damaged(&self, hash: &Hash) {
+        log::error!("object {hash} is damaged on disk: removed, it will be fetched again");
+        if let Ok(m) = std::fs::metadata(self.object_path(hash)) {
+            if std::fs::remove_file(self.object_path(hash)).is_ok() {
+                self.usage.fetch_sub(m.len(), Ordering::Relaxed);
+                self.objects.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.memory.invalidate(hash);
+    }
+
+    /// Bytes and number of objects on disk.
+    pub fn usage(&self) -> (u64, u64) {
+        (
+            self.usage.load(Ordering::Relaxed),
+            self.objects.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Bytes and number of objects in the memory tier.
+    pub fn memory_usage(&self) -> (u64, u64) {
+        self.memory.run_pending_tasks();
+        (self.memory.weighted_size(), self.memory.entry_count())
     }
 
     /// Starts writing a new object.
@@ -198,13 +296,16 @@ impl Store {
         }
     }
 
-    /// Removes objects not in `live` that are older than [`GC_GRACE`]. Returns how many were
-    /// removed.
-    pub async fn collect_garbage(&self, live: HashSet<Hash>) -> io::Result<usize> {
-        let dir = self.dir.join("objects");
-        let memory = self.memory.clone();
+    /// Removes objects not in `live` that were written more than [`GC_GRACE`] before `now`.
+    /// Returns how many were removed. (`now` is a parameter so tests can move time on.)
+    pub async fn collect_garbage(
+        self: &Arc<Self>,
+        live: HashSet<Hash>,
+        now: SystemTime,
+    ) -> io::Result<usize> {
+        let store = self.clone();
         tokio::task::spawn_blocking(move || -> io::Result<usize> {
-            let now = SystemTime::now();
+            let dir = store.dir.join("objects");
             let mut removed = 0;
             for sub in std::fs::read_dir(&dir)? {
                 let sub = sub?;
@@ -220,15 +321,17 @@ impl Store {
                     if live.contains(&hash) {
                         continue;
                     }
-                    let age = entry
-                        .metadata()?
+                    let meta = entry.metadata()?;
+                    let age = meta
                         .modified()
                         .ok()
                         .and_then(|m| now.duration_since(m).ok())
                         .unwrap_or_default();
                     if age >= GC_GRACE {
                         std::fs::remove_file(entry.path())?;
-                        memory.invalidate(&hash);
+                        store.memory.invalidate(&hash);
+                        store.usage.fetch_sub(meta.len(), Ordering::Relaxed);
+                        store.objects.fetch_sub(1, Ordering::Relaxed);
                         removed += 1;
                     }
                 }
@@ -281,6 +384,15 @@ impl From<io::Error> for CommitError {
 
 impl ObjectWriter {
     pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if let Some(limit) = self.store.disk_limit {
+            let used = self.store.usage.load(Ordering::Relaxed);
+            if used + self.len + data.len() as u64 > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("{DISK_LIMIT_MESSAGE} ({limit} bytes)"),
+                ));
+            }
+        }
         self.hasher.update(data);
         self.len += data.len() as u64;
         if self.len <= self.store.memory_object_max {
@@ -319,8 +431,14 @@ impl ObjectWriter {
         let dst = self.store.object_path(&actual);
         let parent = dst.parent().expect("objects have a parent");
         tokio::fs::create_dir_all(parent).await?;
+        let existed = tokio::fs::try_exists(&dst).await.unwrap_or(false);
         tokio::fs::rename(&self.path, &dst).await?;
         sync_dir(parent).await?;
+        if !existed {
+            self.store.usage.fetch_add(self.len, Ordering::Relaxed);
+            self.store.objects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.store.mark_verified(actual);
         if !self.keep.is_empty() || self.len == 0 {
             let data = Bytes::from(std::mem::take(&mut self.keep));
             self.store.memory.insert(actual, data);
@@ -338,6 +456,22 @@ impl Drop for ObjectWriter {
     }
 }
 
+/// Sums the sizes of the objects under `dir` (at start).
+fn disk_usage(dir: &Path) -> io::Result<(u64, u64)> {
+    let (mut bytes, mut count) = (0, 0);
+    for sub in std::fs::read_dir(dir)? {
+        let sub = sub?;
+        if !sub.file_type()?.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(sub.path())? {
+            bytes += entry?.metadata()?.len();
+            count += 1;
+        }
+    }
+    Ok((bytes, count))
+}
+
 /// fsyncs a directory so a rename in it survives a crash.
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = dir.to_path_buf();
@@ -353,7 +487,7 @@ mod tests {
     #[tokio::test]
     async fn commit_verifies_and_names_by_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
         let mut w = store.writer().await.unwrap();
         w.write(b"hello ").await.unwrap();
         w.write(b"world").await.unwrap();
@@ -368,7 +502,7 @@ mod tests {
     #[tokio::test]
     async fn hash_mismatch_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
         let mut w = store.writer().await.unwrap();
         w.write(b"evil").await.unwrap();
         let claimed = Hash::of(b"good");
@@ -386,10 +520,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_damaged_object_is_detected_removed_and_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = {
+            let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+            store.put(b"the real content").await.unwrap()
+        };
+        // Same size, other bytes: only the hash can tell.
+        std::fs::write(
+            dir.path()
+                .join("objects")
+                .join(&h.to_hex()[..2])
+                .join(h.to_hex()),
+            b"the fake content",
+        )
+        .unwrap();
+        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+        assert!(store.contains(&h, Some(16)), "the size alone looks right");
+        let err = store.get(&h).await.err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(!store.contains(&h, None), "removed, to be fetched again");
+        assert_eq!(store.usage(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn disk_limit_refuses_new_objects_and_keeps_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, Some(10)).unwrap();
+        let kept = store.put(b"12345678").await.unwrap();
+        let err = store.put(b"too much").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert!(err.to_string().contains(DISK_LIMIT_MESSAGE));
+        assert_eq!(&store.read(&kept).await.unwrap()[..], b"12345678");
+        assert_eq!(store.usage(), (8, 1));
+    }
+
+    #[tokio::test]
     async fn large_objects_are_served_from_disk() {
         let dir = tempfile::tempdir().unwrap();
         // 64 KiB memory tier: objects over 8 KiB stay on disk.
-        let store = Store::open(dir.path(), 64 << 10).unwrap();
+        let store = Store::open(dir.path(), 64 << 10, None).unwrap();
         let big = vec![7u8; 100_000];
         let h = store.put(&big).await.unwrap();
         match store.get(&h).await.unwrap() {
@@ -406,28 +576,19 @@ mod tests {
     #[tokio::test]
     async fn gc_keeps_live_and_young_objects() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
         let live = store.put(b"live").await.unwrap();
         let dead = store.put(b"dead").await.unwrap();
         // Young objects survive even when unreferenced.
-        assert_eq!(
-            store.collect_garbage(HashSet::from([live])).await.unwrap(),
-            0
-        );
-        // Age the dead one past the grace period.
-        let old = SystemTime::now() - GC_GRACE - Duration::from_secs(1);
-        for h in [live, dead] {
-            let f = std::fs::File::options()
-                .write(true)
-                .open(store.object_path(&h))
-                .unwrap();
-            f.set_modified(old).unwrap();
-        }
-        assert_eq!(
-            store.collect_garbage(HashSet::from([live])).await.unwrap(),
-            1
-        );
+        let now = SystemTime::now();
+        let live_set = || HashSet::from([live]);
+        assert_eq!(store.collect_garbage(live_set(), now).await.unwrap(), 0);
+        assert_eq!(store.usage(), (8, 2));
+        // Past the grace period (an injected clock), the unreferenced one goes.
+        let later = now + GC_GRACE + Duration::from_secs(1);
+        assert_eq!(store.collect_garbage(live_set(), later).await.unwrap(), 1);
         assert!(store.contains(&live, None));
+        assert_eq!(store.usage(), (4, 1));
         assert!(!store.contains(&dead, None));
     }
 }

@@ -245,7 +245,12 @@ impl Poller {
             .await
             .map_err(PollError::Notification)?;
         match resp.status() {
-            304 if self.validators.is_some() => return Ok(Outcome::Unchanged),
+            304 if self.validators.is_some() => {
+                if let Some(p) = self.repo.published.load_full() {
+                    self.repair(&p).await?;
+                }
+                return Ok(Outcome::Unchanged);
+            }
             200 => {}
             s => return Err(PollError::Notification(FetchError::Status(s))),
         }
@@ -310,6 +315,7 @@ impl Poller {
                     });
                 }
                 if n.serial == p.serial {
+                    self.repair(p).await?;
                     return Ok(Outcome::Unchanged);
                 }
             }
@@ -388,6 +394,22 @@ impl Poller {
             .await
             .map_err(|e| PollError::Store(e.to_string()))?;
         Ok(Outcome::Published { session_id, serial })
+    }
+
+    /// Fetches again any file the published generation references that is no longer in the
+    /// store (found damaged and removed), so the node keeps its promise.
+    async fn repair(&self, published: &Generation) -> Result<(), PollError> {
+        for (rel, f) in &published.files {
+            if f.expires.is_none() && !self.store.contains(&f.hash, Some(f.size)) {
+                warn!(
+                    "{}: {rel} is missing from the store; fetching it again",
+                    self.repo.name()
+                );
+                self.ensure(rel, f.hash, &self.repo.config.upstream.join(rel))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes sure the object is in the store, fetching it if needed; returns its size.

@@ -55,6 +55,7 @@ impl FetchError {
             FetchError::TooLarge(_) => "too_large",
             FetchError::Unusable(_) => "unusable",
             FetchError::HashMismatch(_) => "hash_mismatch",
+            FetchError::Store(s) if s.contains(crate::store::DISK_LIMIT_MESSAGE) => "disk_limit",
             FetchError::Store(_) => "store",
             FetchError::Timeout => "timeout",
         }

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod durability;
 mod failover;
 mod serving;
 mod syncing;

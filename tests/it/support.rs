@@ -50,6 +50,9 @@ pub struct OriginState {
     pub extra: HashMap<String, (u16, &'static str, Bytes)>,
     /// Every request path, in order.
     pub requests: Vec<String>,
+    /// Send bodies in small pieces with pauses (a slow upstream), so that a client is likely
+    /// to be mid-download at any moment.
+    pub trickle: bool,
 }
 
 pub struct Origin {
@@ -68,6 +71,7 @@ impl Origin {
             notification_override: None,
             extra: HashMap::new(),
             requests: Vec::new(),
+            trickle: false,
         }));
         let mut o = Origin {
             addr,
@@ -143,23 +147,36 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
     let mut parts = head.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let (status, ctype, cache, body) = {
+    let (status, ctype, cache, body, trickle) = {
         let mut s = state.lock().unwrap();
+        let trickle = s.trickle;
         s.requests.push(path.clone());
         if method != "GET" {
-            (405, "text/plain", None, Bytes::from_static(b"no\n"))
+            (
+                405,
+                "text/plain",
+                None,
+                Bytes::from_static(b"no\n"),
+                trickle,
+            )
         } else if let Some((st, ct, b)) = s.extra.get(&path) {
-            (*st, *ct, None, b.clone())
+            (*st, *ct, None, b.clone(), trickle)
         } else if path == "/rrdp/notification.xml" {
             let body = s
                 .notification_override
                 .clone()
                 .unwrap_or_else(|| s.repo.notification());
-            (200, "application/xml", Some("max-age=60"), body)
+            (200, "application/xml", Some("max-age=60"), body, trickle)
         } else if let Some(body) = path.strip_prefix("/rrdp/").and_then(|r| s.repo.file(r)) {
-            (200, "application/xml", Some("max-age=86400"), body)
+            (200, "application/xml", Some("max-age=86400"), body, trickle)
         } else {
-            (404, "text/plain", None, Bytes::from_static(b"not found\n"))
+            (
+                404,
+                "text/plain",
+                None,
+                Bytes::from_static(b"not found\n"),
+                trickle,
+            )
         }
     };
     let mut out = format!(
@@ -171,7 +188,16 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
     }
     out.push_str("\r\n");
     let _ = stream.write_all(out.as_bytes()).await;
-    let _ = stream.write_all(&body).await;
+    if trickle {
+        for piece in body.chunks(2048) {
+            if stream.write_all(piece).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    } else {
+        let _ = stream.write_all(&body).await;
+    }
     let _ = stream.shutdown().await;
 }
 

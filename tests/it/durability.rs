@@ -1,0 +1,276 @@
+//! The durable cache: retention and garbage collection on an injected clock, damaged objects,
+//! the disk limit, and kill -9 at random moments of churn.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use rrdp_proxy::repo::unix_now;
+use rrdp_proxy::rrdp::{Hash, Notification};
+use rrdp_proxy::store::GC_GRACE;
+
+use crate::support::{free_port, http, path_of, wait_listening, Origin, Proxy};
+
+/// The served notification's files: (path, hash).
+async fn referenced(port: u16) -> Option<(Notification, Vec<(String, Hash)>)> {
+    let r = http(port, "GET", "/rrdp/notification.xml", &[]).await;
+    if r.status == 503 {
+        return None;
+    }
+    assert_eq!(r.status, 200);
+    let n = Notification::parse(&r.body).unwrap();
+    let mut files = vec![(path_of(&n.snapshot.uri), n.snapshot.hash)];
+    files.extend(n.deltas.iter().map(|d| (path_of(&d.file.uri), d.file.hash)));
+    Some((n, files))
+}
+
+fn object_path(cache: &std::path::Path, h: &Hash) -> std::path::PathBuf {
+    cache
+        .join("objects")
+        .join(&h.to_hex()[..2])
+        .join(h.to_hex())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn superseded_files_are_kept_for_retain_then_collected() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    let (_, old) = referenced(proxy.port).await.unwrap();
+    let (old_path, old_hash) = old[0].clone();
+    origin.advance();
+    proxy.poll().await;
+    let (_, current) = referenced(proxy.port).await.unwrap();
+    assert!(
+        current.iter().all(|(p, _)| *p != old_path),
+        "serial 1's snapshot is superseded"
+    );
+
+    let shared = &proxy.shared;
+    let retain = shared.config.cache.retain.as_secs();
+    let now = unix_now();
+    let rel = old_path.strip_prefix("/rrdp/").unwrap();
+    let generation = shared.repos[0].published.load_full().unwrap();
+    assert!(
+        generation.file(rel, now).is_some(),
+        "servable within retain"
+    );
+    assert!(
+        generation.file(rel, now + retain + 1).is_none(),
+        "not after"
+    );
+    assert!(shared.live_objects(now).contains(&old_hash));
+    let later_live = shared.live_objects(now + retain + 1);
+    assert!(!later_live.contains(&old_hash));
+
+    // Collect as if retain and the grace period had passed.
+    let later = SystemTime::now() + Duration::from_secs(retain) + GC_GRACE;
+    let removed = shared
+        .store
+        .collect_garbage(later_live, later)
+        .await
+        .unwrap();
+    assert!(removed >= 1);
+    assert!(!object_path(cache.path(), &old_hash).exists());
+    for (path, hash) in &current {
+        assert!(
+            object_path(cache.path(), hash).exists(),
+            "{path} is referenced: kept"
+        );
+        assert_eq!(Hash::of(&proxy.get(path).await.body), *hash);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_referenced_object_is_not_served_and_is_fetched_again() {
+    let mut origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    let (_, files) = referenced(proxy.port).await.unwrap();
+    let (snap_path, snap_hash) = files[0].clone();
+    let (text, port, admin) = (proxy.config_text.clone(), proxy.port, proxy.admin_port);
+    proxy.stop();
+
+    // Flip one byte: same size, wrong hash.
+    let p = object_path(cache.path(), &snap_hash);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&p, &bytes).unwrap();
+
+    // With the origin down, a generation that cannot be served whole is not served.
+    origin.stop();
+    let proxy = Proxy::start_with(text, port, admin);
+    let st = proxy.wait_first_poll().await;
+    assert_eq!(st.serial, None, "not published: its snapshot is damaged");
+    assert_eq!(proxy.get("/rrdp/notification.xml").await.status, 503);
+    let r = proxy.get(&snap_path).await;
+    assert_ne!(r.status, 200);
+    assert_ne!(r.body, bytes, "the damaged bytes are never served");
+
+    // The origin is back: the snapshot is fetched again and everything is whole.
+    origin.restart().await;
+    proxy.poll().await;
+    assert_eq!(proxy.status().serial, Some(1));
+    let r = proxy.get(&snap_path).await;
+    assert_eq!((r.status, Hash::of(&r.body)), (200, snap_hash));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_retained_object_is_caught_before_its_first_byte() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    let (_, files) = referenced(proxy.port).await.unwrap();
+    let (old_path, old_hash) = files[0].clone();
+    origin.advance();
+    proxy.poll().await;
+    let (text, port, admin) = (proxy.config_text.clone(), proxy.port, proxy.admin_port);
+    proxy.stop();
+
+    let p = object_path(cache.path(), &old_hash);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&p, &bytes).unwrap();
+
+    let proxy = Proxy::start_with(text, port, admin);
+    proxy.wait_serial(2).await;
+    let r = proxy.get(&old_path).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("Cache-Control"), Some("no-store"));
+    assert!(!p.exists(), "removed from the store");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_disk_limit_refuses_new_generations_and_keeps_serving() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    let before = referenced(proxy.port).await.unwrap();
+    proxy.stop();
+
+    let text = proxy
+        .config_text
+        .replace("retain = \"2h\"", "retain = \"2h\"\ndisk_limit = \"1KiB\"");
+    let proxy = Proxy::start_with(text, proxy.port, proxy.admin_port);
+    origin.advance();
+    let st = proxy.wait_first_poll().await;
+    assert!(st.last_error.unwrap().contains("cache.disk_limit"));
+    let metrics = http(proxy.admin_port, "GET", "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("rrdp_proxy_poll_errors_total{reason=\"disk_limit\"} 1"),
+        "{metrics}"
+    );
+    let after = referenced(proxy.port).await.unwrap();
+    assert_eq!(
+        after.0, before.0,
+        "the published generation is still served"
+    );
+    for (path, hash) in after.1 {
+        assert_eq!(Hash::of(&proxy.get(&path).await.body), hash);
+    }
+}
+
+/// Runs the real binary on a config file.
+fn spawn(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// kill -9 at random moments while the origin churns and trickles bodies (so the proxy is
+/// often mid-download, mid-write or mid-publish); after every restart, with the origin down,
+/// the proxy must serve a consistent repository, and no object on disk may be torn.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_moments_never_leaves_an_inconsistent_repository() {
+    const ITERATIONS: usize = 25;
+    let seed: u64 = rand::thread_rng().gen();
+    println!("crash test seed {seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+
+    let mut origin = Origin::start().await;
+    origin.with(|s| s.trickle = true);
+    let cache = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config = cache.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        crate::support::config_text(
+            port,
+            admin,
+            &cache.path().join("store"),
+            &origin.base(),
+            "poll_interval = \"10ms\"",
+        ),
+    )
+    .unwrap();
+    let mut published_once = false;
+    let mut last_serial = 0;
+    let mut serials = Vec::new();
+    for i in 0..ITERATIONS {
+        let state = origin.state.clone();
+        let churn = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                state.lock().unwrap().repo.advance();
+            }
+        });
+        let mut child = spawn(&config);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..400))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        churn.abort();
+        origin.stop();
+
+        let mut child = spawn(&config);
+        wait_listening(port);
+        match referenced(port).await {
+            None => assert!(
+                !published_once,
+                "iteration {i}: a published repository was lost"
+            ),
+            Some((n, files)) => {
+                published_once = true;
+                // What survives a crash is the last published generation: never older than
+                // what an earlier restart already served.
+                assert!(n.serial >= last_serial, "iteration {i}: serial went back");
+                last_serial = n.serial;
+                serials.push(n.serial);
+                for (path, hash) in files {
+                    let r = http(port, "GET", &path, &[]).await;
+                    assert_eq!(
+                        r.status, 200,
+                        "iteration {i}: {path} of serial {}",
+                        n.serial
+                    );
+                    assert_eq!(Hash::of(&r.body), hash, "iteration {i}: {path}");
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // No torn object: every file under objects/ has the hash it is named by.
+        for sub in std::fs::read_dir(cache.path().join("store/objects")).unwrap() {
+            for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+                let f = f.unwrap();
+                let name = f.file_name().into_string().unwrap();
+                let data = std::fs::read(f.path()).unwrap();
+                assert_eq!(Hash::of(&data).to_hex(), name, "iteration {i}: torn object");
+            }
+        }
+        origin.restart().await;
+    }
+    println!("serials served after each crash: {serials:?}");
+    assert!(
+        published_once,
+        "the proxy published at least once in {ITERATIONS} runs"
+    );
+}
