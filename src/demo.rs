@@ -47,6 +47,10 @@ pub struct Repository {
     /// Newest first.
     deltas: VecDeque<(u64, String, Hash)>,
     notification: Bytes,
+    /// How many deltas are listed (older ones are deleted, like Krill does).
+    keep_deltas: usize,
+    /// Above this many objects, the oldest are withdrawn faster than new ones come.
+    max_objects: usize,
 }
 
 impl Repository {
@@ -62,8 +66,39 @@ impl Repository {
             snapshot: (String::new(), Hash([0; 32])),
             deltas: VecDeque::new(),
             notification: Bytes::new(),
+            keep_deltas: KEEP_DELTAS,
+            max_objects: MAX_OBJECTS,
         };
         r.advance();
+        r
+    }
+
+    /// A repository shaped like a large RIR's: a snapshot of about `snapshot_bytes` (objects of
+    /// 16 KiB) and `deltas` listed deltas of 1 KiB to 1 MiB each. For benchmarks.
+    pub fn large(base_uri: &str, snapshot_bytes: u64, deltas: usize) -> Repository {
+        let mut rng = rand::thread_rng();
+        let mut r = Repository {
+            keep_deltas: deltas.max(1),
+            max_objects: usize::MAX,
+            ..Repository::new(base_uri)
+        };
+        r.reset_session();
+        // Objects published by the deltas end up in the snapshot too: draw their sizes
+        // first and fill the rest with bulk objects. Base64 makes 3 bytes 4 characters.
+        let sizes: Vec<usize> = (0..deltas).map(|_| rng.gen_range(768..786_432)).collect();
+        let in_deltas: u64 = sizes.iter().map(|s| *s as u64).sum();
+        let count = ((snapshot_bytes * 3 / 4).saturating_sub(in_deltas) / LARGE_OBJECT) as usize;
+        for _ in 0..count {
+            r.next_object += 1;
+            let uri = format!("{OBJECT_BASE}bulk-{}.roa", r.next_object);
+            r.objects.insert(uri, random_bytes(&mut rng, LARGE_OBJECT as usize));
+        }
+        for (i, size) in sizes.into_iter().enumerate() {
+            r.step(Some(size), i + 1 == deltas);
+        }
+        if deltas == 0 {
+            r.step(None, true);
+        }
         r
     }
 
@@ -114,6 +149,12 @@ impl Repository {
 
     /// Publishes the next serial: a few objects added, one replaced, one withdrawn.
     pub fn advance(&mut self) {
+        self.step(None, true);
+    }
+
+    /// One serial; `extra` adds an object of that many bytes; `with_snapshot: false` skips
+    /// writing a snapshot (building a large repository, only the last one is needed).
+    fn step(&mut self, extra: Option<usize>, with_snapshot: bool) {
         let mut rng = rand::thread_rng();
         self.serial += 1;
         let mut delta = String::new();
@@ -125,7 +166,7 @@ impl Repository {
         // Withdraw the oldest objects, more of them once the repository is large, so it
         // stays at a few dozen objects however long the demo runs.
         let withdraw = match self.objects.len() {
-            n if n > MAX_OBJECTS => 3,
+            n if n > self.max_objects => 3,
             n if n > 6 => 1,
             _ => 0,
         };
@@ -140,7 +181,8 @@ impl Repository {
             );
         }
         if let Some(uri) = self.objects.keys().last().cloned() {
-            let content = random_object(&mut rng);
+            let len = rng.gen_range(200..2000);
+            let content = random_bytes(&mut rng, len);
             let old = self
                 .objects
                 .insert(uri.clone(), content.clone())
@@ -153,10 +195,16 @@ impl Repository {
                 base64::engine::general_purpose::STANDARD.encode(&content)
             );
         }
-        for _ in 0..rng.gen_range(1..=3) {
+        let sizes: Vec<usize> = match extra {
+            Some(size) => vec![size],
+            None => (0..rng.gen_range(1..=3))
+                .map(|_| rng.gen_range(200..2000))
+                .collect(),
+        };
+        for size in sizes {
             self.next_object += 1;
             let uri = format!("{OBJECT_BASE}object-{}.roa", self.next_object);
-            let content = random_object(&mut rng);
+            let content = random_bytes(&mut rng, size);
             let _ = writeln!(
                 delta,
                 "  <publish uri=\"{}\">{}</publish>",
@@ -166,8 +214,32 @@ impl Repository {
             self.objects.insert(uri, content);
         }
         delta.push_str("</delta>\n");
+        let dir = format!(
+            "{}/{}/{:016x}",
+            self.session_id,
+            self.serial,
+            rng.gen::<u64>()
+        );
+        if self.serial > 1 {
+            let delta_path = format!("{dir}/delta.xml");
+            self.deltas
+                .push_front((self.serial, delta_path.clone(), Hash::of(delta.as_bytes())));
+            self.files.insert(delta_path, Bytes::from(delta));
+        }
+        while self.deltas.len() > self.keep_deltas {
+            if let Some((_, path, _)) = self.deltas.pop_back() {
+                self.files.remove(&path);
+            }
+        }
+        if with_snapshot {
+            self.write_snapshot(&dir);
+        }
+        self.render();
+    }
 
-        let mut snapshot = String::new();
+    fn write_snapshot(&mut self, dir: &str) {
+        let size: usize = self.objects.values().map(|c| c.len() * 4 / 3 + 100).sum();
+        let mut snapshot = String::with_capacity(size + 256);
         let _ = writeln!(
             snapshot,
             "<snapshot xmlns=\"{RRDP_NS}\" version=\"1\" session_id=\"{}\" serial=\"{}\">",
@@ -186,27 +258,9 @@ impl Repository {
         // Like Krill: the superseded snapshot is deleted at once.
         let old_snapshot = std::mem::take(&mut self.snapshot.0);
         self.files.remove(&old_snapshot);
-        let dir = format!(
-            "{}/{}/{:016x}",
-            self.session_id,
-            self.serial,
-            rng.gen::<u64>()
-        );
         let snapshot_path = format!("{dir}/snapshot.xml");
         self.snapshot = (snapshot_path.clone(), Hash::of(snapshot.as_bytes()));
         self.files.insert(snapshot_path, Bytes::from(snapshot));
-        if self.serial > 1 {
-            let delta_path = format!("{dir}/delta.xml");
-            self.deltas
-                .push_front((self.serial, delta_path.clone(), Hash::of(delta.as_bytes())));
-            self.files.insert(delta_path, Bytes::from(delta));
-        }
-        while self.deltas.len() > KEEP_DELTAS {
-            if let Some((_, path, _)) = self.deltas.pop_back() {
-                self.files.remove(&path);
-            }
-        }
-        self.render();
     }
 
     fn render(&mut self) {
@@ -234,10 +288,14 @@ impl Repository {
     }
 }
 
-fn random_object(rng: &mut impl Rng) -> Vec<u8> {
-    let len = rng.gen_range(200..2000);
-    (0..len).map(|_| rng.gen()).collect()
+fn random_bytes(rng: &mut impl Rng, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
 }
+
+/// Object size in a [`Repository::large`].
+const LARGE_OBJECT: u64 = 16 << 10;
 
 /// The bytes the demo serves as its TA certificate (not a real certificate: the demo
 /// repository is not signed, it exercises the RRDP transport only).
@@ -251,11 +309,16 @@ pub struct DemoServer {
 }
 
 impl DemoServer {
-    /// A demo server whose files are published under `http://<listen>/rrdp/`.
-    pub fn new(listen: std::net::SocketAddr) -> DemoServer {
+    /// A demo server whose files are published under `http://<listen>/rrdp/`; with `large`
+    /// (snapshot bytes, deltas), a repository of that shape (see [`Repository::large`]).
+    pub fn new(listen: std::net::SocketAddr, large: Option<(u64, usize)>) -> DemoServer {
         let base = format!("http://{listen}/rrdp/");
+        let repo = match large {
+            Some((bytes, deltas)) => Repository::large(&base, bytes, deltas),
+            None => Repository::new(&base),
+        };
         DemoServer {
-            repo: Arc::new(Mutex::new(Repository::new(&base))),
+            repo: Arc::new(Mutex::new(repo)),
         }
     }
 }
@@ -277,6 +340,13 @@ fn reply(status: u16, cache_control: Option<&str>, body: Bytes) -> Response<Vec<
 impl ServeHttp for DemoServer {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.method == http::Method::POST && req.uri.path() == "/advance" {
+            // Publish the next serial now (benchmarks and manual trials).
+            let mut repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
+            repo.advance();
+            let body = format!("serial {}\n", repo.serial());
+            return reply(202, None, Bytes::from(body));
+        }
         if req.method != http::Method::GET {
             // Krill answers HEAD with 405 too.
             return reply(405, None, Bytes::from_static(b"method not allowed\n"));
@@ -324,6 +394,23 @@ impl BackgroundService for DemoTicker {
 mod tests {
     use super::*;
     use crate::rrdp::Notification;
+
+    #[test]
+    fn a_large_repository_has_the_requested_shape() {
+        let r = Repository::large("http://127.0.0.1:3001/rrdp/", 16 << 20, 20);
+        let n = Notification::parse(&r.notification()).unwrap();
+        assert_eq!(n.deltas.len(), 20);
+        let snap = r.file(r.snapshot_path()).unwrap();
+        // About the size asked for, unless the deltas alone were larger.
+        assert!(snap.len() > (14 << 20) && snap.len() < (20 << 20), "{}", snap.len());
+        assert_eq!(Hash::of(&snap), n.snapshot.hash);
+        for d in &n.deltas {
+            let rel = d.file.uri.strip_prefix("http://127.0.0.1:3001/rrdp/").unwrap();
+            let body = r.file(rel).unwrap();
+            assert!(body.len() >= 1024 && body.len() < 1_100_000, "{}", body.len());
+            assert_eq!(Hash::of(&body), d.file.hash);
+        }
+    }
 
     #[test]
     fn generated_notifications_are_valid_and_hashes_match() {

@@ -176,7 +176,7 @@ pub fn build_server(config: Config) -> Result<(Server, Arc<Shared>), String> {
     server.bootstrap();
 
     if let Some(demo) = &config.demo {
-        add_demo(&mut server, demo.listen, demo.interval);
+        add_demo(&mut server, demo.listen, demo.interval, None);
     }
 
     let shared = Shared::open(config)?;
@@ -227,8 +227,13 @@ pub fn build_server(config: Config) -> Result<(Server, Arc<Shared>), String> {
 }
 
 /// Adds the demo Publication Server's listener and its publishing task to `server`.
-pub fn add_demo(server: &mut Server, listen: std::net::SocketAddr, interval: Duration) {
-    let demo = demo::DemoServer::new(listen);
+pub fn add_demo(
+    server: &mut Server,
+    listen: std::net::SocketAddr,
+    interval: Duration,
+    large: Option<(u64, usize)>,
+) {
+    let demo = demo::DemoServer::new(listen, large);
     let ticker = demo::DemoTicker {
         repo: demo.repo.clone(),
         interval,

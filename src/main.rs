@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pingora::server::RunArgs;
 
-use rrdp_proxy::config::{parse_duration, Config};
+use rrdp_proxy::config::{parse_duration, parse_size, Config};
 
 /// A caching reverse proxy for RPKI RRDP repositories.
 ///
@@ -45,6 +45,13 @@ enum Command {
         /// Time between new serials, e.g. "5s".
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         interval: std::time::Duration,
+        /// Generate a large repository instead: a snapshot of about this size (e.g. "500MiB"),
+        /// for benchmarks.
+        #[arg(long, value_parser = parse_size)]
+        snapshot_size: Option<u64>,
+        /// With --snapshot-size: how many deltas (1 KiB to 1 MiB each) to list.
+        #[arg(long, default_value_t = 150)]
+        deltas: usize,
     },
 }
 
@@ -67,11 +74,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(Command::Demo { listen, interval }) => {
+        Some(Command::Demo {
+            listen,
+            interval,
+            snapshot_size,
+            deltas,
+        }) => {
             init_logging();
             let mut server = pingora::server::Server::new(None).expect("default server");
             server.bootstrap();
-            rrdp_proxy::add_demo(&mut server, listen, interval);
+            let large = snapshot_size.map(|s| (s, deltas));
+            rrdp_proxy::add_demo(&mut server, listen, interval, large);
             server.run(RunArgs::default());
             ExitCode::SUCCESS
         }
