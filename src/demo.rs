@@ -91,7 +91,8 @@ impl Repository {
         for _ in 0..count {
             r.next_object += 1;
             let uri = format!("{OBJECT_BASE}bulk-{}.roa", r.next_object);
-            r.objects.insert(uri, random_bytes(&mut rng, LARGE_OBJECT as usize));
+            r.objects
+                .insert(uri, random_bytes(&mut rng, LARGE_OBJECT as usize));
         }
         for (i, size) in sizes.into_iter().enumerate() {
             r.step(Some(size), i + 1 == deltas);
@@ -402,12 +403,24 @@ mod tests {
         assert_eq!(n.deltas.len(), 20);
         let snap = r.file(r.snapshot_path()).unwrap();
         // About the size asked for, unless the deltas alone were larger.
-        assert!(snap.len() > (14 << 20) && snap.len() < (20 << 20), "{}", snap.len());
+        assert!(
+            snap.len() > (14 << 20) && snap.len() < (20 << 20),
+            "{}",
+            snap.len()
+        );
         assert_eq!(Hash::of(&snap), n.snapshot.hash);
         for d in &n.deltas {
-            let rel = d.file.uri.strip_prefix("http://127.0.0.1:3001/rrdp/").unwrap();
+            let rel = d
+                .file
+                .uri
+                .strip_prefix("http://127.0.0.1:3001/rrdp/")
+                .unwrap();
             let body = r.file(rel).unwrap();
-            assert!(body.len() >= 1024 && body.len() < 1_100_000, "{}", body.len());
+            assert!(
+                body.len() >= 1024 && body.len() < 1_100_000,
+                "{}",
+                body.len()
+            );
             assert_eq!(Hash::of(&body), d.file.hash);
         }
     }

@@ -6,30 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use rrdp_proxy::repo::unix_now;
-use rrdp_proxy::rrdp::{Hash, Notification};
+use rrdp_proxy::rrdp::Hash;
 use rrdp_proxy::store::GC_GRACE;
 
-use crate::support::{free_port, http, path_of, wait_listening, Origin, Proxy};
-
-/// The served notification's files: (path, hash).
-async fn referenced(port: u16) -> Option<(Notification, Vec<(String, Hash)>)> {
-    let r = http(port, "GET", "/rrdp/notification.xml", &[]).await;
-    if r.status == 503 {
-        return None;
-    }
-    assert_eq!(r.status, 200);
-    let n = Notification::parse(&r.body).unwrap();
-    let mut files = vec![(path_of(&n.snapshot.uri), n.snapshot.hash)];
-    files.extend(n.deltas.iter().map(|d| (path_of(&d.file.uri), d.file.hash)));
-    Some((n, files))
-}
-
-fn object_path(cache: &std::path::Path, h: &Hash) -> std::path::PathBuf {
-    cache
-        .join("objects")
-        .join(&h.to_hex()[..2])
-        .join(h.to_hex())
-}
+use crate::support::{
+    damage, free_port, http, object_path, referenced, wait_listening, Origin, Proxy,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn superseded_files_are_kept_for_retain_then_collected() {
@@ -94,10 +76,7 @@ async fn a_damaged_referenced_object_is_not_served_and_is_fetched_again() {
     proxy.stop();
 
     // Flip one byte: same size, wrong hash.
-    let p = object_path(cache.path(), &snap_hash);
-    let mut bytes = std::fs::read(&p).unwrap();
-    bytes[10] ^= 0x20;
-    std::fs::write(&p, &bytes).unwrap();
+    let bytes = damage(cache.path(), &snap_hash);
 
     // With the origin down, a generation that cannot be served whole is not served.
     origin.stop();
@@ -130,10 +109,8 @@ async fn a_damaged_retained_object_is_caught_before_its_first_byte() {
     let (text, port, admin) = (proxy.config_text.clone(), proxy.port, proxy.admin_port);
     proxy.stop();
 
+    damage(cache.path(), &old_hash);
     let p = object_path(cache.path(), &old_hash);
-    let mut bytes = std::fs::read(&p).unwrap();
-    bytes[10] ^= 0x20;
-    std::fs::write(&p, &bytes).unwrap();
 
     let proxy = Proxy::start_with(text, port, admin);
     proxy.wait_serial(2).await;
@@ -179,15 +156,22 @@ fn spawn(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
         .arg("--config")
         .arg(config)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "info,access=off")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(config.with_extension("log"))
+                .unwrap(),
+        )
         .spawn()
         .unwrap()
 }
 
-/// kill -9 at random moments while the origin churns and trickles bodies (so the proxy is
-/// often mid-download, mid-write or mid-publish); after every restart, with the origin down,
+/// kill -9 at random moments while the origin churns (a new serial as soon as the proxy has
+/// its snapshot) and trickles bodies (so the proxy is often mid-download, mid-write or
+/// mid-publish); after every restart, with the origin down,
 /// the proxy must serve a consistent repository, and no object on disk may be torn.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_moments_never_leaves_an_inconsistent_repository() {
@@ -197,7 +181,10 @@ async fn kill_9_at_random_moments_never_leaves_an_inconsistent_repository() {
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
 
     let mut origin = Origin::start().await;
-    origin.with(|s| s.trickle = true);
+    origin.with(|s| {
+        s.trickle = true;
+        s.advance_after_snapshot = true;
+    });
     let cache = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let config = cache.path().join("proxy.toml");
@@ -216,18 +203,11 @@ async fn kill_9_at_random_moments_never_leaves_an_inconsistent_repository() {
     let mut last_serial = 0;
     let mut serials = Vec::new();
     for i in 0..ITERATIONS {
-        let state = origin.state.clone();
-        let churn = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                state.lock().unwrap().repo.advance();
-            }
-        });
         let mut child = spawn(&config);
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..400))).await;
+        wait_listening(port);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..400))).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        churn.abort();
         origin.stop();
 
         let mut child = spawn(&config);
@@ -269,6 +249,9 @@ async fn kill_9_at_random_moments_never_leaves_an_inconsistent_repository() {
         origin.restart().await;
     }
     println!("serials served after each crash: {serials:?}");
+    if std::env::var_os("KEEP_CRASH_LOG").is_some() {
+        std::fs::copy(config.with_extension("log"), "/tmp/crash-test.log").unwrap();
+    }
     assert!(
         published_once,
         "the proxy published at least once in {ITERATIONS} runs"

@@ -2,26 +2,12 @@
 //! the proxy too, and passthrough files are served stale.
 
 use bytes::Bytes;
-use rrdp_proxy::rrdp::{Hash, Notification};
 
-use crate::support::{path_of, Origin, Proxy};
+use crate::support::{Origin, Proxy};
 
 /// The served notification and every file it references, as bytes.
 async fn snapshot_of(proxy: &Proxy) -> Vec<(String, Vec<u8>)> {
-    let r = proxy.get("/rrdp/notification.xml").await;
-    assert_eq!(r.status, 200);
-    let n = Notification::parse(&r.body).unwrap();
-    let mut out = vec![("/rrdp/notification.xml".to_string(), r.body.clone())];
-    let mut uris = vec![(n.snapshot.uri.clone(), n.snapshot.hash)];
-    uris.extend(n.deltas.iter().map(|d| (d.file.uri.clone(), d.file.hash)));
-    for (uri, hash) in uris {
-        let path = path_of(&uri);
-        let r = proxy.get(&path).await;
-        assert_eq!(r.status, 200, "{path}");
-        assert_eq!(Hash::of(&r.body), hash);
-        out.push((path, r.body));
-    }
-    out
+    crate::support::fetch_consistent(proxy.port).await.1
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -53,6 +53,9 @@ pub struct OriginState {
     /// Send bodies in small pieces with pauses (a slow upstream), so that a client is likely
     /// to be mid-download at any moment.
     pub trickle: bool,
+    /// Publish the next serial each time the current snapshot has been sent in full: churn
+    /// as fast as the client keeps up, whatever the machine's load.
+    pub advance_after_snapshot: bool,
 }
 
 pub struct Origin {
@@ -72,6 +75,7 @@ impl Origin {
             extra: HashMap::new(),
             requests: Vec::new(),
             trickle: false,
+            advance_after_snapshot: false,
         }));
         let mut o = Origin {
             addr,
@@ -195,8 +199,18 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-    } else {
-        let _ = stream.write_all(&body).await;
+    } else if stream.write_all(&body).await.is_err() {
+        return;
+    }
+    if status == 200 && path.ends_with("snapshot.xml") {
+        let mut s = state.lock().unwrap();
+        if s.advance_after_snapshot
+            && s.repo
+                .snapshot_path()
+                .ends_with(path.trim_start_matches("/rrdp/"))
+        {
+            s.repo.advance();
+        }
     }
     let _ = stream.shutdown().await;
 }
@@ -439,4 +453,61 @@ pub async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)])
 pub fn path_of(uri: &str) -> String {
     let rest = uri.split_once("://").unwrap().1;
     rest[rest.find('/').unwrap()..].to_string()
+}
+
+//------------ Repository checks ---------------------------------------------------------------
+
+/// The served notification and the (path, hash) of every file it references; `None` while the
+/// proxy answers 503 (nothing published).
+pub async fn referenced(
+    port: u16,
+) -> Option<(
+    rrdp_proxy::rrdp::Notification,
+    Vec<(String, rrdp_proxy::rrdp::Hash)>,
+)> {
+    let r = http(port, "GET", "/rrdp/notification.xml", &[]).await;
+    if r.status == 503 {
+        return None;
+    }
+    assert_eq!(r.status, 200, "{r:?}");
+    let n = rrdp_proxy::rrdp::Notification::parse(&r.body).unwrap();
+    let mut files = vec![(path_of(&n.snapshot.uri), n.snapshot.hash)];
+    files.extend(n.deltas.iter().map(|d| (path_of(&d.file.uri), d.file.hash)));
+    Some((n, files))
+}
+
+/// Fetches the notification and every file it references, checking each is 200 with its
+/// hash; returns the notification and all bodies (notification first).
+pub async fn fetch_consistent(
+    port: u16,
+) -> (rrdp_proxy::rrdp::Notification, Vec<(String, Vec<u8>)>) {
+    let (n, files) = referenced(port).await.expect("a published notification");
+    let mut bodies = vec![(
+        "/rrdp/notification.xml".to_string(),
+        http(port, "GET", "/rrdp/notification.xml", &[]).await.body,
+    )];
+    for (path, hash) in files {
+        let r = http(port, "GET", &path, &[]).await;
+        assert_eq!(r.status, 200, "{path} referenced by serial {}", n.serial);
+        assert_eq!(rrdp_proxy::rrdp::Hash::of(&r.body), hash, "{path}");
+        bodies.push((path, r.body));
+    }
+    (n, bodies)
+}
+
+/// Where the store keeps an object.
+pub fn object_path(cache: &std::path::Path, h: &rrdp_proxy::rrdp::Hash) -> std::path::PathBuf {
+    cache
+        .join("objects")
+        .join(&h.to_hex()[..2])
+        .join(h.to_hex())
+}
+
+/// Flips one byte of a stored object (same size, wrong hash); returns the damaged bytes.
+pub fn damage(cache: &std::path::Path, h: &rrdp_proxy::rrdp::Hash) -> Vec<u8> {
+    let p = object_path(cache, h);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&p, &bytes).unwrap();
+    bytes
 }

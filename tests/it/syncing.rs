@@ -6,21 +6,11 @@ use bytes::Bytes;
 use rrdp_proxy::metrics::Kind;
 use rrdp_proxy::rrdp::{Hash, Notification};
 
-use crate::support::{path_of, Origin, Proxy, EVENT_TIMEOUT};
+use crate::support::{Origin, Proxy, EVENT_TIMEOUT};
 
 /// Fetches the served notification and checks every file it references: 200, right hash.
 async fn check_consistent(proxy: &Proxy) -> Notification {
-    let r = proxy.get("/rrdp/notification.xml").await;
-    assert_eq!(r.status, 200, "{r:?}");
-    let n = Notification::parse(&r.body).unwrap();
-    let mut files = vec![n.snapshot.clone()];
-    files.extend(n.deltas.iter().map(|d| d.file.clone()));
-    for f in files {
-        let r = proxy.get(&path_of(&f.uri)).await;
-        assert_eq!(r.status, 200, "{} referenced by serial {}", f.uri, n.serial);
-        assert_eq!(Hash::of(&r.body), f.hash, "{}", f.uri);
-    }
-    n
+    crate::support::fetch_consistent(proxy.port).await.0
 }
 
 #[tokio::test(flavor = "multi_thread")]
