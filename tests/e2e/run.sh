@@ -15,6 +15,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 proxy_bin=$(realpath "${1:-$top/target/release/rrdp-proxy}")
 PEERS=${PEERS:-/opt/peers}
 LAB=$(mktemp -d /tmp/rrdp-e2e.XXXXXX)
+chmod 755 "$LAB"   # rpki-client drops privileges to _rpki-client
 export PATH="$PEERS/bin:/usr/sbin:$PATH"
 KRILL_PORT=3000
 PROXY_TLS=8443
@@ -108,6 +109,26 @@ krill_serial() {
   curl -skf "https://127.0.0.1:$KRILL_PORT/rrdp/notification.xml" | grep -o 'serial="[0-9]*"' | head -1 | tr -dc 0-9
 }
 
+# The ROA files in Krill's current snapshot: Krill names each after the hex of its definition.
+krill_roa_files() {
+  local snap
+  snap=$(curl -skf "https://127.0.0.1:$KRILL_PORT/rrdp/notification.xml" | grep -o '<snapshot uri="[^"]*"' \
+    | cut -d'"' -f2 | sed "s#^https://rrdp.test:$PROXY_TLS/#https://127.0.0.1:$KRILL_PORT/#")
+  curl -skf "$snap" | grep -o '/[0-9a-f]*\.roa"' | tr -d '/"' | sort
+}
+
+# Waits until Krill has published exactly the configured ROAs (krillc returns before Krill
+# has necessarily written them to its repository).
+krill_wait_roas() {
+  local want d
+  want=$(for d in "${definitions[@]}"; do printf '%s' "$d" | od -An -tx1 | tr -d ' \n'; echo .roa; done | sort)
+  for _ in $(seq 1 300); do
+    [ "$(krill_roa_files)" = "$want" ] && return 0
+    sleep 0.1
+  done
+  log "krill never published the configured ROAs"; return 1
+}
+
 #------------ rrdp-proxy ----------------------------------------------------------------------
 start_proxy() {
   mkdir -p "$LAB/proxy"
@@ -146,8 +167,10 @@ proxy_serial() {
   curl -sf "http://$ADMIN/status" | grep -o '"serial": [0-9]*' | head -1 | tr -dc 0-9
 }
 
-# Asks the proxy to poll, then waits until it serves Krill's serial.
+# Waits for Krill to publish the configured ROAs, asks the proxy to poll, then waits until it
+# serves Krill's serial.
 sync_proxy() {
+  krill_wait_roas
   local want
   want=$(krill_serial)
   for _ in $(seq 1 150); do
@@ -159,7 +182,7 @@ sync_proxy() {
 }
 
 metric() { # metric NAME-REGEX: sum of matching samples
-  curl -sf "http://$ADMIN/metrics" | grep -E "^$1" | awk '{s+=$NF} END {print s+0}'
+  curl -sf "http://$ADMIN/metrics" | { grep -E "^$1" || true; } | awk '{s+=$NF} END {print s+0}'
 }
 
 #------------ Relying parties -----------------------------------------------------------------
@@ -167,9 +190,11 @@ metric() { # metric NAME-REGEX: sum of matching samples
 run_routinator() {
   mkdir -p "$LAB/routinator/tals"
   cp "$LAB/tals/testbed.tal" "$LAB/routinator/tals/"
-  routinator -c /dev/null --no-rir-tals --extra-tals-dir "$LAB/routinator/tals" -r "$LAB/routinator/cache" \
-    --disable-rsync --rrdp-root-cert "$LAB/tls/ca.crt" --allow-dubious-hosts \
-    vrps -f csv 2>>"$LAB/routinator/log" | tail -n +2 | cut -d, -f1-3 | sort
+  # HOME points into the lab so no ~/.routinator.conf is read.
+  { HOME="$LAB/routinator" routinator --no-rir-tals --extra-tals-dir "$LAB/routinator/tals" \
+      -r "$LAB/routinator/cache" --disable-rsync --rrdp-root-cert "$LAB/tls/ca.crt" \
+      --allow-dubious-hosts vrps -f csv 2>>"$LAB/routinator/log" || true; } \
+    | tail -n +2 | cut -d, -f1-3 | sort
 }
 
 run_rpki_client() {
@@ -182,15 +207,21 @@ run_rpki_client() {
 
 run_fort() {
   mkdir -p "$LAB/fort/cache"
-  fort --mode=standalone --tal="$LAB/tals/testbed.tal" --local-repository="$LAB/fort/cache" \
-    --rsync.enabled=false --http.ca-path="$LAB/cadir" --output.roa=- 2>>"$LAB/fort/log" \
-    | grep -E '^AS[0-9]+,' | cut -d, -f1-3 | sort
+  { fort --mode=standalone --tal="$LAB/tals/testbed.tal" --local-repository="$LAB/fort/cache" \
+      --rsync.enabled=false --http.ca-path="$LAB/cadir" --output.roa=- 2>>"$LAB/fort/log" || true; } \
+    | { grep -E '^AS[0-9]+,' || true; } | cut -d, -f1-3 | sort
 }
 
 #------------ Checks --------------------------------------------------------------------------
-expected=()   # current ROA configuration as "ASN,prefix,maxlen"
+definitions=()   # the ROAs configured in Krill, as "PREFIX-MAXLEN => ASN"
 
-expect_sorted() { printf '%s\n' "${expected[@]}" | grep -v '^$' | sort; }
+# The VRPs those ROAs make, as the RPs print them: "ASN,prefix,maxlen", sorted.
+expect_sorted() {
+  local d
+  for d in "${definitions[@]}"; do
+    sed -E 's#^(.*)-([0-9]+) => ([0-9]+)$#AS\3,\1,\2#' <<<"$d"
+  done | sort
+}
 
 record() { # record RP SCENARIO EXPECTED SEEN OK
   results+=("$(printf '| %-11s | %-34s | %8s | %5s | %-4s |' "$1" "$2" "$3" "$4" "$5")")
@@ -216,14 +247,14 @@ check_all() { for rp in routinator rpki-client fort; do check_rp "$rp" "$1"; don
 
 roa_add() { # roa_add PREFIX MAXLEN ASN
   krillc roas update --ca testbed --add "$1-$2 => $3" >/dev/null
-  expected+=("AS$3,$1,$2")
+  definitions+=("$1-$2 => $3")
 }
 
 roa_remove() {
   krillc roas update --ca testbed --remove "$1-$2 => $3" >/dev/null
-  local keep=() e
-  for e in "${expected[@]}"; do [ "$e" = "AS$3,$1,$2" ] || keep+=("$e"); done
-  expected=("${keep[@]}")
+  local keep=() d
+  for d in "${definitions[@]}"; do [ "$d" = "$1-$2 => $3" ] || keep+=("$d"); done
+  definitions=("${keep[@]}")
 }
 
 errors_served() { metric 'rrdp_proxy_requests_total\{kind="(notification|file)",result="[a-z]+",status="(404|5[0-9][0-9])"\}'; }
@@ -267,6 +298,10 @@ check_all "origin down"
 stop_proxy
 start_proxy
 check_all "origin down, proxy restarted"
+# With empty RP caches everything (TA certificate, notification, snapshot) must come from
+# the proxy's own store.
+rm -rf "$LAB/routinator/cache" "$LAB/rpki-client/cache" "$LAB/fort/cache"
+check_all "origin down, RP caches wiped"
 start_krill
 roa_add 192.0.2.0/24 24 64499
 sync_proxy
