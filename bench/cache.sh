@@ -96,11 +96,11 @@ Command: bench/cache.sh $size $clients
 | figure | value |
 |---|---|
 | snapshot size | $((snap_bytes / 1048576)) MiB (+150 deltas of 1 KiB–1 MiB) |
-| first sync (fetch, verify, store, publish) | ${first_sync%.*}.$(cut -d. -f2 <<<"$first_sync" | cut -c1-1) s |
+| first sync (fetch, verify, store, publish) | $(printf '%.1f' "$first_sync") s |
 | RSS at rest, repository cached | $((rest_rss / 1024)) MiB |
 | peak RSS, $clients clients downloading the snapshot at once | $((peak / 1024)) MiB |
 | aggregate throughput to those clients | $throughput MiB/s |
 | cache on disk at restart | $cached_mb MiB (serial $before) |
-| start-up with the origin down, until /healthz is 200 | ${startup%.*}.$(cut -d. -f2 <<<"$startup" | cut -c1-2) s |
+| start-up with the origin down, until /healthz is 200 | $(printf '%.2f' "$startup") s |
 | RSS after start-up | $((startup_rss / 1024)) MiB |
 EOF
