@@ -167,6 +167,8 @@ impl Repository {
         // Withdraw the oldest objects, more of them once the repository is large, so it
         // stays at a few dozen objects however long the demo runs.
         let withdraw = match self.objects.len() {
+            // Building a large repository: every delta only adds.
+            _ if extra.is_some() => 0,
             n if n > self.max_objects => 3,
             n if n > 6 => 1,
             _ => 0,
@@ -181,7 +183,13 @@ impl Repository {
                 Hash::of(&old)
             );
         }
-        if let Some(uri) = self.objects.keys().last().cloned() {
+        if let Some(uri) = self
+            .objects
+            .keys()
+            .last()
+            .cloned()
+            .filter(|_| extra.is_none())
+        {
             let len = rng.gen_range(200..2000);
             let content = random_bytes(&mut rng, len);
             let old = self

@@ -12,7 +12,9 @@ use std::sync::Mutex;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Notification,
-    /// A snapshot or delta (or any other file under a repository prefix).
+    Snapshot,
+    Delta,
+    /// Any other file under a repository prefix (forwarded to the upstream).
     File,
     Passthrough,
     /// Outside every configured prefix.
@@ -23,6 +25,8 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Notification => "notification",
+            Kind::Snapshot => "snapshot",
+            Kind::Delta => "delta",
             Kind::File => "file",
             Kind::Passthrough => "passthrough",
             Kind::Other => "other",
@@ -96,13 +100,13 @@ impl Metrics {
         self.publishes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many requests of this kind were answered with this status (for tests and status).
-    pub fn requests_with_status(&self, kind: Kind, status: u16) -> u64 {
+    /// How many requests of these kinds were answered with this status (tests, status).
+    pub fn requests_with_status(&self, kinds: &[Kind], status: u16) -> u64 {
         self.requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|((k, _, s), _)| *k == kind && *s == status)
+            .filter(|((k, _, s), _)| kinds.contains(k) && *s == status)
             .map(|(_, n)| n)
             .sum()
     }

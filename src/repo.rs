@@ -19,12 +19,24 @@ use crate::config::RepositoryConfig;
 use crate::rrdp::Hash;
 use crate::store::Store;
 
+/// What a file is, for metrics and logs.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    Snapshot,
+    Delta,
+    #[default]
+    Other,
+}
+
 /// A file clients may fetch under the repository.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileEntry {
     #[serde(with = "hash_hex")]
     pub hash: Hash,
     pub size: u64,
+    #[serde(default)]
+    pub kind: FileKind,
     /// `None` while the published notification references it; else when it stops being
     /// servable (seconds since the epoch).
     pub expires: Option<u64>,
@@ -44,6 +56,9 @@ pub struct Generation {
     /// The notification as served (URIs under the public base).
     #[serde(with = "bytes_text")]
     pub notification: Bytes,
+    /// The notification gzip-compressed (made once, when the generation is built or loaded).
+    #[serde(skip)]
+    pub notification_gz: Option<Bytes>,
     /// Strong ETag of `notification`, quoted.
     pub etag: String,
     /// Last-Modified, seconds since the epoch: when this proxy published it. Strictly
@@ -63,6 +78,20 @@ impl Generation {
 
     pub fn last_modified_http(&self) -> String {
         httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.last_modified))
+    }
+
+    /// Compresses the notification for clients that accept gzip.
+    pub fn with_gzip(mut self) -> Generation {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let gz = enc
+            .write_all(&self.notification)
+            .and_then(|_| enc.finish())
+            .ok();
+        self.notification_gz = gz
+            .filter(|g| g.len() < self.notification.len())
+            .map(Bytes::from);
+        self
     }
 }
 
@@ -157,7 +186,7 @@ impl Repo {
                 missing.join(", ")
             ));
         }
-        Ok(Some(generation))
+        Ok(Some(generation.with_gzip()))
     }
 
     /// Makes a generation what clients see (persisted already, or loaded at start), then

@@ -18,7 +18,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use tokio::io::AsyncReadExt;
 
 use crate::metrics::{Kind, Outcome};
-use crate::repo::{unix_now, Repo};
+use crate::repo::{unix_now, FileKind, Repo};
 use crate::rrdp::Hash;
 use crate::store::Object;
 use crate::sync::fetch_object;
@@ -34,7 +34,12 @@ const RRDP_CONTENT_TYPE: &str = "application/xml";
 enum Body {
     Empty,
     Bytes(Bytes),
-    File(tokio::fs::File, u64),
+    /// `len` bytes of a file from `start`.
+    File {
+        file: tokio::fs::File,
+        start: u64,
+        len: u64,
+    },
 }
 
 impl Body {
@@ -42,7 +47,26 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
-            Body::File(_, l) => *l,
+            Body::File { len, .. } => *len,
+        }
+    }
+
+    fn from_object(o: Object) -> Body {
+        match o {
+            Object::Memory(b) => Body::Bytes(b),
+            Object::File { file, len } => Body::File {
+                file,
+                start: 0,
+                len,
+            },
+        }
+    }
+
+    /// The part `start..start+len` of a body of an object.
+    fn slice(o: Object, start: u64, len: u64) -> Body {
+        match o {
+            Object::Memory(b) => Body::Bytes(b.slice(start as usize..(start + len) as usize)),
+            Object::File { file, .. } => Body::File { file, start, len },
         }
     }
 }
@@ -164,7 +188,15 @@ impl RrdpProxy {
             return a;
         };
         let lm = generation.last_modified_http();
-        let a = Answer {
+        let gzip = generation
+            .notification_gz
+            .as_ref()
+            .filter(|_| accepts_gzip(req));
+        let etag = match gzip {
+            Some(_) => gzip_etag(&generation.etag),
+            None => generation.etag.clone(),
+        };
+        let mut a = Answer {
             status: 200,
             headers: vec![
                 ("Content-Type", RRDP_CONTENT_TYPE.into()),
@@ -172,18 +204,19 @@ impl RrdpProxy {
                     "Cache-Control",
                     format!("max-age={}", repo.config.notification_max_age.as_secs()),
                 ),
-                ("ETag", generation.etag.clone()),
-                ("Last-Modified", lm),
+                ("ETag", etag),
+                ("Last-Modified", lm.clone()),
+                ("Vary", "Accept-Encoding".into()),
             ],
             body: Body::Bytes(generation.notification.clone()),
             kind: Kind::Notification,
             outcome: Outcome::Hit,
         };
-        if not_modified(
-            req,
-            Some(&generation.etag),
-            Some(&generation.last_modified_http()),
-        ) {
+        if let Some(gz) = gzip {
+            a.body = Body::Bytes(gz.clone());
+            a.headers.push(("Content-Encoding", "gzip".into()));
+        }
+        if not_modified(req, Some(&generation.etag), Some(&lm)) {
             return not_modified_answer(a);
         }
         a
@@ -201,9 +234,17 @@ impl RrdpProxy {
             .published
             .load()
             .as_ref()
-            .and_then(|g| g.file(rel, unix_now()).map(|f| f.hash));
-        if let Some(hash) = known {
-            return self.object(repo, hash, true, Outcome::Hit, req).await;
+            .and_then(|g| g.file(rel, unix_now()).map(|f| (f.hash, f.kind)));
+        if let Some((hash, kind)) = known {
+            let mut a = self.object(repo, hash, true, Outcome::Hit, req).await;
+            if a.status < 500 {
+                a.kind = match kind {
+                    FileKind::Snapshot => Kind::Snapshot,
+                    FileKind::Delta => Kind::Delta,
+                    FileKind::Other => Kind::File,
+                };
+            }
+            return a;
         }
         // Not published (yet, or any more): ask the upstream. If the newest upstream
         // notification names this file, the bytes must have its hash, and are kept.
@@ -239,7 +280,8 @@ impl RrdpProxy {
     }
 
     /// Serves a stored object. `verified`: its hash came from a notification, so it is
-    /// immutable under its URI.
+    /// immutable under its URI. Clients that accept gzip get the gzip variant if there is
+    /// one; a Range request gets part of the identity body.
     async fn object(
         &self,
         repo: &Repo,
@@ -263,18 +305,29 @@ impl RrdpProxy {
             headers: vec![
                 ("Content-Type", RRDP_CONTENT_TYPE.into()),
                 ("Cache-Control", cache_control),
-                ("ETag", etag.clone()),
+                ("Accept-Ranges", "bytes".into()),
+                ("Vary", "Accept-Encoding".into()),
             ],
             body: Body::Empty,
             kind: Kind::File,
             outcome,
         };
         if not_modified(req, Some(&etag), None) {
+            a.headers.push(("ETag", etag));
             return not_modified_answer(a);
         }
-        match self.shared.store.get(&hash).await {
-            Ok(Object::Memory(b)) => a.body = Body::Bytes(b),
-            Ok(Object::File { file, len }) => a.body = Body::File(file, len),
+        let range = requested_range(req, &etag);
+        if range.is_none() && accepts_gzip(req) {
+            if let Some(gz) = self.shared.store.get_gzip(&hash).await {
+                a.headers.push(("ETag", gzip_etag(&etag)));
+                a.headers.push(("Content-Encoding", "gzip".into()));
+                a.body = Body::from_object(gz);
+                return a;
+            }
+        }
+        a.headers.push(("ETag", etag));
+        let object = match self.shared.store.get(&hash).await {
+            Ok(o) => o,
             Err(e) => {
                 // Damaged on disk (now removed) or unreadable: say so loudly, let no cache
                 // keep the error, and have the poller fetch it again if still referenced.
@@ -285,9 +338,124 @@ impl RrdpProxy {
                 a.headers.push(("Retry-After", "5".into()));
                 return a;
             }
+        };
+        let total = object.len();
+        match range.map(|r| r.resolve(total)) {
+            None => a.body = Body::from_object(object),
+            Some(Some((start, len))) => {
+                a.status = 206;
+                a.headers.push((
+                    "Content-Range",
+                    format!("bytes {start}-{}/{total}", start + len - 1),
+                ));
+                a.body = Body::slice(object, start, len);
+            }
+            Some(None) => {
+                let mut e = Answer::text(416, Kind::File, "range not satisfiable\n");
+                e.headers
+                    .push(("Content-Range", format!("bytes */{total}")));
+                return e;
+            }
         }
         a
     }
+}
+
+/// A single byte range from a `Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByteRange {
+    /// `bytes=start-` or `bytes=start-end` (inclusive).
+    From(u64, Option<u64>),
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// Parses one range; multiple ranges or bad syntax give `None` (the Range header is then
+    /// ignored and the whole body served, as RFC 9110 allows).
+    fn parse(v: &str) -> Option<ByteRange> {
+        let spec = v.trim().strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (a, b) = spec.split_once('-')?;
+        let (a, b) = (a.trim(), b.trim());
+        if a.is_empty() {
+            return Some(ByteRange::Suffix(b.parse().ok()?));
+        }
+        let start = a.parse().ok()?;
+        let end = if b.is_empty() {
+            None
+        } else {
+            Some(b.parse().ok()?)
+        };
+        if end.is_some_and(|e| e < start) {
+            return None;
+        }
+        Some(ByteRange::From(start, end))
+    }
+
+    /// (start, length) within a body of `total` bytes, or `None` if unsatisfiable.
+    fn resolve(self, total: u64) -> Option<(u64, u64)> {
+        match self {
+            ByteRange::From(start, _) if start >= total => None,
+            ByteRange::From(start, end) => {
+                let end = end.map_or(total - 1, |e| e.min(total - 1));
+                Some((start, end - start + 1))
+            }
+            ByteRange::Suffix(0) => None,
+            ByteRange::Suffix(n) => {
+                let n = n.min(total);
+                Some((total - n, n))
+            }
+        }
+    }
+}
+
+/// The range a GET asks for, honouring If-Range (only our strong ETag matches; files have no
+/// Last-Modified, so a date never does).
+fn requested_range(req: &RequestHeader, etag: &str) -> Option<ByteRange> {
+    if req.method != http::Method::GET {
+        return None;
+    }
+    let range = ByteRange::parse(req.headers.get("Range")?.to_str().ok()?)?;
+    match req.headers.get("If-Range").and_then(|v| v.to_str().ok()) {
+        Some(tag) if tag.trim() != etag => None,
+        _ => Some(range),
+    }
+}
+
+/// Whether the client accepts a gzip body (`Accept-Encoding: gzip` or `*` with q > 0).
+fn accepts_gzip(req: &RequestHeader) -> bool {
+    let Some(v) = req
+        .headers
+        .get("Accept-Encoding")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut gzip = None;
+    let mut star = None;
+    for item in v.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match coding.as_str() {
+            "gzip" | "x-gzip" => gzip = Some(q > 0.0),
+            "*" => star = Some(q > 0.0),
+            _ => {}
+        }
+    }
+    gzip.or(star).unwrap_or(false)
+}
+
+/// The ETag of the gzip variant: the identity ETag with `-gzip` (a representation's ETag
+/// must differ per encoding).
+fn gzip_etag(etag: &str) -> String {
+    format!("{}-gzip\"", etag.trim_end_matches('"'))
 }
 
 fn method_not_allowed(kind: Kind) -> Answer {
@@ -318,12 +486,14 @@ fn not_modified(req: &RequestHeader, etag: Option<&str>, last_modified: Option<&
         .get("If-None-Match")
         .and_then(|v| v.to_str().ok())
     {
+        // A client holding either encoding of the body has it: the identity and the gzip
+        // ETag both match.
         let Some(etag) = etag else { return false };
-        let ours = etag.trim_start_matches("W/");
+        let gz = gzip_etag(etag);
         return inm
             .split(',')
-            .map(|t| t.trim())
-            .any(|t| t == "*" || t.trim_start_matches("W/") == ours);
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == "*" || t == etag || t == gz);
     }
     let ims = req
         .headers
@@ -360,7 +530,17 @@ async fn send(session: &mut Session, a: Answer) -> Result<u64> {
             session.write_response_body(Some(b), true).await?;
             Ok(len)
         }
-        Body::File(mut file, len) => {
+        Body::File {
+            mut file,
+            start,
+            len,
+        } => {
+            if start > 0 {
+                use tokio::io::AsyncSeekExt;
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(|e| Error::because(ReadError, "seeking in a stored object", e))?;
+            }
             let mut sent = 0u64;
             while sent < len {
                 let want = CHUNK.min((len - sent) as usize);
@@ -448,4 +628,81 @@ fn access_log(session: &Session, ctx: &Ctx, e: Option<&pingora::Error>) {
         ctx.kind.as_str(),
         ctx.outcome.as_str(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.insert_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn accept_encoding() {
+        assert!(accepts_gzip(&req(&[("Accept-Encoding", "gzip, deflate")])));
+        assert!(accepts_gzip(&req(&[(
+            "Accept-Encoding",
+            "br;q=1.0, gzip;q=0.5"
+        )])));
+        assert!(accepts_gzip(&req(&[("Accept-Encoding", "*")])));
+        assert!(!accepts_gzip(&req(&[("Accept-Encoding", "gzip;q=0")])));
+        assert!(!accepts_gzip(&req(&[("Accept-Encoding", "*, gzip;q=0")])));
+        assert!(!accepts_gzip(&req(&[("Accept-Encoding", "identity")])));
+        assert!(!accepts_gzip(&req(&[])));
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            ByteRange::parse("bytes=0-9"),
+            Some(ByteRange::From(0, Some(9)))
+        );
+        assert_eq!(
+            ByteRange::parse("bytes=10-"),
+            Some(ByteRange::From(10, None))
+        );
+        assert_eq!(ByteRange::parse("bytes=-5"), Some(ByteRange::Suffix(5)));
+        assert_eq!(ByteRange::parse("bytes=5-1"), None);
+        assert_eq!(ByteRange::parse("bytes=0-1,4-5"), None);
+        assert_eq!(ByteRange::parse("items=0-1"), None);
+        assert_eq!(ByteRange::From(0, Some(9)).resolve(5), Some((0, 5)));
+        assert_eq!(ByteRange::From(5, None).resolve(5), None);
+        assert_eq!(ByteRange::Suffix(3).resolve(10), Some((7, 3)));
+        assert_eq!(ByteRange::Suffix(30).resolve(10), Some((0, 10)));
+        let etag = "\"abc\"";
+        let r = req(&[("Range", "bytes=1-2"), ("If-Range", "\"other\"")]);
+        assert_eq!(
+            requested_range(&r, etag),
+            None,
+            "If-Range mismatch: whole body"
+        );
+        let r = req(&[("Range", "bytes=1-2"), ("If-Range", etag)]);
+        assert_eq!(requested_range(&r, etag), Some(ByteRange::From(1, Some(2))));
+    }
+
+    #[test]
+    fn etags_per_encoding() {
+        let etag = "\"abc\"";
+        assert_eq!(gzip_etag(etag), "\"abc-gzip\"");
+        assert!(not_modified(
+            &req(&[("If-None-Match", "\"abc-gzip\"")]),
+            Some(etag),
+            None
+        ));
+        assert!(not_modified(
+            &req(&[("If-None-Match", "W/\"abc\"")]),
+            Some(etag),
+            None
+        ));
+        assert!(!not_modified(
+            &req(&[("If-None-Match", "\"abd\"")]),
+            Some(etag),
+            None
+        ));
+    }
 }

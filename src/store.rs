@@ -50,19 +50,31 @@ impl Object {
     }
 }
 
+/// A memory-tier key: an object, or its gzip variant.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    hash: Hash,
+    gzip: bool,
+}
+
+/// A gzip variant is kept only if it saves at least this share of the identity size.
+const GZIP_MIN_SAVING_PERCENT: u64 = 5;
+
 /// The content-addressed store.
 pub struct Store {
     /// `cache.dir`.
     dir: PathBuf,
     /// Small objects, by hash, weighed by size.
-    memory: moka::sync::Cache<Hash, Bytes>,
+    memory: moka::sync::Cache<Key, Bytes>,
     /// Largest object admitted to `memory`.
     memory_object_max: u64,
     /// Names temporary files uniquely within this process.
     tmp_counter: AtomicU64,
     /// Objects whose hash this process has checked (it wrote them, or read them back). Any
     /// other object on disk is in doubt: it is hashed before its first byte is served.
-    verified: Mutex<HashSet<Hash>>,
+    verified: Mutex<HashSet<Key>>,
+    /// Objects whose gzip variant was found not worth keeping (so it is not tried again).
+    no_gzip: Mutex<HashSet<Hash>>,
     /// Bytes and number of objects on disk.
     usage: AtomicU64,
     objects: AtomicU64,
@@ -90,7 +102,7 @@ impl Store {
         }
         let memory = moka::sync::Cache::builder()
             .max_capacity(memory_limit)
-            .weigher(|_k: &Hash, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+            .weigher(|_k: &Key, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
             // TinyLFU may refuse a new, never-seen entry; a fresh delta that every client is
             // about to ask for must be admitted.
             .eviction_policy(moka::policy::EvictionPolicy::lru())
@@ -102,6 +114,7 @@ impl Store {
             memory_object_max: (memory_limit / 8).min(MAX_MEMORY_OBJECT),
             tmp_counter: AtomicU64::new(0),
             verified: Mutex::new(HashSet::new()),
+            no_gzip: Mutex::new(HashSet::new()),
             usage: AtomicU64::new(usage),
             objects: AtomicU64::new(objects),
             disk_limit,
@@ -115,6 +128,13 @@ impl Store {
     fn object_path(&self, hash: &Hash) -> PathBuf {
         let hex = hash.to_hex();
         self.dir.join("objects").join(&hex[..2]).join(hex)
+    }
+
+    /// Where an object's gzip variant lives: beside it, with `.gz`.
+    fn gzip_path(&self, hash: &Hash) -> PathBuf {
+        let mut p = self.object_path(hash).into_os_string();
+        p.push(".gz");
+        PathBuf::from(p)
     }
 
     /// Whether the object is on disk with the expected size.
@@ -133,25 +153,122 @@ impl Store {
     /// Opens an object for serving: from memory if there, else from disk (and small objects
     /// are then kept in memory for the next client).
     pub async fn get(self: &Arc<Self>, hash: &Hash) -> io::Result<Object> {
-        if let Some(b) = self.memory.get(hash) {
+        self.open_variant(Key {
+            hash: *hash,
+            gzip: false,
+        })
+        .await
+    }
+
+    /// The gzip variant of an object, if one was made (see [`Store::make_gzip`]).
+    pub async fn get_gzip(self: &Arc<Self>, hash: &Hash) -> Option<Object> {
+        let key = Key {
+            hash: *hash,
+            gzip: true,
+        };
+        if self.memory.contains_key(&key) || self.gzip_path(hash).exists() {
+            self.open_variant(key).await.ok()
+        } else {
+            None
+        }
+    }
+
+    async fn open_variant(self: &Arc<Self>, key: Key) -> io::Result<Object> {
+        if let Some(b) = self.memory.get(&key) {
             return Ok(Object::Memory(b));
         }
-        if !self.is_verified(hash) && !self.verify(hash).await? {
+        if !self.is_verified(&key) && !self.verify_variant(key).await? {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("object {hash} was damaged on disk and has been removed"),
+                format!(
+                    "object {} was damaged on disk and has been removed",
+                    key.hash
+                ),
             ));
         }
-        let path = self.object_path(hash);
+        let path = self.variant_path(&key);
         let file = tokio::fs::File::open(&path).await?;
         let len = file.metadata().await?.len();
         if len <= self.memory_object_max {
-            let data = tokio::fs::read(&path).await?;
-            let data = Bytes::from(data);
-            self.memory.insert(*hash, data.clone());
+            let data = Bytes::from(tokio::fs::read(&path).await?);
+            self.memory.insert(key, data.clone());
             return Ok(Object::Memory(data));
         }
         Ok(Object::File { file, len })
+    }
+
+    fn variant_path(&self, key: &Key) -> PathBuf {
+        if key.gzip {
+            self.gzip_path(&key.hash)
+        } else {
+            self.object_path(&key.hash)
+        }
+    }
+
+    /// Makes the gzip variant of a stored object (once): compressed to a temporary file,
+    /// fsynced, renamed beside the object. Kept only if it saves at least 5 %. Returns whether
+    /// a variant exists now.
+    pub async fn make_gzip(self: &Arc<Self>, hash: Hash) -> io::Result<bool> {
+        if self.gzip_path(&hash).exists() {
+            return Ok(true);
+        }
+        if self
+            .no_gzip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&hash)
+        {
+            return Ok(false);
+        }
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{}-{n}.gz", std::process::id()));
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<bool> {
+            let src_path = store.object_path(&hash);
+            let mut src = std::fs::File::open(&src_path)?;
+            let src_len = src.metadata()?.len();
+            let out = std::fs::File::create(&tmp)?;
+            let mut enc = flate2::write::GzEncoder::new(
+                std::io::BufWriter::with_capacity(1 << 20, out),
+                flate2::Compression::default(),
+            );
+            std::io::copy(&mut src, &mut enc)?;
+            let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
+            let gz_len = out.metadata()?.len();
+            if gz_len * 100 > src_len * (100 - GZIP_MIN_SAVING_PERCENT) {
+                drop(out);
+                let _ = std::fs::remove_file(&tmp);
+                store
+                    .no_gzip
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(hash);
+                return Ok(false);
+            }
+            if let Some(limit) = store.disk_limit {
+                if store.usage.load(Ordering::Relaxed) + gz_len > limit {
+                    drop(out);
+                    let _ = std::fs::remove_file(&tmp);
+                    return Ok(false);
+                }
+            }
+            out.sync_all()?;
+            drop(out);
+            let dst = store.gzip_path(&hash);
+            std::fs::rename(&tmp, &dst)?;
+            if let Some(parent) = dst.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            store.usage.fetch_add(gz_len, Ordering::Relaxed);
+            store.objects.fetch_add(1, Ordering::Relaxed);
+            store.mark_verified(Key { hash, gzip: true });
+            Ok(true)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Reads a whole object into memory (for small objects such as passthrough bodies).
@@ -169,65 +286,100 @@ impl Store {
             self.remove_damaged(hash);
             return None;
         }
-        self.mark_verified(*hash);
+        self.mark_verified(Key {
+            hash: *hash,
+            gzip: false,
+        });
         Some(data)
     }
 
-    fn is_verified(&self, hash: &Hash) -> bool {
+    fn is_verified(&self, key: &Key) -> bool {
         self.verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(hash)
+            .contains(key)
     }
 
-    fn mark_verified(&self, hash: Hash) {
+    fn mark_verified(&self, key: Key) {
         self.verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(hash);
+            .insert(key);
     }
 
     /// Hashes an object on disk (streaming, off the async threads). A damaged object is
     /// removed, so that it is fetched again and never served. `Ok(false)` if it was damaged;
     /// an error if it cannot be read at all.
     pub fn verify_blocking(&self, hash: &Hash) -> io::Result<bool> {
+        self.verify_variant_blocking(Key {
+            hash: *hash,
+            gzip: false,
+        })
+    }
+
+    /// Checks an object or (decompressing it) its gzip variant against the object's hash.
+    fn verify_variant_blocking(&self, key: Key) -> io::Result<bool> {
         use std::io::Read;
-        let mut f = std::fs::File::open(self.object_path(hash))?;
+        let f = std::fs::File::open(self.variant_path(&key))?;
+        let mut reader: Box<dyn Read> = if key.gzip {
+            Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)))
+        } else {
+            Box::new(f)
+        };
         let mut hasher = sha2::Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
+        let whole = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => hasher.update(&buf[..n]),
+                // A gzip stream that does not decode is damage too.
+                Err(e) if key.gzip && e.kind() != io::ErrorKind::NotFound => break false,
+                Err(e) => return Err(e),
             }
-            hasher.update(&buf[..n]);
-        }
-        if Hash(hasher.finalize().into()) == *hash {
-            self.mark_verified(*hash);
+        };
+        if whole && Hash(hasher.finalize().into()) == key.hash {
+            self.mark_verified(key);
             Ok(true)
+        } else if key.gzip {
+            log::error!("gzip variant of {} is damaged on disk: removed", key.hash);
+            self.remove_file_counted(&self.gzip_path(&key.hash));
+            self.memory.invalidate(&key);
+            Ok(false)
         } else {
-            self.remove_damaged(hash);
+            self.remove_damaged(&key.hash);
             Ok(false)
         }
     }
 
-    /// [`Store::verify_blocking`] on the blocking pool.
-    pub async fn verify(self: &Arc<Self>, hash: &Hash) -> io::Result<bool> {
-        let (store, hash) = (self.clone(), *hash);
-        tokio::task::spawn_blocking(move || store.verify_blocking(&hash))
+    async fn verify_variant(self: &Arc<Self>, key: Key) -> io::Result<bool> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.verify_variant_blocking(key))
             .await
             .map_err(io::Error::other)?
     }
 
-    fn remove_damaged(&self, hash: &Hash) {
-        log::error!("object {hash} is damaged on disk: removed, it will be fetched again");
-        if let Ok(m) = std::fs::metadata(self.object_path(hash)) {
-            if std::fs::remove_file(self.object_path(hash)).is_ok() {
+    /// Removes a file under `objects/`, keeping the usage counters right.
+    fn remove_file_counted(&self, path: &Path) {
+        if let Ok(m) = std::fs::metadata(path) {
+            if std::fs::remove_file(path).is_ok() {
                 self.usage.fetch_sub(m.len(), Ordering::Relaxed);
                 self.objects.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        self.memory.invalidate(hash);
+    }
+
+    fn remove_damaged(&self, hash: &Hash) {
+        log::error!("object {hash} is damaged on disk: removed, it will be fetched again");
+        // Its gzip variant goes too: it would be made again from the new copy.
+        for gzip in [false, true] {
+            let key = Key { hash: *hash, gzip };
+            self.remove_file_counted(&self.variant_path(&key));
+            self.memory.invalidate(&key);
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
     }
 
     /// Bytes and number of objects on disk.
@@ -315,7 +467,12 @@ impl Store {
                 for entry in std::fs::read_dir(sub.path())? {
                     let entry = entry?;
                     let name = entry.file_name();
-                    let Some(hash) = name.to_str().and_then(Hash::from_hex) else {
+                    let Some(name) = name.to_str() else { continue };
+                    let (base, gzip) = match name.strip_suffix(".gz") {
+                        Some(b) => (b, true),
+                        None => (name, false),
+                    };
+                    let Some(hash) = Hash::from_hex(base) else {
                         continue;
                     };
                     if live.contains(&hash) {
@@ -329,7 +486,7 @@ impl Store {
                         .unwrap_or_default();
                     if age >= GC_GRACE {
                         std::fs::remove_file(entry.path())?;
-                        store.memory.invalidate(&hash);
+                        store.memory.invalidate(&Key { hash, gzip });
                         store.usage.fetch_sub(meta.len(), Ordering::Relaxed);
                         store.objects.fetch_sub(1, Ordering::Relaxed);
                         removed += 1;
@@ -438,10 +595,19 @@ impl ObjectWriter {
             self.store.usage.fetch_add(self.len, Ordering::Relaxed);
             self.store.objects.fetch_add(1, Ordering::Relaxed);
         }
-        self.store.mark_verified(actual);
+        self.store.mark_verified(Key {
+            hash: actual,
+            gzip: false,
+        });
         if !self.keep.is_empty() || self.len == 0 {
             let data = Bytes::from(std::mem::take(&mut self.keep));
-            self.store.memory.insert(actual, data);
+            self.store.memory.insert(
+                Key {
+                    hash: actual,
+                    gzip: false,
+                },
+                data,
+            );
         }
         Ok((actual, self.len))
     }
@@ -541,6 +707,50 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(!store.contains(&h, None), "removed, to be fetched again");
         assert_eq!(store.usage(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn gzip_variants_decode_to_the_object_and_are_kept_only_when_smaller() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+        let text = "<publish uri=\"rsync://x/y.roa\">AAAA</publish>\n".repeat(500);
+        let h = store.put(text.as_bytes()).await.unwrap();
+        assert!(store.make_gzip(h).await.unwrap());
+        let Some(Object::Memory(gz)) = store.get_gzip(&h).await else {
+            panic!("a small gzip variant is served from memory");
+        };
+        assert!(gz.len() < text.len() / 10);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(Hash::of(&out), h, "the hash holds over the decoded body");
+
+        // Random bytes do not compress: no variant.
+        let noise: Vec<u8> = (0..128u32)
+            .flat_map(|i| Hash::of(&i.to_be_bytes()).0)
+            .collect();
+        let n = store.put(&noise).await.unwrap();
+        assert!(!store.make_gzip(n).await.unwrap());
+        assert!(store.get_gzip(&n).await.is_none());
+
+        // A damaged variant on disk is found when reopened, removed, and not served.
+        drop(store);
+        std::fs::write(
+            dir.path()
+                .join("objects")
+                .join(&h.to_hex()[..2])
+                .join(format!("{}.gz", h.to_hex())),
+            b"not gzip at all",
+        )
+        .unwrap();
+        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+        assert!(store.get_gzip(&h).await.is_none());
+        assert!(
+            store.get(&h).await.is_ok(),
+            "the identity object is unharmed"
+        );
     }
 
     #[tokio::test]

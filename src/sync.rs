@@ -16,7 +16,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
-use crate::repo::{unix_now, FileEntry, Generation, Repo};
+use crate::repo::{unix_now, FileEntry, FileKind, Generation, Repo};
 use crate::rrdp::{render_notification, DeltaRef, FileRef, Hash, Notification};
 use crate::store::{CommitError, Store};
 use crate::upstream::{FetchError, Upstream};
@@ -178,6 +178,9 @@ impl Poller {
             }
             let result = self.poll_once().await;
             self.record(&result, &mut failures);
+            if result.is_ok() {
+                self.compress_published().await;
+            }
             let delay = next_delay(self.repo.config.poll_interval, failures);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -342,6 +345,7 @@ impl Poller {
             FileEntry {
                 hash: n.snapshot.hash,
                 size: snapshot_size,
+                kind: FileKind::Snapshot,
                 expires: None,
             },
         );
@@ -354,6 +358,7 @@ impl Poller {
                         FileEntry {
                             hash: d.file.hash,
                             size,
+                            kind: FileKind::Delta,
                             expires: None,
                         },
                     );
@@ -517,6 +522,25 @@ impl Poller {
             last_modified,
             files,
             delta_count: deltas.len(),
+            notification_gz: None,
+        }
+        .with_gzip()
+    }
+
+    /// Makes the gzip variants of the files the published notification references (once
+    /// each; after publishing, so compression never delays a new serial).
+    async fn compress_published(&self) {
+        let Some(g) = self.repo.published.load_full() else {
+            return;
+        };
+        for f in g.files.values().filter(|f| f.expires.is_none()) {
+            if let Err(e) = self.store.make_gzip(f.hash).await {
+                warn!(
+                    "{}: cannot make gzip variant of {}: {e}",
+                    self.repo.name(),
+                    f.hash
+                );
+            }
         }
     }
 }

@@ -217,7 +217,10 @@ async fn unknown_files_under_a_prefix_are_forwarded_and_404s_are_never_cached() 
         "a 404 is asked again"
     );
     assert_eq!(
-        proxy.shared.metrics.requests_with_status(Kind::File, 404),
+        proxy
+            .shared
+            .metrics
+            .requests_with_status(&[Kind::File], 404),
         2
     );
 }
@@ -317,4 +320,118 @@ poll_interval = "1h"
         let s = proxy.get(&path_of(&n.snapshot.uri)).await;
         assert_eq!(Hash::of(&s.body), n.snapshot.hash);
     }
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .expect("a valid gzip body");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_for_clients_that_accept_it_and_ranges_on_the_identity_body() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    // Variants are made after a round publishes; the next round starts only after that.
+    proxy.poll().await;
+    let gz = [("Accept-Encoding", "gzip, deflate")];
+
+    let plain = proxy.get("/rrdp/notification.xml").await;
+    let n = http(proxy.port, "GET", "/rrdp/notification.xml", &gz).await;
+    assert_eq!(n.header("Content-Encoding"), Some("gzip"));
+    assert_eq!(n.header("Vary"), Some("Accept-Encoding"));
+    assert_eq!(plain.header("Vary"), Some("Accept-Encoding"));
+    assert_eq!(gunzip(&n.body), plain.body);
+    let gz_etag = n.header("ETag").unwrap().to_string();
+    assert_ne!(
+        Some(gz_etag.as_str()),
+        plain.header("ETag"),
+        "ETags differ per encoding"
+    );
+    let r = http(
+        proxy.port,
+        "GET",
+        "/rrdp/notification.xml",
+        &[gz[0], ("If-None-Match", &gz_etag)],
+    )
+    .await;
+    assert_eq!(r.status, 304);
+
+    let parsed = Notification::parse(&plain.body).unwrap();
+    let snap = path_of(&parsed.snapshot.uri);
+    let s = http(proxy.port, "GET", &snap, &gz).await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.header("Content-Encoding"), Some("gzip"));
+    assert_eq!(
+        s.header("Content-Length"),
+        Some(s.body.len().to_string().as_str())
+    );
+    assert_eq!(
+        Hash::of(&gunzip(&s.body)),
+        parsed.snapshot.hash,
+        "hash over the decoded body"
+    );
+    let head = http(proxy.port, "HEAD", &snap, &gz).await;
+    assert_eq!(head.header("Content-Length"), s.header("Content-Length"));
+    let r = http(proxy.port, "GET", &snap, &[("Accept-Encoding", "gzip;q=0")]).await;
+    assert_eq!(r.header("Content-Encoding"), None);
+    let identity = r.body;
+    assert_eq!(Hash::of(&identity), parsed.snapshot.hash);
+    let len = identity.len();
+
+    // Ranges are served from the identity body, whatever the client accepts.
+    let r = http(proxy.port, "GET", &snap, &[gz[0], ("Range", "bytes=0-99")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("Content-Encoding"), None);
+    assert_eq!(
+        r.header("Content-Range"),
+        Some(format!("bytes 0-99/{len}").as_str())
+    );
+    assert_eq!(r.body, identity[..100]);
+    let r = http(proxy.port, "GET", &snap, &[("Range", "bytes=-10")]).await;
+    assert_eq!((r.status, r.body.as_slice()), (206, &identity[len - 10..]));
+    let r = http(
+        proxy.port,
+        "GET",
+        &snap,
+        &[("Range", &format!("bytes={len}-"))],
+    )
+    .await;
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.header("Content-Range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+    let etag = format!("\"{}\"", parsed.snapshot.hash);
+    let r = http(
+        proxy.port,
+        "GET",
+        &snap,
+        &[("Range", "bytes=5-"), ("If-Range", &etag)],
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_slice()), (206, &identity[5..]));
+    let r = http(
+        proxy.port,
+        "GET",
+        &snap,
+        &[("Range", "bytes=5-"), ("If-Range", "\"stale\"")],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, len),
+        "If-Range mismatch: the whole body"
+    );
+
+    let metrics = http(proxy.admin_port, "GET", "/metrics", &[]).await.text();
+    assert!(
+        metrics.contains("kind=\"snapshot\",result=\"hit\",status=\"206\""),
+        "{metrics}"
+    );
 }
