@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use log::{info, warn};
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -192,13 +193,12 @@ pub fn build_server(config: Config) -> Result<(Server, Arc<Shared>), String> {
     }
     if let Some((cert, key)) = &cfg.server.tls {
         for addr in &cfg.server.tls_listen {
-            proxy
-                .add_tls(
-                    &addr.to_string(),
-                    &cert.to_string_lossy(),
-                    &key.to_string_lossy(),
-                )
-                .map_err(|e| format!("server.tls_cert: {e}"))?;
+            let mut tls =
+                TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
+                    .map_err(|e| format!("server.tls_cert / server.tls_key: {e}"))?;
+            // HTTP/2 for clients that offer it in ALPN, HTTP/1.1 for the rest.
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&addr.to_string(), None, tls);
         }
     }
     server.add_service(proxy);

@@ -27,6 +27,8 @@ use crate::Shared;
 
 /// Size of the pieces a file is sent in from disk.
 const CHUNK: usize = 256 << 10;
+/// Idle time after which an HTTP/1.1 keep-alive connection is closed.
+const KEEPALIVE_IDLE_SECS: u64 = 60;
 /// Content type of RRDP files (what Krill and RIPE NCC send).
 const RRDP_CONTENT_TYPE: &str = "application/xml";
 
@@ -577,6 +579,9 @@ impl ProxyHttp for RrdpProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // HTTP/1.1 connections stay open this long between requests (RPs poll every few
+        // minutes at most, so longer would only hold idle sockets).
+        session.set_keepalive(Some(KEEPALIVE_IDLE_SECS));
         let a = self.route(session).await;
         ctx.kind = a.kind;
         ctx.outcome = a.outcome;

@@ -163,4 +163,23 @@ poll_interval = "1h"
 
     // The parent's snapshot came from the origin exactly once, the edge's from the parent.
     assert_eq!(origin.requests_for("snapshot.xml"), 1);
+
+    // A real HTTP/2 client (curl with nghttp2) negotiates h2 by ALPN and gets the same bytes.
+    let published = parent.shared.repos[0].published.load_full().unwrap();
+    let n = rrdp_proxy::rrdp::Notification::parse(&published.notification).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "--http2", "--cacert"])
+        .arg(certs.path().join("ca.crt"))
+        .args(["--resolve", &format!("localhost:{tls}:127.0.0.1")])
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .arg(format!(
+            "https://localhost:{tls}{}",
+            path_of(&n.snapshot.uri)
+        ))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    assert_eq!(status, "2 200", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(Hash::of(body.as_bytes()), n.snapshot.hash);
 }
