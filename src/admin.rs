@@ -82,6 +82,7 @@ impl Admin {
                     "last_success": s.last_success.map(secs),
                     "seconds_stale": self.seconds_stale(s.last_success),
                     "last_error": s.last_error,
+                    "last_publish_seconds": s.last_publish_seconds,
                 })
             })
             .collect();
@@ -140,6 +141,16 @@ impl Admin {
                     repo.name(),
                     g.session_id,
                     g.serial
+                );
+            }
+        }
+        out.push_str("# HELP rrdp_proxy_publish_duration_seconds How long the last publishing round took (poll, fetch, verify, store, switch).\n# TYPE rrdp_proxy_publish_duration_seconds gauge\n");
+        for repo in &self.shared.repos {
+            if let Some(secs) = repo.status.borrow().last_publish_seconds {
+                let _ = writeln!(
+                    out,
+                    "rrdp_proxy_publish_duration_seconds{{repository=\"{}\"}} {secs:.3}",
+                    repo.name()
                 );
             }
         }

@@ -56,7 +56,16 @@ struct RawConfig {
     passthrough: Vec<RawPassthrough>,
     #[serde(default)]
     health: RawHealth,
+    #[serde(default)]
+    log: RawLog,
     demo: Option<RawDemo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    access: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +79,7 @@ struct RawServer {
     tls_key: Option<PathBuf>,
     admin_listen: Option<String>,
     threads: Option<usize>,
+    upgrade_sock: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +145,7 @@ pub struct Config {
     pub repositories: Vec<RepositoryConfig>,
     pub passthroughs: Vec<PassthroughConfig>,
     pub health: HealthConfig,
+    pub log: LogConfig,
     /// When set, this process also runs the built-in demo Publication Server.
     pub demo: Option<DemoConfig>,
 }
@@ -151,6 +162,27 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Worker threads of the public listener.
     pub threads: usize,
+    /// Unix socket over which a new process takes the listening sockets over from this one
+    /// (zero-downtime upgrade).
+    pub upgrade_sock: PathBuf,
+}
+
+/// Logging.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Event log level (`error` … `trace`, or `off`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub access: AccessLog,
+}
+
+/// The access log's form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    /// NCSA combined log format, then kind and result.
+    Combined,
+    /// One JSON object per line.
+    Json,
+    Off,
 }
 
 #[derive(Clone, Debug)]
@@ -298,6 +330,25 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let health = HealthConfig {
         max_stale: opt_duration("health.max_stale", raw.health.max_stale)?,
     };
+    let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+    if !["off", "error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+        return Err(ConfigError::new(
+            "log.level",
+            format!("{level:?} is not one of off, error, warn, info, debug, trace"),
+        ));
+    }
+    let access = match raw.log.access.as_deref().unwrap_or("combined") {
+        "combined" => AccessLog::Combined,
+        "json" => AccessLog::Json,
+        "off" => AccessLog::Off,
+        other => {
+            return Err(ConfigError::new(
+                "log.access",
+                format!("{other:?} is not one of combined, json, off"),
+            ))
+        }
+    };
+    let log = LogConfig { level, access };
     let demo = match raw.demo {
         None => None,
         Some(d) => Some(DemoConfig {
@@ -311,6 +362,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         repositories,
         passthroughs,
         health,
+        log,
         demo,
     })
 }
@@ -384,12 +436,17 @@ fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigEr
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
+    let upgrade_sock = base.join(
+        raw.upgrade_sock
+            .unwrap_or_else(|| PathBuf::from("/tmp/rrdp-proxy-upgrade.sock")),
+    );
     Ok(ServerConfig {
         listen,
         tls_listen,
         tls,
         admin_listen,
         threads,
+        upgrade_sock,
     })
 }
 
@@ -676,6 +733,10 @@ upstream = "http://127.0.0.1:3001/rrdp/"
         assert!(e.contains("overlaps"), "{e}");
         let e = refused("[health]\nmax_stale = \"1x\"\n");
         assert!(e.starts_with("health.max_stale:"), "{e}");
+        let e = refused("[log]\naccess = \"xml\"\n");
+        assert!(e.starts_with("log.access:"), "{e}");
+        let e = refused("[log]\nlevel = \"loud\"\n");
+        assert!(e.starts_with("log.level:"), "{e}");
     }
 
     #[test]

@@ -166,14 +166,28 @@ impl BackgroundService for Pollers {
 /// Builds the pingora server: public listeners, the pollers, the admin listener, and the demo
 /// origin if configured. Returns the shared state too (tests watch it).
 pub fn build_server(config: Config) -> Result<(Server, Arc<Shared>), String> {
+    build_server_upgrading(config, false)
+}
+
+/// [`build_server`]; with `upgrade`, the listening sockets are taken over from a running
+/// process (which is then sent SIGQUIT) instead of bound anew: a zero-downtime upgrade.
+pub fn build_server_upgrading(
+    config: Config,
+    upgrade: bool,
+) -> Result<(Server, Arc<Shared>), String> {
     let conf = ServerConf {
         threads: config.server.threads,
         // SIGTERM: stop accepting, let requests in flight finish, then exit.
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(10),
+        upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     if let Some(demo) = &config.demo {

@@ -27,6 +27,12 @@ struct Cli {
     )]
     config: PathBuf,
 
+    /// Take the listening sockets over from the running rrdp-proxy (same server.upgrade_sock)
+    /// instead of binding them: start the new process with this flag, then send the old one
+    /// SIGQUIT. No connection is refused in between. See docs/operations.md.
+    #[arg(long)]
+    upgrade: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -55,8 +61,14 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+/// The event log at `level` (RUST_LOG overrides it), the access log on or off.
+fn init_logging(level: &str, access: bool) {
+    let default = if access {
+        level.to_string()
+    } else {
+        format!("{level},access=off")
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .format_timestamp_millis()
         .init();
 }
@@ -80,7 +92,7 @@ fn main() -> ExitCode {
             snapshot_size,
             deltas,
         }) => {
-            init_logging();
+            init_logging("info", true);
             let mut server = pingora::server::Server::new(None).expect("default server");
             server.bootstrap();
             let large = snapshot_size.map(|s| (s, deltas));
@@ -89,7 +101,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         None => {
-            init_logging();
             let config = match Config::load(&cli.config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -97,7 +108,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rrdp_proxy::build_server(config) {
+            init_logging(
+                &config.log.level,
+                config.log.access != rrdp_proxy::config::AccessLog::Off,
+            );
+            match rrdp_proxy::build_server_upgrading(config, cli.upgrade) {
                 Ok((server, _shared)) => {
                     server.run(RunArgs::default());
                     ExitCode::SUCCESS

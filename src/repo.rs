@@ -110,6 +110,8 @@ pub struct RepoStatus {
     pub last_success: Option<SystemTime>,
     /// The current error, while the upstream is failing.
     pub last_error: Option<String>,
+    /// How long the last round that published took: notification, files, store, switch.
+    pub last_publish_seconds: Option<f64>,
 }
 
 /// A configured repository and its live state.

@@ -7,7 +7,7 @@
 //! an open proxy, and never reaches a Publication Server's API or UI.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use tokio::io::AsyncReadExt;
 
+use crate::config::AccessLog;
 use crate::metrics::{Kind, Outcome};
 use crate::repo::{unix_now, FileKind, Repo};
 use crate::rrdp::Hash;
@@ -594,13 +595,14 @@ impl ProxyHttp for RrdpProxy {
         self.shared
             .metrics
             .count_request(ctx.kind, ctx.outcome, ctx.status, ctx.bytes);
-        access_log(session, ctx, e);
+        access_log(session, ctx, e, self.shared.config.log.access);
     }
 }
 
-/// One line per request, in the combined log format, to the `access` log target.
-fn access_log(session: &Session, ctx: &Ctx, e: Option<&pingora::Error>) {
-    if !log::log_enabled!(target: "access", log::Level::Info) {
+/// One line per request to the `access` log target: the combined log format followed by
+/// kind and result, or a JSON object.
+fn access_log(session: &Session, ctx: &Ctx, e: Option<&pingora::Error>, format: AccessLog) {
+    if format == AccessLog::Off || !log::log_enabled!(target: "access", log::Level::Info) {
         return;
     }
     let req = session.req_header();
@@ -615,24 +617,40 @@ fn access_log(session: &Session, ctx: &Ctx, e: Option<&pingora::Error>) {
             .unwrap_or("-")
             .to_string()
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let when = httpdate::fmt_http_date(UNIX_EPOCH + now);
-    let err = e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default();
-    log::info!(
-        target: "access",
-        "{client} - - [{when}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {}{err}",
-        req.method,
-        req.uri,
-        req.version,
-        ctx.status,
-        ctx.bytes,
-        h("Referer"),
-        h("User-Agent"),
-        ctx.kind.as_str(),
-        ctx.outcome.as_str(),
-    );
+    let when = httpdate::fmt_http_date(SystemTime::now());
+    let line = match format {
+        AccessLog::Json => serde_json::json!({
+            "time": when,
+            "client": client,
+            "method": req.method.as_str(),
+            "uri": req.uri.to_string(),
+            "version": format!("{:?}", req.version),
+            "status": ctx.status,
+            "bytes": ctx.bytes,
+            "referer": h("Referer"),
+            "user_agent": h("User-Agent"),
+            "kind": ctx.kind.as_str(),
+            "result": ctx.outcome.as_str(),
+            "error": e.map(|e| e.to_string()),
+        })
+        .to_string(),
+        _ => {
+            let err = e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default();
+            format!(
+                "{client} - - [{when}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {}{err}",
+                req.method,
+                req.uri,
+                req.version,
+                ctx.status,
+                ctx.bytes,
+                h("Referer"),
+                h("User-Agent"),
+                ctx.kind.as_str(),
+                ctx.outcome.as_str(),
+            )
+        }
+    };
+    log::info!(target: "access", "{line}");
 }
 
 #[cfg(test)]

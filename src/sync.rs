@@ -232,6 +232,7 @@ impl Poller {
 
     /// One round: fetch, verify, store, publish.
     pub async fn poll_once(&mut self) -> Result<Outcome, PollError> {
+        let started = std::time::Instant::now();
         let cfg = self.repo.config.clone();
         let mut headers = Vec::new();
         if let Some((etag, lm)) = &self.validators {
@@ -275,6 +276,12 @@ impl Poller {
         let notification =
             Notification::parse(&body).map_err(|e| PollError::Invalid(e.to_string()))?;
         let outcome = self.apply(notification).await?;
+        if matches!(outcome, Outcome::Published { .. }) {
+            let secs = started.elapsed().as_secs_f64();
+            self.repo
+                .status
+                .send_modify(|s| s.last_publish_seconds = Some(secs));
+        }
         self.validators = Some(validators);
         Ok(outcome)
     }
