@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod durability;
 mod failover;
+mod lifecycle;
 mod serving;
 mod syncing;
 mod tls;
