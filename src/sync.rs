@@ -405,6 +405,14 @@ impl Poller {
             .publish(&self.store, generation)
             .await
             .map_err(|e| PollError::Store(e.to_string()))?;
+        if let Some(p) = published.as_ref().filter(|p| p.session_id != session_id) {
+            warn!(
+                "{}: session reset upstream: {} serial {} replaced by {session_id} serial {serial}",
+                self.repo.name(),
+                p.session_id,
+                p.serial
+            );
+        }
         Ok(Outcome::Published { session_id, serial })
     }
 

@@ -191,3 +191,35 @@ async fn an_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
     signal(&new, "TERM");
     assert!(new.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_can_be_json() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config = write_config(dir.path(), &origin, port, admin);
+    let text = std::fs::read_to_string(&config).unwrap() + "[log]\naccess = \"json\"\n";
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    wait_published(port).await;
+    signal(&proxy, "TERM");
+    proxy.wait().unwrap();
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let entry = lines
+        .lines()
+        .filter_map(|l| l.split_once("access] ").map(|(_, json)| json))
+        .map(|json| serde_json::from_str::<serde_json::Value>(json).expect("a JSON object"))
+        .find(|v| v["kind"] == "notification" && v["status"] == 200)
+        .unwrap_or_else(|| panic!("no JSON access line for the notification in:\n{lines}"));
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["uri"], "/rrdp/notification.xml");
+    assert_eq!(entry["result"], "hit");
+}

@@ -435,3 +435,50 @@ async fn gzip_for_clients_that_accept_it_and_ranges_on_the_identity_body() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_endpoints_report_what_operators_need() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    proxy.get("/rrdp/notification.xml").await;
+
+    let m = http(proxy.admin_port, "GET", "/metrics", &[]).await;
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    for series in [
+        "rrdp_proxy_requests_total{kind=\"notification\",result=\"hit\",status=\"200\"} 1",
+        "rrdp_proxy_publishes_total 1",
+        "rrdp_proxy_serial{repository=",
+        "rrdp_proxy_seconds_stale{repository=",
+        "rrdp_proxy_last_success_timestamp_seconds{repository=",
+        "rrdp_proxy_publish_duration_seconds{repository=",
+        "rrdp_proxy_disk_bytes ",
+        "rrdp_proxy_memory_bytes ",
+        "rrdp_proxy_bytes_served_total ",
+        "rrdp_proxy_upstream_fetches_total ",
+        "rrdp_proxy_hash_mismatches_total 0",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+    let s: serde_json::Value =
+        serde_json::from_slice(&http(proxy.admin_port, "GET", "/status", &[]).await.body).unwrap();
+    let repo = &s["repositories"][0];
+    assert_eq!(repo["serial"], 1);
+    assert_eq!(
+        repo["session_id"],
+        origin.with(|s| s.repo.session_id().to_string())
+    );
+    assert!(repo["last_success"].is_u64());
+    assert!(s["cache"]["disk_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(s["healthy"], true);
+    assert_eq!(
+        http(proxy.admin_port, "GET", "/nope", &[]).await.status,
+        404
+    );
+    assert_eq!(
+        http(proxy.admin_port, "GET", "/refresh", &[]).await.status,
+        405
+    );
+}
