@@ -66,6 +66,7 @@ pub struct Metrics {
     poll_errors: Mutex<BTreeMap<&'static str, u64>>,
     hash_mismatches: AtomicU64,
     publishes: AtomicU64,
+    gzip_responses: AtomicU64,
 }
 
 impl Metrics {
@@ -77,6 +78,10 @@ impl Metrics {
             .entry((kind, outcome, status))
             .or_default() += 1;
         self.bytes_served.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn count_gzip_response(&self) {
+        self.gzip_responses.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_upstream_fetch(&self) {
@@ -153,6 +158,12 @@ impl Metrics {
             "rrdp_proxy_publishes_total",
             "Generations published.",
             &self.publishes,
+        );
+        counter(
+            out,
+            "rrdp_proxy_gzip_responses_total",
+            "Responses sent with Content-Encoding: gzip.",
+            &self.gzip_responses,
         );
         out.push_str("# HELP rrdp_proxy_poll_errors_total Failed poll rounds, by reason.\n");
         out.push_str("# TYPE rrdp_proxy_poll_errors_total counter\n");

@@ -105,6 +105,8 @@ pub struct Ctx {
     outcome: Outcome,
     status: u16,
     bytes: u64,
+    /// Sent with Content-Encoding: gzip.
+    gzip: bool,
 }
 
 /// The public service.
@@ -474,10 +476,12 @@ fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Turns a 200 into a 304 with the same validators and caching headers.
+/// Turns a 200 into a 304 with the same validators and caching headers (no body, so no
+/// Content-Type or Content-Encoding).
 fn not_modified_answer(mut a: Answer) -> Answer {
     a.status = 304;
-    a.headers.retain(|(k, _)| *k != "Content-Type");
+    a.headers
+        .retain(|(k, _)| *k != "Content-Type" && *k != "Content-Encoding");
     a.body = Body::Empty;
     a
 }
@@ -571,6 +575,7 @@ impl ProxyHttp for RrdpProxy {
             outcome: Outcome::Pass,
             status: 0,
             bytes: 0,
+            gzip: false,
         }
     }
 
@@ -587,6 +592,7 @@ impl ProxyHttp for RrdpProxy {
         ctx.kind = a.kind;
         ctx.outcome = a.outcome;
         ctx.status = a.status;
+        ctx.gzip = header(&a, "Content-Encoding") == Some("gzip");
         ctx.bytes = send(session, a).await?;
         Ok(true)
     }
@@ -595,6 +601,9 @@ impl ProxyHttp for RrdpProxy {
         self.shared
             .metrics
             .count_request(ctx.kind, ctx.outcome, ctx.status, ctx.bytes);
+        if ctx.gzip {
+            self.shared.metrics.count_gzip_response();
+        }
         access_log(session, ctx, e, self.shared.config.log.access);
     }
 }
@@ -631,6 +640,7 @@ fn access_log(session: &Session, ctx: &Ctx, e: Option<&pingora::Error>, format: 
             "user_agent": h("User-Agent"),
             "kind": ctx.kind.as_str(),
             "result": ctx.outcome.as_str(),
+            "encoding": if ctx.gzip { "gzip" } else { "identity" },
             "error": e.map(|e| e.to_string()),
         })
         .to_string(),

@@ -434,6 +434,11 @@ async fn gzip_for_clients_that_accept_it_and_ranges_on_the_identity_body() {
         metrics.contains("kind=\"snapshot\",result=\"hit\",status=\"206\""),
         "{metrics}"
     );
+    // The notification, the snapshot and its HEAD went out gzip-encoded.
+    assert!(
+        metrics.contains("rrdp_proxy_gzip_responses_total 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
