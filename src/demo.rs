@@ -315,6 +315,8 @@ pub const DEMO_TA_CER: &[u8] = b"demo trust anchor certificate placeholder\n";
 /// Serves a [`Repository`] under `/rrdp/` and a TA certificate under `/ta/`.
 pub struct DemoServer {
     pub repo: Arc<Mutex<Repository>>,
+    /// GET requests per path, for benchmarks (`GET /_stats`).
+    requests: Mutex<HashMap<String, u64>>,
 }
 
 impl DemoServer {
@@ -328,6 +330,7 @@ impl DemoServer {
         };
         DemoServer {
             repo: Arc::new(Mutex::new(repo)),
+            requests: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -361,6 +364,22 @@ impl ServeHttp for DemoServer {
             return reply(405, None, Bytes::from_static(b"method not allowed\n"));
         }
         let path = req.uri.path();
+        if path == "/_stats" {
+            // How often each path was asked for: how much load a cache in front passes on.
+            let counts = self
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let body = serde_json::to_string(&counts).unwrap_or_default();
+            return reply(200, None, Bytes::from(body));
+        }
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(path.to_string())
+            .or_default() += 1;
         if path == "/ta/ta.cer" {
             return reply(200, None, Bytes::from_static(DEMO_TA_CER));
         }

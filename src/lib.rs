@@ -6,6 +6,7 @@
 //! - [`rrdp`]: notification parsing with limits, and rendering the served notification.
 //! - [`store`]: content-addressed objects on disk (atomic, fsynced) with a memory tier.
 //! - [`upstream`]: a small HTTP client over pingora's `Connector`.
+//! - [`flight`]: single flight, so concurrent misses for one file make one upstream request.
 //! - [`repo`]: a repository's published [`repo::Generation`] and its persistence.
 //! - [`sync`]: the poller that fetches, verifies, stores and then publishes.
 //! - [`serve`]: the public listener (pingora `ProxyHttp`).
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod flight;
 pub mod metrics;
 pub mod passthrough;
 pub mod repo;

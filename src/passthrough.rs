@@ -16,6 +16,7 @@ use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
 use crate::config::PassthroughConfig;
+use crate::flight::Flights;
 use crate::metrics::Outcome;
 use crate::repo::unix_now;
 use crate::rrdp::Hash;
@@ -51,8 +52,8 @@ pub struct Passthrough {
     upstream: Arc<Upstream>,
     store: Arc<Store>,
     entries: Mutex<HashMap<String, Entry>>,
-    /// Per-path locks so that one fetch serves every concurrent miss.
-    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One fetch per path at a time serves every concurrent miss.
+    inflight: Flights,
     index_name: String,
 }
 
@@ -66,7 +67,7 @@ impl Passthrough {
             config,
             store,
             entries: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Flights::default(),
         };
         p.load();
         Arc::new(p)
@@ -124,23 +125,14 @@ impl Passthrough {
                 return reply(&e, Outcome::Hit);
             }
         }
-        let lock = {
-            let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(rel.to_string()).or_default().clone()
-        };
-        let _guard = lock.lock().await;
+        let _flight = self.inflight.enter(rel.to_string()).await;
         // Someone else may have refreshed it while we waited.
         if let Some(e) = self.cached(rel) {
             if e.fresh_until > unix_now() {
                 return reply(&e, Outcome::Hit);
             }
         }
-        let result = self.fetch(rel).await;
-        self.inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(rel);
-        match result {
+        match self.fetch(rel).await {
             Ok(r) => r,
             Err(err) => match self.cached(rel) {
                 Some(e) => {

@@ -80,6 +80,8 @@ pub struct Store {
     objects: AtomicU64,
     /// `cache.disk_limit`: no new object is written past it.
     disk_limit: Option<u64>,
+    /// Downloads in progress, by what they fill: one per object at a time.
+    pub flights: crate::flight::Flights,
 }
 
 /// The error kind of a write refused by `cache.disk_limit`.
@@ -118,6 +120,7 @@ impl Store {
             usage: AtomicU64::new(usage),
             objects: AtomicU64::new(objects),
             disk_limit,
+            flights: crate::flight::Flights::default(),
         }))
     }
 

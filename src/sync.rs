@@ -575,6 +575,11 @@ pub async fn ensure_object(
     if let Some(size) = store.size_of(&hash) {
         return Ok(size);
     }
+    // One download per object: whoever waited here finds it stored by the first.
+    let _flight = store.flights.enter(format!("object {hash}")).await;
+    if let Some(size) = store.size_of(&hash) {
+        return Ok(size);
+    }
     metrics.count_upstream_fetch();
     let fetched = tokio::time::timeout(
         timeout,

@@ -56,6 +56,8 @@ pub struct OriginState {
     /// Publish the next serial each time the current snapshot has been sent in full: churn
     /// as fast as the client keeps up, whatever the machine's load.
     pub advance_after_snapshot: bool,
+    /// Hold snapshot bodies until this is notified (after sending the header).
+    pub stall_snapshots: Option<Arc<tokio::sync::Notify>>,
 }
 
 pub struct Origin {
@@ -76,6 +78,7 @@ impl Origin {
             requests: Vec::new(),
             trickle: false,
             advance_after_snapshot: false,
+            stall_snapshots: None,
         }));
         let mut o = Origin {
             addr,
@@ -151,9 +154,13 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
     let mut parts = head.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let (status, ctype, cache, body, trickle) = {
+    let (status, ctype, cache, body, trickle, stall) = {
         let mut s = state.lock().unwrap();
         let trickle = s.trickle;
+        let stall = s
+            .stall_snapshots
+            .clone()
+            .filter(|_| path.ends_with("snapshot.xml"));
         s.requests.push(path.clone());
         if method != "GET" {
             (
@@ -162,17 +169,32 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
                 None,
                 Bytes::from_static(b"no\n"),
                 trickle,
+                None,
             )
         } else if let Some((st, ct, b)) = s.extra.get(&path) {
-            (*st, *ct, None, b.clone(), trickle)
+            (*st, *ct, None, b.clone(), trickle, None)
         } else if path == "/rrdp/notification.xml" {
             let body = s
                 .notification_override
                 .clone()
                 .unwrap_or_else(|| s.repo.notification());
-            (200, "application/xml", Some("max-age=60"), body, trickle)
+            (
+                200,
+                "application/xml",
+                Some("max-age=60"),
+                body,
+                trickle,
+                None,
+            )
         } else if let Some(body) = path.strip_prefix("/rrdp/").and_then(|r| s.repo.file(r)) {
-            (200, "application/xml", Some("max-age=86400"), body, trickle)
+            (
+                200,
+                "application/xml",
+                Some("max-age=86400"),
+                body,
+                trickle,
+                stall,
+            )
         } else {
             (
                 404,
@@ -180,6 +202,7 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
                 None,
                 Bytes::from_static(b"not found\n"),
                 trickle,
+                None,
             )
         }
     };
@@ -192,6 +215,9 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
     }
     out.push_str("\r\n");
     let _ = stream.write_all(out.as_bytes()).await;
+    if let Some(stall) = stall {
+        stall.notified().await;
+    }
     if trickle {
         for piece in body.chunks(2048) {
             if stream.write_all(piece).await.is_err() {

@@ -224,3 +224,58 @@ async fn a_client_polling_during_churn_never_sees_a_missing_file() {
     assert_eq!(r.status, 200);
     assert_eq!(Hash::of(&r.body), first_hash);
 }
+
+/// 50 clients ask for a new snapshot while the poller is still downloading it: they wait for
+/// that one download instead of each asking the origin.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_for_a_file_in_flight_make_one_origin_request() {
+    const CLIENTS: usize = 50;
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+
+    let stall = std::sync::Arc::new(tokio::sync::Notify::new());
+    origin.advance();
+    let (snapshot, hash) = origin.with(|s| {
+        s.stall_snapshots = Some(stall.clone());
+        let p = s.repo.snapshot_path().to_string();
+        (p.clone(), Hash::of(&s.repo.file(&p).unwrap()))
+    });
+    proxy.shared.repos[0].refresh.notify_one();
+    // The poller is now downloading the new snapshot, held by the origin.
+    let key = format!("object {hash}");
+    let flights = &proxy.shared.store.flights;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while origin.requests_for(&snapshot) == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let port = proxy.port;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let path = format!("/rrdp/{snapshot}");
+            tokio::spawn(async move { crate::support::http(port, "GET", &path, &[]).await })
+        })
+        .collect();
+    // Every client is waiting behind the poller's download.
+    while flights.waiting(&key) < CLIENTS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waiting: {}",
+            flights.waiting(&key)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stall.notify_waiters();
+    for c in clients {
+        let r = c.await.unwrap();
+        assert_eq!((r.status, Hash::of(&r.body)), (200, hash));
+    }
+    assert_eq!(
+        origin.requests_for(&snapshot),
+        1,
+        "one origin request for the new file"
+    );
+    proxy.wait_serial(2).await;
+}
