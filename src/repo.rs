@@ -122,6 +122,9 @@ pub struct Repo {
     /// Relative path → (hash, size) of the files the newest upstream notification references,
     /// published or not yet: a client's request for one of those is fetched, verified and kept.
     pub pending: ArcSwap<HashMap<String, Hash>>,
+    /// Files fetched for a client that no notification named yet: relative path → hash, so
+    /// that clients queued behind that download are served the stored copy. Bounded.
+    pub forwarded: std::sync::Mutex<HashMap<String, Hash>>,
     /// Poll now (admin `POST /refresh`).
     pub refresh: Notify,
     pub status: watch::Sender<RepoStatus>,
@@ -137,6 +140,7 @@ impl Repo {
             config,
             published: ArcSwapOption::empty(),
             pending: ArcSwap::from_pointee(HashMap::new()),
+            forwarded: std::sync::Mutex::new(HashMap::new()),
             refresh: Notify::new(),
             status: watch::Sender::new(RepoStatus::default()),
         })

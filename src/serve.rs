@@ -28,6 +28,8 @@ use crate::Shared;
 
 /// Size of the pieces a file is sent in from disk.
 const CHUNK: usize = 256 << 10;
+/// How many forwarded paths a repository remembers (then it starts over).
+const MAX_FORWARDED: usize = 10_000;
 /// Idle time after which an HTTP/1.1 keep-alive connection is closed.
 const KEEPALIVE_IDLE_SECS: u64 = 60;
 /// Content type of RRDP files (what Krill and RIPE NCC send).
@@ -275,8 +277,19 @@ impl RrdpProxy {
                     .flights
                     .enter(format!("path {}{rel}", repo.config.public))
                     .await;
+                // Queued behind a download of the same path: serve what it stored.
+                let done = repo
+                    .forwarded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(rel)
+                    .copied()
+                    .filter(|h| store.contains(h, None));
+                if let Some(hash) = done {
+                    return self.object(repo, hash, false, Outcome::Hit, req).await;
+                }
                 self.shared.metrics.count_upstream_fetch();
-                tokio::time::timeout(
+                let fetched = tokio::time::timeout(
                     repo.config.fetch_timeout,
                     fetch_object(
                         upstream,
@@ -288,7 +301,15 @@ impl RrdpProxy {
                     ),
                 )
                 .await
-                .unwrap_or(Err(FetchError::Timeout))
+                .unwrap_or(Err(FetchError::Timeout));
+                if let Ok((hash, _)) = &fetched {
+                    let mut map = repo.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+                    if map.len() >= MAX_FORWARDED {
+                        map.clear();
+                    }
+                    map.insert(rel.to_string(), *hash);
+                }
+                fetched
             }
         };
         match fetched {

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# rrdp-proxy against nginx with the proxy_cache setup the Krill documentation proposes, on
+# the same origin (the demo Publication Server with a large repository), driven by the same
+# load generator (wrk), alternating A B A B over several rounds so machine drift cancels.
+# Prints markdown for docs/benchmarks.md: each figure as the ratio rrdp-proxy/nginx with
+# min/median/max over the rounds, plus absolute figures.
+#
+#   bench/run.sh                       defaults: ROUNDS=3 DURATION=10 SIZE=500MiB DELTAS=150
+#   ROUNDS=5 DURATION=20 bench/run.sh
+#
+# Needs nginx, wrk, openssl, curl and python3 (tests/e2e/run.sh or shared/lab install them).
+# Benchmarks are not tests: nothing here fails on a slow figure.
+set -euo pipefail
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+SIZE=${SIZE:-500MiB}
+DELTAS=${DELTAS:-150}
+FRESH_SERIALS=${FRESH_SERIALS:-20}
+NGINX_FRESH_SERIALS=${NGINX_FRESH_SERIALS:-3}
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+cargo build --release -q
+bin=$top/target/release/rrdp-proxy
+work=$(mktemp -d /tmp/rrdp-bench.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+ORIGIN=127.0.0.1:3201
+P_HTTP=18080 P_TLS=18443 P_ADMIN=127.0.0.1:19090
+N_HTTP=28080 N_TLS=28443
+
+#------------ TLS -----------------------------------------------------------------------------
+mkdir -p "$work/tls" && cd "$work/tls"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=bench CA" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj "/CN=localhost" 2>/dev/null
+printf "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n" > ext.cnf
+openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext.cnf 2>/dev/null
+cd "$top"
+
+#------------ Origin, rrdp-proxy, nginx --------------------------------------------------------
+log "generating a $SIZE repository with $DELTAS deltas"
+"$bin" demo --listen $ORIGIN --interval 24h --snapshot-size "$SIZE" --deltas "$DELTAS" >"$work/origin.log" 2>&1 &
+origin_pid=$!; pids+=("$origin_pid")
+for _ in $(seq 1 1200); do curl -sf "http://$ORIGIN/rrdp/notification.xml" >/dev/null 2>&1 && break; sleep 0.1; done
+
+mkdir -p "$work/proxy"
+cat > "$work/proxy/proxy.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$P_HTTP"]
+tls_listen = ["127.0.0.1:$P_TLS"]
+tls_cert = "$work/tls/srv.crt"
+tls_key = "$work/tls/srv.key"
+admin_listen = "$P_ADMIN"
+threads = 1                      # nginx: worker_processes 1
+upgrade_sock = "$work/proxy/upgrade.sock"
+[cache]
+dir = "$work/proxy/cache"
+memory_limit = "256MiB"
+[[repository]]
+public = "http://127.0.0.1:$P_HTTP/rrdp/"
+upstream = "http://$ORIGIN/rrdp/"
+poll_interval = "10s"
+[log]
+level = "warn"
+access = "off"                   # nginx: access_log off
+EOF
+"$bin" --config "$work/proxy/proxy.toml" >"$work/proxy/log" 2>&1 &
+proxy_pid=$!; pids+=("$proxy_pid")
+
+mkdir -p "$work/nginx/cache"
+cat > "$work/nginx/nginx.conf" <<EOF
+# shared/lab/nginx-anchor.conf with this run's paths and ports, and a plain listener too.
+user root;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy_temp;
+  proxy_cache_path $work/nginx/cache levels=1:2 keys_zone=my_cache:10m max_size=10g inactive=60m use_temp_path=off;
+  server {
+    listen 127.0.0.1:$N_HTTP;
+    listen 127.0.0.1:$N_TLS ssl;
+    server_name localhost;
+    ssl_certificate $work/tls/srv.crt;
+    ssl_certificate_key $work/tls/srv.key;
+    location / {
+      proxy_cache my_cache;
+      proxy_cache_revalidate on;
+      proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
+      proxy_cache_background_update on;
+      proxy_cache_lock on;
+      proxy_pass http://$ORIGIN;
+    }
+  }
+}
+EOF
+nginx -c "$work/nginx/nginx.conf"
+nginx_pids() { pgrep -f "nginx.*$work/nginx/nginx.conf"; pgrep -P "$(cat "$work/nginx/nginx.pid")"; }
+
+for _ in $(seq 1 6000); do curl -sf "http://$P_ADMIN/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+log "rrdp-proxy published; warming nginx with the same files"
+notif=$(curl -sf "http://$ORIGIN/rrdp/notification.xml")
+paths=$(grep -o 'uri="[^"]*"' <<<"$notif" | cut -d'"' -f2 | sed 's#^http://[^/]*##')
+for p in /rrdp/notification.xml $paths; do
+  curl -sf -o /dev/null "http://127.0.0.1:$N_HTTP$p"
+  curl -sf -o /dev/null "http://127.0.0.1:$P_HTTP$p"
+done
+snapshot=$(grep -o '<snapshot uri="[^"]*"' <<<"$notif" | cut -d'"' -f2 | sed 's#^http://[^/]*##')
+# The largest delta (up to 1 MiB).
+delta=$(for p in $(grep -o '<delta [^>]*' <<<"$notif" | grep -o 'uri="[^"]*"' | cut -d'"' -f2 | sed 's#^http://[^/]*##'); do
+  printf '%s %s\n' "$(curl -sfI "http://127.0.0.1:$P_HTTP$p" | awk 'tolower($1)=="content-length:" {print $2+0}')" "$p"
+done | sort -n | tail -1)
+delta_size=${delta%% *}; delta=${delta#* }
+snap_size=$(curl -sfI "http://127.0.0.1:$P_HTTP$snapshot" | awk 'tolower($1)=="content-length:" {print $2+0}')
+
+#------------ Measuring -----------------------------------------------------------------------
+rss_kib() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
+# Samples the summed RSS of the given pids every 100 ms while a command runs; prints the peak.
+peak_rss_during() { # peak_rss_during "PIDS" CMD...
+  local watched=$1; shift
+  "$@" & local job=$! peak=0 r
+  while kill -0 $job 2>/dev/null; do r=$(rss_kib $watched); [ "$r" -gt "$peak" ] && peak=$r; sleep 0.1; done
+  wait $job
+  echo $peak >"$work/peak"
+}
+# wrk: requests/s and p99 latency in ms.
+wrk_run() { # wrk_run URL -> "reqs p99ms"
+  wrk -t1 -c64 -d"${DURATION}s" --latency "$1" >"$work/wrk.out" 2>&1
+  local reqs p99
+  reqs=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk.out")
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$work/wrk.out")
+  echo "$reqs $p99"
+}
+download8() { # download8 BASEURL: 8 concurrent downloads of the snapshot; prints MiB/s
+  local t0 t1 i
+  t0=$(date +%s.%N)
+  for i in 1 2 3 4 5 6 7 8; do curl -sf -o /dev/null "$1$snapshot" & done
+  wait $(jobs -p | grep -v -e "^$origin_pid$" -e "^$proxy_pid$") 2>/dev/null || true
+  t1=$(date +%s.%N)
+  echo "scale=1; 8 * $snap_size / ($t1 - $t0) / 1048576" | bc
+}
+stats() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(d.get(p,0) for p in sys.argv[1:]))' "$@"; }
+# min/median/max of the ratios a/b for arrays given as "a1 a2 ..." "b1 b2 ...".
+ratios() {
+  python3 - "$1" "$2" <<'PY'
+import statistics, sys
+a = [float(x) for x in sys.argv[1].split()]
+b = [float(x) for x in sys.argv[2].split()]
+r = sorted(x / y for x, y in zip(a, b) if y > 0)
+print(f"{min(r):.2f} / {statistics.median(r):.2f} / {max(r):.2f}" if r else "n/a")
+PY
+}
+median() { python3 -c 'import statistics,sys; print(f"{statistics.median([float(x) for x in sys.argv[1:]]):.1f}")' "$@"; }
+
+declare -A A B
+proxy_rss_rest=$(rss_kib $proxy_pid)
+nginx_rss_rest=$(rss_kib $(nginx_pids))
+
+for round in $(seq 1 "$ROUNDS"); do
+  log "round $round/$ROUNDS"
+  for side in A B; do
+    if [ $side = A ]; then h=$P_HTTP; t=$P_TLS; watched=$proxy_pid; else h=$N_HTTP; t=$N_TLS; watched=$(nginx_pids | tr '\n' ' '); fi
+    peak_rss_during "$watched" wrk_run "http://127.0.0.1:$h/rrdp/notification.xml" >"$work/res"
+    read -r reqs p99 <"$work/res"
+    eval "$side[n_reqs]+=\" $reqs\"; $side[n_p99]+=\" $p99\"; $side[n_rss]+=\" $(cat "$work/peak")\""
+    read -r reqs p99 < <(wrk_run "https://127.0.0.1:$t/rrdp/notification.xml")
+    eval "$side[t_reqs]+=\" $reqs\"; $side[t_p99]+=\" $p99\""
+    read -r reqs p99 < <(wrk_run "http://127.0.0.1:$h$delta")
+    eval "$side[d_reqs]+=\" $reqs\"; $side[d_p99]+=\" $p99\""
+    peak_rss_during "$watched" download8 "http://127.0.0.1:$h" >"$work/res"
+    eval "$side[s_mibs]+=\" $(cat "$work/res")\"; $side[s_rss]+=\" $(cat "$work/peak")\""
+  done
+done
+
+#------------ New-serial storm ----------------------------------------------------------------
+log "new-serial storm: 200 clients per server"
+curl -sf -X POST "http://$ORIGIN/advance" >/dev/null
+new=$(curl -sf "http://$ORIGIN/rrdp/notification.xml")
+new_snap=$(grep -o '<snapshot uri="[^"]*"' <<<"$new" | cut -d'"' -f2 | sed 's#^http://[^/]*##')
+new_delta=$(grep -o '<delta [^>]*' <<<"$new" | head -1 | grep -o 'uri="[^"]*"' | cut -d'"' -f2 | sed 's#^http://[^/]*##')
+before=$(curl -sf "http://$ORIGIN/_stats" | stats "$new_snap" "$new_delta")
+storm_p=$(python3 bench/storm.py "http://127.0.0.1:$P_HTTP/rrdp/" 200 "$new_delta" "$new_snap")
+mid=$(curl -sf "http://$ORIGIN/_stats" | stats "$new_snap" "$new_delta")
+storm_n=$(python3 bench/storm.py "http://127.0.0.1:$N_HTTP/rrdp/" 200 "$new_delta" "$new_snap")
+after=$(curl -sf "http://$ORIGIN/_stats" | stats "$new_snap" "$new_delta")
+origin_p=$((mid - before)); origin_n=$((after - mid))
+err_p=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["errors"])' "$storm_p")
+err_n=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["errors"])' "$storm_n")
+
+#------------ Freshness -----------------------------------------------------------------------
+serial_of() { curl -sf "$1" | grep -o 'serial="[0-9]*"' | head -1 | tr -dc 0-9; }
+# Publishes a serial at the origin, then times until the server at $1 serves it. With $2 =
+# refresh, the origin's "post-publish hook" tells rrdp-proxy at once.
+lag() {
+  local url=$1 hook=${2:-} want t0 t1
+  curl -sf -X POST "http://$ORIGIN/advance" >/dev/null
+  t0=$(date +%s.%N)
+  want=$(serial_of "http://$ORIGIN/rrdp/notification.xml")
+  [ "$hook" = refresh ] && curl -sf -X POST "http://$P_ADMIN/refresh" >/dev/null
+  while [ "$(serial_of "$url")" != "$want" ]; do sleep 0.05; done
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc
+}
+log "freshness: $FRESH_SERIALS serials through rrdp-proxy (poll_interval 10s), then with POST /refresh"
+lags_p=(); lags_r=(); lags_n=()
+for _ in $(seq 1 "$FRESH_SERIALS"); do lags_p+=("$(lag "http://127.0.0.1:$P_HTTP/rrdp/notification.xml")"); done
+for _ in $(seq 1 "$FRESH_SERIALS"); do lags_r+=("$(lag "http://127.0.0.1:$P_HTTP/rrdp/notification.xml" refresh)"); done
+log "freshness: $NGINX_FRESH_SERIALS serials through nginx (up to a minute each)"
+for _ in $(seq 1 "$NGINX_FRESH_SERIALS"); do lags_n+=("$(lag "http://127.0.0.1:$N_HTTP/rrdp/notification.xml")"); done
+
+#------------ Report --------------------------------------------------------------------------
+mib() { echo $(( $1 / 1024 )); }
+cat <<EOF
+Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk -t1 -c64 -d${DURATION}s, one worker each, loopback.
+Command: \`ROUNDS=$ROUNDS DURATION=$DURATION SIZE=$SIZE DELTAS=$DELTAS bench/run.sh\` ($(date -u +%F))
+Repository: snapshot $((snap_size / 1048576)) MiB, $DELTAS deltas, the largest $((delta_size / 1024)) KiB.
+
+| scenario | figure | rrdp-proxy/nginx (min / median / max over $ROUNDS rounds) | rrdp-proxy median | nginx median |
+|---|---|---|---|---|
+| 1. notification hits, HTTP/1.1, 64 conns | req/s | $(ratios "${A[n_reqs]}" "${B[n_reqs]}") | $(median ${A[n_reqs]}) | $(median ${B[n_reqs]}) |
+| 1. notification hits, HTTP/1.1, 64 conns | p99 latency (ms) | $(ratios "${A[n_p99]}" "${B[n_p99]}") | $(median ${A[n_p99]}) | $(median ${B[n_p99]}) |
+| 1. notification hits, TLS, 64 conns | req/s | $(ratios "${A[t_reqs]}" "${B[t_reqs]}") | $(median ${A[t_reqs]}) | $(median ${B[t_reqs]}) |
+| 1. notification hits, TLS, 64 conns | p99 latency (ms) | $(ratios "${A[t_p99]}" "${B[t_p99]}") | $(median ${A[t_p99]}) | $(median ${B[t_p99]}) |
+| 2. $((delta_size / 1024)) KiB delta hits | req/s | $(ratios "${A[d_reqs]}" "${B[d_reqs]}") | $(median ${A[d_reqs]}) | $(median ${B[d_reqs]}) |
+| 3. snapshot to 8 clients at once | MiB/s | $(ratios "${A[s_mibs]}" "${B[s_mibs]}") | $(median ${A[s_mibs]}) | $(median ${B[s_mibs]}) |
+| 3. snapshot to 8 clients at once | peak RSS (MiB) | $(ratios "${A[s_rss]}" "${B[s_rss]}") | $(( $(median ${A[s_rss]} | cut -d. -f1) / 1024 )) | $(( $(median ${B[s_rss]} | cut -d. -f1) / 1024 )) |
+| 6. memory under scenario 1 | peak RSS (MiB) | $(ratios "${A[n_rss]}" "${B[n_rss]}") | $(( $(median ${A[n_rss]} | cut -d. -f1) / 1024 )) | $(( $(median ${B[n_rss]} | cut -d. -f1) / 1024 )) |
+| 6. memory at rest, repository cached | RSS (MiB) | $(ratios "$proxy_rss_rest" "$nginx_rss_rest") | $(mib "$proxy_rss_rest") | $(mib "$nginx_rss_rest") |
+
+| scenario | rrdp-proxy | nginx |
+|---|---|---|
+| 4. new-serial storm, 200 clients: origin requests for the new snapshot + delta | $origin_p (for 2 files) | $origin_n (for 2 files) |
+| 4. new-serial storm: client errors | $err_p | $err_n |
+| 5. freshness: origin publish → clients see it, median | $(median "${lags_p[@]}") s (poll_interval 10 s; $FRESH_SERIALS serials) | $(median "${lags_n[@]}") s ($NGINX_FRESH_SERIALS serials) |
+| 5. freshness with the post-publish hook (POST /refresh), median | $(median "${lags_r[@]}") s ($FRESH_SERIALS serials) | – |
+
+RSS for nginx is master + worker. Memory at rest is one sample after warm-up. Freshness
+includes the demo origin generating a new $SIZE snapshot per serial before it answers.
+EOF
