@@ -22,6 +22,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::Notification,
+        Kind::Snapshot,
+        Kind::Delta,
+        Kind::File,
+        Kind::Passthrough,
+        Kind::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Notification => "notification",
@@ -48,6 +57,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    const ALL: [Outcome; 4] = [Outcome::Hit, Outcome::Stale, Outcome::Miss, Outcome::Pass];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
@@ -58,9 +69,35 @@ impl Outcome {
     }
 }
 
+/// The statuses counted one by one; any other lands in the last slot, reported as "other".
+const STATUSES: [u16; 12] = [200, 206, 304, 400, 404, 405, 416, 500, 502, 503, 504, 0];
+
+fn status_slot(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// Request counters: one atomic per kind × result × status, so counting a request takes no
+/// lock on the hot path.
+struct RequestCounters([AtomicU64; Kind::ALL.len() * Outcome::ALL.len() * STATUSES.len()]);
+
+impl Default for RequestCounters {
+    fn default() -> Self {
+        RequestCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl RequestCounters {
+    fn slot(kind: Kind, outcome: Outcome, status_slot: usize) -> usize {
+        ((kind as usize) * Outcome::ALL.len() + outcome as usize) * STATUSES.len() + status_slot
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(Kind, Outcome, u16), u64>>,
+    requests: RequestCounters,
     bytes_served: AtomicU64,
     upstream_fetches: AtomicU64,
     poll_errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -71,12 +108,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn count_request(&self, kind: Kind, outcome: Outcome, status: u16, bytes: u64) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((kind, outcome, status))
-            .or_default() += 1;
+        self.requests.0[RequestCounters::slot(kind, outcome, status_slot(status))]
+            .fetch_add(1, Ordering::Relaxed);
         self.bytes_served.fetch_add(bytes, Ordering::Relaxed);
     }
 
@@ -107,12 +140,11 @@ impl Metrics {
 
     /// How many requests of these kinds were answered with this status (tests, status).
     pub fn requests_with_status(&self, kinds: &[Kind], status: u16) -> u64 {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let slot = status_slot(status);
+        kinds
             .iter()
-            .filter(|((k, _, s), _)| kinds.contains(k) && *s == status)
-            .map(|(_, n)| n)
+            .flat_map(|k| Outcome::ALL.map(|o| RequestCounters::slot(*k, o, slot)))
+            .map(|i| self.requests.0[i].load(Ordering::Relaxed))
             .sum()
     }
 
@@ -122,18 +154,26 @@ impl Metrics {
             "# HELP rrdp_proxy_requests_total Requests answered, by kind, result and status.\n",
         );
         out.push_str("# TYPE rrdp_proxy_requests_total counter\n");
-        for ((k, o, s), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "rrdp_proxy_requests_total{{kind=\"{}\",result=\"{}\",status=\"{s}\"}} {n}",
-                k.as_str(),
-                o.as_str()
-            );
+        for k in Kind::ALL {
+            for o in Outcome::ALL {
+                for (slot, status) in STATUSES.iter().enumerate() {
+                    let n =
+                        self.requests.0[RequestCounters::slot(k, o, slot)].load(Ordering::Relaxed);
+                    if n == 0 {
+                        continue;
+                    }
+                    let status = match status {
+                        0 => "other".to_string(),
+                        s => s.to_string(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "rrdp_proxy_requests_total{{kind=\"{}\",result=\"{}\",status=\"{status}\"}} {n}",
+                        k.as_str(),
+                        o.as_str()
+                    );
+                }
+            }
         }
         counter(
             out,

@@ -61,6 +61,12 @@ pub struct Generation {
     pub notification_gz: Option<Bytes>,
     /// Strong ETag of `notification`, quoted.
     pub etag: String,
+    /// ETag of the gzip variant, and Last-Modified as an HTTP date: made once, not per
+    /// request.
+    #[serde(skip)]
+    pub etag_gzip: String,
+    #[serde(skip)]
+    pub last_modified_text: String,
     /// Last-Modified, seconds since the epoch: when this proxy published it. Strictly
     /// increasing across generations, because Fort sends its own clock as If-Modified-Since.
     pub last_modified: u64,
@@ -76,12 +82,16 @@ impl Generation {
         self.files.get(rel).filter(|f| f.is_live(now))
     }
 
-    pub fn last_modified_http(&self) -> String {
-        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.last_modified))
+    pub fn last_modified_http(&self) -> &str {
+        &self.last_modified_text
     }
 
-    /// Compresses the notification for clients that accept gzip.
-    pub fn with_gzip(mut self) -> Generation {
+    /// Fills what is derived from the persisted fields: the gzip notification and the
+    /// response header values.
+    pub fn prepared(mut self) -> Generation {
+        self.last_modified_text =
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.last_modified));
+        self.etag_gzip = format!("{}-gzip\"", self.etag.trim_end_matches('"'));
         use std::io::Write;
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         let gz = enc
@@ -128,6 +138,9 @@ pub struct Repo {
     /// Poll now (admin `POST /refresh`).
     pub refresh: Notify,
     pub status: watch::Sender<RepoStatus>,
+    /// Cache-Control values of the notification and of files, made once.
+    pub notification_cache_control: String,
+    pub file_cache_control: String,
     /// File name of this repository's index in the store directory.
     index_name: String,
 }
@@ -137,6 +150,14 @@ impl Repo {
         let id = Hash::of(config.public.to_string().as_bytes()).to_hex();
         Arc::new(Repo {
             index_name: format!("repository-{}.json", &id[..16]),
+            notification_cache_control: format!(
+                "max-age={}",
+                config.notification_max_age.as_secs()
+            ),
+            file_cache_control: format!(
+                "public, max-age={}, immutable",
+                config.file_max_age.as_secs()
+            ),
             config,
             published: ArcSwapOption::empty(),
             pending: ArcSwap::from_pointee(HashMap::new()),
@@ -192,7 +213,7 @@ impl Repo {
                 missing.join(", ")
             ));
         }
-        Ok(Some(generation.with_gzip()))
+        Ok(Some(generation.prepared()))
     }
 
     /// Makes a generation what clients see (persisted already, or loaded at start), then

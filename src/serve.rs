@@ -200,19 +200,16 @@ impl RrdpProxy {
             .as_ref()
             .filter(|_| accepts_gzip(req));
         let etag = match gzip {
-            Some(_) => gzip_etag(&generation.etag),
+            Some(_) => generation.etag_gzip.clone(),
             None => generation.etag.clone(),
         };
         let mut a = Answer {
             status: 200,
             headers: vec![
                 ("Content-Type", RRDP_CONTENT_TYPE.into()),
-                (
-                    "Cache-Control",
-                    format!("max-age={}", repo.config.notification_max_age.as_secs()),
-                ),
+                ("Cache-Control", repo.notification_cache_control.clone()),
                 ("ETag", etag),
-                ("Last-Modified", lm.clone()),
+                ("Last-Modified", lm.to_string()),
                 ("Vary", "Accept-Encoding".into()),
             ],
             body: Body::Bytes(generation.notification.clone()),
@@ -223,7 +220,7 @@ impl RrdpProxy {
             a.body = Body::Bytes(gz.clone());
             a.headers.push(("Content-Encoding", "gzip".into()));
         }
-        if not_modified(req, Some(&generation.etag), Some(&lm)) {
+        if not_modified(req, Some(&generation.etag), Some(lm)) {
             return not_modified_answer(a);
         }
         a
@@ -339,10 +336,7 @@ impl RrdpProxy {
     ) -> Answer {
         let etag = format!("\"{}\"", hash.to_hex());
         let cache_control = if verified {
-            format!(
-                "public, max-age={}, immutable",
-                repo.config.file_max_age.as_secs()
-            )
+            repo.file_cache_control.clone()
         } else {
             // Forwarded, but named by no notification we know: do not let caches pin it.
             "max-age=60".to_string()

@@ -538,8 +538,10 @@ impl Poller {
             files,
             delta_count: deltas.len(),
             notification_gz: None,
+            etag_gzip: String::new(),
+            last_modified_text: String::new(),
         }
-        .with_gzip()
+        .prepared()
     }
 
     /// Makes the gzip variants of the files the published notification references (once
