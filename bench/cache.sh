@@ -70,7 +70,7 @@ throughput=$(echo "scale=0; $snap_bytes * $clients / $elapsed / 1048576" | bc)
 
 # About 1 GB cached: a second serial brings a new snapshot, the old one stays (retain).
 curl -sf -X POST "http://$ORIGIN/advance" >/dev/null
-want=$(curl -sf "http://$ORIGIN/rrdp/notification.xml" | grep -o 'serial="[0-9]*"' | head -1 | tr -dc 0-9)
+want=$(curl -sf "http://$ORIGIN/rrdp/notification.xml" | grep -m1 -o 'serial="[0-9]*"' | tr -dc 0-9)
 for _ in $(seq 1 1200); do
   curl -sf -X POST "http://$ADMIN/refresh" >/dev/null
   before=$(curl -sf "http://$ADMIN/status" | grep -o '"serial": [0-9]*' | tr -dc 0-9)

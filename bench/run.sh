@@ -189,7 +189,7 @@ log "new-serial storm: 200 clients per server"
 curl -sf -X POST "http://$ORIGIN/advance" >/dev/null
 new=$(curl -sf "http://$ORIGIN/rrdp/notification.xml")
 new_snap=$(grep -o '<snapshot uri="[^"]*"' <<<"$new" | cut -d'"' -f2 | sed 's#^http://[^/]*##')
-new_delta=$(grep -o '<delta [^>]*' <<<"$new" | head -1 | grep -o 'uri="[^"]*"' | cut -d'"' -f2 | sed 's#^http://[^/]*##')
+new_delta=$(grep -m1 -o '<delta [^>]*' <<<"$new" | grep -o 'uri="[^"]*"' | cut -d'"' -f2 | sed 's#^http://[^/]*##')
 before=$(curl -sf "http://$ORIGIN/_stats" | stats "$new_snap" "$new_delta")
 storm_p=$(python3 bench/storm.py "http://127.0.0.1:$P_HTTP/rrdp/" 200 "$new_delta" "$new_snap")
 mid=$(curl -sf "http://$ORIGIN/_stats" | stats "$new_snap" "$new_delta")
@@ -200,7 +200,8 @@ err_p=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["errors"])' "
 err_n=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["errors"])' "$storm_n")
 
 #------------ Freshness -----------------------------------------------------------------------
-serial_of() { curl -sf "$1" | grep -o 'serial="[0-9]*"' | head -1 | tr -dc 0-9; }
+# (grep -m1, not head: under pipefail a closed pipe would end the script.)
+serial_of() { curl -sf "$1" | grep -m1 -o 'serial="[0-9]*"' | tr -dc 0-9; }
 # Publishes a serial at the origin, then times until the server at $1 serves it. With $2 =
 # refresh, the origin's "post-publish hook" tells rrdp-proxy at once.
 lag() {

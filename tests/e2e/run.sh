@@ -106,7 +106,7 @@ EOF
 stop_krill() { kill "$krill_pid"; wait "$krill_pid" 2>/dev/null || true; }
 
 krill_serial() {
-  curl -skf "https://127.0.0.1:$KRILL_PORT/rrdp/notification.xml" | grep -o 'serial="[0-9]*"' | head -1 | tr -dc 0-9
+  curl -skf "https://127.0.0.1:$KRILL_PORT/rrdp/notification.xml" | grep -m1 -o 'serial="[0-9]*"' | tr -dc 0-9
 }
 
 # The ROA files in Krill's current snapshot: Krill names each after the hex of its definition.
@@ -164,7 +164,7 @@ EOF
 stop_proxy() { kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true; }
 
 proxy_serial() {
-  curl -sf "http://$ADMIN/status" | grep -o '"serial": [0-9]*' | head -1 | tr -dc 0-9
+  curl -sf "http://$ADMIN/status" | grep -m1 -o '"serial": [0-9]*' | tr -dc 0-9
 }
 
 # Waits for Krill to publish the configured ROAs, asks the proxy to poll, then waits until it
