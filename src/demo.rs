@@ -390,11 +390,36 @@ impl ServeHttp for DemoServer {
         if rel == "notification.xml" {
             return reply(200, Some("max-age=60"), repo.notification());
         }
+        let range = req
+            .headers
+            .get("Range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_simple_range);
         match repo.file(rel) {
+            // A single "bytes=a-b" range, as web servers in front of Publication Servers
+            // answer (so a cache passing a Range through does not pull the whole file).
+            Some(body) if range.is_some_and(|(a, _)| a < body.len()) => {
+                let (a, b) = range.expect("checked");
+                let b = b.min(body.len() - 1);
+                let mut r = reply(206, Some("max-age=86400"), body.slice(a..b + 1));
+                r.headers_mut().insert(
+                    "Content-Range",
+                    http::HeaderValue::from_str(&format!("bytes {a}-{b}/{}", body.len()))
+                        .expect("ascii"),
+                );
+                r
+            }
             Some(body) => reply(200, Some("max-age=86400"), body),
             None => reply(404, None, Bytes::from_static(b"not found\n")),
         }
     }
+}
+
+/// "bytes=a-b" → (a, b); anything else is ignored (the whole file is served).
+fn parse_simple_range(v: &str) -> Option<(usize, usize)> {
+    let (a, b) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+    (a <= b).then_some((a, b))
 }
 
 /// Publishes a new serial every `interval`.
@@ -423,6 +448,12 @@ mod tests {
     use super::*;
     use crate::rrdp::Notification;
 
+    /// The body the repository serves for a URI under its base.
+    fn served(r: &Repository, uri: &str) -> Bytes {
+        let rel = uri.strip_prefix("http://127.0.0.1:3001/rrdp/").unwrap();
+        r.file(rel).unwrap()
+    }
+
     #[test]
     fn a_large_repository_has_the_requested_shape() {
         let r = Repository::large("http://127.0.0.1:3001/rrdp/", 16 << 20, 20);
@@ -437,12 +468,7 @@ mod tests {
         );
         assert_eq!(Hash::of(&snap), n.snapshot.hash);
         for d in &n.deltas {
-            let rel = d
-                .file
-                .uri
-                .strip_prefix("http://127.0.0.1:3001/rrdp/")
-                .unwrap();
-            let body = r.file(rel).unwrap();
+            let body = served(&r, &d.file.uri);
             assert!(
                 body.len() >= 1024 && body.len() < 1_100_000,
                 "{}",
@@ -461,19 +487,9 @@ mod tests {
         let n = Notification::parse(&r.notification()).unwrap();
         assert_eq!(n.serial, 16);
         assert_eq!(n.deltas.len(), KEEP_DELTAS);
-        let rel = n
-            .snapshot
-            .uri
-            .strip_prefix("http://127.0.0.1:3001/rrdp/")
-            .unwrap();
-        assert_eq!(Hash::of(&r.file(rel).unwrap()), n.snapshot.hash);
+        assert_eq!(Hash::of(&served(&r, &n.snapshot.uri)), n.snapshot.hash);
         for d in &n.deltas {
-            let rel = d
-                .file
-                .uri
-                .strip_prefix("http://127.0.0.1:3001/rrdp/")
-                .unwrap();
-            assert_eq!(Hash::of(&r.file(rel).unwrap()), d.file.hash);
+            assert_eq!(Hash::of(&served(&r, &d.file.uri)), d.file.hash);
         }
         // Superseded files are gone, like Krill's.
         assert_eq!(r.files.len(), 1 + KEEP_DELTAS);

@@ -93,7 +93,13 @@ fn main() -> ExitCode {
             deltas,
         }) => {
             init_logging("info", true);
-            let mut server = pingora::server::Server::new(None).expect("default server");
+            // Exit promptly on SIGTERM (pingora's default grace period is five minutes).
+            let conf = pingora::server::configuration::ServerConf {
+                grace_period_seconds: Some(1),
+                graceful_shutdown_timeout_seconds: Some(5),
+                ..Default::default()
+            };
+            let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
             server.bootstrap();
             let large = snapshot_size.map(|s| (s, deltas));
             rrdp_proxy::add_demo(&mut server, listen, interval, large);

@@ -122,6 +122,8 @@ pub struct RepoStatus {
     pub last_error: Option<String>,
     /// How long the last round that published took: notification, files, store, switch.
     pub last_publish_seconds: Option<f64>,
+    /// The serial whose files have their gzip variants made (in the background).
+    pub compressed_serial: Option<u64>,
 }
 
 /// A configured repository and its live state.

@@ -8,6 +8,7 @@
 //! serve-stale-on-error, with no special case.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -149,6 +150,8 @@ pub struct Poller {
     retain: Duration,
     /// The upstream notification's validators, once a round with it completed.
     validators: Option<(Option<String>, Option<String>)>,
+    /// Set while a background compression runs.
+    compressing: Arc<AtomicBool>,
 }
 
 impl Poller {
@@ -166,6 +169,7 @@ impl Poller {
             metrics,
             retain,
             validators: None,
+            compressing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -179,7 +183,7 @@ impl Poller {
             let result = self.poll_once().await;
             self.record(&result, &mut failures);
             if result.is_ok() {
-                self.compress_published().await;
+                self.spawn_compression();
             }
             let delay = next_delay(self.repo.config.poll_interval, failures);
             tokio::select! {
@@ -544,21 +548,35 @@ impl Poller {
         .prepared()
     }
 
-    /// Makes the gzip variants of the files the published notification references (once
-    /// each; after publishing, so compression never delays a new serial).
-    async fn compress_published(&self) {
-        let Some(g) = self.repo.published.load_full() else {
+    /// Makes the gzip variants of the files the published notification references, in the
+    /// background: compressing a 500 MB snapshot takes seconds, and neither a new serial nor
+    /// the next poll may wait for it. One compression at a time; files it did not get to are
+    /// done after a later round.
+    fn spawn_compression(&self) {
+        if self.compressing.swap(true, Ordering::AcqRel) {
             return;
-        };
-        for f in g.files.values().filter(|f| f.expires.is_none()) {
-            if let Err(e) = self.store.make_gzip(f.hash).await {
-                warn!(
-                    "{}: cannot make gzip variant of {}: {e}",
-                    self.repo.name(),
-                    f.hash
-                );
-            }
         }
+        let (repo, store, flag) = (
+            self.repo.clone(),
+            self.store.clone(),
+            self.compressing.clone(),
+        );
+        tokio::spawn(async move {
+            if let Some(g) = repo.published.load_full() {
+                for f in g.files.values().filter(|f| f.expires.is_none()) {
+                    if let Err(e) = store.make_gzip(f.hash).await {
+                        warn!(
+                            "{}: cannot make gzip variant of {}: {e}",
+                            repo.name(),
+                            f.hash
+                        );
+                    }
+                }
+                repo.status
+                    .send_modify(|s| s.compressed_serial = Some(g.serial));
+            }
+            flag.store(false, Ordering::Release);
+        });
     }
 }
 

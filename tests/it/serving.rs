@@ -337,8 +337,12 @@ async fn gzip_for_clients_that_accept_it_and_ranges_on_the_identity_body() {
     let cache = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(cache.path(), &origin.base(), "");
     proxy.wait_serial(1).await;
-    // Variants are made after a round publishes; the next round starts only after that.
-    proxy.poll().await;
+    // Variants are made in the background after a round publishes.
+    proxy
+        .wait("gzip variants of serial 1", |s| {
+            s.compressed_serial == Some(1)
+        })
+        .await;
     let gz = [("Accept-Encoding", "gzip, deflate")];
 
     let plain = proxy.get("/rrdp/notification.xml").await;
