@@ -124,10 +124,6 @@ impl Store {
         }))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn object_path(&self, hash: &Hash) -> PathBuf {
         let hex = hash.to_hex();
         self.dir.join("objects").join(&hex[..2]).join(hex)
@@ -272,14 +268,6 @@ impl Store {
         })
         .await
         .map_err(io::Error::other)?
-    }
-
-    /// Reads a whole object into memory (for small objects such as passthrough bodies).
-    pub async fn read(self: &Arc<Self>, hash: &Hash) -> io::Result<Bytes> {
-        match self.get(hash).await? {
-            Object::Memory(b) => Ok(b),
-            Object::File { .. } => Ok(Bytes::from(tokio::fs::read(self.object_path(hash)).await?)),
-        }
     }
 
     /// Reads an object and checks its hash: for start-up, when its integrity is in doubt.
@@ -652,6 +640,18 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Store {
+        /// A whole object in memory.
+        async fn read(self: &Arc<Self>, hash: &Hash) -> io::Result<Bytes> {
+            match self.get(hash).await? {
+                Object::Memory(b) => Ok(b),
+                Object::File { .. } => {
+                    Ok(Bytes::from(tokio::fs::read(self.object_path(hash)).await?))
+                }
+            }
+        }
+    }
 
     #[tokio::test]
     async fn commit_verifies_and_names_by_hash() {
