@@ -103,6 +103,11 @@ impl Repository {
         r
     }
 
+    /// The base URI the notification's file URIs start with.
+    pub fn base_uri(&self) -> &str {
+        &self.base_uri
+    }
+
     pub fn session_id(&self) -> &str {
         &self.session_id
     }

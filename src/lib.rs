@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod content;
 pub mod demo;
 pub mod flight;
 pub mod metrics;
@@ -116,7 +117,7 @@ impl Shared {
             if let Some(g) = repo.published.load().as_ref() {
                 live.extend(g.files.values().filter(|f| f.is_live(now)).map(|f| f.hash));
             }
-            live.extend(repo.pending.load().values().copied());
+            live.extend(repo.pending.load().values().map(|(h, _)| *h));
         }
         for p in &self.passthroughs {
             live.extend(p.live_hashes());

@@ -102,6 +102,7 @@ pub struct Metrics {
     upstream_fetches: AtomicU64,
     poll_errors: Mutex<BTreeMap<&'static str, u64>>,
     hash_mismatches: AtomicU64,
+    invalid_contents: AtomicU64,
     publishes: AtomicU64,
     gzip_responses: AtomicU64,
 }
@@ -132,6 +133,16 @@ impl Metrics {
 
     pub fn count_hash_mismatch(&self) {
         self.hash_mismatches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_invalid_content(&self) {
+        self.invalid_contents.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed poll rounds for one reason so far.
+    pub fn poll_errors(&self, reason: &str) -> u64 {
+        let errors = self.poll_errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors.get(reason).copied().unwrap_or(0)
     }
 
     pub fn count_publish(&self) {
@@ -192,6 +203,12 @@ impl Metrics {
             "rrdp_proxy_hash_mismatches_total",
             "Upstream files refused for a wrong SHA-256.",
             &self.hash_mismatches,
+        );
+        counter(
+            out,
+            "rrdp_proxy_invalid_content_total",
+            "Upstream snapshots/deltas refused: right hash, but not the file the notification describes.",
+            &self.invalid_contents,
         );
         counter(
             out,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::config::RepositoryConfig;
+use crate::content::Expected;
 use crate::rrdp::Hash;
 use crate::store::Store;
 
@@ -74,6 +75,10 @@ pub struct Generation {
     pub files: HashMap<String, FileEntry>,
     /// How many deltas the served notification lists.
     pub delta_count: usize,
+    /// Sessions this repository left, with when (seconds since the epoch), newest last: a
+    /// return to one of them soon after is a stale replica answering, not a reset.
+    #[serde(default)]
+    pub left_sessions: Vec<(String, u64)>,
 }
 
 impl Generation {
@@ -131,9 +136,10 @@ pub struct Repo {
     pub config: RepositoryConfig,
     /// What clients see; `None` until the first generation is published.
     pub published: ArcSwapOption<Generation>,
-    /// Relative path → (hash, size) of the files the newest upstream notification references,
-    /// published or not yet: a client's request for one of those is fetched, verified and kept.
-    pub pending: ArcSwap<HashMap<String, Hash>>,
+    /// Relative path → (hash, what the file must be) of the files the newest upstream
+    /// notification references, published or not yet: a client's request for one of those is
+    /// fetched, verified and kept.
+    pub pending: ArcSwap<HashMap<String, (Hash, Expected)>>,
     /// Files fetched for a client that no notification named yet: relative path → hash, so
     /// that clients queued behind that download are served the stored copy. Bounded.
     pub forwarded: std::sync::Mutex<HashMap<String, Hash>>,

@@ -252,17 +252,18 @@ impl RrdpProxy {
         }
         // Not published (yet, or any more): ask the upstream. If the newest upstream
         // notification names this file, the bytes must have its hash, and are kept.
-        let expected = repo.pending.load().get(rel).copied();
+        let expected = repo.pending.load().get(rel).cloned();
         let store = &self.shared.store;
         let fetched = match expected {
             // Named by the newest upstream notification: one download, shared with every
             // other client asking now and with the poller, hash-checked.
-            Some(hash) => ensure_object(
+            Some((hash, ref content)) => ensure_object(
                 upstream,
                 store,
                 &repo.config.upstream,
                 rel,
                 hash,
+                Some(content),
                 repo.config.max_file_size,
                 repo.config.fetch_timeout,
                 &self.shared.metrics,
@@ -293,6 +294,7 @@ impl RrdpProxy {
                         store,
                         &repo.config.upstream,
                         rel,
+                        None,
                         None,
                         repo.config.max_file_size,
                     ),

@@ -404,6 +404,7 @@ impl Store {
             hasher: sha2::Sha256::new(),
             len: 0,
             keep: Vec::new(),
+            committed: false,
         })
     }
 
@@ -500,6 +501,8 @@ pub struct ObjectWriter {
     len: u64,
     /// The bytes too, while the object may still go to the memory tier.
     keep: Vec<u8>,
+    /// Renamed into place: the temporary file is gone.
+    committed: bool,
 }
 
 /// Why an object could not be stored.
@@ -510,6 +513,8 @@ pub enum CommitError {
         expected: Hash,
         actual: Hash,
     },
+    /// The bytes have the right hash but are not the file the notification describes.
+    Invalid(crate::content::ContentError),
     Io(io::Error),
 }
 
@@ -519,6 +524,7 @@ impl std::fmt::Display for CommitError {
             CommitError::HashMismatch { expected, actual } => {
                 write!(f, "SHA-256 mismatch: expected {expected}, got {actual}")
             }
+            CommitError::Invalid(e) => write!(f, "content refused: {e}"),
             CommitError::Io(e) => write!(f, "store: {e}"),
         }
     }
@@ -558,13 +564,39 @@ impl ObjectWriter {
         self.len
     }
 
+    /// Reads the written bytes back (from the page cache, as a rule) through the content check.
+    async fn check_content(
+        &self,
+        expected: &crate::content::Expected,
+    ) -> io::Result<Result<crate::content::Summary, crate::content::ContentError>> {
+        let (path, expected) = (self.path.clone(), expected.clone());
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+            Ok(crate::content::check(reader, &expected))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Verifies the hash (if one is expected), makes the object durable and visible under its
     /// name. On a mismatch nothing is stored.
-    pub async fn commit(mut self, expected: Option<Hash>) -> Result<(Hash, u64), CommitError> {
+    pub async fn commit(self, expected: Option<Hash>) -> Result<(Hash, u64), CommitError> {
+        self.commit_checked(expected, None).await
+    }
+
+    /// Like [`ObjectWriter::commit`], and if `content` is given the bytes must also be that
+    /// snapshot or delta (checked before the object becomes visible, so a refused file is
+    /// never stored).
+    pub async fn commit_checked(
+        mut self,
+        expected: Option<Hash>,
+        content: Option<&crate::content::Expected>,
+    ) -> Result<(Hash, u64), CommitError> {
         let hasher = std::mem::replace(&mut self.hasher, sha2::Sha256::new());
         let actual = Hash(hasher.finalize().into());
         if let Some(expected) = expected {
@@ -574,6 +606,12 @@ impl ObjectWriter {
         }
         let mut file = self.file.take().expect("commit once");
         file.flush().await?;
+        if let Some(content) = content {
+            if let Err(e) = self.check_content(content).await? {
+                // Dropping the writer removes the temporary file.
+                return Err(CommitError::Invalid(e));
+            }
+        }
         file.sync_all().await?;
         drop(file);
         let dst = self.store.object_path(&actual);
@@ -581,6 +619,7 @@ impl ObjectWriter {
         tokio::fs::create_dir_all(parent).await?;
         let existed = tokio::fs::try_exists(&dst).await.unwrap_or(false);
         tokio::fs::rename(&self.path, &dst).await?;
+        self.committed = true;
         sync_dir(parent).await?;
         if !existed {
             self.store.usage.fetch_add(self.len, Ordering::Relaxed);
@@ -607,7 +646,7 @@ impl ObjectWriter {
 impl Drop for ObjectWriter {
     fn drop(&mut self) {
         // Not committed: the temporary file goes.
-        if self.file.is_some() {
+        if !self.committed {
             let _ = std::fs::remove_file(&self.path);
         }
     }

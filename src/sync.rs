@@ -16,6 +16,7 @@ use log::{info, warn};
 use rand::Rng;
 use tokio::sync::Semaphore;
 
+use crate::content::{self, Expected};
 use crate::metrics::Metrics;
 use crate::repo::{unix_now, FileEntry, FileKind, Generation, Repo};
 use crate::rrdp::{render_notification, DeltaRef, FileRef, Hash, Notification};
@@ -44,6 +45,8 @@ pub enum PollError {
     Invalid(String),
     /// The serial went backwards within the session.
     Regression { published: u64, upstream: u64 },
+    /// The upstream went back to a session this repository left less than `cache.retain` ago.
+    SessionReturn { session_id: String },
     /// A snapshot or delta could not be fetched or verified.
     File { uri: String, error: FetchError },
     /// Our own disk failed.
@@ -57,6 +60,7 @@ impl PollError {
             PollError::Notification(e) => e.reason(),
             PollError::Invalid(_) => "invalid_notification",
             PollError::Regression { .. } => "serial_regression",
+            PollError::SessionReturn { .. } => "session_return",
             PollError::File { error, .. } => error.reason(),
             PollError::Store(_) => "store",
         }
@@ -75,20 +79,25 @@ impl std::fmt::Display for PollError {
                 f,
                 "serial went back from {published} to {upstream} within the session: not published"
             ),
+            PollError::SessionReturn { session_id } => write!(
+                f,
+                "went back to session {session_id}, which it left earlier (a stale replica?): not published"
+            ),
             PollError::File { uri, error } => write!(f, "{uri}: {error}"),
             PollError::Store(e) => write!(f, "store: {e}"),
         }
     }
 }
 
-/// Downloads `base+rel` into the store, verifying `expected` if given. 404 and 410 come back
-/// as `FetchError::Status`.
+/// Downloads `base+rel` into the store, verifying `expected` and `content` if given. 404 and
+/// 410 come back as `FetchError::Status`.
 pub async fn fetch_object(
     upstream: &Arc<Upstream>,
     store: &Arc<Store>,
     base: &BaseUri,
     rel: &str,
     expected: Option<Hash>,
+    content: Option<&Expected>,
     limit: u64,
 ) -> Result<(Hash, u64), FetchError> {
     let mut resp = upstream.get(base, rel, &[]).await?;
@@ -123,10 +132,13 @@ pub async fn fetch_object(
     if w.is_empty() {
         return Err(FetchError::Unusable("empty body".into()));
     }
-    w.commit(expected).await.map_err(|e| match e {
-        CommitError::HashMismatch { .. } => FetchError::HashMismatch(e.to_string()),
-        CommitError::Io(e) => FetchError::Store(e.to_string()),
-    })
+    w.commit_checked(expected, content)
+        .await
+        .map_err(|e| match e {
+            CommitError::HashMismatch { .. } => FetchError::HashMismatch(e.to_string()),
+            CommitError::Invalid(e) => FetchError::Invalid(e.to_string()),
+            CommitError::Io(e) => FetchError::Store(e.to_string()),
+        })
 }
 
 /// Whether a body's first bytes can start an XML document (an optional BOM and white space,
@@ -238,6 +250,36 @@ impl Poller {
     pub async fn poll_once(&mut self) -> Result<Outcome, PollError> {
         let started = std::time::Instant::now();
         let cfg = self.repo.config.clone();
+        // A notification trickled a byte at a time must not hold the poller: the whole
+        // download has the same deadline as any file's.
+        let (validators, body) = tokio::time::timeout(cfg.fetch_timeout, self.fetch_notification())
+            .await
+            .unwrap_or(Err(PollError::Notification(FetchError::Timeout)))?;
+        let Some(body) = body else {
+            if let Some(p) = self.repo.published.load_full() {
+                self.repair(&p).await?;
+            }
+            return Ok(Outcome::Unchanged);
+        };
+        let notification =
+            Notification::parse(&body).map_err(|e| PollError::Invalid(e.to_string()))?;
+        let outcome = self.apply(notification).await?;
+        if matches!(outcome, Outcome::Published { .. }) {
+            let secs = started.elapsed().as_secs_f64();
+            self.repo
+                .status
+                .send_modify(|s| s.last_publish_seconds = Some(secs));
+        }
+        self.validators = Some(validators);
+        Ok(outcome)
+    }
+
+    /// The upstream notification's validators and body; no body if it answered 304.
+    #[allow(clippy::type_complexity)]
+    async fn fetch_notification(
+        &self,
+    ) -> Result<((Option<String>, Option<String>), Option<bytes::Bytes>), PollError> {
+        let cfg = &self.repo.config;
         let mut headers = Vec::new();
         if let Some((etag, lm)) = &self.validators {
             if let Some(e) = etag {
@@ -254,10 +296,7 @@ impl Poller {
             .map_err(PollError::Notification)?;
         match resp.status() {
             304 if self.validators.is_some() => {
-                if let Some(p) = self.repo.published.load_full() {
-                    self.repair(&p).await?;
-                }
-                return Ok(Outcome::Unchanged);
+                return Ok((self.validators.clone().unwrap_or_default(), None));
             }
             200 => {}
             s => return Err(PollError::Notification(FetchError::Status(s))),
@@ -277,17 +316,7 @@ impl Poller {
             .body(cfg.max_notification_size)
             .await
             .map_err(PollError::Notification)?;
-        let notification =
-            Notification::parse(&body).map_err(|e| PollError::Invalid(e.to_string()))?;
-        let outcome = self.apply(notification).await?;
-        if matches!(outcome, Outcome::Published { .. }) {
-            let secs = started.elapsed().as_secs_f64();
-            self.repo
-                .status
-                .send_modify(|s| s.last_publish_seconds = Some(secs));
-        }
-        self.validators = Some(validators);
-        Ok(outcome)
+        Ok((validators, Some(body)))
     }
 
     /// Brings a validated upstream notification into the store and publishes it.
@@ -332,24 +361,53 @@ impl Poller {
                     self.repair(p).await?;
                     return Ok(Outcome::Unchanged);
                 }
+            } else if p
+                .left_sessions
+                .iter()
+                .any(|(s, when)| *s == n.session_id && when + self.retain.as_secs() > unix_now())
+            {
+                // Two replicas out of step behind one name make the session flip back and
+                // forth; every flip would cost each RP a full snapshot. A session left within
+                // `cache.retain` stays left; after that a return is taken as a reset.
+                return Err(PollError::SessionReturn {
+                    session_id: n.session_id.clone(),
+                });
             }
         }
 
+        let snapshot_content = Expected {
+            kind: content::Kind::Snapshot,
+            session_id: n.session_id.clone(),
+            serial: n.serial,
+        };
         let mut pending = HashMap::new();
-        pending.insert(snapshot_rel.clone(), n.snapshot.hash);
+        pending.insert(
+            snapshot_rel.clone(),
+            (n.snapshot.hash, snapshot_content.clone()),
+        );
         for (d, rel) in deltas.iter().zip(&delta_rels) {
-            pending.insert(rel.clone(), d.file.hash);
+            let content = Expected {
+                kind: content::Kind::Delta,
+                session_id: n.session_id.clone(),
+                serial: d.serial,
+            };
+            pending.insert(rel.clone(), (d.file.hash, content));
         }
         self.repo.pending.store(Arc::new(pending));
 
         // The snapshot must be there, or nothing is published.
         let snapshot_size = self
-            .ensure(&snapshot_rel, n.snapshot.hash, &n.snapshot.uri)
+            .ensure(
+                &snapshot_rel,
+                n.snapshot.hash,
+                Some(&snapshot_content),
+                &n.snapshot.uri,
+            )
             .await?;
 
         // Deltas, concurrently; a delta gone upstream (404/410) cuts the list there, keeping
         // the contiguous newest part that is stored.
-        let results = self.fetch_deltas(&deltas, &delta_rels).await;
+        let results = self.fetch_deltas(&n.session_id, &deltas, &delta_rels).await;
         let mut files = HashMap::new();
         files.insert(
             snapshot_rel.clone(),
@@ -429,7 +487,8 @@ impl Poller {
                     "{}: {rel} is missing from the store; fetching it again",
                     self.repo.name()
                 );
-                self.ensure(rel, f.hash, &self.repo.config.upstream.join(rel))
+                // Content-addressed: these bytes passed the content check when first stored.
+                self.ensure(rel, f.hash, None, &self.repo.config.upstream.join(rel))
                     .await?;
             }
         }
@@ -437,13 +496,20 @@ impl Poller {
     }
 
     /// Makes sure the object is in the store, fetching it if needed; returns its size.
-    async fn ensure(&self, rel: &str, hash: Hash, uri: &str) -> Result<u64, PollError> {
+    async fn ensure(
+        &self,
+        rel: &str,
+        hash: Hash,
+        content: Option<&Expected>,
+        uri: &str,
+    ) -> Result<u64, PollError> {
         ensure_object(
             &self.upstream,
             &self.store,
             &self.repo.config.upstream,
             rel,
             hash,
+            content,
             self.repo.config.max_file_size,
             self.repo.config.fetch_timeout,
             &self.metrics,
@@ -457,6 +523,7 @@ impl Poller {
 
     async fn fetch_deltas(
         &self,
+        session_id: &str,
         deltas: &[DeltaRef],
         rels: &[String],
     ) -> Vec<Result<u64, PollError>> {
@@ -474,11 +541,24 @@ impl Poller {
                 self.repo.config.fetch_timeout,
             );
             let (rel, hash, uri) = (rel.clone(), d.file.hash, d.file.uri.clone());
+            let content = Expected {
+                kind: content::Kind::Delta,
+                session_id: session_id.to_string(),
+                serial: d.serial,
+            };
             let sem = sem.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 ensure_object(
-                    &upstream, &store, &base, &rel, hash, limit, timeout, &metrics,
+                    &upstream,
+                    &store,
+                    &base,
+                    &rel,
+                    hash,
+                    Some(&content),
+                    limit,
+                    timeout,
+                    &metrics,
                 )
                 .await
                 .map_err(|error| PollError::File { uri, error })
@@ -541,6 +621,7 @@ impl Poller {
             last_modified,
             files,
             delta_count: deltas.len(),
+            left_sessions: left_sessions(previous, &n.session_id, now),
             notification_gz: None,
             etag_gzip: String::new(),
             last_modified_text: String::new(),
@@ -588,6 +669,7 @@ pub async fn ensure_object(
     base: &BaseUri,
     rel: &str,
     hash: Hash,
+    content: Option<&Expected>,
     limit: u64,
     timeout: Duration,
     metrics: &Metrics,
@@ -603,19 +685,42 @@ pub async fn ensure_object(
     metrics.count_upstream_fetch();
     let fetched = tokio::time::timeout(
         timeout,
-        fetch_object(upstream, store, base, rel, Some(hash), limit),
+        fetch_object(upstream, store, base, rel, Some(hash), content, limit),
     )
     .await
     .unwrap_or(Err(FetchError::Timeout));
     match fetched {
         Ok((_, size)) => Ok(size),
         Err(e) => {
-            if matches!(e, FetchError::HashMismatch(_)) {
-                metrics.count_hash_mismatch();
+            match e {
+                FetchError::HashMismatch(_) => metrics.count_hash_mismatch(),
+                FetchError::Invalid(_) => metrics.count_invalid_content(),
+                _ => {}
             }
             Err(e)
         }
     }
+}
+
+/// The sessions left so far, plus the previous generation's if `session_id` replaces it; the
+/// newest few are kept.
+fn left_sessions(previous: Option<&Generation>, session_id: &str, now: u64) -> Vec<(String, u64)> {
+    const KEEP: usize = 8;
+    let Some(prev) = previous else {
+        return Vec::new();
+    };
+    let mut left: Vec<(String, u64)> = prev
+        .left_sessions
+        .iter()
+        .filter(|(s, _)| s != session_id)
+        .cloned()
+        .collect();
+    if prev.session_id != session_id {
+        left.push((prev.session_id.clone(), now));
+    }
+    let excess = left.len().saturating_sub(KEEP);
+    left.drain(..excess);
+    left
 }
 
 /// Time to the next poll: the interval with ±10 % jitter, doubled per consecutive failure up

@@ -40,6 +40,8 @@ pub enum FetchError {
     Unusable(String),
     /// The bytes do not have the announced hash.
     HashMismatch(String),
+    /// The bytes have the announced hash but are not the snapshot or delta announced.
+    Invalid(String),
     /// Writing to our own store failed.
     Store(String),
     /// The whole download took too long.
@@ -55,6 +57,7 @@ impl FetchError {
             FetchError::TooLarge(_) => "too_large",
             FetchError::Unusable(_) => "unusable",
             FetchError::HashMismatch(_) => "hash_mismatch",
+            FetchError::Invalid(_) => "invalid_content",
             FetchError::Store(s) if s.contains(crate::store::DISK_LIMIT_MESSAGE) => "disk_limit",
             FetchError::Store(_) => "store",
             FetchError::Timeout => "timeout",
@@ -70,6 +73,7 @@ impl fmt::Display for FetchError {
             FetchError::TooLarge(n) => write!(f, "body larger than the limit of {n} bytes"),
             FetchError::Unusable(s) => write!(f, "{s}"),
             FetchError::HashMismatch(s) => write!(f, "{s}"),
+            FetchError::Invalid(s) => write!(f, "{s}"),
             FetchError::Store(s) => write!(f, "{s}"),
             FetchError::Timeout => write!(f, "timed out"),
         }

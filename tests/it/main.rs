@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod durability;
 mod failover;
+mod faults;
 mod lifecycle;
 mod serving;
 mod syncing;

@@ -58,6 +58,20 @@ pub struct OriginState {
     pub advance_after_snapshot: bool,
     /// Hold snapshot bodies until this is notified (after sending the header).
     pub stall_snapshots: Option<Arc<tokio::sync::Notify>>,
+    /// Broken transfers, by request path.
+    pub faults: HashMap<String, Fault>,
+}
+
+/// How the fake origin breaks a transfer: each sends the header with the full Content-Length
+/// and half of the body first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Then closes the connection (FIN): a truncated body.
+    Truncate,
+    /// Then resets the connection (RST).
+    Reset,
+    /// Then sends nothing more, holding the connection open: a stalled upstream.
+    Stall,
 }
 
 pub struct Origin {
@@ -79,6 +93,7 @@ impl Origin {
             trickle: false,
             advance_after_snapshot: false,
             stall_snapshots: None,
+            faults: HashMap::new(),
         }));
         let mut o = Origin {
             addr,
@@ -154,8 +169,9 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
     let mut parts = head.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let (status, ctype, cache, body, trickle, stall) = {
+    let (status, ctype, cache, body, trickle, stall, fault) = {
         let mut s = state.lock().unwrap();
+        let fault = s.faults.get(&path).copied();
         let trickle = s.trickle;
         let stall = s
             .stall_snapshots
@@ -170,9 +186,10 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
                 Bytes::from_static(b"no\n"),
                 trickle,
                 None,
+                fault,
             )
         } else if let Some((st, ct, b)) = s.extra.get(&path) {
-            (*st, *ct, None, b.clone(), trickle, None)
+            (*st, *ct, None, b.clone(), trickle, None, fault)
         } else if path == "/rrdp/notification.xml" {
             let body = s
                 .notification_override
@@ -185,6 +202,7 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
                 body,
                 trickle,
                 None,
+                fault,
             )
         } else if let Some(body) = path.strip_prefix("/rrdp/").and_then(|r| s.repo.file(r)) {
             (
@@ -194,6 +212,7 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
                 body,
                 trickle,
                 stall,
+                fault,
             )
         } else {
             (
@@ -203,6 +222,7 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
                 Bytes::from_static(b"not found\n"),
                 trickle,
                 None,
+                fault,
             )
         }
     };
@@ -217,6 +237,23 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
     let _ = stream.write_all(out.as_bytes()).await;
     if let Some(stall) = stall {
         stall.notified().await;
+    }
+    if let Some(fault) = fault {
+        let _ = stream.write_all(&body[..body.len() / 2]).await;
+        let _ = stream.flush().await;
+        match fault {
+            Fault::Truncate => {
+                let _ = stream.shutdown().await;
+            }
+            Fault::Reset => {
+                // A zero linger makes the close a reset; with zero it never blocks (the
+                // reason for the deprecation).
+                #[allow(deprecated)]
+                let _ = stream.set_linger(Some(Duration::ZERO));
+            }
+            Fault::Stall => std::future::pending::<()>().await,
+        }
+        return;
     }
     if trickle {
         for piece in body.chunks(2048) {
