@@ -13,12 +13,15 @@ use crate::support::{fetch_consistent, Fault, Origin, OriginState, Proxy};
 
 const NOTIFICATION: &str = "/rrdp/notification.xml";
 
+/// Breaks the origin; gets the new serial's notification text.
+type Inject = Box<dyn Fn(&mut OriginState, &str)>;
+
 /// One fault: how to break the origin after it published a new serial, and what the proxy
 /// must report.
 struct Case {
     name: &'static str,
     /// Breaks the origin; gets the new serial's notification text.
-    inject: Box<dyn Fn(&mut OriginState, &str)>,
+    inject: Inject,
     /// The metric label (`rrdp_proxy_poll_errors_total{reason=...}`).
     reason: &'static str,
     /// A piece of the one-line error.
@@ -361,17 +364,11 @@ fn cases() -> Vec<Case> {
 
 /// Lets a notification fault be given as text and then turned into bytes (invalid UTF-8).
 trait ThenBytes {
-    fn then_bytes(
-        self,
-        f: impl Fn(&[u8]) -> Bytes + 'static,
-    ) -> Box<dyn Fn(&mut OriginState, &str)>;
+    fn then_bytes(self, f: impl Fn(&[u8]) -> Bytes + 'static) -> Inject;
 }
 
 impl<F: Fn(&mut OriginState, &str) + 'static> ThenBytes for F {
-    fn then_bytes(
-        self,
-        f: impl Fn(&[u8]) -> Bytes + 'static,
-    ) -> Box<dyn Fn(&mut OriginState, &str)> {
+    fn then_bytes(self, f: impl Fn(&[u8]) -> Bytes + 'static) -> Inject {
         Box::new(move |s, t| {
             self(s, t);
             let b = s.notification_override.take().unwrap();
