@@ -80,6 +80,7 @@ struct RawServer {
     admin_listen: Option<String>,
     threads: Option<usize>,
     upgrade_sock: Option<PathBuf>,
+    request_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,7 +166,12 @@ pub struct ServerConfig {
     /// Unix socket over which a new process takes the listening sockets over from this one
     /// (zero-downtime upgrade).
     pub upgrade_sock: PathBuf,
+    /// How long a client may take to send a whole HTTP/1 request header (slowloris guard).
+    pub request_timeout: Duration,
 }
+
+/// Default `server.request_timeout`: RPs send a few hundred bytes of header at once.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Logging.
 #[derive(Clone, Debug)]
@@ -440,6 +446,16 @@ fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigEr
         raw.upgrade_sock
             .unwrap_or_else(|| PathBuf::from("/tmp/rrdp-proxy-upgrade.sock")),
     );
+    let request_timeout = match opt_duration("server.request_timeout", raw.request_timeout)? {
+        Some(d) if d.is_zero() => {
+            return Err(ConfigError::new(
+                "server.request_timeout",
+                "must be longer than zero",
+            ))
+        }
+        Some(d) => d,
+        None => DEFAULT_REQUEST_TIMEOUT,
+    };
     Ok(ServerConfig {
         listen,
         tls_listen,
@@ -447,6 +463,7 @@ fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigEr
         admin_listen,
         threads,
         upgrade_sock,
+        request_timeout,
     })
 }
 

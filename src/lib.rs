@@ -23,6 +23,7 @@ pub mod config;
 pub mod content;
 pub mod demo;
 pub mod flight;
+pub mod guard;
 pub mod metrics;
 pub mod passthrough;
 pub mod repo;
@@ -200,10 +201,14 @@ pub fn build_server_upgrading(
     let shared = Shared::open(config)?;
     let cfg = &shared.config;
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        serve::RrdpProxy::new(shared.clone()),
-        "rrdp-proxy public",
+    let app =
+        pingora::proxy::http_proxy(&server.configuration, serve::RrdpProxy::new(shared.clone()));
+    let mut proxy = Service::new(
+        "rrdp-proxy public".to_string(),
+        guard::Guarded {
+            app: Arc::new(app),
+            request_timeout: cfg.server.request_timeout,
+        },
     );
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());

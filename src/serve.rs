@@ -131,6 +131,9 @@ impl RrdpProxy {
 
     async fn route(&self, session: &Session) -> Answer {
         let req = session.req_header();
+        if let Some(refused) = refuse(req) {
+            return refused;
+        }
         let path = req.uri.path();
         let method = &req.method;
         let is_get_or_head = method == http::Method::GET || method == http::Method::HEAD;
@@ -501,6 +504,48 @@ fn gzip_etag(etag: &str) -> String {
     format!("{}-gzip\"", etag.trim_end_matches('"'))
 }
 
+/// The longest request target accepted: RRDP paths are short; nginx's default buffer is 8 KiB.
+const MAX_URI: usize = 8 << 10;
+/// The most header bytes (names and values) and header lines accepted.
+const MAX_HEADER_BYTES: usize = 16 << 10;
+const MAX_HEADERS: usize = 64;
+
+/// Requests refused before routing: an overlong target (414) or header (431), and any request
+/// carrying a body. GET and HEAD have none, and a `Transfer-Encoding` on one is the usual
+/// start of request smuggling (pingora drops a `Content-Length` sent beside it); the
+/// connection is closed after the answer, so no byte of such a body is read as a request.
+fn refuse(req: &RequestHeader) -> Option<Answer> {
+    let target = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI {
+        return Some(Answer::text(414, Kind::Other, "URI too long\n"));
+    }
+    let header_bytes: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES || req.headers.len() > MAX_HEADERS {
+        return Some(Answer::text(
+            431,
+            Kind::Other,
+            "request header fields too large\n",
+        ));
+    }
+    let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return Some(Answer::text(
+            400,
+            Kind::Other,
+            "a request body is not accepted\n",
+        ));
+    }
+    None
+}
+
 fn method_not_allowed(kind: Kind) -> Answer {
     let mut a = Answer::text(405, kind, "only GET and HEAD\n");
     a.headers.push(("Allow", "GET, HEAD".into()));
@@ -627,6 +672,10 @@ impl ProxyHttp for RrdpProxy {
         // minutes at most, so longer would only hold idle sockets).
         session.set_keepalive(Some(KEEPALIVE_IDLE_SECS));
         let a = self.route(session).await;
+        if matches!(a.status, 400 | 414 | 431) {
+            // Whatever follows on this connection cannot be trusted to be a request.
+            session.set_keepalive(None);
+        }
         ctx.kind = a.kind;
         ctx.outcome = a.outcome;
         ctx.status = a.status;

@@ -1,0 +1,213 @@
+//! A deadline for reading each request: the slowloris guard.
+//!
+//! pingora bounds each single read of a request header (60 s) and the idle time between
+//! keep-alive requests, but not the whole header: a client that trickles one byte every few
+//! seconds holds a connection (and its task) for as long as it likes. nginx bounds the whole
+//! header (`client_header_timeout`); this does the same for HTTP/1 connections. The clock
+//! starts when the connection is accepted and, on a kept-alive connection, at the first byte
+//! of the next request; the response's first byte stops it. A request not read in time ends
+//! the connection with a read error, which pingora treats as a closed connection.
+//!
+//! It wraps the transport stream that pingora's HTTP/1 server reads from. HTTP/2 (by ALPN on
+//! TLS) is left alone: its frames interleave reads and writes of many streams.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// A server app whose HTTP/1 connections get a request-reading deadline.
+pub struct Guarded<A> {
+    pub app: Arc<A>,
+    pub request_timeout: Duration,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // A kept-alive connection comes back here for its next request: wrap it once.
+        let wrapped = (*stream).as_any().is::<Deadline>();
+        let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
+        let stream = if wrapped || h2 {
+            stream
+        } else {
+            Box::new(Deadline::new(stream, self.request_timeout)) as Stream
+        };
+        self.app.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await
+    }
+}
+
+/// A stream that fails reads once a request has been read for longer than its limit.
+#[derive(Debug)]
+pub struct Deadline {
+    inner: Stream,
+    limit: Duration,
+    /// Running while a request is being read.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A response was written: the next byte read starts the clock again.
+    between_requests: bool,
+}
+
+impl Deadline {
+    pub fn new(inner: Stream, limit: Duration) -> Deadline {
+        Deadline {
+            inner,
+            limit,
+            // The first request's clock starts at accept: a client that connects and sends
+            // nothing is as slow as one that sends a byte a minute.
+            timer: Some(Box::pin(tokio::time::sleep(limit))),
+            between_requests: false,
+        }
+    }
+}
+
+impl AsyncRead for Deadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(timer) = self.timer.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request not received within the request timeout",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && this.between_requests
+        {
+            this.between_requests = false;
+            this.timer = Some(Box::pin(tokio::time::sleep_until(
+                Instant::now() + this.limit,
+            )));
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Deadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.timer = None;
+            self.between_requests = true;
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.timer = None;
+            self.between_requests = true;
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+// The rest is plain delegation to the wrapped stream.
+
+#[async_trait]
+impl Shutdown for Deadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for Deadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Deadline {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Deadline {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Deadline {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Deadline {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for Deadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
