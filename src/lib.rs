@@ -23,6 +23,8 @@ pub mod config;
 pub mod content;
 pub mod demo;
 pub mod flight;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod guard;
 pub mod metrics;
 pub mod passthrough;

@@ -8,6 +8,7 @@ mod clients;
 mod durability;
 mod failover;
 mod faults;
+mod fuzz_replay;
 mod lifecycle;
 mod serving;
 mod syncing;
