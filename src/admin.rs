@@ -71,7 +71,10 @@ impl Admin {
                 let g = repo.published.load_full();
                 json!({
                     "public": repo.config.public.to_string(),
-                    "upstream": repo.config.upstream.to_string(),
+                    "upstream": match &repo.config.source_dir {
+                        Some(d) => d.display().to_string(),
+                        None => repo.config.upstream.to_string(),
+                    },
                     "session_id": g.as_ref().map(|g| g.session_id.clone()),
                     "serial": g.as_ref().map(|g| g.serial),
                     "deltas": g.as_ref().map(|g| g.delta_count),
@@ -83,6 +86,8 @@ impl Admin {
                     "seconds_stale": self.seconds_stale(s.last_success),
                     "last_error": s.last_error,
                     "last_publish_seconds": s.last_publish_seconds,
+                    "snapshot_objects": g.as_ref().and_then(|g| g.snapshot_objects),
+                    "exported_serial": s.exported_serial,
                 })
             })
             .collect();

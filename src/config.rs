@@ -36,6 +36,8 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 30;
 pub const DEFAULT_FETCH_CONCURRENCY: usize = 4;
 /// Upper bound for one whole file download (a large snapshot over a slow link).
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default `rsync_retain`: an rsync client that started on a tree finishes within the hour.
+pub const DEFAULT_RSYNC_RETAIN: Duration = Duration::from_secs(3600);
 /// Freshness of a passthrough response whose upstream sends no Cache-Control (Krill's
 /// `/ta/ta.cer`).
 pub const DEFAULT_PASSTHROUGH_MAX_AGE: Duration = Duration::from_secs(60);
@@ -109,6 +111,14 @@ struct RawRepository {
     max_file_size: Option<String>,
     fetch_concurrency: Option<usize>,
     fetch_timeout: Option<String>,
+    min_objects: Option<u64>,
+    max_shrink: Option<u8>,
+    export_rrdp: Option<PathBuf>,
+    notify_delay: Option<String>,
+    export_rsync: Option<PathBuf>,
+    #[serde(default)]
+    rsync_include_host: bool,
+    rsync_retain: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +228,30 @@ pub struct RepositoryConfig {
     pub max_file_size: u64,
     pub fetch_concurrency: usize,
     pub fetch_timeout: Duration,
+    /// Read the upstream from this local directory (a Publication Server's RRDP directory)
+    /// instead of over HTTP; `upstream` is then `public`, under which its URIs must lie.
+    pub source_dir: Option<PathBuf>,
+    /// Content guards: never publish a snapshot with fewer objects, or (within a session)
+    /// one that shrank by more than this percentage against the published one.
+    pub min_objects: Option<u64>,
+    pub max_shrink: Option<u8>,
+    /// Write each published generation here as static RRDP files (notification last).
+    pub export_rrdp: Option<PathBuf>,
+    /// Wait this long between writing the files and the notification of an export.
+    pub notify_delay: Duration,
+    /// Materialise each published snapshot here as an rsync tree (`current` symlink).
+    pub export_rsync: Option<PathBuf>,
+    /// Put the rsync URI's host as the first path component of the tree.
+    pub rsync_include_host: bool,
+    /// Keep superseded rsync trees this long after they stop being `current`.
+    pub rsync_retain: Duration,
+}
+
+impl RepositoryConfig {
+    /// Whether the object count of each new snapshot is needed (guards, rsync export).
+    pub fn counts_objects(&self) -> bool {
+        self.min_objects.is_some() || self.max_shrink.is_some()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -474,7 +508,43 @@ fn validate_repository(
 ) -> Result<RepositoryConfig, ConfigError> {
     let key = |k: &str| format!("repository[{i}].{k}");
     let public = base_uri(&key("public"), &r.public)?;
-    let upstream = base_uri(&key("upstream"), &r.upstream)?;
+    // An absolute path is a local directory: the Publication Server's RRDP directory.
+    let source_dir = if r.upstream.starts_with('/') {
+        let dir = PathBuf::from(&r.upstream);
+        if !dir.is_dir() {
+            return Err(ConfigError::new(
+                key("upstream"),
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        Some(dir)
+    } else {
+        None
+    };
+    let upstream = match &source_dir {
+        Some(_) => public.clone(),
+        None => base_uri(&key("upstream"), &r.upstream)?,
+    };
+    if source_dir.is_some() && (r.upstream_ca.is_some() || r.upstream_insecure) {
+        return Err(ConfigError::new(
+            key("upstream_ca"),
+            "upstream_ca and upstream_insecure only make sense with an https upstream",
+        ));
+    }
+    if let Some(p) = r.max_shrink.filter(|p| *p > 100) {
+        return Err(ConfigError::new(
+            key("max_shrink"),
+            format!("{p} is not a percentage (0 to 100)"),
+        ));
+    }
+    let export_rrdp = export_dir(&key("export_rrdp"), r.export_rrdp, base)?;
+    let export_rsync = export_dir(&key("export_rsync"), r.export_rsync, base)?;
+    if export_rrdp.is_some() && export_rrdp == export_rsync {
+        return Err(ConfigError::new(
+            key("export_rsync"),
+            "must not be the same directory as export_rrdp",
+        ));
+    }
     let notification = r
         .notification
         .unwrap_or_else(|| "notification.xml".to_string());
@@ -536,7 +606,31 @@ fn validate_repository(
         fetch_concurrency,
         fetch_timeout: opt_duration(&key("fetch_timeout"), r.fetch_timeout)?
             .unwrap_or(DEFAULT_FETCH_TIMEOUT),
+        source_dir,
+        min_objects: r.min_objects,
+        max_shrink: r.max_shrink,
+        export_rrdp,
+        notify_delay: opt_duration(&key("notify_delay"), r.notify_delay)?.unwrap_or(Duration::ZERO),
+        export_rsync,
+        rsync_include_host: r.rsync_include_host,
+        rsync_retain: opt_duration(&key("rsync_retain"), r.rsync_retain)?
+            .unwrap_or(DEFAULT_RSYNC_RETAIN),
     })
+}
+
+/// An export directory: relative to the config file, created if missing.
+fn export_dir(
+    key: &str,
+    dir: Option<PathBuf>,
+    base: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let dir = base.join(dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ConfigError::new(key, format!("cannot create {}: {e}", dir.display())))?;
+    Ok(Some(dir))
 }
 
 fn validate_passthrough(

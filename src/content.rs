@@ -73,7 +73,23 @@ const MAX_URI: usize = 4096;
 
 /// Reads a whole snapshot or delta and checks it against `expected`.
 pub fn check(input: impl BufRead, expected: &Expected) -> Result<Summary, ContentError> {
+    walk(input, expected, &mut |_, _| Ok(()))
+}
+
+/// Called with each `<publish>` element's URI and Base64 content.
+pub type Visit<'a> = dyn FnMut(&str, &[u8]) -> Result<(), ContentError> + 'a;
+
+/// Like [`check`], and hands each `<publish>` element's URI and Base64 content (white space
+/// included) to `visit` as it is read. An error from `visit` ends the walk.
+pub fn walk(
+    input: impl BufRead,
+    expected: &Expected,
+    visit: &mut Visit<'_>,
+) -> Result<Summary, ContentError> {
     let mut reader = Reader::from_reader(input);
+    // The current publish element's URI and content.
+    let mut uri = String::new();
+    let mut text: Vec<u8> = Vec::new();
     let mut buf = Vec::with_capacity(8192);
     let mut summary = Summary::default();
     // 0: before the root, 1: inside the root, 2: inside a publish/withdraw, 3: after the root.
@@ -95,8 +111,9 @@ pub fn check(input: impl BufRead, expected: &Expected) -> Result<Summary, Conten
                         depth = if empty { 3 } else { 1 };
                     }
                     1 => {
-                        in_withdraw = child(s, expected.kind, &mut summary)?;
+                        (in_withdraw, uri) = child(s, expected.kind, &mut summary)?;
                         content = false;
+                        text.clear();
                         if empty {
                             end_child(in_withdraw, false)?;
                         } else {
@@ -110,22 +127,25 @@ pub fn check(input: impl BufRead, expected: &Expected) -> Result<Summary, Conten
             Event::End(_) => match depth {
                 2 => {
                     end_child(in_withdraw, content)?;
+                    if !in_withdraw {
+                        visit(&uri, &text)?;
+                    }
                     depth = 1;
                 }
                 1 => depth = 3,
                 _ => return bad("unbalanced end tag"),
             },
             Event::Text(t) => {
-                let text: &[u8] = &t;
-                if text.iter().all(|b| b.is_ascii_whitespace()) {
+                if t.iter().all(|b| b.is_ascii_whitespace()) {
                     continue;
                 }
                 if depth != 2 {
                     return bad("unexpected text content");
                 }
-                if !text.iter().all(|b| is_base64(*b)) {
+                if !t.iter().all(|b| is_base64(*b)) {
                     return bad("publish content is not Base64");
                 }
+                text.extend_from_slice(&t);
                 content = true;
             }
             Event::CData(_) => return bad("unexpected CDATA"),
@@ -203,8 +223,13 @@ fn check_root(s: &BytesStart, expected: &Expected) -> Result<(), ContentError> {
     Ok(())
 }
 
-/// Checks a `<publish>` or `<withdraw>` start tag; returns whether it is a withdraw.
-fn child(s: &BytesStart, kind: Kind, summary: &mut Summary) -> Result<bool, ContentError> {
+/// Checks a `<publish>` or `<withdraw>` start tag; returns whether it is a withdraw, and its
+/// URI.
+fn child(
+    s: &BytesStart,
+    kind: Kind,
+    summary: &mut Summary,
+) -> Result<(bool, String), ContentError> {
     let withdraw = match s.name().as_ref() {
         b"publish" => false,
         b"withdraw" if kind == Kind::Delta => true,
@@ -236,13 +261,13 @@ fn child(s: &BytesStart, kind: Kind, summary: &mut Summary) -> Result<bool, Cont
             return bad("duplicate attribute on <publish>/<withdraw>");
         }
     }
-    match uri {
+    let uri = match uri {
         None => return bad("<publish>/<withdraw> without uri"),
         Some(u) if u.is_empty() || u.len() > MAX_URI || u.chars().any(char::is_control) => {
             return bad("unusable uri on <publish>/<withdraw>")
         }
-        Some(_) => {}
-    }
+        Some(u) => u,
+    };
     if let Some(h) = &hash {
         if Hash::from_hex(h).is_none() {
             return bad(format!("hash {h:?} is not a SHA-256 in hex"));
@@ -259,7 +284,7 @@ fn child(s: &BytesStart, kind: Kind, summary: &mut Summary) -> Result<bool, Cont
     } else {
         summary.publishes += 1;
     }
-    Ok(withdraw)
+    Ok((withdraw, uri))
 }
 
 fn end_child(withdraw: bool, content: bool) -> Result<(), ContentError> {

@@ -134,6 +134,43 @@ impl Repository {
         self.deltas.iter().map(|d| d.1.clone()).collect()
     }
 
+    /// Writes the repository as a Publication Server keeps it on disk (Krill's
+    /// `data/repo/rrdp/`): the files under their relative paths, the notification last, and
+    /// files no longer served removed (Krill deletes superseded files at once).
+    pub fn write_to(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        for (rel, body) in &self.files {
+            let path = dir.join(rel);
+            if !path.exists() {
+                std::fs::create_dir_all(path.parent().expect("files are under the base"))?;
+                std::fs::write(&path, body)?;
+            }
+        }
+        let tmp = dir.join(".notification.xml.tmp");
+        std::fs::write(&tmp, &self.notification)?;
+        std::fs::rename(&tmp, dir.join("notification.xml"))?;
+        let keep: std::collections::HashSet<std::path::PathBuf> =
+            self.files.keys().map(|rel| dir.join(rel)).collect();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.file_name() != Some("notification.xml".as_ref())
+                    && !keep.contains(&path)
+                {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The objects the current snapshot publishes: rsync URI → content.
+    pub fn objects(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.objects
+    }
+
     /// Replaces a served file's bytes (tests: an upstream that lies about a hash).
     pub fn corrupt(&mut self, rel: &str, body: Bytes) {
         self.files.insert(rel.to_string(), body);

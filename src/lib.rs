@@ -22,11 +22,14 @@ pub mod admin;
 pub mod config;
 pub mod content;
 pub mod demo;
+pub mod export;
 pub mod flight;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod guard;
 pub mod metrics;
+pub mod objtime;
+pub mod oneshot;
 pub mod passthrough;
 pub mod repo;
 pub mod rrdp;
@@ -146,6 +149,13 @@ impl BackgroundService for Pollers {
                 self.shared.config.cache.retain,
             );
             tasks.push(tokio::spawn(poller.run(shutdown.clone())));
+            if repo.config.export_rrdp.is_some() || repo.config.export_rsync.is_some() {
+                tasks.push(tokio::spawn(export::run(
+                    repo.clone(),
+                    self.shared.store.clone(),
+                    shutdown.clone(),
+                )));
+            }
         }
         let shared = self.shared.clone();
         let mut gc_shutdown = shutdown.clone();

@@ -42,6 +42,12 @@ enum Command {
     /// Validate the configuration file and exit: 0 if valid, 1 with the key and the reason of
     /// the first error.
     Check,
+    /// Run one round for every repository and exit: fetch and verify the upstream, publish it
+    /// to the cache, write the exports (export_rrdp, export_rsync), collect garbage. A
+    /// drop-in for a krill-sync cron job. Exit status: 0 all published (new or unchanged),
+    /// 1 bad configuration, 2 an upstream failed or was refused (what was exported stays),
+    /// 3 a local failure (cache, export directory, another run holding the lock).
+    Sync,
     /// Run only the built-in demo Publication Server (a generated repository that publishes a
     /// new serial every interval).
     Demo {
@@ -86,6 +92,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Sync) => {
+            let config = match Config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: {e}", cli.config.display());
+                    return ExitCode::from(rrdp_proxy::oneshot::CONFIG);
+                }
+            };
+            init_logging(&config.log.level, false);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(rrdp_proxy::oneshot::LOCAL);
+                }
+            };
+            ExitCode::from(runtime.block_on(rrdp_proxy::oneshot::run(config)))
+        }
         Some(Command::Demo {
             listen,
             interval,

@@ -79,6 +79,19 @@ pub struct Generation {
     /// return to one of them soon after is a stale replica answering, not a reset.
     #[serde(default)]
     pub left_sessions: Vec<(String, u64)>,
+    /// How many objects the snapshot publishes, when it was counted (content guards, rsync
+    /// export).
+    #[serde(default)]
+    pub snapshot_objects: Option<u64>,
+}
+
+impl Generation {
+    /// The relative path and entry of the snapshot the notification references.
+    pub fn snapshot(&self) -> Option<(&String, &FileEntry)> {
+        self.files
+            .iter()
+            .find(|(_, f)| f.kind == FileKind::Snapshot && f.expires.is_none())
+    }
 }
 
 impl Generation {
@@ -129,6 +142,8 @@ pub struct RepoStatus {
     pub last_publish_seconds: Option<f64>,
     /// The serial whose files have their gzip variants made (in the background).
     pub compressed_serial: Option<u64>,
+    /// The serial last written to the exports (export_rrdp, export_rsync).
+    pub exported_serial: Option<u64>,
 }
 
 /// A configured repository and its live state.

@@ -124,7 +124,7 @@ impl RrdpProxy {
         let forward = shared
             .repos
             .iter()
-            .map(|r| Upstream::new(&r.config.tls))
+            .map(|r| Upstream::for_repository(&r.config))
             .collect();
         RrdpProxy { shared, forward }
     }

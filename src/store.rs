@@ -124,7 +124,8 @@ impl Store {
         }))
     }
 
-    fn object_path(&self, hash: &Hash) -> PathBuf {
+    /// Where an object lives on disk (read it only after [`Store::contains`] said it is there).
+    pub fn object_path(&self, hash: &Hash) -> PathBuf {
         let hex = hash.to_hex();
         self.dir.join("objects").join(&hex[..2]).join(hex)
     }

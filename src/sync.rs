@@ -47,6 +47,8 @@ pub enum PollError {
     Regression { published: u64, upstream: u64 },
     /// The upstream went back to a session this repository left less than `cache.retain` ago.
     SessionReturn { session_id: String },
+    /// A content guard (`min_objects`, `max_shrink`) refused the new snapshot.
+    Guard(String),
     /// A snapshot or delta could not be fetched or verified.
     File { uri: String, error: FetchError },
     /// Our own disk failed.
@@ -61,6 +63,7 @@ impl PollError {
             PollError::Invalid(_) => "invalid_notification",
             PollError::Regression { .. } => "serial_regression",
             PollError::SessionReturn { .. } => "session_return",
+            PollError::Guard(_) => "content_guard",
             PollError::File { error, .. } => error.reason(),
             PollError::Store(_) => "store",
         }
@@ -83,6 +86,7 @@ impl std::fmt::Display for PollError {
                 f,
                 "went back to session {session_id}, which it left earlier (a stale replica?): not published"
             ),
+            PollError::Guard(e) => write!(f, "content guard: {e}; not published"),
             PollError::File { uri, error } => write!(f, "{uri}: {error}"),
             PollError::Store(e) => write!(f, "store: {e}"),
         }
@@ -173,7 +177,7 @@ impl Poller {
         metrics: Arc<Metrics>,
         retain: Duration,
     ) -> Poller {
-        let upstream = Upstream::new(&repo.config.tls);
+        let upstream = Upstream::for_repository(&repo.config);
         Poller {
             repo,
             store,
@@ -236,7 +240,12 @@ impl Poller {
                         Some(g) => format!("still serving serial {}", g.serial),
                         None => "nothing to serve yet".to_string(),
                     };
-                    warn!("{name}: {msg}; {serving}");
+                    if matches!(e, PollError::Guard(_)) {
+                        // The upstream published something that looks broken: loud.
+                        log::error!("{name}: {msg}; {serving}");
+                    } else {
+                        warn!("{name}: {msg}; {serving}");
+                    }
                 }
                 self.repo.status.send_modify(|s| {
                     s.polls_failed += 1;
@@ -405,6 +414,16 @@ impl Poller {
             )
             .await?;
 
+        let snapshot_objects = if cfg.counts_objects() {
+            let count = self
+                .count_objects(n.snapshot.hash, &snapshot_content, published.as_deref())
+                .await?;
+            self.check_guards(&n, count, published.as_deref()).await?;
+            Some(count)
+        } else {
+            None
+        };
+
         // Deltas, concurrently; a delta gone upstream (404/410) cuts the list there, keeping
         // the contiguous newest part that is stored.
         let results = self.fetch_deltas(&n.session_id, &deltas, &delta_rels).await;
@@ -455,13 +474,14 @@ impl Poller {
             }
         }
 
-        let generation = self.next_generation(
+        let mut generation = self.next_generation(
             &n,
             &snapshot_rel,
             served_deltas,
             files,
             published.as_deref(),
         );
+        generation.snapshot_objects = snapshot_objects;
         let (session_id, serial) = (generation.session_id.clone(), generation.serial);
         self.repo
             .publish(&self.store, generation)
@@ -476,6 +496,78 @@ impl Poller {
             );
         }
         Ok(Outcome::Published { session_id, serial })
+    }
+
+    /// How many objects a stored snapshot publishes: known if it is the published one, else
+    /// read from the store.
+    async fn count_objects(
+        &self,
+        hash: Hash,
+        expected: &Expected,
+        published: Option<&Generation>,
+    ) -> Result<u64, PollError> {
+        if let Some(p) = published {
+            if p.snapshot().is_some_and(|(_, f)| f.hash == hash) {
+                if let Some(n) = p.snapshot_objects {
+                    return Ok(n);
+                }
+            }
+        }
+        let (path, expected) = (self.store.object_path(&hash), expected.clone());
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)
+                .map_err(|e| PollError::Store(format!("{}: {e}", path.display())))?;
+            content::check(
+                std::io::BufReader::with_capacity(256 << 10, file),
+                &expected,
+            )
+            .map(|s| s.publishes)
+            .map_err(|e| PollError::Store(format!("stored snapshot {hash}: {e}")))
+        })
+        .await
+        .map_err(|e| PollError::Store(e.to_string()))?
+    }
+
+    /// Refuses a snapshot with fewer than `min_objects` objects, or one that shrank by more
+    /// than `max_shrink` percent against the published snapshot of the same session (a
+    /// declared session reset may shrink).
+    async fn check_guards(
+        &self,
+        n: &Notification,
+        count: u64,
+        published: Option<&Generation>,
+    ) -> Result<(), PollError> {
+        let cfg = &self.repo.config;
+        if let Some(min) = cfg.min_objects {
+            if count < min {
+                return Err(PollError::Guard(format!(
+                    "the snapshot of serial {} has {count} objects, fewer than min_objects = {min}",
+                    n.serial
+                )));
+            }
+        }
+        let (Some(max), Some(p)) = (cfg.max_shrink, published) else {
+            return Ok(());
+        };
+        if p.session_id != n.session_id {
+            return Ok(());
+        }
+        let Some((_, entry)) = p.snapshot() else {
+            return Ok(());
+        };
+        let before = Expected {
+            kind: content::Kind::Snapshot,
+            session_id: p.session_id.clone(),
+            serial: p.serial,
+        };
+        let prev = self.count_objects(entry.hash, &before, Some(p)).await?;
+        if count < prev && (prev - count) * 100 > prev * u64::from(max) {
+            return Err(PollError::Guard(format!(
+                "the snapshot shrank from {prev} objects (serial {}) to {count} (serial {}), more than max_shrink = {max}%",
+                p.serial, n.serial
+            )));
+        }
+        Ok(())
     }
 
     /// Fetches again any file the published generation references that is no longer in the
@@ -622,6 +714,7 @@ impl Poller {
             files,
             delta_count: deltas.len(),
             left_sessions: left_sessions(previous, &n.session_id, now),
+            snapshot_objects: None,
             notification_gz: None,
             etag_gzip: String::new(),
             last_modified_text: String::new(),

@@ -84,10 +84,13 @@ fn transport(e: impl fmt::Display) -> FetchError {
     FetchError::Transport(e.to_string())
 }
 
-/// A client for one upstream host's TLS settings.
+/// A client for one upstream: a host with its TLS settings, or a local directory.
 pub struct Upstream {
     connector: Connector,
     tls: UpstreamTls,
+    /// Read files from this directory instead (a Publication Server's RRDP directory on the
+    /// same host); the base URI of a request is then ignored.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Upstream {
@@ -97,7 +100,66 @@ impl Upstream {
         Arc::new(Upstream {
             connector: Connector::new(Some(opts)),
             tls: tls.clone(),
+            dir: None,
         })
+    }
+
+    /// The client for a repository: its directory if it has one, else HTTP.
+    pub fn for_repository(config: &crate::config::RepositoryConfig) -> Arc<Upstream> {
+        let mut u = Upstream::new(&config.tls);
+        if let Some(dir) = &config.source_dir {
+            Arc::get_mut(&mut u).expect("just made").dir = Some(dir.clone());
+        }
+        u
+    }
+
+    /// A local file as a response: 200 with its length, 304 if `If-None-Match` names its
+    /// current version, 404 if it is not there. The ETag is the file's identity and exact
+    /// modification time, so a rewrite within the same second is still seen.
+    async fn get_file(
+        self: &Arc<Self>,
+        dir: &std::path::Path,
+        rel: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<Response, FetchError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = dir.join(rel);
+        let status = |code: u16| {
+            ResponseHeader::build(code, None).map_err(|e| FetchError::Transport(e.to_string()))
+        };
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Response::local(self.clone(), status(404)?, None))
+            }
+            Err(e) => return Err(FetchError::Transport(format!("{}: {e}", path.display()))),
+        };
+        let meta = file
+            .metadata()
+            .await
+            .map_err(|e| FetchError::Transport(format!("{}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Ok(Response::local(self.clone(), status(404)?, None));
+        }
+        let etag = format!(
+            "\"{:x}-{:x}-{:x}.{:x}\"",
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        );
+        if headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("If-None-Match") && *v == etag)
+        {
+            return Ok(Response::local(self.clone(), status(304)?, None));
+        }
+        let mut header = status(200)?;
+        header
+            .insert_header("Content-Length", meta.len().to_string())
+            .and_then(|_| header.insert_header("ETag", etag))
+            .map_err(|e| FetchError::Transport(e.to_string()))?;
+        Ok(Response::local(self.clone(), header, Some(file)))
     }
 
     async fn peer(&self, base: &BaseUri) -> Result<HttpPeer, FetchError> {
@@ -128,6 +190,9 @@ impl Upstream {
         rel: &str,
         headers: &[(&'static str, String)],
     ) -> Result<Response, FetchError> {
+        if let Some(dir) = &self.dir {
+            return self.get_file(dir, rel, headers).await;
+        }
         let peer = self.peer(base).await?;
         let path = format!("{}{}", base.path(), rel);
         let mut req = RequestHeader::build("GET", path.as_bytes(), None).map_err(transport)?;
@@ -158,8 +223,9 @@ impl Upstream {
             .ok_or_else(|| transport("no response header"))?;
         Ok(Response {
             upstream: self.clone(),
-            peer,
+            peer: Some(peer),
             session: Some(session),
+            file: None,
             header,
         })
     }
@@ -168,12 +234,28 @@ impl Upstream {
 /// A response whose header has arrived; read the body with [`Response::chunk`].
 pub struct Response {
     upstream: Arc<Upstream>,
-    peer: HttpPeer,
+    peer: Option<HttpPeer>,
     session: Option<HttpSession>,
+    /// The body of a local file.
+    file: Option<tokio::fs::File>,
     pub header: ResponseHeader,
 }
 
 impl Response {
+    fn local(
+        upstream: Arc<Upstream>,
+        header: ResponseHeader,
+        file: Option<tokio::fs::File>,
+    ) -> Response {
+        Response {
+            upstream,
+            peer: None,
+            session: None,
+            file,
+            header,
+        }
+    }
+
     pub fn status(&self) -> u16 {
         self.header.status.as_u16()
     }
@@ -186,16 +268,26 @@ impl Response {
     /// The next piece of the body; `None` at its end (and the connection goes back to the
     /// pool).
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+        if let Some(file) = self.file.as_mut() {
+            use tokio::io::AsyncReadExt;
+            let mut buf = bytes::BytesMut::with_capacity(64 << 10);
+            let n = file.read_buf(&mut buf).await.map_err(transport)?;
+            if n == 0 {
+                self.file = None;
+                return Ok(None);
+            }
+            return Ok(Some(buf.freeze()));
+        }
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
         match session.read_response_body().await.map_err(transport)? {
             Some(b) => Ok(Some(b)),
             None => {
-                if let Some(s) = self.session.take() {
+                if let (Some(s), Some(peer)) = (self.session.take(), self.peer.as_ref()) {
                     self.upstream
                         .connector
-                        .release_http_session(s, &self.peer, Some(IDLE_TIMEOUT))
+                        .release_http_session(s, peer, Some(IDLE_TIMEOUT))
                         .await;
                 }
                 Ok(None)

@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod clients;
 mod durability;
+mod exports;
 mod failover;
 mod faults;
 mod fuzz_replay;

@@ -1,0 +1,425 @@
+//! Exports of the published repository to the file system, for web and rsync servers
+//! (what krill-sync does from cron, done after every publish).
+//!
+//! - **Static RRDP** (`export_rrdp`): the snapshot and deltas under their relative paths,
+//!   each written to a temporary file, fsynced and renamed into place; after `notify_delay`
+//!   the notification, the same way, last. A web server serving the directory never hands
+//!   out a notification whose files are not there. Files stay while the generation lists
+//!   them (superseded ones for `cache.retain`), then go.
+//! - **rsync** (`export_rsync`): the snapshot's objects, Base64-decoded, at the paths of
+//!   their rsync URIs in a new directory per session and serial; then the `current` symlink
+//!   is switched with one rename. An rsync daemon whose module points at `current` resolves
+//!   it when a client connects, so each client copies one whole tree. Trees that stopped
+//!   being current more than `rsync_retain` ago are removed. Each file's modification time
+//!   is the object's own (see `objtime`), so rsync clients skip unchanged objects.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use log::{info, warn};
+
+use crate::content::{self, ContentError, Expected};
+use crate::repo::{unix_now, Generation, Repo};
+use crate::store::Store;
+
+/// The notification's file name in a static RRDP export.
+const NOTIFICATION: &str = "notification.xml";
+/// The symlink an rsync daemon's module points at.
+pub const CURRENT: &str = "current";
+/// Prefix of anything being written (never served, removed if left by a crash).
+const TMP_PREFIX: &str = ".tmp-";
+
+/// Keeps a repository's exports in step with its published generation until `shutdown`.
+pub async fn run(
+    repo: Arc<Repo>,
+    store: Arc<Store>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut status = repo.status.subscribe();
+    let mut done: Option<(String, u64)> = None;
+    loop {
+        let published = repo.published.load_full();
+        if let Some(g) = published {
+            let key = (g.session_id.clone(), g.serial);
+            if done.as_ref() != Some(&key) {
+                match export_once(&repo, &store, &g).await {
+                    Ok(()) => {
+                        done = Some(key);
+                        repo.status
+                            .send_modify(|s| s.exported_serial = Some(g.serial));
+                    }
+                    Err(e) => warn!(
+                        "{}: export of serial {} failed: {e}; retried at the next change",
+                        repo.name(),
+                        g.serial
+                    ),
+                }
+            }
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Writes the configured exports of one generation.
+pub async fn export_once(repo: &Repo, store: &Arc<Store>, g: &Arc<Generation>) -> io::Result<()> {
+    let cfg = &repo.config;
+    if let Some(dir) = &cfg.export_rrdp {
+        write_rrdp(dir, g, store, cfg.notify_delay).await?;
+        let removed = blocking({
+            let (dir, g) = (dir.clone(), g.clone());
+            move || cleanup_rrdp(&dir, &g, unix_now())
+        })
+        .await?;
+        info!(
+            "{}: serial {} exported to {}{}",
+            repo.name(),
+            g.serial,
+            dir.display(),
+            if removed > 0 {
+                format!(" ({removed} expired files removed)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(dir) = &cfg.export_rsync {
+        let (dir, g2, store2, host) = (
+            dir.clone(),
+            g.clone(),
+            store.clone(),
+            cfg.rsync_include_host,
+        );
+        let retain = cfg.rsync_retain;
+        let name = blocking(move || {
+            let name = write_rsync(&dir, &g2, &store2, host)?;
+            cleanup_rsync(&dir, SystemTime::now(), retain)?;
+            Ok(name)
+        })
+        .await?;
+        info!("{}: rsync tree {name} is current", repo.name());
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
+}
+
+//------------ Static RRDP ---------------------------------------------------------------------
+
+/// Writes every file the generation lists that is not in `dir` yet, then (after `delay`) the
+/// notification.
+pub async fn write_rrdp(
+    dir: &Path,
+    g: &Arc<Generation>,
+    store: &Arc<Store>,
+    delay: Duration,
+) -> io::Result<()> {
+    let (d, g2, s) = (dir.to_path_buf(), g.clone(), store.clone());
+    blocking(move || {
+        let now = unix_now();
+        for (rel, f) in &g2.files {
+            if !f.is_live(now) {
+                continue;
+            }
+            let target = d.join(rel);
+            if std::fs::metadata(&target).is_ok_and(|m| m.len() == f.size) {
+                continue; // content-addressed upstream paths: same name, same bytes
+            }
+            // Copied by the kernel, not through memory: a snapshot can be 500 MB. The store's
+            // objects were hashed when written (and at start if referenced).
+            copy_atomic(&s.object_path(&f.hash), &target)
+                .map_err(|e| io::Error::new(e.kind(), format!("{rel}: {e}")))?;
+        }
+        Ok(())
+    })
+    .await?;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let (target, body) = (dir.join(NOTIFICATION), g.notification.clone());
+    blocking(move || write_atomic(&target, &body)).await
+}
+
+/// Removes every file under `dir` that the generation does not list as servable at `now`
+/// (and temporary files left by a crash), then empty directories. Returns how many files
+/// went.
+pub fn cleanup_rrdp(dir: &Path, g: &Generation, now: u64) -> io::Result<usize> {
+    let keep: HashSet<&str> = g
+        .files
+        .iter()
+        .filter(|(_, f)| f.is_live(now))
+        .map(|(rel, _)| rel.as_str())
+        .chain([NOTIFICATION])
+        .collect();
+    let mut removed = 0;
+    remove_unlisted(dir, dir, &keep, &mut removed)?;
+    Ok(removed)
+}
+
+fn remove_unlisted(
+    top: &Path,
+    dir: &Path,
+    keep: &HashSet<&str>,
+    removed: &mut usize,
+) -> io::Result<bool> {
+    let mut empty = true;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            if remove_unlisted(top, &path, keep, removed)? {
+                std::fs::remove_dir(&path)?;
+            } else {
+                empty = false;
+            }
+            continue;
+        }
+        let rel = path
+            .strip_prefix(top)
+            .map_err(io::Error::other)?
+            .to_string_lossy();
+        if keep.contains(rel.as_ref()) {
+            empty = false;
+        } else {
+            std::fs::remove_file(&path)?;
+            *removed += 1;
+        }
+    }
+    Ok(empty)
+}
+
+/// Copies `src` to a temporary file beside `target`, fsyncs it and renames it into place.
+fn copy_atomic(src: &Path, target: &Path) -> io::Result<()> {
+    let parent = target
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!("{TMP_PREFIX}copy-{}", std::process::id()));
+    std::fs::copy(src, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, target)?;
+    std::fs::File::open(parent)?.sync_all()
+}
+
+/// Writes `data` to a temporary file beside `target`, fsyncs it, renames it over `target` and
+/// fsyncs the directory.
+fn write_atomic(target: &Path, data: &[u8]) -> io::Result<()> {
+    let parent = target
+        .parent()
+        .ok_or_else(|| io::Error::other("no parent directory"))?;
+    std::fs::create_dir_all(parent)?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, target)?;
+    std::fs::File::open(parent)?.sync_all()
+}
+
+//------------ rsync ---------------------------------------------------------------------------
+
+/// The tree name of a generation.
+pub fn tree_name(g: &Generation) -> String {
+    format!("{}-{}", g.session_id, g.serial)
+}
+
+/// Materialises the generation's snapshot as a tree under `dir` (unless it exists) and
+/// makes it `current`. Returns the tree's name.
+pub fn write_rsync(
+    dir: &Path,
+    g: &Generation,
+    store: &Store,
+    include_host: bool,
+) -> io::Result<String> {
+    let name = tree_name(g);
+    let tree = dir.join(&name);
+    if !tree.is_dir() {
+        let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        let (_, snapshot) = g
+            .snapshot()
+            .ok_or_else(|| io::Error::other("the generation has no snapshot"))?;
+        let file = std::fs::File::open(store.object_path(&snapshot.hash))?;
+        let expected = Expected {
+            kind: content::Kind::Snapshot,
+            session_id: g.session_id.clone(),
+            serial: g.serial,
+        };
+        let mut dirs = HashSet::new();
+        content::walk(
+            io::BufReader::with_capacity(256 << 10, file),
+            &expected,
+            &mut |uri, b64| {
+                write_object(&tmp, uri, b64, include_host, &mut dirs)
+                    .map_err(|e| ContentError(e.to_string()))
+            },
+        )
+        .map_err(|e| io::Error::other(format!("snapshot {}: {e}", snapshot.hash)))?;
+        sync_tree(&tmp, &dirs)?;
+        std::fs::rename(&tmp, &tree)?;
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    switch_current(dir, &name)?;
+    Ok(name)
+}
+
+/// Writes one object at the path of its rsync URI.
+fn write_object(
+    tree: &Path,
+    uri: &str,
+    b64: &[u8],
+    include_host: bool,
+    dirs: &mut HashSet<PathBuf>,
+) -> io::Result<()> {
+    let rel = rsync_path(uri, include_host)
+        .ok_or_else(|| io::Error::other(format!("unusable rsync URI {uri:?}")))?;
+    let clean: Vec<u8> = b64
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(clean)
+        .map_err(|e| io::Error::other(format!("{uri}: {e}")))?;
+    let path = tree.join(&rel);
+    let parent = path.parent().expect("a relative path with a file name");
+    if dirs.insert(parent.to_path_buf()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::File::create(&path)?;
+    f.write_all(&der)?;
+    if let Some(t) = crate::objtime::made_at(&rel, &der).filter(|t| *t >= 0) {
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(t as u64))?;
+    }
+    Ok(())
+}
+
+/// fsyncs every file of a freshly written tree, then its directories, so the tree is whole
+/// on disk before it is renamed into view.
+fn sync_tree(tree: &Path, dirs: &HashSet<PathBuf>) -> io::Result<()> {
+    for d in dirs {
+        for entry in std::fs::read_dir(d)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::File::open(entry.path())?.sync_all()?;
+            }
+        }
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    std::fs::File::open(tree)?.sync_all()
+}
+
+/// The path inside the tree for an rsync URI: `module/path` (or `host/module/path`). Every
+/// segment must be a plain name: nothing can be written outside the tree.
+pub fn rsync_path(uri: &str, include_host: bool) -> Option<String> {
+    let rest = uri.strip_prefix("rsync://")?;
+    let (host, path) = rest.split_once('/')?;
+    let segments: Vec<&str> = path.split('/').collect();
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && !s.starts_with(TMP_PREFIX)
+            && !s.contains(['\\', '\0'])
+    };
+    if host.is_empty() || !plain(host) || segments.iter().any(|s| !plain(s)) {
+        return None;
+    }
+    Some(if include_host {
+        format!("{host}/{path}")
+    } else {
+        path.to_string()
+    })
+}
+
+/// Points `current` at `name` with one rename; the tree it pointed at before gets its
+/// modification time set to now: the moment it stopped being current.
+fn switch_current(dir: &Path, name: &str) -> io::Result<()> {
+    let link = dir.join(CURRENT);
+    let previous = std::fs::read_link(&link).ok();
+    if previous.as_deref() == Some(Path::new(name)) {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{TMP_PREFIX}{CURRENT}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(name, &tmp)?;
+    std::fs::rename(&tmp, &link)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    if let Some(prev) = previous {
+        let _ = std::fs::File::open(dir.join(prev)).and_then(|f| f.set_modified(SystemTime::now()));
+    }
+    Ok(())
+}
+
+/// Removes trees that are not current and stopped being current before `now - retain`, and
+/// anything temporary. Returns how many trees went.
+pub fn cleanup_rsync(dir: &Path, now: SystemTime, retain: Duration) -> io::Result<usize> {
+    let current = std::fs::read_link(dir.join(CURRENT)).ok();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == CURRENT || current.as_deref() == Some(Path::new(&name)) {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        let since = meta.modified()?;
+        let expired = since + retain <= now;
+        let stale_tmp = name.starts_with(TMP_PREFIX) && since + Duration::from_secs(3600) <= now;
+        if !meta.is_dir() || !(expired || stale_tmp) {
+            continue;
+        }
+        std::fs::remove_dir_all(entry.path())?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsync_paths_stay_inside_the_tree() {
+        assert_eq!(
+            rsync_path("rsync://h/repo/a/b.cer", false).as_deref(),
+            Some("repo/a/b.cer")
+        );
+        assert_eq!(
+            rsync_path("rsync://h/repo/a/b.cer", true).as_deref(),
+            Some("h/repo/a/b.cer")
+        );
+        for bad in [
+            "https://h/repo/x.cer",
+            "rsync://h/repo/../x.cer",
+            "rsync://h/repo//x.cer",
+            "rsync://h/repo/./x.cer",
+            "rsync://h/repo/a\\..\\x.cer",
+            "rsync://../repo/x.cer",
+            "rsync://h/",
+            "rsync://h/repo/.tmp-current-1",
+        ] {
+            assert_eq!(rsync_path(bad, true), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `rrdp-proxy sync`: one round for every repository — fetch, verify, publish to the cache,
+//! write the exports — then exit with a status a cron job or a systemd timer can act on. A
+//! drop-in for a krill-sync cron job.
+
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::repo::unix_now;
+use crate::sync::{Outcome, Poller};
+use crate::Shared;
+
+/// Exit status: every repository is published (new or unchanged) and exported.
+pub const OK: u8 = 0;
+/// The configuration was refused (as `check`).
+pub const CONFIG: u8 = 1;
+/// At least one upstream failed or was refused (content guard, bad file, unreachable): what
+/// was published and exported before stays as it was.
+pub const UPSTREAM: u8 = 2;
+/// Our own side failed: the cache directory, an export directory, the lock.
+pub const LOCAL: u8 = 3;
+
+/// Runs one round; prints one line per repository to standard output (errors to standard
+/// error) and returns the exit status.
+pub async fn run(config: Config) -> u8 {
+    // Two overlapping runs (a slow one and the next cron tick) must not write the same
+    // cache: the second waits for nothing and says so.
+    let lock_path = config.cache.dir.join("sync.lock");
+    if let Err(e) = std::fs::create_dir_all(&config.cache.dir) {
+        eprintln!("cache.dir: {e}");
+        return LOCAL;
+    }
+    let lock = match std::fs::File::create(&lock_path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}: {e}", lock_path.display());
+            return LOCAL;
+        }
+    };
+    if lock.try_lock().is_err() {
+        eprintln!(
+            "{}: another `rrdp-proxy sync` holds the lock; nothing done",
+            lock_path.display()
+        );
+        return LOCAL;
+    }
+    let shared = match Shared::open(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return LOCAL;
+        }
+    };
+    let mut status = OK;
+    for repo in &shared.repos {
+        let mut poller = Poller::new(
+            repo.clone(),
+            shared.store.clone(),
+            shared.metrics.clone(),
+            shared.config.cache.retain,
+        );
+        let name = repo.name();
+        match poller.poll_once().await {
+            Ok(Outcome::Published { session_id, serial }) => {
+                println!("{name}: published session {session_id} serial {serial}");
+            }
+            Ok(Outcome::Unchanged) => {
+                let serial = repo.published.load().as_ref().map_or(0, |g| g.serial);
+                println!("{name}: unchanged at serial {serial}");
+            }
+            Err(e) => {
+                let serving = match repo.published.load().as_ref() {
+                    Some(g) => format!("serial {} stays published", g.serial),
+                    None => "nothing published".to_string(),
+                };
+                eprintln!("{name}: {e}; {serving}");
+                status = status.max(UPSTREAM);
+            }
+        }
+        if let Some(g) = repo.published.load_full() {
+            if let Err(e) = crate::export::export_once(repo, &shared.store, &g).await {
+                eprintln!("{name}: export failed: {e}");
+                status = LOCAL;
+            }
+        }
+    }
+    let live = shared.live_objects(unix_now());
+    if let Err(e) = shared.store.collect_garbage(live, SystemTime::now()).await {
+        eprintln!("cache.dir: garbage collection failed: {e}");
+    }
+    status
+}
