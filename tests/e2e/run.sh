@@ -146,6 +146,7 @@ public = "https://rrdp.test:$PROXY_TLS/rrdp/"
 upstream = "https://127.0.0.1:$KRILL_PORT/rrdp/"
 upstream_insecure = true          # Krill's self-signed certificate
 poll_interval = "2s"
+export_rsync = "$LAB/proxy/rsync"
 [[passthrough]]
 public = "https://rrdp.test:$PROXY_TLS/ta/"
 upstream = "https://127.0.0.1:$KRILL_PORT/ta/"
@@ -327,6 +328,47 @@ enc=$(curl -sf -o /dev/null -w '%header{content-encoding}' -H 'Accept-Encoding: 
 got_hash=$(curl -sf --compressed "$uri" | sha256sum | cut -d' ' -f1)
 ok=$([ "$enc" = gzip ] && [ "$got_hash" = "$hash" ] && echo pass || echo FAIL)
 record curl "snapshot gzip, hash after decoding" gzip "${enc:-none}" "$ok"
+
+log "7: krill-sync parity"
+# The rsync export: each object's modification time is its own (a certificate's notBefore),
+# and the tree holds one file per object of the snapshot.
+want=$(proxy_serial)
+for _ in $(seq 1 100); do
+  curl -sf "http://$ADMIN/status" | grep -q "\"exported_serial\": $want" && break
+  sleep 0.1
+done
+cer=$(find "$LAB/proxy/rsync/current/" -name '*.cer' -print -quit)
+not_before=$(date -d "$(openssl x509 -inform DER -in "$cer" -noout -startdate | cut -d= -f2)" +%s)
+mtime=$(stat -c %Y "$cer")
+record proxy "rsync export: .cer mtime = notBefore" "$not_before" "$mtime" "$([ "$mtime" = "$not_before" ] && echo pass || echo FAIL)"
+snap_hash=$(curl -sf "https://rrdp.test:$PROXY_TLS/rrdp/notification.xml" | grep -o '<snapshot [^>]*' | sed 's/.* hash="\([^"]*\)".*/\1/')
+n_snapshot=$(grep -o '<publish ' "$LAB/proxy/cache/objects/${snap_hash:0:2}/$snap_hash" | wc -l)
+n_objects=$(find "$LAB/proxy/rsync/current/" -type f | wc -l)
+record proxy "rsync export: one file per object" "$n_snapshot" "$n_objects" "$([ "$n_objects" = "$n_snapshot" ] && echo pass || echo FAIL)"
+
+# krill-sync's job in one shot: Krill's RRDP directory as the source, a static export out,
+# byte for byte Krill's files.
+cat > "$LAB/sync.toml" <<TOML
+[server]
+listen = ["127.0.0.1:1"]
+[cache]
+dir = "$LAB/sync/cache"
+[[repository]]
+public = "https://rrdp.test:$PROXY_TLS/rrdp/"
+upstream = "$LAB/krill/data/repo/rrdp/"
+export_rrdp = "$LAB/sync/rrdp"
+TOML
+code=0
+RUST_LOG=warn "$proxy_bin" sync --config "$LAB/sync.toml" >/dev/null || code=$?
+ok=pass
+[ "$code" = 0 ] || ok=FAIL
+files=0
+while read -r rel; do
+  files=$((files + 1))
+  cmp -s "$LAB/sync/rrdp/$rel" "$LAB/krill/data/repo/rrdp/$rel" || ok=FAIL
+done < <(grep -o '<\(snapshot\|delta\) [^>]*' "$LAB/sync/rrdp/notification.xml" | sed 's|.* uri="https://[^/]*/rrdp/\([^"]*\)".*|\1|')
+[ "$files" -gt 0 ] || ok=FAIL
+record proxy "sync from Krill's dir: $files files = Krill's" "exit 0" "exit $code" "$ok"
 
 printf '\n| RP          | scenario                           | expected |  seen | pass |\n'
 printf '|-------------|------------------------------------|----------|-------|------|\n'
