@@ -61,6 +61,26 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     demo: Option<RawDemo>,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    peers: Vec<String>,
+    token: Option<String>,
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+}
+
+/// One upstream base, or several (failover, first preferred).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,7 +118,7 @@ struct RawCache {
 #[serde(deny_unknown_fields)]
 struct RawRepository {
     public: String,
-    upstream: String,
+    upstream: OneOrMany,
     notification: Option<String>,
     poll_interval: Option<String>,
     upstream_ca: Option<PathBuf>,
@@ -119,6 +139,7 @@ struct RawRepository {
     #[serde(default)]
     rsync_include_host: bool,
     rsync_retain: Option<String>,
+    publish_delay: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +180,22 @@ pub struct Config {
     pub log: LogConfig,
     /// When set, this process also runs the built-in demo Publication Server.
     pub demo: Option<DemoConfig>,
+    /// Other nodes serving the same repositories (peer fill).
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// `[cluster]`: the other nodes of a group serving the same repositories.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Base URIs of the peers' public listeners, e.g. `https://node2.example.net:8443/`.
+    pub peers: Vec<BaseUri>,
+    /// Shared secret the peers' object endpoint requires (`Authorization: Bearer`).
+    pub token: String,
+    pub tls: UpstreamTls,
+}
+
+/// Where peers fetch objects by SHA-256 from each other (with the cluster token).
+pub const PEER_OBJECT_PATH: &str = "/.well-known/rrdp-proxy/object/";
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -245,6 +281,11 @@ pub struct RepositoryConfig {
     pub rsync_include_host: bool,
     /// Keep superseded rsync trees this long after they stop being `current`.
     pub rsync_retain: Duration,
+    /// Every upstream base, the preferred (`upstream`) first; failover in this order.
+    pub upstreams: Vec<BaseUri>,
+    /// Hold a new generation this long after its files are stored, and publish it only if the
+    /// upstream still answers then (a publish barrier for nodes polling out of step).
+    pub publish_delay: Duration,
 }
 
 impl RepositoryConfig {
@@ -396,7 +437,12 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             interval: opt_duration("demo.interval", d.interval)?.unwrap_or(Duration::from_secs(5)),
         }),
     };
+    let cluster = match raw.cluster {
+        None => None,
+        Some(c) => Some(validate_cluster(c, base)?),
+    };
     Ok(Config {
+        cluster,
         server,
         cache,
         repositories,
@@ -508,9 +554,22 @@ fn validate_repository(
 ) -> Result<RepositoryConfig, ConfigError> {
     let key = |k: &str| format!("repository[{i}].{k}");
     let public = base_uri(&key("public"), &r.public)?;
+    let upstream_list = match r.upstream {
+        OneOrMany::One(u) => vec![u],
+        OneOrMany::Many(v) => v,
+    };
+    let Some(first) = upstream_list.first().cloned() else {
+        return Err(ConfigError::new(key("upstream"), "no upstream given"));
+    };
+    if upstream_list.len() > 1 && upstream_list.iter().any(|u| u.starts_with('/')) {
+        return Err(ConfigError::new(
+            key("upstream"),
+            "a directory upstream cannot be one of several",
+        ));
+    }
     // An absolute path is a local directory: the Publication Server's RRDP directory.
-    let source_dir = if r.upstream.starts_with('/') {
-        let dir = PathBuf::from(&r.upstream);
+    let source_dir = if first.starts_with('/') {
+        let dir = PathBuf::from(&first);
         if !dir.is_dir() {
             return Err(ConfigError::new(
                 key("upstream"),
@@ -523,8 +582,19 @@ fn validate_repository(
     };
     let upstream = match &source_dir {
         Some(_) => public.clone(),
-        None => base_uri(&key("upstream"), &r.upstream)?,
+        None => base_uri(&key("upstream"), &first)?,
     };
+    let mut upstreams = vec![upstream.clone()];
+    for (j, u) in upstream_list.iter().enumerate().skip(1) {
+        let b = base_uri(&format!("{}[{j}]", key("upstream")), u)?;
+        if upstreams.contains(&b) {
+            return Err(ConfigError::new(
+                key("upstream"),
+                format!("{b} is listed twice"),
+            ));
+        }
+        upstreams.push(b);
+    }
     if source_dir.is_some() && (r.upstream_ca.is_some() || r.upstream_insecure) {
         return Err(ConfigError::new(
             key("upstream_ca"),
@@ -615,7 +685,44 @@ fn validate_repository(
         rsync_include_host: r.rsync_include_host,
         rsync_retain: opt_duration(&key("rsync_retain"), r.rsync_retain)?
             .unwrap_or(DEFAULT_RSYNC_RETAIN),
+        upstreams,
+        publish_delay: opt_duration(&key("publish_delay"), r.publish_delay)?
+            .unwrap_or(Duration::ZERO),
     })
+}
+
+fn validate_cluster(c: RawCluster, base: &Path) -> Result<ClusterConfig, ConfigError> {
+    let token = c.token.unwrap_or_default();
+    if token.len() < 16 {
+        return Err(ConfigError::new(
+            "cluster.token",
+            "a shared secret of at least 16 characters is needed (every node's the same)",
+        ));
+    }
+    if token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ConfigError::new(
+            "cluster.token",
+            "must not contain white space or control characters",
+        ));
+    }
+    let mut peers = Vec::new();
+    for (i, p) in c.peers.iter().enumerate() {
+        let p = if p.ends_with('/') {
+            p.clone()
+        } else {
+            format!("{p}/")
+        };
+        peers.push(base_uri(&format!("cluster.peers[{i}]"), &p)?);
+    }
+    let any_tls = peers.first().cloned();
+    let tls = match any_tls {
+        Some(first) => upstream_tls("cluster.ca", c.ca, c.insecure, &first, base)?,
+        None => UpstreamTls {
+            ca: None,
+            insecure: c.insecure,
+        },
+    };
+    Ok(ClusterConfig { peers, token, tls })
 }
 
 /// An export directory: relative to the config file, created if missing.

@@ -33,6 +33,7 @@ const MAX_OBJECTS: usize = 40;
 const OBJECT_BASE: &str = "rsync://demo.test/repo/";
 
 /// A generated RRDP repository.
+#[derive(Clone)]
 pub struct Repository {
     /// Base URI the files are published under, ending in `/`.
     base_uri: String,

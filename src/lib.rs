@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod objtime;
 pub mod oneshot;
 pub mod passthrough;
+pub mod peers;
 pub mod repo;
 pub mod rrdp;
 pub mod serve;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// When this process started (staleness before the first successful poll).
     pub started: SystemTime,
+    /// The cluster's other nodes, for peer fill.
+    pub peers: Option<Arc<peers::Peers>>,
 }
 
 impl Shared {
@@ -106,6 +109,7 @@ impl Shared {
             .map(|p| Passthrough::new(p.clone(), store.clone()))
             .collect();
         Ok(Arc::new(Shared {
+            peers: peers::Peers::new(config.cluster.as_ref()),
             config,
             store,
             repos,
@@ -147,7 +151,8 @@ impl BackgroundService for Pollers {
                 self.shared.store.clone(),
                 self.shared.metrics.clone(),
                 self.shared.config.cache.retain,
-            );
+            )
+            .with_peers(self.shared.peers.clone());
             tasks.push(tokio::spawn(poller.run(shutdown.clone())));
             if repo.config.export_rrdp.is_some() || repo.config.export_rsync.is_some() {
                 tasks.push(tokio::spawn(export::run(

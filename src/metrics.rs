@@ -103,6 +103,8 @@ pub struct Metrics {
     poll_errors: Mutex<BTreeMap<&'static str, u64>>,
     hash_mismatches: AtomicU64,
     invalid_contents: AtomicU64,
+    peer_fetches: AtomicU64,
+    peer_requests: AtomicU64,
     publishes: AtomicU64,
     gzip_responses: AtomicU64,
 }
@@ -133,6 +135,19 @@ impl Metrics {
 
     pub fn count_hash_mismatch(&self) {
         self.hash_mismatches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_peer_fetch(&self) {
+        self.peer_fetches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_peer_request(&self) {
+        self.peer_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Objects asked of peers so far.
+    pub fn peer_fetches(&self) -> u64 {
+        self.peer_fetches.load(Ordering::Relaxed)
     }
 
     pub fn count_invalid_content(&self) {
@@ -209,6 +224,18 @@ impl Metrics {
             "rrdp_proxy_invalid_content_total",
             "Upstream snapshots/deltas refused: right hash, but not the file the notification describes.",
             &self.invalid_contents,
+        );
+        counter(
+            out,
+            "rrdp_proxy_peer_fetches_total",
+            "Objects asked of peers (peer fill).",
+            &self.peer_fetches,
+        );
+        counter(
+            out,
+            "rrdp_proxy_peer_requests_total",
+            "Objects served to peers.",
+            &self.peer_requests,
         );
         counter(
             out,

@@ -57,7 +57,8 @@ pub async fn run(config: Config) -> u8 {
             shared.store.clone(),
             shared.metrics.clone(),
             shared.config.cache.retain,
-        );
+        )
+        .with_peers(shared.peers.clone());
         let name = repo.name();
         match poller.poll_once().await {
             Ok(Outcome::Published { session_id, serial }) => {

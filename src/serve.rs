@@ -22,7 +22,7 @@ use crate::metrics::{Kind, Outcome};
 use crate::repo::{unix_now, FileKind, Repo};
 use crate::rrdp::Hash;
 use crate::store::Object;
-use crate::sync::{ensure_object, fetch_object};
+use crate::sync::{ensure_object, fetch_object, Sources};
 use crate::upstream::{FetchError, Upstream};
 use crate::Shared;
 
@@ -137,6 +137,11 @@ impl RrdpProxy {
         let path = req.uri.path();
         let method = &req.method;
         let is_get_or_head = method == http::Method::GET || method == http::Method::HEAD;
+        if let Some(hex) = path.strip_prefix(crate::config::PEER_OBJECT_PATH) {
+            if is_get_or_head {
+                return self.peer_object(req, hex).await;
+            }
+        }
 
         for (i, repo) in self.shared.repos.iter().enumerate() {
             let Some(rest) = path.strip_prefix(repo.config.public.path()) else {
@@ -255,24 +260,30 @@ impl RrdpProxy {
         }
         // Not published (yet, or any more): ask the upstream. If the newest upstream
         // notification names this file, the bytes must have its hash, and are kept.
-        let expected = repo.pending.load().get(rel).cloned();
+        let mut expected = repo.pending.load().get(rel).cloned();
         let store = &self.shared.store;
+        let limits = (repo.config.max_file_size, repo.config.fetch_timeout);
         let fetched = match expected {
             // Named by the newest upstream notification: one download, shared with every
             // other client asking now and with the poller, hash-checked.
-            Some((hash, ref content)) => ensure_object(
-                upstream,
-                store,
-                &repo.config.upstream,
-                rel,
-                hash,
-                Some(content),
-                repo.config.max_file_size,
-                repo.config.fetch_timeout,
-                &self.shared.metrics,
-            )
-            .await
-            .map(|size| (hash, size)),
+            Some((hash, ref content)) => {
+                let src = Sources {
+                    upstream,
+                    bases: &repo.config.upstreams,
+                    peers: self.shared.peers.as_deref(),
+                };
+                ensure_object(
+                    &src,
+                    store,
+                    rel,
+                    hash,
+                    Some(content),
+                    limits,
+                    &self.shared.metrics,
+                )
+                .await
+                .map(|size| (hash, size))
+            }
             None => {
                 let _flight = store
                     .flights
@@ -311,7 +322,37 @@ impl RrdpProxy {
                     }
                     map.insert(rel.to_string(), *hash);
                 }
-                fetched
+                match (fetched, self.shared.peers.as_deref()) {
+                    (Ok(f), _) => Ok(f),
+                    // The origin failed (down, or the file is gone there): a peer that
+                    // published it names its hash, and serves the bytes by that hash.
+                    (Err(e), Some(peers)) => match peers.lookup(&repo.config, rel).await {
+                        Some((hash, content)) => {
+                            let src = Sources {
+                                upstream,
+                                bases: &[],
+                                peers: Some(peers),
+                            };
+                            let got = ensure_object(
+                                &src,
+                                store,
+                                rel,
+                                hash,
+                                Some(&content),
+                                limits,
+                                &self.shared.metrics,
+                            )
+                            .await
+                            .map(|size| (hash, size));
+                            if got.is_ok() {
+                                expected = Some((hash, content));
+                            }
+                            got
+                        }
+                        None => Err(e),
+                    },
+                    (Err(e), None) => Err(e),
+                }
             }
         };
         match fetched {
@@ -325,6 +366,46 @@ impl RrdpProxy {
                 info!("{}{rel}: forwarding failed: {e}", repo.config.public);
                 Answer::text(502, Kind::File, "upstream failed\n")
             }
+        }
+    }
+
+    /// A stored object by its SHA-256, for a peer that presents the cluster token. Anyone else
+    /// gets the same 404 as for a path that does not exist.
+    async fn peer_object(&self, req: &RequestHeader, hex: &str) -> Answer {
+        let not_found = || Answer::text(404, Kind::Other, "not found\n");
+        let Some(cluster) = &self.shared.config.cluster else {
+            return not_found();
+        };
+        let presented = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(presented.as_bytes(), cluster.token.as_bytes()) {
+            return not_found();
+        }
+        let Some(hash) = Hash::from_hex(hex).filter(|_| hex.len() == 64) else {
+            return not_found();
+        };
+        if !self.shared.store.contains(&hash, None) {
+            return not_found();
+        }
+        match self.shared.store.get(&hash).await {
+            Ok(object) => {
+                self.shared.metrics.count_peer_request();
+                Answer {
+                    status: 200,
+                    headers: vec![
+                        ("Content-Type", "application/octet-stream".into()),
+                        ("Cache-Control", "no-store".into()),
+                    ],
+                    body: Body::from_object(object),
+                    kind: Kind::Other,
+                    outcome: Outcome::Hit,
+                }
+            }
+            Err(_) => not_found(),
         }
     }
 
@@ -502,6 +583,11 @@ fn accepts_gzip(req: &RequestHeader) -> bool {
 /// must differ per encoding).
 fn gzip_etag(etag: &str) -> String {
     format!("{}-gzip\"", etag.trim_end_matches('"'))
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The longest request target accepted: RRDP paths are short; nginx's default buffer is 8 KiB.

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 use rand::Rng;
@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::content::{self, Expected};
 use crate::metrics::Metrics;
+use crate::peers::Peers;
 use crate::repo::{unix_now, FileEntry, FileKind, Generation, Repo};
 use crate::rrdp::{render_notification, DeltaRef, FileRef, Hash, Notification};
 use crate::store::{CommitError, Store};
@@ -49,6 +50,8 @@ pub enum PollError {
     SessionReturn { session_id: String },
     /// A content guard (`min_objects`, `max_shrink`) refused the new snapshot.
     Guard(String),
+    /// The upstream failed when asked again at the end of `publish_delay`.
+    Barrier(String),
     /// A snapshot or delta could not be fetched or verified.
     File { uri: String, error: FetchError },
     /// Our own disk failed.
@@ -64,6 +67,7 @@ impl PollError {
             PollError::Regression { .. } => "serial_regression",
             PollError::SessionReturn { .. } => "session_return",
             PollError::Guard(_) => "content_guard",
+            PollError::Barrier(_) => "publish_barrier",
             PollError::File { error, .. } => error.reason(),
             PollError::Store(_) => "store",
         }
@@ -87,6 +91,7 @@ impl std::fmt::Display for PollError {
                 "went back to session {session_id}, which it left earlier (a stale replica?): not published"
             ),
             PollError::Guard(e) => write!(f, "content guard: {e}; not published"),
+            PollError::Barrier(e) => write!(f, "publish barrier: {e}"),
             PollError::File { uri, error } => write!(f, "{uri}: {error}"),
             PollError::Store(e) => write!(f, "store: {e}"),
         }
@@ -164,11 +169,27 @@ pub struct Poller {
     metrics: Arc<Metrics>,
     /// `cache.retain`.
     retain: Duration,
-    /// The upstream notification's validators, once a round with it completed.
-    validators: Option<(Option<String>, Option<String>)>,
+    /// Per upstream: its notification's validators, once a round with it completed.
+    validators: Vec<Option<Validators>>,
+    /// Per upstream: not tried first again before this instant (it failed), and the backoff.
+    down_until: Vec<Option<(Instant, Duration)>>,
+    /// Where this round fetches files: the upstream that answered first, then the others.
+    /// Empty while catching up from peers (the upstreams are down).
+    bases: Vec<BaseUri>,
+    /// The upstream whose notification this round applies.
+    current: usize,
+    peers: Option<Arc<Peers>>,
+    /// Applying a notification taken from a peer (no publish barrier: it is published).
+    from_peers: bool,
     /// Set while a background compression runs.
     compressing: Arc<AtomicBool>,
 }
+
+/// An upstream notification's ETag and Last-Modified.
+type Validators = (Option<String>, Option<String>);
+
+/// A failed upstream is tried first again after this long, doubling up to [`MAX_BACKOFF`].
+const UPSTREAM_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Poller {
     pub fn new(
@@ -178,15 +199,49 @@ impl Poller {
         retain: Duration,
     ) -> Poller {
         let upstream = Upstream::for_repository(&repo.config);
+        let n = repo.config.upstreams.len();
+        let bases = repo.config.upstreams.clone();
         Poller {
             repo,
             store,
             upstream,
             metrics,
             retain,
-            validators: None,
+            validators: vec![None; n],
+            down_until: vec![None; n],
+            bases,
+            current: 0,
+            peers: None,
+            from_peers: false,
             compressing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Adds the cluster's peers as a source of last resort.
+    pub fn with_peers(mut self, peers: Option<Arc<Peers>>) -> Poller {
+        self.peers = peers;
+        self
+    }
+
+    /// The upstreams in the order to try them: those not backing off in configured order,
+    /// then the others, soonest retry first.
+    fn upstream_order(&self) -> Vec<usize> {
+        let now = Instant::now();
+        let (mut up, mut down): (Vec<usize>, Vec<usize>) = (0..self.down_until.len())
+            .partition(|i| self.down_until[*i].is_none_or(|(t, _)| t <= now));
+        down.sort_by_key(|i| self.down_until[*i].map(|(t, _)| t));
+        up.append(&mut down);
+        up
+    }
+
+    fn mark(&mut self, i: usize, ok: bool) {
+        self.down_until[i] = if ok {
+            None
+        } else {
+            let backoff =
+                self.down_until[i].map_or(UPSTREAM_BACKOFF, |(_, b)| (b * 2).min(MAX_BACKOFF));
+            Some((Instant::now() + backoff, backoff))
+        };
     }
 
     /// Polls until `shutdown` turns true.
@@ -259,11 +314,48 @@ impl Poller {
     pub async fn poll_once(&mut self) -> Result<Outcome, PollError> {
         let started = std::time::Instant::now();
         let cfg = self.repo.config.clone();
-        // A notification trickled a byte at a time must not hold the poller: the whole
-        // download has the same deadline as any file's.
-        let (validators, body) = tokio::time::timeout(cfg.fetch_timeout, self.fetch_notification())
-            .await
-            .unwrap_or(Err(PollError::Notification(FetchError::Timeout)))?;
+        // Each upstream in turn (failover); a notification trickled a byte at a time must
+        // not hold the poller: the whole download has the same deadline as any file's.
+        let mut answer = None;
+        let mut first_error = None;
+        for i in self.upstream_order() {
+            let fetched = tokio::time::timeout(cfg.fetch_timeout, self.fetch_notification(i))
+                .await
+                .unwrap_or(Err(PollError::Notification(FetchError::Timeout)));
+            self.mark(i, fetched.is_ok());
+            match fetched {
+                Ok(a) => {
+                    if i != self.current {
+                        info!(
+                            "{}: polling {} (upstream {} of {})",
+                            self.repo.name(),
+                            cfg.upstreams[i],
+                            i + 1,
+                            cfg.upstreams.len()
+                        );
+                    }
+                    answer = Some((i, a));
+                    break;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let Some((i, (validators, body))) = answer else {
+            // Every upstream failed: catch up to what the peers publish, if anything.
+            self.catch_up_from_peers().await;
+            return Err(first_error.expect("at least one upstream"));
+        };
+        self.current = i;
+        self.bases = std::iter::once(cfg.upstreams[i].clone())
+            .chain(
+                cfg.upstreams
+                    .iter()
+                    .filter(|b| **b != cfg.upstreams[i])
+                    .cloned(),
+            )
+            .collect();
         let Some(body) = body else {
             if let Some(p) = self.repo.published.load_full() {
                 self.repair(&p).await?;
@@ -279,18 +371,76 @@ impl Poller {
                 .status
                 .send_modify(|s| s.last_publish_seconds = Some(secs));
         }
-        self.validators = Some(validators);
+        self.validators[i] = Some(validators);
         Ok(outcome)
     }
 
-    /// The upstream notification's validators and body; no body if it answered 304.
-    #[allow(clippy::type_complexity)]
+    /// After `publish_delay`: the upstream must still answer with a usable notification, or
+    /// the new generation waits (its files stay stored; the next round publishes it).
+    async fn barrier_check(&self) -> Result<(), PollError> {
+        let cfg = &self.repo.config;
+        let base = self.bases.first().unwrap_or(&cfg.upstream);
+        let check = async {
+            let resp = self.upstream.get(base, &cfg.notification, &[]).await?;
+            if resp.status() != 200 {
+                return Err(FetchError::Status(resp.status()));
+            }
+            let body = resp.body(cfg.max_notification_size).await?;
+            Notification::parse(&body)
+                .map(|_| ())
+                .map_err(|e| FetchError::Unusable(e.to_string()))
+        };
+        tokio::time::timeout(cfg.fetch_timeout, check)
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
+            .map_err(|e| {
+                PollError::Barrier(format!(
+                    "the upstream failed at the end of publish_delay ({e}); the new serial waits"
+                ))
+            })
+    }
+
+    /// Applies the newest notification the peers publish, if it is ahead of ours (within our
+    /// session, or any if nothing is published), fetching its files from the peers.
+    async fn catch_up_from_peers(&mut self) {
+        let Some(peers) = self.peers.clone() else {
+            return;
+        };
+        let published = self.repo.published.load_full();
+        let best = peers
+            .notifications(&self.repo.config)
+            .await
+            .into_iter()
+            .filter(|n| match &published {
+                Some(p) => n.session_id == p.session_id && n.serial > p.serial,
+                None => true,
+            })
+            .max_by_key(|n| n.serial);
+        let Some(n) = best else {
+            return;
+        };
+        let saved = std::mem::take(&mut self.bases);
+        self.from_peers = true;
+        match self.apply(n).await {
+            Ok(Outcome::Published { serial, .. }) => info!(
+                "{}: the upstream is down; caught up to serial {serial} from peers",
+                self.repo.name()
+            ),
+            Ok(Outcome::Unchanged) => {}
+            Err(e) => warn!("{}: catching up from peers: {e}", self.repo.name()),
+        }
+        self.from_peers = false;
+        self.bases = saved;
+    }
+
+    /// Upstream `i`'s notification validators and body; no body if it answered 304.
     async fn fetch_notification(
         &self,
-    ) -> Result<((Option<String>, Option<String>), Option<bytes::Bytes>), PollError> {
+        i: usize,
+    ) -> Result<(Validators, Option<bytes::Bytes>), PollError> {
         let cfg = &self.repo.config;
         let mut headers = Vec::new();
-        if let Some((etag, lm)) = &self.validators {
+        if let Some((etag, lm)) = &self.validators[i] {
             if let Some(e) = etag {
                 headers.push(("If-None-Match", e.clone()));
             }
@@ -300,12 +450,12 @@ impl Poller {
         }
         let resp = self
             .upstream
-            .get(&cfg.upstream, &cfg.notification, &headers)
+            .get(&cfg.upstreams[i], &cfg.notification, &headers)
             .await
             .map_err(PollError::Notification)?;
         match resp.status() {
-            304 if self.validators.is_some() => {
-                return Ok((self.validators.clone().unwrap_or_default(), None));
+            304 if self.validators[i].is_some() => {
+                return Ok((self.validators[i].clone().unwrap_or_default(), None));
             }
             200 => {}
             s => return Err(PollError::Notification(FetchError::Status(s))),
@@ -336,12 +486,12 @@ impl Poller {
         let rel_of = |uri: &str| -> Result<String, PollError> {
             cfg.public
                 .relative(uri)
-                .or_else(|| cfg.upstream.relative(uri))
+                .or_else(|| cfg.upstreams.iter().find_map(|b| b.relative(uri)))
                 .map(str::to_string)
                 .ok_or_else(|| {
                     PollError::Invalid(format!(
                         "URI {uri} is not under {} or {}",
-                        cfg.public, cfg.upstream
+                        cfg.public, cfg.upstreams[self.current]
                     ))
                 })
         };
@@ -482,6 +632,16 @@ impl Poller {
             published.as_deref(),
         );
         generation.snapshot_objects = snapshot_objects;
+        let is_new = published
+            .as_ref()
+            .is_none_or(|p| p.session_id != generation.session_id || p.serial != generation.serial);
+        if is_new && !self.from_peers && !cfg.publish_delay.is_zero() {
+            // The publish barrier: every node polling within the delay has stored these
+            // files before any announces them, as long as the upstream was up meanwhile,
+            // which is asked again at the end.
+            tokio::time::sleep(cfg.publish_delay).await;
+            self.barrier_check().await?;
+        }
         let (session_id, serial) = (generation.session_id.clone(), generation.serial);
         self.repo
             .publish(&self.store, generation)
@@ -595,22 +755,21 @@ impl Poller {
         content: Option<&Expected>,
         uri: &str,
     ) -> Result<u64, PollError> {
-        ensure_object(
-            &self.upstream,
-            &self.store,
-            &self.repo.config.upstream,
-            rel,
-            hash,
-            content,
+        let src = Sources {
+            upstream: &self.upstream,
+            bases: &self.bases,
+            peers: self.peers.as_deref(),
+        };
+        let limits = (
             self.repo.config.max_file_size,
             self.repo.config.fetch_timeout,
-            &self.metrics,
-        )
-        .await
-        .map_err(|error| PollError::File {
-            uri: uri.to_string(),
-            error,
-        })
+        );
+        ensure_object(&src, &self.store, rel, hash, content, limits, &self.metrics)
+            .await
+            .map_err(|error| PollError::File {
+                uri: uri.to_string(),
+                error,
+            })
     }
 
     async fn fetch_deltas(
@@ -627,8 +786,8 @@ impl Poller {
                 self.store.clone(),
                 self.metrics.clone(),
             );
-            let base = self.repo.config.upstream.clone();
-            let (limit, timeout) = (
+            let (bases, peers) = (self.bases.clone(), self.peers.clone());
+            let limits = (
                 self.repo.config.max_file_size,
                 self.repo.config.fetch_timeout,
             );
@@ -641,19 +800,14 @@ impl Poller {
             let sem = sem.clone();
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                ensure_object(
-                    &upstream,
-                    &store,
-                    &base,
-                    &rel,
-                    hash,
-                    Some(&content),
-                    limit,
-                    timeout,
-                    &metrics,
-                )
-                .await
-                .map_err(|error| PollError::File { uri, error })
+                let src = Sources {
+                    upstream: &upstream,
+                    bases: &bases,
+                    peers: peers.as_deref(),
+                };
+                ensure_object(&src, &store, &rel, hash, Some(&content), limits, &metrics)
+                    .await
+                    .map_err(|error| PollError::File { uri, error })
             }));
         }
         let mut out = Vec::with_capacity(tasks.len());
@@ -754,17 +908,23 @@ impl Poller {
     }
 }
 
-/// Fetches an object unless the store has it, within the whole-download timeout.
-#[allow(clippy::too_many_arguments)]
+/// Where a missing object may come from, in order: the upstream bases (the same relative
+/// path under each), then the peers (by hash).
+pub struct Sources<'a> {
+    pub upstream: &'a Arc<Upstream>,
+    pub bases: &'a [BaseUri],
+    pub peers: Option<&'a Peers>,
+}
+
+/// Fetches an object unless the store has it, each attempt within the whole-download
+/// timeout. The error is the first source's (the origin's), which says most.
 pub async fn ensure_object(
-    upstream: &Arc<Upstream>,
+    src: &Sources<'_>,
     store: &Arc<Store>,
-    base: &BaseUri,
     rel: &str,
     hash: Hash,
     content: Option<&Expected>,
-    limit: u64,
-    timeout: Duration,
+    (limit, timeout): (u64, Duration),
     metrics: &Metrics,
 ) -> Result<u64, FetchError> {
     if let Some(size) = store.size_of(&hash) {
@@ -775,24 +935,39 @@ pub async fn ensure_object(
     if let Some(size) = store.size_of(&hash) {
         return Ok(size);
     }
-    metrics.count_upstream_fetch();
-    let fetched = tokio::time::timeout(
-        timeout,
-        fetch_object(upstream, store, base, rel, Some(hash), content, limit),
-    )
-    .await
-    .unwrap_or(Err(FetchError::Timeout));
-    match fetched {
-        Ok((_, size)) => Ok(size),
-        Err(e) => {
-            match e {
-                FetchError::HashMismatch(_) => metrics.count_hash_mismatch(),
-                FetchError::Invalid(_) => metrics.count_invalid_content(),
-                _ => {}
+    let mut first_error = None;
+    for base in src.bases {
+        metrics.count_upstream_fetch();
+        let fetched = tokio::time::timeout(
+            timeout,
+            fetch_object(src.upstream, store, base, rel, Some(hash), content, limit),
+        )
+        .await
+        .unwrap_or(Err(FetchError::Timeout));
+        match fetched {
+            Ok((_, size)) => return Ok(size),
+            Err(e) => {
+                match e {
+                    FetchError::HashMismatch(_) => metrics.count_hash_mismatch(),
+                    FetchError::Invalid(_) => metrics.count_invalid_content(),
+                    _ => {}
+                }
+                first_error.get_or_insert(e);
             }
-            Err(e)
         }
     }
+    if let Some(peers) = src.peers {
+        match peers
+            .fetch(store, hash, content, limit, timeout, metrics)
+            .await
+        {
+            Ok(size) => return Ok(size),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(FetchError::Status(404)))
 }
 
 /// The sessions left so far, plus the previous generation's if `session_id` replaces it; the

@@ -91,6 +91,8 @@ pub struct Upstream {
     /// Read files from this directory instead (a Publication Server's RRDP directory on the
     /// same host); the base URI of a request is then ignored.
     dir: Option<std::path::PathBuf>,
+    /// Sent as `Authorization` with every request (the cluster token, to peers).
+    authorization: Option<String>,
 }
 
 impl Upstream {
@@ -101,7 +103,16 @@ impl Upstream {
             connector: Connector::new(Some(opts)),
             tls: tls.clone(),
             dir: None,
+            authorization: None,
         })
+    }
+
+    /// The client for a cluster's peers: their TLS settings, the token on every request.
+    pub fn for_peers(cluster: &crate::config::ClusterConfig) -> Arc<Upstream> {
+        let mut u = Upstream::new(&cluster.tls);
+        Arc::get_mut(&mut u).expect("just made").authorization =
+            Some(format!("Bearer {}", cluster.token));
+        u
     }
 
     /// The client for a repository: its directory if it has one, else HTTP.
@@ -203,6 +214,10 @@ impl Upstream {
         // We verify hashes over identity bodies and store them as such.
         req.insert_header("Accept-Encoding", "identity")
             .map_err(transport)?;
+        if let Some(auth) = &self.authorization {
+            req.insert_header("Authorization", auth.as_str())
+                .map_err(transport)?;
+        }
         for (k, v) in headers {
             req.insert_header(*k, v.as_str()).map_err(transport)?;
         }

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod clients;
+mod cluster;
 mod durability;
 mod exports;
 mod failover;

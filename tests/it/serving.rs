@@ -451,6 +451,8 @@ async fn admin_endpoints_report_what_operators_need() {
     let cache = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(cache.path(), &origin.base(), "");
     proxy.wait_serial(1).await;
+    // The round is counted when it ends, a moment after the generation is installed.
+    proxy.wait_first_poll().await;
     proxy.get("/rrdp/notification.xml").await;
 
     let m = http(proxy.admin_port, "GET", "/metrics", &[]).await;

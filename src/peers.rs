@@ -1,0 +1,127 @@
+//! Peer fill: the other nodes of a cluster as a source of last resort.
+//!
+//! Nodes behind one load balancer poll out of step, so a Relying Party can take notification
+//! N+1 from node A and then ask node B, which has not caught up, for delta N+1. B asks the
+//! origin first; if that fails (the origin is down, or deleted the file), B asks its peers:
+//! their published notifications say which hash the path has, and their object endpoint
+//! (`/.well-known/rrdp-proxy/object/<sha256>`, open only to the cluster token) serves the
+//! bytes, which B verifies against that hash (and, when the notification says what the file
+//! is, checks as a snapshot or delta) before storing or serving them. A node whose upstream
+//! is down also catches up to the newest notification its peers publish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::debug;
+
+use crate::config::{ClusterConfig, RepositoryConfig, PEER_OBJECT_PATH};
+use crate::content::{self, Expected};
+use crate::metrics::Metrics;
+use crate::rrdp::{Hash, Notification};
+use crate::store::Store;
+use crate::sync::fetch_object;
+use crate::upstream::{FetchError, Upstream};
+use crate::uri::BaseUri;
+
+/// The peers of this node.
+pub struct Peers {
+    client: Arc<Upstream>,
+    bases: Vec<BaseUri>,
+}
+
+impl Peers {
+    /// `None` without a cluster or with no peers listed.
+    pub fn new(cluster: Option<&ClusterConfig>) -> Option<Arc<Peers>> {
+        let c = cluster.filter(|c| !c.peers.is_empty())?;
+        Some(Arc::new(Peers {
+            client: Upstream::for_peers(c),
+            bases: c.peers.clone(),
+        }))
+    }
+
+    /// Fetches an object by its hash from the first peer that has it, into the store.
+    pub async fn fetch(
+        &self,
+        store: &Arc<Store>,
+        hash: Hash,
+        content: Option<&Expected>,
+        limit: u64,
+        timeout: Duration,
+        metrics: &Metrics,
+    ) -> Result<u64, FetchError> {
+        let rel = format!(
+            "{}{}",
+            PEER_OBJECT_PATH.trim_start_matches('/'),
+            hash.to_hex()
+        );
+        let mut last = FetchError::Status(404);
+        for base in &self.bases {
+            metrics.count_peer_fetch();
+            let fetched = tokio::time::timeout(
+                timeout,
+                fetch_object(&self.client, store, base, &rel, Some(hash), content, limit),
+            )
+            .await
+            .unwrap_or(Err(FetchError::Timeout));
+            match fetched {
+                Ok((_, size)) => return Ok(size),
+                Err(e) => {
+                    debug!("peer {base}: object {hash}: {e}");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The notifications the peers publish for a repository (those that answer and parse).
+    pub async fn notifications(&self, repo: &RepositoryConfig) -> Vec<Notification> {
+        let rel = format!(
+            "{}{}",
+            repo.public.path().trim_start_matches('/'),
+            repo.notification
+        );
+        let mut out = Vec::new();
+        for base in &self.bases {
+            let fetched = tokio::time::timeout(repo.fetch_timeout, async {
+                let resp = self.client.get(base, &rel, &[]).await?;
+                if resp.status() != 200 {
+                    return Err(FetchError::Status(resp.status()));
+                }
+                resp.body(repo.max_notification_size).await
+            })
+            .await
+            .unwrap_or(Err(FetchError::Timeout));
+            match fetched.map(|b| Notification::parse(&b)) {
+                Ok(Ok(n)) => out.push(n),
+                Ok(Err(e)) => debug!("peer {base}: notification refused: {e}"),
+                Err(e) => debug!("peer {base}: notification: {e}"),
+            }
+        }
+        out
+    }
+
+    /// What a peer's notification says `rel` is: its hash, and which file it must be.
+    pub async fn lookup(&self, repo: &RepositoryConfig, rel: &str) -> Option<(Hash, Expected)> {
+        for n in self.notifications(repo).await {
+            let named = |uri: &str| repo.public.relative(uri) == Some(rel);
+            if named(&n.snapshot.uri) {
+                let e = Expected {
+                    kind: content::Kind::Snapshot,
+                    session_id: n.session_id.clone(),
+                    serial: n.serial,
+                };
+                return Some((n.snapshot.hash, e));
+            }
+            if let Some(d) = n.deltas.iter().find(|d| named(&d.file.uri)) {
+                let e = Expected {
+                    kind: content::Kind::Delta,
+                    session_id: n.session_id.clone(),
+                    serial: d.serial,
+                };
+                return Some((d.file.hash, e));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,192 @@
+//! Scale-out: peer fill between nodes, the publish barrier, several origins.
+
+use std::time::Duration;
+
+use rrdp_proxy::rrdp::Hash;
+
+use crate::support::{
+    config_text, fetch_consistent, free_port, http, Origin, Proxy, EVENT_TIMEOUT,
+};
+
+const TOKEN: &str = "a-cluster-secret-of-some-length";
+
+/// A node in front of `origin` whose peers are the given ports; both nodes serve the same
+/// public base (as behind one load balancer).
+fn node(cache: &std::path::Path, origin: &Origin, port: u16, admin: u16, peers: &[u16]) -> Proxy {
+    let peers: Vec<String> = peers
+        .iter()
+        .map(|p| format!("\"http://127.0.0.1:{p}/\""))
+        .collect();
+    let text = config_text(port, admin, cache, &origin.base(), "poll_interval = \"1h\"").replace(
+        &format!("http://127.0.0.1:{port}/rrdp/"),
+        "http://rrdp.example.net/rrdp/",
+    ) + &format!(
+        "[cluster]\npeers = [{}]\ntoken = \"{TOKEN}\"\n",
+        peers.join(", ")
+    );
+    Proxy::start_with(text, port, admin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_node_fills_from_its_peers_when_the_origin_is_down() {
+    let mut origin = Origin::start().await;
+    let (pa, pb) = (free_port(), free_port());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(ca.path(), &origin, pa, free_port(), &[pb]);
+    let b = node(cb.path(), &origin, pb, free_port(), &[pa]);
+    a.wait_serial(1).await;
+    b.wait_serial(1).await;
+
+    // The object endpoint is for peers only.
+    let (n, _) = fetch_consistent(pa).await;
+    let object = format!(
+        "/.well-known/rrdp-proxy/object/{}",
+        n.snapshot.hash.to_hex()
+    );
+    assert_eq!(http(pa, "GET", &object, &[]).await.status, 404);
+    let wrong = http(
+        pa,
+        "GET",
+        &object,
+        &[("Authorization", "Bearer not-the-token-at-all")],
+    )
+    .await;
+    assert_eq!(wrong.status, 404);
+    let auth = format!("Bearer {TOKEN}");
+    let r = http(pa, "GET", &object, &[("Authorization", &auth)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(Hash::of(&r.body), n.snapshot.hash);
+
+    // A moves on to serial 3; B does not poll; then the origin dies.
+    origin.advance();
+    origin.advance();
+    a.poll().await;
+    origin.stop();
+    let (n3, files) = fetch_consistent(pa).await;
+    assert_eq!(n3.serial, 3);
+
+    // An RP took serial 3 from A and now asks B for each of its files: B has none of the
+    // new ones, the origin is down, and B gets them from A, verified.
+    for (path, body) in &files[1..] {
+        let r = b.get(path).await;
+        assert_eq!(r.status, 200, "{path} from the lagging node");
+        assert_eq!(&r.body, body, "{path}");
+    }
+    assert!(b.shared.metrics.peer_fetches() > 0);
+
+    // B's next round: the origin is still down, and B catches up to A's serial.
+    let st = b.poll().await;
+    assert!(st.last_error.is_some(), "the origin is still reported down");
+    assert_eq!(fetch_consistent(pb).await.0.serial, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_lies_is_not_believed() {
+    let origin = Origin::start().await;
+    let evil = Origin::start().await;
+    let pb = free_port();
+    // "Peer" E is a fake origin answering every object request with other bytes.
+    let cb = tempfile::tempdir().unwrap();
+    let b = node(cb.path(), &origin, pb, free_port(), &[evil.addr.port()]);
+    b.wait_serial(1).await;
+    origin.advance();
+    let delta = format!("/rrdp/{}", origin.with(|s| s.repo.delta_paths()[0].clone()));
+    let want = Hash::of(&origin.with(|s| s.repo.file(&delta[6..]).unwrap()));
+    // The origin deletes the delta at once; the "peer" claims a notification naming it.
+    origin.with(|s| s.repo.remove(&delta[6..]));
+    let forged = origin.with(|s| s.repo.notification());
+    evil.with(|s| {
+        s.notification_override = Some(forged.clone());
+        s.extra.insert(
+            format!("/.well-known/rrdp-proxy/object/{}", want.to_hex()),
+            (
+                200,
+                "application/octet-stream",
+                bytes::Bytes::from_static(b"<delta>forged</delta>"),
+            ),
+        );
+    });
+    let r = b.get(&delta).await;
+    assert_ne!(r.status, 200, "forged bytes are never served");
+    assert!(!b.shared.store.contains(&want, None));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_publish_barrier_holds_a_serial_the_origin_no_longer_confirms() {
+    let mut origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "publish_delay = \"2s\"");
+    proxy.wait_serial(1).await;
+
+    origin.advance();
+    let snapshot = origin.with(|s| Hash::of(&s.repo.file(s.repo.snapshot_path()).unwrap()));
+    let delta = format!("/rrdp/{}", origin.with(|s| s.repo.delta_paths()[0].clone()));
+    proxy.shared.repos[0].refresh.notify_one();
+    // The files are fetched at once; the origin dies during the delay. (The store reports no
+    // event: a bounded wait for the file to land.)
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    while !proxy.shared.store.contains(&snapshot, None) {
+        assert!(std::time::Instant::now() < deadline, "never fetched");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(proxy.status().serial, Some(1), "not before the delay");
+    origin.stop();
+    let st = proxy.wait("the barrier", |s| s.last_error.is_some()).await;
+    assert!(st.last_error.unwrap().contains("publish barrier"));
+    assert_eq!(proxy.shared.metrics.poll_errors("publish_barrier"), 1);
+    assert_eq!(fetch_consistent(proxy.port).await.0.serial, 1);
+    // Another node that did publish serial 2 sends RPs here for its files: they are stored.
+    assert_eq!(proxy.get(&delta).await.status, 200);
+
+    origin.restart().await;
+    proxy.poll().await;
+    assert_eq!(fetch_consistent(proxy.port).await.0.serial, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_origins_fail_over_and_a_stale_replica_is_not_followed() {
+    let mut primary = Origin::start().await;
+    let mut secondary = Origin::start().await;
+    // The secondary is a replica: the same repository (its URIs name the primary's base,
+    // files at the same relative paths).
+    secondary.with(|s| s.repo = primary.with(|p| p.repo.clone()));
+    let cache = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "poll_interval = \"1h\"\nupstream = [\"{}\", \"{}\"]",
+        primary.base(),
+        secondary.base()
+    );
+    let (port, admin) = (free_port(), free_port());
+    let text = config_text(port, admin, cache.path(), &primary.base(), &extra)
+        .replace(&format!("upstream = \"{}\"\n", primary.base()), "");
+    let proxy = Proxy::start_with(text, port, admin);
+    proxy.wait_serial(1).await;
+
+    // The primary dies; the replica has moved on: published from the replica.
+    primary.advance();
+    secondary.with(|s| s.repo = primary.with(|p| p.repo.clone()));
+    primary.stop();
+    let st = proxy.poll().await;
+    assert_eq!(st.last_error, None);
+    assert_eq!(fetch_consistent(port).await.0.serial, 2);
+    assert!(secondary.requests_for("snapshot") > 0);
+
+    // The primary comes back ahead (serial 3); then it dies again and the replica answers
+    // with what it had before: serial 2, a replica that lost its last write. Not published.
+    // (The secondary is down meanwhile: the primary, still backing off after its failure,
+    // is tried anyway when nothing else answers.)
+    let at_two = primary.with(|p| p.repo.clone());
+    primary.advance();
+    primary.restart().await;
+    secondary.stop();
+    let st = proxy.poll().await;
+    assert_eq!(st.last_error, None);
+    assert_eq!(fetch_consistent(port).await.0.serial, 3);
+    secondary.with(|s| s.repo = at_two);
+    secondary.restart().await;
+    primary.stop();
+    let st = proxy.poll().await;
+    let err = st.last_error.unwrap();
+    assert!(err.contains("went back from 3 to 2"), "{err}");
+    assert_eq!(fetch_consistent(port).await.0.serial, 3);
+}
