@@ -127,7 +127,15 @@ impl Shared {
             if let Some(g) = repo.published.load().as_ref() {
                 live.extend(g.files.values().filter(|f| f.is_live(now)).map(|f| f.hash));
             }
-            live.extend(repo.pending.load().values().map(|(h, _)| *h));
+            // Files upstream notifications named within `cache.retain` (see `Repo::pending`).
+            let retain = self.config.cache.retain.as_secs();
+            live.extend(
+                repo.pending
+                    .load()
+                    .values()
+                    .filter(|(_, _, since)| since + retain > now)
+                    .map(|(h, _, _)| *h),
+            );
         }
         for p in &self.passthroughs {
             live.extend(p.live_hashes());

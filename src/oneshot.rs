@@ -60,7 +60,13 @@ pub async fn run(config: Config) -> u8 {
         )
         .with_peers(shared.peers.clone());
         let name = repo.name();
-        match poller.poll_once().await {
+        let mut result = poller.poll_once().await;
+        if result.is_ok() && poller.holding() {
+            // publish_delay: wait it out, then publish if the upstream still answers.
+            tokio::time::sleep(repo.config.publish_delay).await;
+            result = poller.poll_with_barrier().await;
+        }
+        match result {
             Ok(Outcome::Published { session_id, serial }) => {
                 println!("{name}: published session {session_id} serial {serial}");
             }

@@ -142,6 +142,8 @@ pub struct RepoStatus {
     pub last_publish_seconds: Option<f64>,
     /// The serial whose files have their gzip variants made (in the background).
     pub compressed_serial: Option<u64>,
+    /// Poll rounds begun; a round has ended when `polls_ok + polls_failed` reaches it.
+    pub rounds_started: u64,
     /// The serial last written to the exports (export_rrdp, export_rsync).
     pub exported_serial: Option<u64>,
 }
@@ -151,10 +153,11 @@ pub struct Repo {
     pub config: RepositoryConfig,
     /// What clients see; `None` until the first generation is published.
     pub published: ArcSwapOption<Generation>,
-    /// Relative path → (hash, what the file must be) of the files the newest upstream
-    /// notification references, published or not yet: a client's request for one of those is
-    /// fetched, verified and kept.
-    pub pending: ArcSwap<HashMap<String, (Hash, Expected)>>,
+    /// Relative path → (hash, what the file must be, when first named) of the files the
+    /// upstream notifications of the last `cache.retain` referenced, published or not: a
+    /// client's request for one of those is served from the store, or fetched, verified and
+    /// kept.
+    pub pending: ArcSwap<HashMap<String, (Hash, Expected, u64)>>,
     /// Files fetched for a client that no notification named yet: relative path → hash, so
     /// that clients queued behind that download are served the stored copy. Bounded.
     pub forwarded: std::sync::Mutex<HashMap<String, Hash>>,

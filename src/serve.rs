@@ -260,7 +260,11 @@ impl RrdpProxy {
         }
         // Not published (yet, or any more): ask the upstream. If the newest upstream
         // notification names this file, the bytes must have its hash, and are kept.
-        let mut expected = repo.pending.load().get(rel).cloned();
+        let mut expected = repo
+            .pending
+            .load()
+            .get(rel)
+            .map(|(h, e, _)| (*h, e.clone()));
         let store = &self.shared.store;
         let limits = (repo.config.max_file_size, repo.config.fetch_timeout);
         let fetched = match expected {

@@ -181,8 +181,19 @@ pub struct Poller {
     peers: Option<Arc<Peers>>,
     /// Applying a notification taken from a peer (no publish barrier: it is published).
     from_peers: bool,
+    /// Rounds stored and waiting out publish_delay, with when they may be published.
+    held: std::collections::VecDeque<(Instant, Stored)>,
     /// Set while a background compression runs.
     compressing: Arc<AtomicBool>,
+}
+
+/// A round whose files are all stored: what its generation is built from.
+struct Stored {
+    n: Notification,
+    snapshot_rel: String,
+    deltas: Vec<DeltaRef>,
+    files: HashMap<String, FileEntry>,
+    snapshot_objects: Option<u64>,
 }
 
 /// An upstream notification's ETag and Last-Modified.
@@ -213,8 +224,14 @@ impl Poller {
             current: 0,
             peers: None,
             from_peers: false,
+            held: std::collections::VecDeque::new(),
             compressing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether a stored round waits out publish_delay.
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
     }
 
     /// Adds the cluster's peers as a source of last resort.
@@ -251,17 +268,38 @@ impl Poller {
             if *shutdown.borrow() {
                 return;
             }
-            let result = self.poll_once().await;
+            self.repo.status.send_modify(|s| s.rounds_started += 1);
+            let result = self.poll_with_barrier().await;
             self.record(&result, &mut failures);
             if result.is_ok() {
                 self.spawn_compression();
             }
-            let delay = next_delay(self.repo.config.poll_interval, failures);
+            let mut delay = next_delay(self.repo.config.poll_interval, failures);
+            if let Some((ready, _)) = self.held.front() {
+                delay = delay.min(ready.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.repo.refresh.notified() => {}
                 _ = shutdown.changed() => return,
             }
+        }
+    }
+
+    /// One round, then the held rounds that are due, if the upstream answered in this round.
+    pub async fn poll_with_barrier(&mut self) -> Result<Outcome, PollError> {
+        let result = self.poll_once().await;
+        let due = self
+            .held
+            .front()
+            .filter(|(t, _)| *t <= Instant::now())
+            .map(|(_, h)| h.n.serial);
+        match (result, due) {
+            (Ok(outcome), Some(_)) => Ok(self.publish_held().await?.unwrap_or(outcome)),
+            (Err(e), Some(serial)) => Err(PollError::Barrier(format!(
+                "serial {serial} waits until the upstream answers again after publish_delay ({e})"
+            ))),
+            (result, None) => result,
         }
     }
 
@@ -375,29 +413,23 @@ impl Poller {
         Ok(outcome)
     }
 
-    /// After `publish_delay`: the upstream must still answer with a usable notification, or
-    /// the new generation waits (its files stay stored; the next round publishes it).
-    async fn barrier_check(&self) -> Result<(), PollError> {
-        let cfg = &self.repo.config;
-        let base = self.bases.first().unwrap_or(&cfg.upstream);
-        let check = async {
-            let resp = self.upstream.get(base, &cfg.notification, &[]).await?;
-            if resp.status() != 200 {
-                return Err(FetchError::Status(resp.status()));
+    /// Publishes the held rounds whose publish_delay has passed (the caller polled the
+    /// upstream successfully just before), oldest first; a round no newer than what is
+    /// published by then is dropped.
+    async fn publish_held(&mut self) -> Result<Option<Outcome>, PollError> {
+        let mut last = None;
+        while self.held.front().is_some_and(|(t, _)| *t <= Instant::now()) {
+            let (_, round) = self.held.pop_front().expect("checked");
+            let stale =
+                self.repo.published.load().as_ref().is_some_and(|p| {
+                    p.session_id == round.n.session_id && p.serial >= round.n.serial
+                });
+            if stale {
+                continue;
             }
-            let body = resp.body(cfg.max_notification_size).await?;
-            Notification::parse(&body)
-                .map(|_| ())
-                .map_err(|e| FetchError::Unusable(e.to_string()))
-        };
-        tokio::time::timeout(cfg.fetch_timeout, check)
-            .await
-            .unwrap_or(Err(FetchError::Timeout))
-            .map_err(|e| {
-                PollError::Barrier(format!(
-                    "the upstream failed at the end of publish_delay ({e}); the new serial waits"
-                ))
-            })
+            last = Some(self.install_round(round).await?);
+        }
+        Ok(last)
     }
 
     /// Applies the newest notification the peers publish, if it is ahead of ours (within our
@@ -539,10 +571,22 @@ impl Poller {
             session_id: n.session_id.clone(),
             serial: n.serial,
         };
-        let mut pending = HashMap::new();
+        // Files named by earlier upstream notifications stay named for `cache.retain`: a node
+        // that published an older serial (it polled later, or waited out publish_delay) sends
+        // RPs here for them after this node has moved on.
+        let now = unix_now();
+        let keep_since = now.saturating_sub(self.retain.as_secs());
+        let mut pending: HashMap<String, (Hash, Expected, u64)> = self
+            .repo
+            .pending
+            .load()
+            .iter()
+            .filter(|(_, (_, _, since))| *since >= keep_since)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         pending.insert(
             snapshot_rel.clone(),
-            (n.snapshot.hash, snapshot_content.clone()),
+            (n.snapshot.hash, snapshot_content.clone(), now),
         );
         for (d, rel) in deltas.iter().zip(&delta_rels) {
             let content = Expected {
@@ -550,7 +594,7 @@ impl Poller {
                 session_id: n.session_id.clone(),
                 serial: d.serial,
             };
-            pending.insert(rel.clone(), (d.file.hash, content));
+            pending.insert(rel.clone(), (d.file.hash, content, now));
         }
         self.repo.pending.store(Arc::new(pending));
 
@@ -624,24 +668,48 @@ impl Poller {
             }
         }
 
-        let mut generation = self.next_generation(
-            &n,
-            &snapshot_rel,
-            served_deltas,
+        let round = Stored {
+            n,
+            snapshot_rel,
+            deltas: served_deltas,
             files,
+            snapshot_objects,
+        };
+        if !self.from_peers && !cfg.publish_delay.is_zero() {
+            // The publish barrier: the files are stored now, the notification waits
+            // publish_delay (while this node keeps polling), and is published after a round
+            // in which the upstream still answered. Every node polling within the delay has
+            // stored these files before any announces them.
+            let already = self
+                .held
+                .iter()
+                .any(|(_, h)| h.n.session_id == round.n.session_id && h.n.serial == round.n.serial);
+            if !already {
+                info!(
+                    "{}: serial {} stored; published after publish_delay",
+                    self.repo.name(),
+                    round.n.serial
+                );
+                self.held
+                    .push_back((Instant::now() + cfg.publish_delay, round));
+            }
+            return Ok(Outcome::Unchanged);
+        }
+        self.install_round(round).await
+    }
+
+    /// Publishes a stored round: its generation is built now, against what is published now,
+    /// so it retains the files of every generation published before it.
+    async fn install_round(&mut self, round: Stored) -> Result<Outcome, PollError> {
+        let published = self.repo.published.load_full();
+        let mut generation = self.next_generation(
+            &round.n,
+            &round.snapshot_rel,
+            round.deltas,
+            round.files,
             published.as_deref(),
         );
-        generation.snapshot_objects = snapshot_objects;
-        let is_new = published
-            .as_ref()
-            .is_none_or(|p| p.session_id != generation.session_id || p.serial != generation.serial);
-        if is_new && !self.from_peers && !cfg.publish_delay.is_zero() {
-            // The publish barrier: every node polling within the delay has stored these
-            // files before any announces them, as long as the upstream was up meanwhile,
-            // which is asked again at the end.
-            tokio::time::sleep(cfg.publish_delay).await;
-            self.barrier_check().await?;
-        }
+        generation.snapshot_objects = round.snapshot_objects;
         let (session_id, serial) = (generation.session_id.clone(), generation.serial);
         self.repo
             .publish(&self.store, generation)

@@ -419,7 +419,14 @@ impl Proxy {
 
     /// Runs one poll round now and waits for it to finish.
     pub async fn poll(&self) -> RepoStatus {
-        let before = self.wait_first_poll().await;
+        self.wait_first_poll().await;
+        // A round may be under way (one that just published, say): let it end first, so the
+        // round waited for below is the one asked for here.
+        let before = self
+            .wait("no round under way", |s| {
+                s.polls_ok + s.polls_failed == s.rounds_started
+            })
+            .await;
         let n = before.polls_ok + before.polls_failed;
         self.shared.repos[0].refresh.notify_one();
         self.wait("a poll round", |s| s.polls_ok + s.polls_failed > n)
