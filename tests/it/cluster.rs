@@ -1,12 +1,8 @@
 //! Scale-out: peer fill between nodes, the publish barrier, several origins.
 
-use std::time::Duration;
-
 use rrdp_proxy::rrdp::Hash;
 
-use crate::support::{
-    config_text, fetch_consistent, free_port, http, Origin, Proxy, EVENT_TIMEOUT,
-};
+use crate::support::{config_text, fetch_consistent, free_port, http, Origin, Proxy};
 
 const TOKEN: &str = "a-cluster-secret-of-some-length";
 
