@@ -17,7 +17,7 @@
 #
 #   tests/cluster/run.sh [path/to/rrdp-proxy]
 #   (env: CLIENTS=8 ALIVE=25 DEAD=15 ORIGIN_INTERVAL=10s POLL=5s DELAY=7s STAGGER=1 DEATH_AFTER=1
-#    MUST_PASS="peer_fill publish_delay")
+#    MUST_PASS="peer_fill publish_delay" MODES="peer_fill publish_delay neither nginx")
 set -euo pipefail
 bin=$(realpath "${1:-target/release/rrdp-proxy}")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -194,10 +194,71 @@ echo
 echo "| setup | notifications | files fetched | failed files | failures by status |"
 echo "|---|---|---|---|---|"
 status=0
-for mode in peer_fill publish_delay neither nginx; do
+for mode in ${MODES-peer_fill publish_delay neither nginx}; do
   run_mode "$mode"
   log "$mode: $failed failed files"
   case " $MUST_PASS " in *" $mode "*) [ "$failed" = 0 ] || status=1 ;; esac
 done
+# A CDN in front of a node: nginx caching everything for 10 minutes unless the response says
+# otherwise. It must never keep a 404, must cache immutable files, and may keep the
+# notification for at most 60 s.
+cdn_check() {
+  node_pids=()
+  start_origin
+  start_node neither 0
+  local cdn
+  cdn=$(free_port)
+  mkdir -p "$work/cdn/cache" && chmod 777 "$work/cdn" "$work/cdn/cache"
+  cat >"$work/cdn/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/cdn/nginx.pid;
+error_log $work/cdn/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  proxy_cache_path $work/cdn/cache levels=1:2 keys_zone=cdn:10m max_size=1g inactive=60m use_temp_path=off;
+  server {
+    listen 127.0.0.1:$cdn;
+    location / {
+      proxy_cache cdn;
+      proxy_cache_valid any 10m;
+      add_header X-Cache-Status \$upstream_cache_status always;
+      proxy_pass http://127.0.0.1:${ports[0]};
+    }
+  }
+}
+CONF
+  nginx -c "$work/cdn/nginx.conf" &
+  node_pids+=($!)
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$cdn/rrdp/notification.xml" >/dev/null && break
+    sleep 0.1
+  done
+  head() { curl -s -o /dev/null -D - "http://127.0.0.1:$cdn$1" | tr -d '\r' | grep -i "^$2:" | cut -d' ' -f2-; }
+  local missing=/rrdp/00000000-0000-4000-8000-000000000000/1/x/delta.xml
+  head "$missing" X-Cache-Status >/dev/null
+  local miss2 cc snap snap2 ok=pass
+  miss2=$(head "$missing" X-Cache-Status)
+  cc=$(head /rrdp/notification.xml Cache-Control)
+  snap=$(curl -sf "http://127.0.0.1:$cdn/rrdp/notification.xml" | grep -o '<snapshot [^>]*' | sed 's|.* uri="http://[^/]*\(/[^"]*\)".*|\1|')
+  head "$snap" X-Cache-Status >/dev/null
+  snap2=$(head "$snap" X-Cache-Status)
+  echo
+  echo "| through a CDN (nginx caching everything for 10 min unless told) | seen |"
+  echo "|---|---|"
+  echo "| a 404, asked twice: second answer from | ${miss2:-?} (never HIT) |"
+  echo "| notification Cache-Control | $cc |"
+  echo "| a snapshot, asked twice: second answer from | $snap2 |"
+  [ "$miss2" != HIT ] || ok=FAIL
+  [ "$cc" = "max-age=60" ] || ok=FAIL
+  [ "$snap2" = HIT ] || ok=FAIL
+  kill -9 "$origin_pid" 2>/dev/null || true
+  for p in "${node_pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  [ "$ok" = pass ] || { echo "cdn: FAILED"; status=1; }
+}
+cdn_check
+
 [ "$status" = 0 ] && echo "cluster: passed" || echo "cluster: FAILED (a mechanism let a client fail)"
 exit "$status"
