@@ -164,6 +164,23 @@ poll_interval = "1h"
     // The parent's snapshot came from the origin exactly once, the edge's from the parent.
     assert_eq!(origin.requests_for("snapshot.xml"), 1);
 
+    // With nothing new, the edge's next poll costs the parent a 304 (its ETag and
+    // Last-Modified), and the edge keeps serial 1.
+    use rrdp_proxy::metrics::Kind;
+    let notmod = |p: &Proxy| {
+        p.shared
+            .metrics
+            .requests_with_status(&[Kind::Notification], 304)
+    };
+    let before = notmod(&parent);
+    let st = edge.poll().await;
+    assert_eq!(st.serial, Some(1));
+    assert_eq!(
+        notmod(&parent),
+        before + 1,
+        "the parent answered the poll with 304"
+    );
+
     // A real HTTP/2 client (curl with nghttp2) negotiates h2 by ALPN and gets the same bytes.
     let published = parent.shared.repos[0].published.load_full().unwrap();
     let n = rrdp_proxy::rrdp::Notification::parse(&published.notification).unwrap();
