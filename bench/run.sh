@@ -16,6 +16,13 @@ DURATION=${DURATION:-10}
 SIZE=${SIZE:-500MiB}
 DELTAS=${DELTAS:-150}
 FRESH_SERIALS=${FRESH_SERIALS:-20}
+# With two or more cores the servers share core 0 and the load generators run on core 1, so
+# neither side steals the other's CPU and rounds vary less (PIN=0 turns this off).
+if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+  on_server=(taskset -c 0); on_load=(taskset -c 1); pinning="servers pinned to core 0, load generators to core 1"
+else
+  on_server=(); on_load=(); pinning="not pinned"
+fi
 NGINX_FRESH_SERIALS=${NGINX_FRESH_SERIALS:-3}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -73,7 +80,7 @@ poll_interval = "10s"
 level = "warn"
 access = "off"                   # nginx: access_log off
 EOF
-"$bin" --config "$work/proxy/proxy.toml" >"$work/proxy/log" 2>&1 &
+"${on_server[@]}" "$bin" --config "$work/proxy/proxy.toml" >"$work/proxy/log" 2>&1 &
 proxy_pid=$!; pids+=("$proxy_pid")
 
 mkdir -p "$work/nginx/cache"
@@ -106,7 +113,7 @@ http {
   }
 }
 EOF
-nginx -c "$work/nginx/nginx.conf"
+"${on_server[@]}" nginx -c "$work/nginx/nginx.conf"
 nginx_pids() { pgrep -f "nginx.*$work/nginx/nginx.conf"; pgrep -P "$(cat "$work/nginx/nginx.pid")"; }
 
 for _ in $(seq 1 6000); do curl -sf "http://$P_ADMIN/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -137,7 +144,7 @@ peak_rss_during() { # peak_rss_during "PIDS" CMD...
 }
 # wrk: requests/s and p99 latency in ms.
 wrk_run() { # wrk_run URL -> "reqs p99ms"
-  wrk -t1 -c64 -d"${DURATION}s" --latency "$1" >"$work/wrk.out" 2>&1
+  "${on_load[@]}" wrk -t1 -c64 -d"${DURATION}s" --latency "$1" >"$work/wrk.out" 2>&1
   local reqs p99
   reqs=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk.out")
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$work/wrk.out")
@@ -146,7 +153,7 @@ wrk_run() { # wrk_run URL -> "reqs p99ms"
 download8() { # download8 BASEURL: 8 concurrent downloads of the snapshot; prints MiB/s
   local t0 t1 i
   t0=$(date +%s.%N)
-  for i in 1 2 3 4 5 6 7 8; do curl -sf -o /dev/null "$1$snapshot" & done
+  for i in 1 2 3 4 5 6 7 8; do "${on_load[@]}" curl -sf -o /dev/null "$1$snapshot" & done
   wait $(jobs -p | grep -v -e "^$origin_pid$" -e "^$proxy_pid$") 2>/dev/null || true
   t1=$(date +%s.%N)
   echo "scale=1; 8 * $snap_size / ($t1 - $t0) / 1048576" | bc
@@ -224,7 +231,7 @@ for _ in $(seq 1 "$NGINX_FRESH_SERIALS"); do lags_n+=("$(lag "http://127.0.0.1:$
 #------------ Report --------------------------------------------------------------------------
 mib() { echo $(( $1 / 1024 )); }
 cat <<EOF
-Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk -t1 -c64 -d${DURATION}s, one worker each, loopback.
+Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk -t1 -c64 -d${DURATION}s, one worker each, loopback, $pinning.
 Command: \`ROUNDS=$ROUNDS DURATION=$DURATION SIZE=$SIZE DELTAS=$DELTAS bench/run.sh\` ($(date -u +%F))
 Repository: snapshot $((snap_size / 1048576)) MiB, $DELTAS deltas, the largest $((delta_size / 1024)) KiB.
 

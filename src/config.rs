@@ -103,6 +103,7 @@ struct RawServer {
     threads: Option<usize>,
     upgrade_sock: Option<PathBuf>,
     request_timeout: Option<String>,
+    write_buffer: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,7 +215,15 @@ pub struct ServerConfig {
     pub upgrade_sock: PathBuf,
     /// How long a client may take to send a whole HTTP/1 request header (slowloris guard).
     pub request_timeout: Duration,
+    /// Write buffer per plain-HTTP connection: a response whose header and body fit goes out
+    /// in one write (one segment train, one wake-up of the client) instead of two.
+    pub write_buffer: usize,
 }
+
+/// Default `server.write_buffer`: a notification listing a few hundred deltas fits.
+pub const DEFAULT_WRITE_BUFFER: usize = 64 << 10;
+/// Above this a buffer only costs memory: larger bodies stream from the store anyway.
+const MAX_WRITE_BUFFER: u64 = 16 << 20;
 
 /// Default `server.request_timeout`: RPs send a few hundred bytes of header at once.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -536,6 +545,16 @@ fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigEr
         Some(d) => d,
         None => DEFAULT_REQUEST_TIMEOUT,
     };
+    let write_buffer = match opt_size("server.write_buffer", raw.write_buffer)? {
+        Some(n) if n > MAX_WRITE_BUFFER => {
+            return Err(ConfigError::new(
+                "server.write_buffer",
+                "must be at most 16MiB (larger bodies are streamed anyway)",
+            ))
+        }
+        Some(n) => n as usize,
+        None => DEFAULT_WRITE_BUFFER,
+    };
     Ok(ServerConfig {
         listen,
         tls_listen,
@@ -544,6 +563,7 @@ fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigEr
         threads,
         upgrade_sock,
         request_timeout,
+        write_buffer,
     })
 }
 
@@ -955,6 +975,24 @@ upstream = "http://127.0.0.1:3001/rrdp/"
         assert!(e.starts_with("log.access:"), "{e}");
         let e = refused("[log]\nlevel = \"loud\"\n");
         assert!(e.starts_with("log.level:"), "{e}");
+    }
+
+    #[test]
+    fn write_buffer_is_bounded() {
+        let with =
+            |v: &str| MINIMAL.replace("[server]\n", &format!("[server]\nwrite_buffer = \"{v}\"\n"));
+        let c = Config::parse(&with("0"), Path::new(".")).unwrap();
+        assert_eq!(c.server.write_buffer, 0, "0 turns buffering off");
+        let c = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(c.server.write_buffer, DEFAULT_WRITE_BUFFER);
+        let e = Config::parse(&with("1GiB"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("server.write_buffer:"), "{e}");
+        let e = Config::parse(&with("big"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("server.write_buffer:"), "{e}");
     }
 
     #[test]

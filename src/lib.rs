@@ -47,6 +47,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -235,8 +236,12 @@ pub fn build_server_upgrading(
             request_timeout: cfg.server.request_timeout,
         },
     );
+    // Plain HTTP: pingora's default 1460-byte write buffer sends a response's header and
+    // body in two writes; with room for both, a notification goes out in one (measured in
+    // docs/benchmarks.md). TLS records are assembled by rustls either way.
+    let buffers = L4BufferSettings::default().write(cfg.server.write_buffer);
     for addr in &cfg.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }
     if let Some((cert, key)) = &cfg.server.tls {
         for addr in &cfg.server.tls_listen {
