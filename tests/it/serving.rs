@@ -3,7 +3,7 @@
 use rrdp_proxy::metrics::Kind;
 use rrdp_proxy::rrdp::{Hash, Notification};
 
-use crate::support::{http, path_of, Origin, Proxy};
+use crate::support::{config_text, free_port, http, path_of, Origin, Proxy};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn notification_and_files_carry_validators_and_answer_304_and_head() {
@@ -492,4 +492,42 @@ async fn admin_endpoints_report_what_operators_need() {
         http(proxy.admin_port, "GET", "/refresh", &[]).await.status,
         405
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_files_stream_from_disk_whole_and_in_ranges_across_chunks() {
+    let origin = Origin::start().await;
+    // A snapshot of about 1 MiB: several of the 256 KiB pieces a stored file is sent in.
+    origin.state.lock().unwrap().repo =
+        rrdp_proxy::demo::Repository::large(&origin.base(), 1 << 20, 2);
+    let cache = tempfile::tempdir().unwrap();
+    // A 64 KiB memory tier keeps nothing over 8 KiB: the snapshot is served from its file.
+    let (port, admin) = (free_port(), free_port());
+    let text = config_text(port, admin, cache.path(), &origin.base(), "")
+        .replace("memory_limit = \"16MiB\"", "memory_limit = \"64KiB\"");
+    let proxy = Proxy::start_with(text, port, admin);
+    let st = proxy.wait_first_poll().await;
+    assert!(st.serial.is_some(), "{st:?}");
+    let n = Notification::parse(&proxy.get("/rrdp/notification.xml").await.body).unwrap();
+    let snap = path_of(&n.snapshot.uri);
+    let whole = http(proxy.port, "GET", &snap, &[]).await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body.len() > 3 * (256 << 10), "{}", whole.body.len());
+    assert_eq!(Hash::of(&whole.body), n.snapshot.hash);
+    let (in_memory, _) = proxy.shared.store.memory_usage();
+    assert!(
+        in_memory < 64 << 10,
+        "the snapshot is not in the memory tier"
+    );
+    // A range that starts inside one piece and ends inside a later one.
+    let (from, to) = ((256 << 10) - 7, (3 << 18) + 11);
+    let r = http(
+        proxy.port,
+        "GET",
+        &snap,
+        &[("Range", &format!("bytes={from}-{to}"))],
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body.as_slice(), &whole.body[from..=to]);
 }
