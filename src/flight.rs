@@ -19,6 +19,18 @@ pub struct FlightGuard<'a> {
     _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
+/// The key of a download by path (a forwarded miss: the hash is not known yet). Relative
+/// paths of RRDP files carry the session and serial, so one key per file in practice; two
+/// repositories sharing a relative path would only wait for each other.
+pub fn path_key(rel: &str) -> String {
+    format!("path {rel}")
+}
+
+/// The key of a download of an object whose hash is known.
+pub fn object_key(hash: &impl std::fmt::Display) -> String {
+    format!("object {hash}")
+}
+
 impl Flights {
     /// Waits until no one else is in flight for `key`, then enters. Whoever enters second
     /// should check whether the first already did the work.

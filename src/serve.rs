@@ -288,10 +288,7 @@ impl RrdpProxy {
                 .map(|size| (hash, size))
             }
             None => {
-                let _flight = store
-                    .flights
-                    .enter(format!("path {}{rel}", repo.config.public))
-                    .await;
+                let flight = store.flights.enter(crate::flight::path_key(rel)).await;
                 // Queued behind a download of the same path: serve what it stored.
                 let done = repo
                     .forwarded
@@ -325,6 +322,9 @@ impl RrdpProxy {
                     }
                     map.insert(rel.to_string(), *hash);
                 }
+                // Released before asking peers: that takes the object key, and the lock
+                // order is object, then path (see sync::ensure_object).
+                drop(flight);
                 match (fetched, self.shared.peers.as_deref()) {
                     (Ok(f), _) => Ok(f),
                     // The origin failed (down, or the file is gone there): a peer that

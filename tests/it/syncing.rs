@@ -244,7 +244,7 @@ async fn concurrent_requests_for_a_file_in_flight_make_one_origin_request() {
     });
     proxy.shared.repos[0].refresh.notify_one();
     // The poller is now downloading the new snapshot, held by the origin.
-    let key = format!("object {hash}");
+    let key = rrdp_proxy::flight::object_key(&hash);
     let flights = &proxy.shared.store.flights;
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
     while origin.requests_for(&snapshot) == 0 {
@@ -278,4 +278,50 @@ async fn concurrent_requests_for_a_file_in_flight_make_one_origin_request() {
         "one origin request for the new file"
     );
     proxy.wait_serial(2).await;
+}
+
+/// A client asks for a new snapshot before this node has read the notification naming it (a
+/// forwarded miss), and the poller then wants the same file while that download is under
+/// way: the poller waits for it instead of asking the origin a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_miss_and_the_poller_share_one_origin_request() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+
+    let stall = std::sync::Arc::new(tokio::sync::Notify::new());
+    origin.advance();
+    let (snapshot, hash) = origin.with(|s| {
+        s.stall_snapshots = Some(stall.clone());
+        let p = s.repo.snapshot_path().to_string();
+        (p.clone(), Hash::of(&s.repo.file(&p).unwrap()))
+    });
+    let port = proxy.port;
+    let path = format!("/rrdp/{snapshot}");
+    let client = tokio::spawn(async move { crate::support::http(port, "GET", &path, &[]).await });
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while origin.requests_for(&snapshot) == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The forwarded download is held by the origin; now the poller reads the notification.
+    proxy.shared.repos[0].refresh.notify_one();
+    let key = rrdp_proxy::flight::path_key(&snapshot);
+    while proxy.shared.store.flights.waiting(&key) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poller never waited for the forwarded download"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stall.notify_waiters();
+    let r = client.await.unwrap();
+    assert_eq!((r.status, Hash::of(&r.body)), (200, hash));
+    proxy.wait_serial(2).await;
+    assert_eq!(
+        origin.requests_for(&snapshot),
+        1,
+        "one origin request for the new snapshot"
+    );
 }
