@@ -377,20 +377,52 @@ impl Config {
 
     /// Parses and validates config text; `base` anchors relative paths.
     pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(toml_error)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(e, text))?;
         validate(raw, base)
     }
 }
 
 /// Turns a toml/serde error into our form, keeping the key toml names in its message.
-fn toml_error(err: toml::de::Error) -> ConfigError {
-    let msg = err.message().to_string();
-    // serde's "unknown field `x`, expected one of ..." already names the key.
-    let mut reason = msg.trim().to_string();
-    if let Some(span) = err.span() {
-        reason = format!("{reason} (at byte {})", span.start);
-    }
-    ConfigError::new("", reason)
+fn toml_error(err: toml::de::Error, text: &str) -> ConfigError {
+    // serde's "unknown field `x`, expected one of ..." already names the key; a wrong type
+    // ("invalid type: integer `1460`, expected a string") does not, so the key is taken from
+    // the line the error points at, under the table it belongs to.
+    let reason = err.message().trim().to_string();
+    let Some(span) = err.span() else {
+        return ConfigError::new("", reason);
+    };
+    let Some(before) = text.get(..span.start) else {
+        return ConfigError::new("", reason);
+    };
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let head = &before[..line_start];
+    let table = head
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| {
+            let name = l.trim_matches(|c| c == '[' || c == ']').trim();
+            if l.starts_with("[[") {
+                // The n-th [[repository]] is "repository[n]", as elsewhere in errors.
+                let n = head.lines().filter(|x| x.trim() == l).count();
+                format!("{name}[{n}]")
+            } else {
+                name.to_string()
+            }
+        });
+    let name = match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k.to_string(),
+        _ => String::new(),
+    };
+    ConfigError::new(&name, format!("{reason} (line {line_no})"))
 }
 
 fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
@@ -975,6 +1007,21 @@ upstream = "http://127.0.0.1:3001/rrdp/"
         assert!(e.starts_with("log.access:"), "{e}");
         let e = refused("[log]\nlevel = \"loud\"\n");
         assert!(e.starts_with("log.level:"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_line() {
+        let text = MINIMAL.replace("[server]\n", "[server]\nwrite_buffer = 1460\n");
+        let e = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("server.write_buffer:"), "{e}");
+        assert!(
+            e.contains("expected a string") && e.contains("(line 3)"),
+            "{e}"
+        );
+        let e = refused("[[repository]]\npublic = \"http://127.0.0.1:8080/b/\"\nupstream = \"http://127.0.0.1:1/b/\"\npoll_interval = 10\n");
+        assert!(e.starts_with("repository[2].poll_interval:"), "{e}");
     }
 
     #[test]
