@@ -235,13 +235,7 @@ async fn concurrent_requests_for_a_file_in_flight_make_one_origin_request() {
     let proxy = Proxy::start(cache.path(), &origin.base(), "");
     proxy.wait_serial(1).await;
 
-    let stall = std::sync::Arc::new(tokio::sync::Notify::new());
-    origin.advance();
-    let (snapshot, hash) = origin.with(|s| {
-        s.stall_snapshots = Some(stall.clone());
-        let p = s.repo.snapshot_path().to_string();
-        (p.clone(), Hash::of(&s.repo.file(&p).unwrap()))
-    });
+    let (stall, snapshot, hash) = advance_with_stalled_snapshot(&origin);
     proxy.shared.repos[0].refresh.notify_one();
     // The poller is now downloading the new snapshot, held by the origin.
     let key = rrdp_proxy::flight::object_key(&hash);
@@ -290,13 +284,7 @@ async fn a_forwarded_miss_and_the_poller_share_one_origin_request() {
     let proxy = Proxy::start(cache.path(), &origin.base(), "");
     proxy.wait_serial(1).await;
 
-    let stall = std::sync::Arc::new(tokio::sync::Notify::new());
-    origin.advance();
-    let (snapshot, hash) = origin.with(|s| {
-        s.stall_snapshots = Some(stall.clone());
-        let p = s.repo.snapshot_path().to_string();
-        (p.clone(), Hash::of(&s.repo.file(&p).unwrap()))
-    });
+    let (stall, snapshot, hash) = advance_with_stalled_snapshot(&origin);
     let port = proxy.port;
     let path = format!("/rrdp/{snapshot}");
     let client = tokio::spawn(async move { crate::support::http(port, "GET", &path, &[]).await });
@@ -324,4 +312,19 @@ async fn a_forwarded_miss_and_the_poller_share_one_origin_request() {
         1,
         "one origin request for the new snapshot"
     );
+}
+
+/// Publishes a new serial at the origin whose snapshot downloads are held until the returned
+/// Notify is told to release them; gives its path and hash.
+fn advance_with_stalled_snapshot(
+    origin: &Origin,
+) -> (std::sync::Arc<tokio::sync::Notify>, String, Hash) {
+    let stall = std::sync::Arc::new(tokio::sync::Notify::new());
+    origin.advance();
+    let (snapshot, hash) = origin.with(|s| {
+        s.stall_snapshots = Some(stall.clone());
+        let p = s.repo.snapshot_path().to_string();
+        (p.clone(), Hash::of(&s.repo.file(&p).unwrap()))
+    });
+    (stall, snapshot, hash)
 }
