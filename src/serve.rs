@@ -710,12 +710,11 @@ async fn send(session: &mut Session, a: Answer) -> Result<u64> {
             Ok(len)
         }
         Body::File { file, start, len } => {
-            let mut file = Arc::new(file.into_std().await);
+            let file = Arc::new(file.into_std().await);
             let mut sent = 0u64;
             while sent < len {
                 let want = CHUNK.min((len - sent) as usize);
-                let chunk;
-                (file, chunk) = read_chunk(file, start + sent, want).await?;
+                let chunk = read_chunk(&file, start + sent, want).await?;
                 sent += chunk.len() as u64;
                 session
                     .write_response_body(Some(chunk), sent == len)
@@ -731,28 +730,25 @@ async fn send(session: &mut Session, a: Answer) -> Result<u64> {
 /// reads its cache files; only what would wait for the disk goes to the blocking pool. With
 /// every chunk sent through the blocking pool, the two thread switches per 256 KiB cost more
 /// CPU than the copies (docs/benchmarks.md).
-async fn read_chunk(
-    file: Arc<std::fs::File>,
-    offset: u64,
-    want: usize,
-) -> Result<(Arc<std::fs::File>, Bytes)> {
+async fn read_chunk(file: &Arc<std::fs::File>, offset: u64, want: usize) -> Result<Bytes> {
     use rustix::io::{preadv2, ReadWriteFlags};
     let fail = |e: std::io::Error| Error::because(ReadError, "reading a stored object", e);
     let mut buf = vec![0u8; want];
     match preadv2(
-        &*file,
+        &**file,
         &mut [std::io::IoSliceMut::new(&mut buf)],
         offset,
         ReadWriteFlags::NOWAIT,
     ) {
         Ok(n) if n > 0 => {
             buf.truncate(n);
-            return Ok((file, Bytes::from(buf)));
+            return Ok(Bytes::from(buf));
         }
         Ok(_) => return Err(fail(short_object())),
         // EAGAIN: not cached; EOPNOTSUPP: a file system without RWF_NOWAIT. Read it blocking.
         Err(_) => {}
     }
+    let file = file.clone();
     tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::FileExt;
         let n = file.read_at(&mut buf, offset)?;
@@ -760,7 +756,7 @@ async fn read_chunk(
             return Err(short_object());
         }
         buf.truncate(n);
-        Ok((file, Bytes::from(buf)))
+        Ok(Bytes::from(buf))
     })
     .await
     .map_err(|e| Error::because(ReadError, "reading a stored object", e))?
