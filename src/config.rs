@@ -215,14 +215,15 @@ pub struct ServerConfig {
     pub upgrade_sock: PathBuf,
     /// How long a client may take to send a whole HTTP/1 request header (slowloris guard).
     pub request_timeout: Duration,
-    /// Write buffer per plain-HTTP connection: a response whose header and body fit goes out
-    /// in one write (one segment train, one wake-up of the client) instead of two.
+    /// The largest write an HTTP/1 connection holds back to send with the next one (the
+    /// response header, sent with the body in one vectored write: one send, one wake-up of the
+    /// client, no copy of the body). 0 sends each write as it comes.
     pub write_buffer: usize,
 }
 
-/// Default `server.write_buffer`: a notification listing a few hundred deltas fits.
+/// Default `server.write_buffer`: any response header this program makes fits many times.
 pub const DEFAULT_WRITE_BUFFER: usize = 64 << 10;
-/// Above this a buffer only costs memory: larger bodies stream from the store anyway.
+/// A bound on nonsense: only a response header is ever held, and ours are well under 1 KiB.
 const MAX_WRITE_BUFFER: u64 = 16 << 20;
 
 /// Default `server.request_timeout`: RPs send a few hundred bytes of header at once.
@@ -581,7 +582,7 @@ fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigEr
         Some(n) if n > MAX_WRITE_BUFFER => {
             return Err(ConfigError::new(
                 "server.write_buffer",
-                "must be at most 16MiB (larger bodies are streamed anyway)",
+                "must be at most 16MiB (only a response header is ever held)",
             ))
         }
         Some(n) => n as usize,

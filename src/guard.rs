@@ -1,4 +1,5 @@
-//! A deadline for reading each request: the slowloris guard.
+//! The public listener's HTTP/1 connections: a deadline for reading each request (the
+//! slowloris guard), and a response's header sent together with its body (see [`coalesce`]).
 //!
 //! pingora bounds each single read of a request header (60 s) and the idle time between
 //! keep-alive requests, but not the whole header: a client that trickles one byte every few
@@ -8,8 +9,11 @@
 //! of the next request; the response's first byte stops it. A request not read in time ends
 //! the connection with a read error, which pingora treats as a closed connection.
 //!
-//! It wraps the transport stream that pingora's HTTP/1 server reads from. HTTP/2 (by ALPN on
-//! TLS) is left alone: its frames interleave reads and writes of many streams.
+//! It wraps the transport stream that pingora's HTTP/1 server reads from and writes to.
+//! HTTP/2 (by ALPN on TLS) is left alone: its frames interleave reads and writes of many
+//! streams, and its own framing gathers writes.
+//!
+//! [`coalesce`]: crate::coalesce
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,10 +31,15 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// A server app whose HTTP/1 connections get a request-reading deadline.
+use crate::coalesce::Coalescer;
+
+/// A server app whose HTTP/1 connections get a request-reading deadline and send each
+/// response's header with its body.
 pub struct Guarded<A> {
     pub app: Arc<A>,
     pub request_timeout: Duration,
+    /// The largest write held back to go out with the next (`server.write_buffer`).
+    pub coalesce: usize,
 }
 
 #[async_trait]
@@ -41,12 +50,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         // A kept-alive connection comes back here for its next request: wrap it once.
-        let wrapped = (*stream).as_any().is::<Deadline>();
+        let wrapped = (*stream).as_any().is::<ClientStream>();
         let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
         let stream = if wrapped || h2 {
             stream
         } else {
-            Box::new(Deadline::new(stream, self.request_timeout)) as Stream
+            Box::new(ClientStream::new(
+                stream,
+                self.request_timeout,
+                self.coalesce,
+            )) as Stream
         };
         self.app.process_new(stream, shutdown).await
     }
@@ -56,10 +69,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     }
 }
 
-/// A stream that fails reads once a request has been read for longer than its limit.
+/// A client connection: reads fail once a request has been read for longer than its limit;
+/// writes are coalesced.
 #[derive(Debug)]
-pub struct Deadline {
+pub struct ClientStream {
     inner: Stream,
+    out: Coalescer,
     limit: Duration,
     /// Running while a request is being read.
     timer: Option<Pin<Box<Sleep>>>,
@@ -67,10 +82,11 @@ pub struct Deadline {
     between_requests: bool,
 }
 
-impl Deadline {
-    pub fn new(inner: Stream, limit: Duration) -> Deadline {
-        Deadline {
+impl ClientStream {
+    pub fn new(inner: Stream, limit: Duration, coalesce: usize) -> ClientStream {
+        ClientStream {
             inner,
+            out: Coalescer::new(coalesce),
             limit,
             // The first request's clock starts at accept: a client that connects and sends
             // nothing is as slow as one that sends a byte a minute.
@@ -80,7 +96,7 @@ impl Deadline {
     }
 }
 
-impl AsyncRead for Deadline {
+impl AsyncRead for ClientStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -110,62 +126,52 @@ impl AsyncRead for Deadline {
     }
 }
 
-impl AsyncWrite for Deadline {
+impl AsyncWrite for ClientStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let this = &mut *self;
+        let res = this.out.poll_write(&mut this.inner, cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.timer = None;
-            self.between_requests = true;
+            // The response has started: the request was read in time.
+            this.timer = None;
+            this.between_requests = true;
         }
         res
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        this.out.poll_flush(&mut this.inner, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.timer = None;
-            self.between_requests = true;
-        }
-        res
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        let this = &mut *self;
+        std::task::ready!(this.out.poll_flush(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
 // The rest is plain delegation to the wrapped stream.
 
 #[async_trait]
-impl Shutdown for Deadline {
+impl Shutdown for ClientStream {
     async fn shutdown(&mut self) {
+        // What is held goes out first (pingora flushes before this; this is for certainty).
+        let _ = tokio::io::AsyncWriteExt::flush(self).await;
         self.inner.shutdown().await
     }
 }
 
-impl UniqueID for Deadline {
+impl UniqueID for ClientStream {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
-impl Ssl for Deadline {
+impl Ssl for ClientStream {
     fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
         self.inner.get_ssl()
     }
@@ -179,7 +185,7 @@ impl Ssl for Deadline {
     }
 }
 
-impl GetTimingDigest for Deadline {
+impl GetTimingDigest for ClientStream {
     fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
         self.inner.get_timing_digest()
     }
@@ -193,20 +199,20 @@ impl GetTimingDigest for Deadline {
     }
 }
 
-impl GetProxyDigest for Deadline {
+impl GetProxyDigest for ClientStream {
     fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
 }
 
-impl GetSocketDigest for Deadline {
+impl GetSocketDigest for ClientStream {
     fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
         self.inner.get_socket_digest()
     }
 }
 
 #[async_trait]
-impl Peek for Deadline {
+impl Peek for ClientStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         self.inner.try_peek(buf).await
     }

@@ -9,7 +9,7 @@
 //! - [`flight`]: single flight, so concurrent misses for one file make one upstream request.
 //! - [`repo`]: a repository's published [`repo::Generation`] and its persistence.
 //! - [`sync`]: the poller that fetches, verifies, stores and then publishes.
-//! - [`serve`]: the public listener (pingora `ProxyHttp`).
+//! - [`serve`]: the public listener (a pingora `HttpServerApp`).
 //! - [`passthrough`]: other paths (e.g. `/ta/`), cached by HTTP rules and served stale.
 //! - [`admin`]: `/metrics`, `/status`, `/healthz`, `POST /refresh`.
 //! - [`demo`]: the built-in demo Publication Server.
@@ -19,6 +19,7 @@
 //! the binary and the tests call.
 
 pub mod admin;
+pub mod coalesce;
 pub mod config;
 pub mod content;
 pub mod demo;
@@ -227,19 +228,18 @@ pub fn build_server_upgrading(
     let shared = Shared::open(config)?;
     let cfg = &shared.config;
 
-    let app =
-        pingora::proxy::http_proxy(&server.configuration, serve::RrdpProxy::new(shared.clone()));
     let mut proxy = Service::new(
         "rrdp-proxy public".to_string(),
         guard::Guarded {
-            app: Arc::new(app),
+            app: Arc::new(serve::RrdpProxy::new(shared.clone())),
             request_timeout: cfg.server.request_timeout,
+            coalesce: cfg.server.write_buffer,
         },
     );
-    // Plain HTTP: pingora's default 1460-byte write buffer sends a response's header and
-    // body in two writes; with room for both, a notification goes out in one (measured in
-    // docs/benchmarks.md). TLS records are assembled by rustls either way.
-    let buffers = L4BufferSettings::default().write(cfg.server.write_buffer);
+    // Plain HTTP: no write buffer under the connection. A response's header is held by the
+    // connection stream and sent with the body in one vectored write (coalesce.rs); a buffer
+    // below it would only copy the body once more.
+    let buffers = L4BufferSettings::default().write(0);
     for addr in &cfg.server.listen {
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
@@ -68,6 +69,9 @@ pub struct Generation {
     pub etag_gzip: String,
     #[serde(skip)]
     pub last_modified_text: String,
+    /// The same validators as ready header values: a notification request copies no string.
+    #[serde(skip)]
+    pub header_values: NotificationHeaders,
     /// Last-Modified, seconds since the epoch: when this proxy published it. Strictly
     /// increasing across generations, because Fort sends its own clock as If-Modified-Since.
     pub last_modified: u64,
@@ -94,6 +98,30 @@ impl Generation {
     }
 }
 
+/// Header values of a generation's notification, made when it is prepared.
+#[derive(Debug, Clone)]
+pub struct NotificationHeaders {
+    pub etag: HeaderValue,
+    pub etag_gzip: HeaderValue,
+    pub last_modified: HeaderValue,
+}
+
+impl Default for NotificationHeaders {
+    fn default() -> NotificationHeaders {
+        let empty = HeaderValue::from_static("");
+        NotificationHeaders {
+            etag: empty.clone(),
+            etag_gzip: empty.clone(),
+            last_modified: empty,
+        }
+    }
+}
+
+/// A header value of text this program made (digits, dates, quoted hex): never invalid.
+pub fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 impl Generation {
     /// The file at `rel`, if clients may still fetch it.
     pub fn file(&self, rel: &str, now: u64) -> Option<&FileEntry> {
@@ -110,6 +138,11 @@ impl Generation {
         self.last_modified_text =
             httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.last_modified));
         self.etag_gzip = format!("{}-gzip\"", self.etag.trim_end_matches('"'));
+        self.header_values = NotificationHeaders {
+            etag: header_value(&self.etag),
+            etag_gzip: header_value(&self.etag_gzip),
+            last_modified: header_value(&self.last_modified_text),
+        };
         use std::io::Write;
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         let gz = enc
@@ -165,8 +198,8 @@ pub struct Repo {
     pub refresh: Notify,
     pub status: watch::Sender<RepoStatus>,
     /// Cache-Control values of the notification and of files, made once.
-    pub notification_cache_control: String,
-    pub file_cache_control: String,
+    pub notification_cache_control: HeaderValue,
+    pub file_cache_control: HeaderValue,
     /// File name of this repository's index in the store directory.
     index_name: String,
 }
@@ -176,14 +209,14 @@ impl Repo {
         let id = Hash::of(config.public.to_string().as_bytes()).to_hex();
         Arc::new(Repo {
             index_name: format!("repository-{}.json", &id[..16]),
-            notification_cache_control: format!(
+            notification_cache_control: header_value(&format!(
                 "max-age={}",
                 config.notification_max_age.as_secs()
-            ),
-            file_cache_control: format!(
+            )),
+            file_cache_control: header_value(&format!(
                 "public, max-age={}, immutable",
                 config.file_max_age.as_secs()
-            ),
+            )),
             config,
             published: ArcSwapOption::empty(),
             pending: ArcSwap::from_pointee(HashMap::new()),

@@ -1,4 +1,9 @@
-//! The public listener: pingora's `ProxyHttp`, answering every request in `request_filter`.
+//! The public listener: a pingora `HttpServerApp` that answers every request itself.
+//!
+//! It sits directly on pingora's HTTP server sessions (HTTP/1.1 and HTTP/2, plain and TLS)
+//! rather than on pingora's proxy framework: nothing here is ever proxied blindly, and the
+//! framework's per-request machinery (cache, module and retry state, its phases) cost about a
+//! sixth of the CPU of a notification request (docs/benchmarks.md).
 //!
 //! Routing is by path prefix. Under a repository prefix the notification comes from the
 //! published generation and snapshots/deltas from the store; a file the store does not have
@@ -11,14 +16,17 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use log::{error, info};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 
 use crate::config::AccessLog;
 use crate::metrics::{Kind, Outcome};
-use crate::repo::{unix_now, FileKind, Repo};
+use crate::repo::{header_value, unix_now, FileKind, Repo};
 use crate::rrdp::Hash;
 use crate::store::Object;
 use crate::sync::{ensure_object, fetch_object, Sources};
@@ -78,7 +86,7 @@ impl Body {
 /// What to send back.
 struct Answer {
     status: u16,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, HeaderValue)>,
     body: Body,
     kind: Kind,
     outcome: Outcome,
@@ -89,9 +97,12 @@ impl Answer {
         Answer {
             status,
             headers: vec![
-                ("Content-Type", "text/plain; charset=utf-8".into()),
+                (
+                    "Content-Type",
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                ),
                 // An error for an RRDP path must never be cached by a CDN in front of us.
-                ("Cache-Control", "no-store".into()),
+                ("Cache-Control", HeaderValue::from_static("no-store")),
             ],
             body: Body::Bytes(Bytes::copy_from_slice(text.as_bytes())),
             kind,
@@ -108,6 +119,18 @@ pub struct Ctx {
     bytes: u64,
     /// Sent with Content-Encoding: gzip.
     gzip: bool,
+}
+
+impl Default for Ctx {
+    fn default() -> Ctx {
+        Ctx {
+            kind: Kind::Other,
+            outcome: Outcome::Pass,
+            status: 0,
+            bytes: 0,
+            gzip: false,
+        }
+    }
 }
 
 /// The public service.
@@ -128,7 +151,7 @@ impl RrdpProxy {
         RrdpProxy { shared, forward }
     }
 
-    async fn route(&self, session: &Session) -> Answer {
+    async fn route(&self, session: &ServerSession) -> Answer {
         let req = session.req_header();
         if let Some(refused) = refuse(req) {
             return refused;
@@ -138,7 +161,7 @@ impl RrdpProxy {
         let is_get_or_head = method == http::Method::GET || method == http::Method::HEAD;
         if let Some(hex) = path.strip_prefix(crate::config::PEER_OBJECT_PATH) {
             if is_get_or_head {
-                return self.peer_object(req, hex).await;
+                return Box::pin(self.peer_object(req, hex)).await;
             }
         }
 
@@ -160,7 +183,10 @@ impl RrdpProxy {
             if kind == Kind::Notification {
                 return self.notification(repo, req);
             }
-            return self.file(repo, &self.forward[i], rel, req).await;
+            // Boxed, as every path that may wait on a download or the disk: the future of a
+            // request is moved to the heap whole, and a notification answer, which never
+            // waits, should not pay for copying the largest of them (docs/benchmarks.md).
+            return Box::pin(self.file(repo, &self.forward[i], rel, req)).await;
         }
         for pass in &self.shared.passthroughs {
             if !path.starts_with(pass.config.public.path()) {
@@ -172,10 +198,14 @@ impl RrdpProxy {
             let Some(rel) = pass.config.public.relative_path(path) else {
                 return Answer::text(404, Kind::Passthrough, "not found\n");
             };
-            let r = pass.serve(rel).await;
+            let r = Box::pin(pass.serve(rel)).await;
             let mut a = Answer {
                 status: r.status,
-                headers: r.headers,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .filter_map(|(k, v)| HeaderValue::try_from(v).ok().map(|v| (k, v)))
+                    .collect(),
                 body: Body::Bytes(r.body),
                 kind: Kind::Passthrough,
                 outcome: r.outcome,
@@ -198,7 +228,7 @@ impl RrdpProxy {
                 "no repository state fetched from the upstream yet\n",
             );
             let retry = repo.config.poll_interval.as_secs().max(1);
-            a.headers.push(("Retry-After", retry.to_string()));
+            a.headers.push(("Retry-After", HeaderValue::from(retry)));
             return a;
         };
         let lm = generation.last_modified_http();
@@ -206,18 +236,19 @@ impl RrdpProxy {
             .notification_gz
             .as_ref()
             .filter(|_| accepts_gzip(req));
+        let values = &generation.header_values;
         let etag = match gzip {
-            Some(_) => generation.etag_gzip.clone(),
-            None => generation.etag.clone(),
+            Some(_) => values.etag_gzip.clone(),
+            None => values.etag.clone(),
         };
         let mut a = Answer {
             status: 200,
             headers: vec![
-                ("Content-Type", RRDP_CONTENT_TYPE.into()),
+                ("Content-Type", HeaderValue::from_static(RRDP_CONTENT_TYPE)),
                 ("Cache-Control", repo.notification_cache_control.clone()),
                 ("ETag", etag),
-                ("Last-Modified", lm.to_string()),
-                ("Vary", "Accept-Encoding".into()),
+                ("Last-Modified", values.last_modified.clone()),
+                ("Vary", HeaderValue::from_static("Accept-Encoding")),
             ],
             body: Body::Bytes(generation.notification.clone()),
             kind: Kind::Notification,
@@ -225,7 +256,8 @@ impl RrdpProxy {
         };
         if let Some(gz) = gzip {
             a.body = Body::Bytes(gz.clone());
-            a.headers.push(("Content-Encoding", "gzip".into()));
+            a.headers
+                .push(("Content-Encoding", HeaderValue::from_static("gzip")));
         }
         if not_modified(req, Some(&generation.etag), Some(lm)) {
             return not_modified_answer(a);
@@ -400,8 +432,11 @@ impl RrdpProxy {
                 Answer {
                     status: 200,
                     headers: vec![
-                        ("Content-Type", "application/octet-stream".into()),
-                        ("Cache-Control", "no-store".into()),
+                        (
+                            "Content-Type",
+                            HeaderValue::from_static("application/octet-stream"),
+                        ),
+                        ("Cache-Control", HeaderValue::from_static("no-store")),
                     ],
                     body: Body::from_object(object),
                     kind: Kind::Other,
@@ -428,34 +463,35 @@ impl RrdpProxy {
             repo.file_cache_control.clone()
         } else {
             // Forwarded, but named by no notification we know: do not let caches pin it.
-            "max-age=60".to_string()
+            HeaderValue::from_static("max-age=60")
         };
         let mut a = Answer {
             status: 200,
             headers: vec![
-                ("Content-Type", RRDP_CONTENT_TYPE.into()),
+                ("Content-Type", HeaderValue::from_static(RRDP_CONTENT_TYPE)),
                 ("Cache-Control", cache_control),
-                ("Accept-Ranges", "bytes".into()),
-                ("Vary", "Accept-Encoding".into()),
+                ("Accept-Ranges", HeaderValue::from_static("bytes")),
+                ("Vary", HeaderValue::from_static("Accept-Encoding")),
             ],
             body: Body::Empty,
             kind: Kind::File,
             outcome,
         };
         if not_modified(req, Some(&etag), None) {
-            a.headers.push(("ETag", etag));
+            a.headers.push(("ETag", header_value(&etag)));
             return not_modified_answer(a);
         }
         let range = requested_range(req, &etag);
         if range.is_none() && accepts_gzip(req) {
             if let Some(gz) = self.shared.store.get_gzip(&hash).await {
-                a.headers.push(("ETag", gzip_etag(&etag)));
-                a.headers.push(("Content-Encoding", "gzip".into()));
+                a.headers.push(("ETag", header_value(&gzip_etag(&etag))));
+                a.headers
+                    .push(("Content-Encoding", HeaderValue::from_static("gzip")));
                 a.body = Body::from_object(gz);
                 return a;
             }
         }
-        a.headers.push(("ETag", etag));
+        a.headers.push(("ETag", header_value(&etag)));
         let object = match self.shared.store.get(&hash).await {
             Ok(o) => o,
             Err(e) => {
@@ -465,7 +501,7 @@ impl RrdpProxy {
                 repo.refresh.notify_one();
                 let mut a =
                     Answer::text(503, Kind::File, "stored file damaged; fetching it again\n");
-                a.headers.push(("Retry-After", "5".into()));
+                a.headers.push(("Retry-After", HeaderValue::from(5u32)));
                 return a;
             }
         };
@@ -476,14 +512,14 @@ impl RrdpProxy {
                 a.status = 206;
                 a.headers.push((
                     "Content-Range",
-                    format!("bytes {start}-{}/{total}", start + len - 1),
+                    header_value(&format!("bytes {start}-{}/{total}", start + len - 1)),
                 ));
                 a.body = Body::slice(object, start, len);
             }
             Some(None) => {
                 let mut e = Answer::text(416, Kind::File, "range not satisfiable\n");
                 e.headers
-                    .push(("Content-Range", format!("bytes */{total}")));
+                    .push(("Content-Range", header_value(&format!("bytes */{total}"))));
                 return e;
             }
         }
@@ -637,7 +673,8 @@ fn refuse(req: &RequestHeader) -> Option<Answer> {
 
 fn method_not_allowed(kind: Kind) -> Answer {
     let mut a = Answer::text(405, kind, "only GET and HEAD\n");
-    a.headers.push(("Allow", "GET, HEAD".into()));
+    a.headers
+        .push(("Allow", HeaderValue::from_static("GET, HEAD")));
     a
 }
 
@@ -645,7 +682,7 @@ fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
     a.headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+        .and_then(|(_, v)| v.to_str().ok())
 }
 
 /// Turns a 200 into a 304 with the same validators and caching headers (no body, so no
@@ -687,42 +724,48 @@ fn not_modified(req: &RequestHeader, etag: Option<&str>, last_modified: Option<&
 }
 
 /// Writes an answer; returns the body bytes sent.
-async fn send(session: &mut Session, a: Answer) -> Result<u64> {
+async fn send(session: &mut ServerSession, a: Answer) -> Result<u64> {
     let head = session.req_header().method == http::Method::HEAD;
     let len = a.body.len();
-    let mut h = ResponseHeader::build(a.status, Some(a.headers.len() + 2))?;
-    for (k, v) in &a.headers {
-        h.insert_header(*k, v.as_str())?;
+    let mut h = ResponseHeader::build(a.status, Some(a.headers.len() + 1))?;
+    for (k, v) in a.headers {
+        h.insert_header(k, v)?;
     }
     if a.status != 304 {
         // Always an explicit length: a response without one falls back to close-delimited.
-        h.insert_header("Content-Length", len.to_string())?;
+        h.insert_header("Content-Length", HeaderValue::from(len))?;
     }
     let no_body = head || a.status == 304 || len == 0;
-    session.write_response_header(Box::new(h), no_body).await?;
+    session.write_response_header(Box::new(h)).await?;
     if no_body {
         return Ok(0);
     }
     match a.body {
         Body::Empty => Ok(0),
         Body::Bytes(b) => {
-            session.write_response_body(Some(b), true).await?;
+            session.write_response_body(b, true).await?;
             Ok(len)
         }
-        Body::File { file, start, len } => {
-            let file = Arc::new(file.into_std().await);
-            let mut sent = 0u64;
-            while sent < len {
-                let want = CHUNK.min((len - sent) as usize);
-                let chunk = read_chunk(&file, start + sent, want).await?;
-                sent += chunk.len() as u64;
-                session
-                    .write_response_body(Some(chunk), sent == len)
-                    .await?;
-            }
-            Ok(sent)
-        }
+        Body::File { file, start, len } => Box::pin(send_file(session, file, start, len)).await,
     }
+}
+
+/// Streams `len` bytes of a stored file from `start`; returns the bytes sent.
+async fn send_file(
+    session: &mut ServerSession,
+    file: tokio::fs::File,
+    start: u64,
+    len: u64,
+) -> Result<u64> {
+    let file = Arc::new(file.into_std().await);
+    let mut sent = 0u64;
+    while sent < len {
+        let want = CHUNK.min((len - sent) as usize);
+        let chunk = read_chunk(&file, start + sent, want).await?;
+        sent += chunk.len() as u64;
+        session.write_response_body(chunk, sent == len).await?;
+    }
+    Ok(sent)
 }
 
 /// Reads up to `want` bytes of a stored object at `offset`. What the page cache holds is read
@@ -770,26 +813,9 @@ fn short_object() -> std::io::Error {
     )
 }
 
-#[async_trait]
-impl ProxyHttp for RrdpProxy {
-    type CTX = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
-            kind: Kind::Other,
-            outcome: Outcome::Pass,
-            status: 0,
-            bytes: 0,
-            gzip: false,
-        }
-    }
-
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        // Every request is answered in request_filter; nothing is proxied blindly.
-        Error::e_explain(InternalError, "rrdp-proxy never proxies without a route")
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+impl RrdpProxy {
+    /// Answers the request read on `session`; the answer's facts go to `ctx` for the log.
+    async fn respond(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
         // HTTP/1.1 connections stay open this long between requests (RPs poll every few
         // minutes at most, so longer would only hold idle sockets).
         session.set_keepalive(Some(KEEPALIVE_IDLE_SECS));
@@ -803,23 +829,69 @@ impl ProxyHttp for RrdpProxy {
         ctx.status = a.status;
         ctx.gzip = header(&a, "Content-Encoding") == Some("gzip");
         ctx.bytes = send(session, a).await?;
-        Ok(true)
+        Ok(())
     }
+}
 
-    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+#[async_trait]
+impl HttpServerApp for RrdpProxy {
+    /// One request on a connection: read it, answer it, log it, and hand a reusable HTTP/1.1
+    /// connection back to pingora for the next one.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let mut stopping = shutdown.clone();
+        let read = tokio::select! {
+            // A request already buffered is answered even when the server is stopping.
+            biased;
+            read = session.read_request() => read,
+            // Stopping: an idle kept-alive connection is closed rather than waited on.
+            _ = stopping.wait_for(|stop| *stop) => return None,
+        };
+        match read {
+            Ok(true) => {}
+            // The client closed the connection between requests.
+            Ok(false) => return None,
+            Err(e) => {
+                if e.etype == InvalidHTTPHeader {
+                    let _ = session.respond_error(400).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        let mut ctx = Ctx::default();
+        let sent = self.respond(&mut session, &mut ctx).await;
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
         self.shared
             .metrics
             .count_request(ctx.kind, ctx.outcome, ctx.status, ctx.bytes);
         if ctx.gzip {
             self.shared.metrics.count_gzip_response();
         }
-        access_log(session, ctx, e, self.shared.config.log.access);
+        access_log(
+            &session,
+            &ctx,
+            sent.as_ref().err().map(|e| &**e),
+            self.shared.config.log.access,
+        );
+        // A response cut short leaves the connection in no state to carry another request.
+        sent.ok()?;
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(_) => None,
+        }
     }
 }
 
 /// One line per request to the `access` log target: the combined log format followed by
 /// kind and result, or a JSON object.
-fn access_log(session: &Session, ctx: &Ctx, e: Option<&pingora::Error>, format: AccessLog) {
+fn access_log(session: &ServerSession, ctx: &Ctx, e: Option<&pingora::Error>, format: AccessLog) {
     if format == AccessLog::Off || !log::log_enabled!(target: "access", log::Level::Info) {
         return;
     }

@@ -940,6 +940,7 @@ impl Poller {
             notification_gz: None,
             etag_gzip: String::new(),
             last_modified_text: String::new(),
+            header_values: Default::default(),
         }
         .prepared()
     }

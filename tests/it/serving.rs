@@ -531,3 +531,117 @@ async fn large_files_stream_from_disk_whole_and_in_ranges_across_chunks() {
     assert_eq!(r.status, 206);
     assert_eq!(r.body.as_slice(), &whole.body[from..=to]);
 }
+
+/// Reads one response off a kept-alive connection: status, headers, and as many body bytes as
+/// Content-Length says (none for HEAD and 304).
+async fn read_response(
+    r: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    head: bool,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut status_line = String::new();
+    r.read_line(&mut status_line).await.unwrap();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("a status line: {status_line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+    let mut body = vec![0u8; if head || status == 304 { 0 } else { len }];
+    r.read_exact(&mut body).await.unwrap();
+    (status, headers, body)
+}
+
+/// The connection stream holds each response's header back to send it with the body
+/// (coalesce.rs): a response without a body (HEAD, 304) must still go out at once, and every
+/// response must arrive whole and in order on a kept-alive connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_kept_alive_connection_carries_answers_of_every_shape_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    let n = proxy.get("/rrdp/notification.xml").await;
+    let etag = n.header("ETag").unwrap().to_string();
+    let snapshot = Notification::parse(&n.body).unwrap().snapshot;
+    let snap = path_of(&snapshot.uri);
+
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let mut conn = tokio::io::BufReader::new(stream);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    // (method, path, extra header, status, body expected)
+    type Step<'a> = (&'a str, &'a str, String, u16, Option<Vec<u8>>);
+    let steps: Vec<Step> = vec![
+        (
+            "GET",
+            "/rrdp/notification.xml",
+            String::new(),
+            200,
+            Some(n.body.clone()),
+        ),
+        (
+            "HEAD",
+            "/rrdp/notification.xml",
+            String::new(),
+            200,
+            Some(Vec::new()),
+        ),
+        (
+            "GET",
+            "/rrdp/notification.xml",
+            format!("If-None-Match: {etag}\r\n"),
+            304,
+            Some(Vec::new()),
+        ),
+        ("GET", "/rrdp/nothing-here.xml", String::new(), 404, None),
+        ("HEAD", &snap, String::new(), 200, Some(Vec::new())),
+        ("GET", &snap, String::new(), 200, None),
+        (
+            "GET",
+            "/rrdp/notification.xml",
+            String::new(),
+            200,
+            Some(n.body.clone()),
+        ),
+    ];
+    for (i, (method, path, extra, status, body)) in steps.into_iter().enumerate() {
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
+        conn.get_mut().write_all(req.as_bytes()).await.unwrap();
+        let (got, headers, got_body) = tokio::time::timeout(
+            crate::support::EVENT_TIMEOUT,
+            read_response(&mut conn, method == "HEAD"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("step {i}: {method} {path}: no whole response in time"));
+        assert_eq!(got, status, "step {i}: {method} {path}");
+        match body {
+            Some(b) => assert_eq!(got_body, b, "step {i}: {method} {path}"),
+            None if status == 200 => assert_eq!(Hash::of(&got_body), snapshot.hash),
+            None => assert!(!got_body.is_empty(), "step {i}: an error text"),
+        }
+        assert!(
+            !headers
+                .iter()
+                .any(|(k, v)| k == "connection" && v == "close"),
+            "step {i}: the connection stays open"
+        );
+    }
+}
