@@ -20,6 +20,9 @@ FRESH_SERIALS=${FRESH_SERIALS:-20}
 # neither side steals the other's CPU and rounds vary less (PIN=0 turns this off).
 if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
   on_server=(taskset -c 0); on_load=(taskset -c 1); pinning="servers pinned to core 0, load generators to core 1"
+  # This script and all it starts (the RSS sampler, curl, the origin) stay off the servers'
+  # core too: a sampler forking awk every 100 ms on core 0 was a few percent of a server.
+  taskset -pc 1 $$ >/dev/null
 else
   on_server=(); on_load=(); pinning="not pinned"
 fi
@@ -117,6 +120,13 @@ EOF
 nginx_pids() { pgrep -f "nginx.*$work/nginx/nginx.conf"; pgrep -P "$(cat "$work/nginx/nginx.pid")"; }
 
 for _ in $(seq 1 6000); do curl -sf "http://$P_ADMIN/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+# Then its background gzip compression of the 500 MB snapshot, which would share core 0
+# with the first round.
+for _ in $(seq 1 6000); do
+  curl -sf "http://$P_ADMIN/status" 2>/dev/null |
+    python3 -c 'import json,sys; r=json.load(sys.stdin)["repositories"][0]; sys.exit(r.get("compressed_serial", r["serial"]) != r["serial"])' && break
+  sleep 0.05
+done
 log "rrdp-proxy published; warming nginx with the same files"
 notif=$(curl -sf "http://$ORIGIN/rrdp/notification.xml")
 paths=$(grep -o 'uri="[^"]*"' <<<"$notif" | cut -d'"' -f2 | sed 's#^http://[^/]*##')

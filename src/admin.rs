@@ -88,6 +88,7 @@ impl Admin {
                     "last_publish_seconds": s.last_publish_seconds,
                     "snapshot_objects": g.as_ref().and_then(|g| g.snapshot_objects),
                     "exported_serial": s.exported_serial,
+                    "compressed_serial": s.compressed_serial,
                 })
             })
             .collect();
