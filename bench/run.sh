@@ -241,7 +241,7 @@ for _ in $(seq 1 "$NGINX_FRESH_SERIALS"); do lags_n+=("$(lag "http://127.0.0.1:$
 #------------ Report --------------------------------------------------------------------------
 mib() { echo $(( $1 / 1024 )); }
 cat <<EOF
-Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk -t1 -c64 -d${DURATION}s, one worker each, loopback, $pinning.
+Machine: $(nproc --all) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk -t1 -c64 -d${DURATION}s, one worker each, loopback, $pinning.
 Command: \`ROUNDS=$ROUNDS DURATION=$DURATION SIZE=$SIZE DELTAS=$DELTAS FRESH_SERIALS=$FRESH_SERIALS NGINX_FRESH_SERIALS=$NGINX_FRESH_SERIALS bench/run.sh\` ($(date -u +%F))
 Repository: snapshot $((snap_size / 1048576)) MiB, $DELTAS deltas, the largest $((delta_size / 1024)) KiB.
 
