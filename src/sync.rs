@@ -947,8 +947,8 @@ impl Poller {
 
     /// Makes the gzip variants of the files the published notification references, in the
     /// background: compressing a 500 MB snapshot takes seconds, and neither a new serial nor
-    /// the next poll may wait for it. One compression at a time; files it did not get to are
-    /// done after a later round.
+    /// the next poll may wait for it. One compression at a time; a generation published
+    /// meanwhile is compressed right after, by the same task.
     fn spawn_compression(&self) {
         if self.compressing.swap(true, Ordering::AcqRel) {
             return;
@@ -959,7 +959,11 @@ impl Poller {
             self.compressing.clone(),
         );
         tokio::spawn(async move {
-            if let Some(g) = repo.published.load_full() {
+            loop {
+                let Some(g) = repo.published.load_full() else {
+                    flag.store(false, Ordering::Release);
+                    return;
+                };
                 for f in g.files.values().filter(|f| f.expires.is_none()) {
                     if let Err(e) = store.make_gzip(f.hash).await {
                         warn!(
@@ -971,8 +975,18 @@ impl Poller {
                 }
                 repo.status
                     .send_modify(|s| s.compressed_serial = Some(g.serial));
+                flag.store(false, Ordering::Release);
+                // A generation published while this ran found the flag set and left its
+                // files to this task; take them on unless another task already has.
+                let moved_on = repo
+                    .published
+                    .load()
+                    .as_ref()
+                    .is_some_and(|now| !Arc::ptr_eq(now, &g));
+                if !moved_on || flag.swap(true, Ordering::AcqRel) {
+                    return;
+                }
             }
-            flag.store(false, Ordering::Release);
         });
     }
 }

@@ -450,6 +450,13 @@ async fn every_upstream_fault_keeps_the_last_good_repository_and_heals() {
             !proxy.shared.store.contains(&new_snapshot, None) || !name.contains("snapshot"),
             "{name}: nothing stored under the bad snapshot's hash"
         );
+        // The gzip variants of the served serial are made in the background after it was
+        // published; their temporary files are not left over from the refused round.
+        proxy
+            .wait("the served serial's gzip variants", |s| {
+                s.compressed_serial == Some(serial)
+            })
+            .await;
         store_is_clean(cache.path());
 
         // The origin heals: the next round publishes its repository.
