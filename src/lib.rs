@@ -13,6 +13,7 @@
 //! - [`passthrough`]: other paths (e.g. `/ta/`), cached by HTTP rules and served stale.
 //! - [`admin`]: `/metrics`, `/status`, `/healthz`, `POST /refresh`.
 //! - [`demo`]: the built-in demo Publication Server.
+//! - [`heap`]: bounding what glibc's malloc keeps of freed memory.
 //!
 //! The one invariant: every file that a notification a client can receive references is
 //! servable by this node, with the hash the notification gives. [`build_server`] is what both
@@ -28,6 +29,7 @@ pub mod flight;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod guard;
+pub mod heap;
 pub mod metrics;
 pub mod objtime;
 pub mod oneshot;
@@ -83,6 +85,7 @@ impl Shared {
         let store = Store::open(
             &config.cache.dir,
             config.cache.memory_limit,
+            config.cache.memory_object_max,
             config.cache.disk_limit,
         )
         .map_err(|e| format!("cache.dir: {e}"))?;
@@ -105,6 +108,8 @@ impl Shared {
             }
             repos.push(repo);
         }
+        // Loading hashed the referenced files in large buffers.
+        heap::release_free();
         let passthroughs = config
             .passthroughs
             .iter()

@@ -80,6 +80,7 @@ fn init_logging(level: &str, access: bool) {
 }
 
 fn main() -> ExitCode {
+    rrdp_proxy::heap::limit_arenas();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => match Config::load(&cli.config) {

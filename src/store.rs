@@ -22,9 +22,6 @@ use tokio::io::AsyncWriteExt;
 
 use crate::rrdp::Hash;
 
-/// Objects up to this size may live in the memory tier (further bounded by 1/8 of its size).
-const MAX_MEMORY_OBJECT: u64 = 64 << 20;
-
 /// Objects that nothing references are removed only once they are this old on disk, so that a
 /// file fetched for a generation that is about to be published is never collected under it.
 pub const GC_GRACE: Duration = Duration::from_secs(600);
@@ -33,8 +30,8 @@ pub const GC_GRACE: Duration = Duration::from_secs(600);
 pub enum Object {
     /// Whole in memory.
     Memory(Bytes),
-    /// On disk; `len` bytes.
-    File { file: tokio::fs::File, len: u64 },
+    /// On disk; `len` bytes (read it with positioned reads: the handle may be shared).
+    File { file: std::fs::File, len: u64 },
 }
 
 impl Object {
@@ -89,8 +86,15 @@ pub const DISK_LIMIT_MESSAGE: &str = "cache.disk_limit reached";
 
 impl Store {
     /// Opens (creating if needed) the store under `dir`, and clears leftovers of interrupted
-    /// writes from `tmp/`.
-    pub fn open(dir: &Path, memory_limit: u64, disk_limit: Option<u64>) -> io::Result<Arc<Store>> {
+    /// writes from `tmp/`. The memory tier holds up to `memory_limit` bytes of objects of at
+    /// most `memory_object_max` bytes and 1/8 of `memory_limit` each (so that one object never
+    /// evicts most of the others).
+    pub fn open(
+        dir: &Path,
+        memory_limit: u64,
+        memory_object_max: u64,
+        disk_limit: Option<u64>,
+    ) -> io::Result<Arc<Store>> {
         let ctx = |what: &str, p: &Path, e: io::Error| {
             io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
         };
@@ -113,7 +117,7 @@ impl Store {
         Ok(Arc::new(Store {
             dir: dir.to_path_buf(),
             memory,
-            memory_object_max: (memory_limit / 8).min(MAX_MEMORY_OBJECT),
+            memory_object_max: (memory_limit / 8).min(memory_object_max),
             tmp_counter: AtomicU64::new(0),
             verified: Mutex::new(HashSet::new()),
             no_gzip: Mutex::new(HashSet::new()),
@@ -187,8 +191,12 @@ impl Store {
             ));
         }
         let path = self.variant_path(&key);
-        let file = tokio::fs::File::open(&path).await?;
-        let len = file.metadata().await?.len();
+        // Opening a cached file and asking its size are answered from the kernel's dentry and
+        // inode caches for files served this often, so they are done right here on the worker
+        // thread, as nginx does; through the blocking pool they were two thread round trips
+        // per request, more than serving a small file from the page cache costs.
+        let file = std::fs::File::open(&path)?;
+        let len = file.metadata()?.len();
         if len <= self.memory_object_max {
             let data = Bytes::from(tokio::fs::read(&path).await?);
             self.memory.insert(key, data.clone());
@@ -696,7 +704,7 @@ mod tests {
     #[tokio::test]
     async fn commit_verifies_and_names_by_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         let mut w = store.writer().await.unwrap();
         w.write(b"hello ").await.unwrap();
         w.write(b"world").await.unwrap();
@@ -711,7 +719,7 @@ mod tests {
     #[tokio::test]
     async fn hash_mismatch_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         let mut w = store.writer().await.unwrap();
         w.write(b"evil").await.unwrap();
         let claimed = Hash::of(b"good");
@@ -732,7 +740,7 @@ mod tests {
     async fn a_damaged_object_is_detected_removed_and_never_served() {
         let dir = tempfile::tempdir().unwrap();
         let h = {
-            let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+            let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
             store.put(b"the real content").await.unwrap()
         };
         // Same size, other bytes: only the hash can tell.
@@ -744,7 +752,7 @@ mod tests {
             b"the fake content",
         )
         .unwrap();
-        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         assert!(store.contains(&h, Some(16)), "the size alone looks right");
         let err = store.get(&h).await.err().expect("refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -756,7 +764,7 @@ mod tests {
     async fn gzip_variants_decode_to_the_object_and_are_kept_only_when_smaller() {
         use std::io::Read;
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         let text = "<publish uri=\"rsync://x/y.roa\">AAAA</publish>\n".repeat(500);
         let h = store.put(text.as_bytes()).await.unwrap();
         assert!(store.make_gzip(h).await.unwrap());
@@ -788,7 +796,7 @@ mod tests {
             b"not gzip at all",
         )
         .unwrap();
-        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         assert!(store.get_gzip(&h).await.is_none());
         assert!(
             store.get(&h).await.is_ok(),
@@ -799,7 +807,7 @@ mod tests {
     #[tokio::test]
     async fn disk_limit_refuses_new_objects_and_keeps_old_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20, Some(10)).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, u64::MAX, Some(10)).unwrap();
         let kept = store.put(b"12345678").await.unwrap();
         let err = store.put(b"too much").await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
@@ -812,7 +820,7 @@ mod tests {
     async fn large_objects_are_served_from_disk() {
         let dir = tempfile::tempdir().unwrap();
         // 64 KiB memory tier: objects over 8 KiB stay on disk.
-        let store = Store::open(dir.path(), 64 << 10, None).unwrap();
+        let store = Store::open(dir.path(), 64 << 10, u64::MAX, None).unwrap();
         let big = vec![7u8; 100_000];
         let h = store.put(&big).await.unwrap();
         match store.get(&h).await.unwrap() {
@@ -827,9 +835,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn objects_over_memory_object_max_are_served_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for both, but only objects of up to 16 bytes are admitted.
+        let store = Store::open(dir.path(), 1 << 20, 16, None).unwrap();
+        let h = store.put(&[1u8; 17]).await.unwrap();
+        assert!(matches!(
+            store.get(&h).await.unwrap(),
+            Object::File { len: 17, .. }
+        ));
+        let small = store.put(&[2u8; 16]).await.unwrap();
+        assert!(matches!(
+            store.get(&small).await.unwrap(),
+            Object::Memory(_)
+        ));
+        assert_eq!(store.memory_usage().0, 16);
+    }
+
+    #[tokio::test]
     async fn gc_keeps_live_and_young_objects() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20, None).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         let live = store.put(b"live").await.unwrap();
         let dead = store.put(b"dead").await.unwrap();
         // Young objects survive even when unreferenced.

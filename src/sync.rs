@@ -271,7 +271,11 @@ impl Poller {
             self.repo.status.send_modify(|s| s.rounds_started += 1);
             let result = self.poll_with_barrier().await;
             self.record(&result, &mut failures);
-            if result.is_ok() {
+            if let Ok(outcome) = &result {
+                if matches!(outcome, Outcome::Published { .. }) {
+                    // The round's download, hashing and parsing buffers are free now.
+                    crate::heap::release_free();
+                }
                 self.spawn_compression();
             }
             let mut delay = next_delay(self.repo.config.poll_interval, failures);
@@ -984,6 +988,8 @@ impl Poller {
                     .as_ref()
                     .is_some_and(|now| !Arc::ptr_eq(now, &g));
                 if !moved_on || flag.swap(true, Ordering::AcqRel) {
+                    // The compressors' buffers are free now.
+                    crate::heap::release_free();
                     return;
                 }
             }
