@@ -4,6 +4,8 @@
 #
 #   bench/ab.sh OLD_BINARY NEW_BINARY            defaults: ROUNDS=12 DURATION=4
 #   ROUNDS=8 PATHQ=/rrdp/<some delta> bench/ab.sh a b
+#   A_MEMORY=256MiB B_MEMORY=0 bench/ab.sh bin bin   one binary, two memory tiers
+#   PATHQ=largest-delta (or smallest-delta) bench/ab.sh a b
 #
 # Sets up the demo origin (20 MiB snapshot, 150 deltas: a 30 KB notification), A and B with
 # the same configuration as bench/run.sh (one worker thread, access log off), and nginx with
@@ -17,6 +19,8 @@ B_BIN=$(realpath "${2:?usage: bench/ab.sh OLD_BINARY NEW_BINARY}")
 ROUNDS=${ROUNDS:-12}
 DURATION=${DURATION:-4}
 PATHQ=${PATHQ:-/rrdp/notification.xml}
+A_MEMORY=${A_MEMORY:-256MiB}
+B_MEMORY=${B_MEMORY:-256MiB}
 [ "$(nproc)" -ge 2 ] || { echo "needs two cores: servers on one, wrk on the other" >&2; exit 1; }
 work=$(mktemp -d /tmp/rrdp-ab.XXXXXX)
 chmod 755 "$work"
@@ -34,7 +38,7 @@ ORIGIN=127.0.0.1:3311
 pids+=($!)
 for _ in $(seq 1 600); do curl -sf "http://$ORIGIN/rrdp/notification.xml" >/dev/null 2>&1 && break; sleep 0.1; done
 
-# start_proxy NAME BINARY PORT ADMIN_PORT: prints the pid.
+# start_proxy NAME BINARY PORT ADMIN_PORT MEMORY_LIMIT: prints the pid.
 start_proxy() {
   mkdir -p "$work/$1"
   cat > "$work/$1/proxy.toml" <<EOF
@@ -45,7 +49,7 @@ threads = 1
 upgrade_sock = "$work/$1/upgrade.sock"
 [cache]
 dir = "$work/$1/cache"
-memory_limit = "256MiB"
+memory_limit = "$5"
 [[repository]]
 public = "http://127.0.0.1:$3/rrdp/"
 upstream = "http://$ORIGIN/rrdp/"
@@ -57,8 +61,8 @@ EOF
   taskset -c 0 "$2" --config "$work/$1/proxy.toml" >"$work/$1/log" 2>&1 &
   echo $!
 }
-A_PID=$(start_proxy a "$A_BIN" 18280 19280); pids+=("$A_PID")
-B_PID=$(start_proxy b "$B_BIN" 18281 19281); pids+=("$B_PID")
+A_PID=$(start_proxy a "$A_BIN" 18280 19280 "$A_MEMORY"); pids+=("$A_PID")
+B_PID=$(start_proxy b "$B_BIN" 18281 19281 "$B_MEMORY"); pids+=("$B_PID")
 
 mkdir -p "$work/nginx/cache"
 cat > "$work/nginx/nginx.conf" <<EOF
@@ -94,10 +98,26 @@ for port in 19280 19281; do
     sleep 0.05
   done
 done
-for port in 18280 18281 28280; do curl -sf -o /dev/null "http://127.0.0.1:$port$PATHQ"; done
+# Every file of the repository once through each server, as clients would have it.
+notif=$(curl -sf "http://$ORIGIN/rrdp/notification.xml")
+files=$(grep -o '<delta [^>]*' <<<"$notif" | grep -o 'uri="[^"]*"' | cut -d'"' -f2 | sed 's#^http://[^/]*##')
+for port in 18280 18281 28280; do
+  for p in /rrdp/notification.xml $files; do curl -sf -o /dev/null "http://127.0.0.1:$port$p"; done
+done
+case $PATHQ in
+  largest-delta | smallest-delta)
+    sorted=$(for p in $files; do printf '%s %s\n' "$(curl -sf "http://$ORIGIN$p" | wc -c)" "$p"; done | sort -n)
+    if [ "$PATHQ" = largest-delta ]; then PATHQ=$(tail -n 1 <<<"$sorted" | cut -d' ' -f2); else PATHQ=$(head -n 1 <<<"$sorted" | cut -d' ' -f2); fi
+    echo "path: $PATHQ ($(curl -sf "http://$ORIGIN$PATHQ" | wc -c) bytes)"
+    ;;
+esac
 # The worker only: the cache loader, also a child of the master, exits after a minute.
 NGINX_PIDS=$(pgrep -P "$(cat "$work/nginx/nginx.pid")" -f "worker process")
 
+rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
+NGINX_ALL="$(cat "$work/nginx/nginx.pid") $NGINX_PIDS"
+# shellcheck disable=SC2086
+echo "RSS at rest (KiB): A $(rss_kib "$A_PID") B $(rss_kib "$B_PID") nginx $(rss_kib $NGINX_ALL)"
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$t"; }
 # run PORT PID...: prints "req/s p99(ms) cpu-µs/request"
 run() {
@@ -118,6 +138,8 @@ for i in $(seq 1 "$ROUNDS"); do
   echo "$i $(run 18280 "$A_PID") $(run 18281 "$B_PID") $(run 28280 $NGINX_PIDS)" >>"$work/rounds"
   tail -n 1 "$work/rounds" | awk '{printf "| %s |", $1; for (i = 2; i <= NF; i++) printf " %s |", $i; print ""}'
 done
+# shellcheck disable=SC2086
+echo "RSS after the rounds (KiB): A $(rss_kib "$A_PID") B $(rss_kib "$B_PID") nginx $(rss_kib $NGINX_ALL)"
 python3 - "$work/rounds" <<'PY'
 import statistics as st, sys
 rows = [list(map(float, l.split()[1:])) for l in open(sys.argv[1])]
