@@ -6,7 +6,8 @@
 //! hashed or gzip-compressed files kept 2–3 MiB: 29 MiB of a process that held nothing (no
 //! memory tier, nothing being served) after one sync of a 20 MiB repository. Two arenas
 //! are plenty for a proxy whose serving threads allocate little, and the bursts of background
-//! work (a sync round, a compression) end with a trim that returns what they freed.
+//! work (a sync round and the compression after it) end with a trim that returns what they
+//! freed.
 
 /// Caps the number of malloc arenas; called once, before any other thread starts.
 pub fn limit_arenas() {

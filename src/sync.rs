@@ -271,11 +271,8 @@ impl Poller {
             self.repo.status.send_modify(|s| s.rounds_started += 1);
             let result = self.poll_with_barrier().await;
             self.record(&result, &mut failures);
-            if let Ok(outcome) = &result {
-                if matches!(outcome, Outcome::Published { .. }) {
-                    // The round's download, hashing and parsing buffers are free now.
-                    crate::heap::release_free();
-                }
+            if result.is_ok() {
+                // Ends with handing back what this round and the compression freed.
                 self.spawn_compression();
             }
             let mut delay = next_delay(self.repo.config.poll_interval, failures);
@@ -988,7 +985,8 @@ impl Poller {
                     .as_ref()
                     .is_some_and(|now| !Arc::ptr_eq(now, &g));
                 if !moved_on || flag.swap(true, Ordering::AcqRel) {
-                    // The compressors' buffers are free now.
+                    // The round's download and hashing buffers and the compressors' are
+                    // free now.
                     crate::heap::release_free();
                     return;
                 }
