@@ -12,7 +12,7 @@
 //! an open proxy, and never reaches a Publication Server's API or UI.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +39,10 @@ const CHUNK: usize = 256 << 10;
 const MAX_FORWARDED: usize = 10_000;
 /// Idle time after which an HTTP/1.1 keep-alive connection is closed.
 const KEEPALIVE_IDLE_SECS: u64 = 60;
+/// When the server starts stopping, how long a connection still waits for its request: one
+/// accepted just before (or at an upgrade, by the old process) has it on the way, and closing
+/// it at once failed that client's request. Within pingora's 1 s grace period.
+const STOPPING_REQUEST_GRACE: Duration = Duration::from_millis(500);
 /// Content type of RRDP files (what Krill and RIPE NCC send).
 const RRDP_CONTENT_TYPE: &str = "application/xml";
 
@@ -860,12 +864,24 @@ impl HttpServerApp for RrdpProxy {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let mut stopping = shutdown.clone();
-        let read = tokio::select! {
-            // A request already buffered is answered even when the server is stopping.
-            biased;
-            read = session.read_request() => read,
-            // Stopping: an idle kept-alive connection is closed rather than waited on.
-            _ = stopping.wait_for(|stop| *stop) => return None,
+        let read = {
+            let reading = session.read_request();
+            tokio::pin!(reading);
+            let before_stopping = tokio::select! {
+                // A request already buffered is answered even when the server is stopping.
+                biased;
+                read = &mut reading => Some(read),
+                _ = stopping.wait_for(|stop| *stop) => None,
+            };
+            match before_stopping {
+                Some(read) => read,
+                // Stopping: a request on its way is still answered; an idle kept-alive
+                // connection is closed after the grace rather than waited on.
+                None => match tokio::time::timeout(STOPPING_REQUEST_GRACE, &mut reading).await {
+                    Ok(read) => read,
+                    Err(_) => return None,
+                },
+            }
         };
         match read {
             Ok(true) => {}
