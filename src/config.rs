@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::uri::BaseUri;
+use crate::rrdp::uri::BaseUri;
 
 //------------ Defaults ------------------------------------------------------------------------
 
@@ -693,7 +693,7 @@ fn validate_repository(
     let notification = r
         .notification
         .unwrap_or_else(|| "notification.xml".to_string());
-    if notification.is_empty() || !crate::uri::is_safe_relative(&notification) {
+    if notification.is_empty() || !crate::rrdp::uri::is_safe_relative(&notification) {
         return Err(ConfigError::new(
             key("notification"),
             format!("{notification:?} is not a plain relative file name"),

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use log::{info, warn};
 
-use crate::content::{self, ContentError, Expected};
+use crate::rrdp::content::{self, ContentError, Expected};
 use crate::repo::{unix_now, Generation, Repo};
 use crate::store::Store;
 
@@ -308,7 +308,7 @@ fn write_object(
     }
     let mut f = std::fs::File::create(&path)?;
     f.write_all(&der)?;
-    if let Some(t) = crate::objtime::made_at(&rel, &der).filter(|t| *t >= 0) {
+    if let Some(t) = crate::rrdp::objtime::made_at(&rel, &der).filter(|t| *t >= 0) {
         f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(t as u64))?;
     }
     Ok(())

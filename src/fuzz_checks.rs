@@ -3,7 +3,7 @@
 //! very same checks. Each function panics when a property does not hold.
 
 use crate::config::Config;
-use crate::content::{check, Expected, Kind};
+use crate::rrdp::content::{check, Expected, Kind};
 use crate::rrdp::{render_notification, Notification};
 
 /// The notification parser never panics, and what it accepts renders to a notification that

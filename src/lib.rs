@@ -22,7 +22,6 @@
 pub mod admin;
 pub mod coalesce;
 pub mod config;
-pub mod content;
 pub mod demo;
 pub mod export;
 pub mod flight;
@@ -31,7 +30,6 @@ pub mod fuzz_checks;
 pub mod guard;
 pub mod heap;
 pub mod metrics;
-pub mod objtime;
 pub mod oneshot;
 pub mod passthrough;
 pub mod peers;
@@ -41,7 +39,6 @@ pub mod serve;
 pub mod store;
 pub mod sync;
 pub mod upstream;
-pub mod uri;
 
 use std::collections::HashSet;
 use std::sync::Arc;

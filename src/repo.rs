@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::config::RepositoryConfig;
-use crate::content::Expected;
+use crate::rrdp::content::Expected;
 use crate::rrdp::Hash;
 use crate::store::Store;
 

@@ -523,7 +523,7 @@ pub enum CommitError {
         actual: Hash,
     },
     /// The bytes have the right hash but are not the file the notification describes.
-    Invalid(crate::content::ContentError),
+    Invalid(crate::rrdp::content::ContentError),
     Io(io::Error),
 }
 
@@ -576,13 +576,13 @@ impl ObjectWriter {
     /// Reads the written bytes back (from the page cache, as a rule) through the content check.
     async fn check_content(
         &self,
-        expected: &crate::content::Expected,
-    ) -> io::Result<Result<crate::content::Summary, crate::content::ContentError>> {
+        expected: &crate::rrdp::content::Expected,
+    ) -> io::Result<Result<crate::rrdp::content::Summary, crate::rrdp::content::ContentError>> {
         let (path, expected) = (self.path.clone(), expected.clone());
         tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path)?;
             let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-            Ok(crate::content::check(reader, &expected))
+            Ok(crate::rrdp::content::check(reader, &expected))
         })
         .await
         .map_err(io::Error::other)?
@@ -604,7 +604,7 @@ impl ObjectWriter {
     pub async fn commit_checked(
         mut self,
         expected: Option<Hash>,
-        content: Option<&crate::content::Expected>,
+        content: Option<&crate::rrdp::content::Expected>,
     ) -> Result<(Hash, u64), CommitError> {
         let hasher = std::mem::replace(&mut self.hasher, sha2::Sha256::new());
         let actual = Hash(hasher.finalize().into());

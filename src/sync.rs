@@ -16,14 +16,14 @@ use log::{info, warn};
 use rand::Rng;
 use tokio::sync::Semaphore;
 
-use crate::content::{self, Expected};
+use crate::rrdp::content::{self, Expected};
 use crate::metrics::Metrics;
 use crate::peers::Peers;
 use crate::repo::{unix_now, FileEntry, FileKind, Generation, Repo};
 use crate::rrdp::{render_notification, DeltaRef, FileRef, Hash, Notification};
 use crate::store::{CommitError, Store};
 use crate::upstream::{FetchError, Upstream};
-use crate::uri::BaseUri;
+use crate::rrdp::uri::BaseUri;
 
 /// The longest wait between polls while the upstream is failing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);

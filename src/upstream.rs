@@ -16,7 +16,7 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::UpstreamTls;
-use crate::uri::BaseUri;
+use crate::rrdp::uri::BaseUri;
 
 /// Connecting (TCP and TLS) must not take longer than this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

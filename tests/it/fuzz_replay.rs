@@ -48,17 +48,17 @@ fn the_krill_seeds_are_valid_files() {
     let n = std::fs::read(top.join("notification/krill-notification.xml")).unwrap();
     let n = rrdp_proxy::rrdp::Notification::parse(&n).unwrap();
     let snapshot = std::fs::read(top.join("content/krill-snapshot.xml")).unwrap();
-    let expected = rrdp_proxy::content::Expected {
-        kind: rrdp_proxy::content::Kind::Snapshot,
+    let expected = rrdp_proxy::rrdp::content::Expected {
+        kind: rrdp_proxy::rrdp::content::Kind::Snapshot,
         session_id: n.session_id.clone(),
         serial: n.serial,
     };
-    let summary = rrdp_proxy::content::check(&snapshot[..], &expected).unwrap();
+    let summary = rrdp_proxy::rrdp::content::check(&snapshot[..], &expected).unwrap();
     assert!(summary.publishes > 0);
     let delta = std::fs::read(top.join(format!("content/krill-delta-{}.xml", n.serial))).unwrap();
-    let expected = rrdp_proxy::content::Expected {
-        kind: rrdp_proxy::content::Kind::Delta,
+    let expected = rrdp_proxy::rrdp::content::Expected {
+        kind: rrdp_proxy::rrdp::content::Kind::Delta,
         ..expected
     };
-    rrdp_proxy::content::check(&delta[..], &expected).unwrap();
+    rrdp_proxy::rrdp::content::check(&delta[..], &expected).unwrap();
 }

@@ -178,7 +178,7 @@ mod tests {
     fn real_krill_objects_have_their_times() {
         // A Krill 0.16 snapshot (the fuzz seed): every certificate, CRL, manifest and ROA in
         // it must give a time between 2020 and 2100.
-        let snapshot = include_str!("../fuzz/seeds/content/krill-snapshot.xml");
+        let snapshot = include_str!("../../fuzz/seeds/content/krill-snapshot.xml");
         let mut seen = std::collections::BTreeMap::new();
         for part in snapshot.split("<publish ").skip(1) {
             let uri = part
