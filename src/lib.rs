@@ -24,7 +24,6 @@ pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod export;
-pub mod flight;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod guard;

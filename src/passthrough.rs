@@ -16,7 +16,7 @@ use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
 use crate::config::PassthroughConfig;
-use crate::flight::Flights;
+use crate::store::flight::Flights;
 use crate::metrics::Outcome;
 use crate::repo::unix_now;
 use crate::rrdp::Hash;

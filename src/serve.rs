@@ -324,7 +324,7 @@ impl RrdpProxy {
                 .map(|size| (hash, size))
             }
             None => {
-                let flight = store.flights.enter(crate::flight::path_key(rel)).await;
+                let flight = store.flights.enter(crate::store::flight::path_key(rel)).await;
                 // Queued behind a download of the same path: serve what it stored.
                 let done = repo
                     .forwarded

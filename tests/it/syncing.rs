@@ -238,7 +238,7 @@ async fn concurrent_requests_for_a_file_in_flight_make_one_origin_request() {
     let (stall, snapshot, hash) = advance_with_stalled_snapshot(&origin);
     proxy.shared.repos[0].refresh.notify_one();
     // The poller is now downloading the new snapshot, held by the origin.
-    let key = rrdp_proxy::flight::object_key(&hash);
+    let key = rrdp_proxy::store::flight::object_key(&hash);
     let flights = &proxy.shared.store.flights;
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
     while origin.requests_for(&snapshot) == 0 {
@@ -295,7 +295,7 @@ async fn a_forwarded_miss_and_the_poller_share_one_origin_request() {
     }
     // The forwarded download is held by the origin; now the poller reads the notification.
     proxy.shared.repos[0].refresh.notify_one();
-    let key = rrdp_proxy::flight::path_key(&snapshot);
+    let key = rrdp_proxy::store::flight::path_key(&snapshot);
     while proxy.shared.store.flights.waiting(&key) == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,

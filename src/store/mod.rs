@@ -9,6 +9,8 @@
 //! The memory tier (moka, LRU with a byte weigher) holds small objects; large ones are served
 //! from disk in chunks, so a big snapshot never needs its size in RAM per client.
 
+pub mod flight;
+
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -78,7 +80,7 @@ pub struct Store {
     /// `cache.disk_limit`: no new object is written past it.
     disk_limit: Option<u64>,
     /// Downloads in progress, by what they fill: one per object at a time.
-    pub flights: crate::flight::Flights,
+    pub flights: crate::store::flight::Flights,
 }
 
 /// The error kind of a write refused by `cache.disk_limit`.
@@ -124,7 +126,7 @@ impl Store {
             usage: AtomicU64::new(usage),
             objects: AtomicU64::new(objects),
             disk_limit,
-            flights: crate::flight::Flights::default(),
+            flights: crate::store::flight::Flights::default(),
         }))
     }
 
