@@ -29,15 +29,13 @@ pub mod fuzz_checks;
 pub mod guard;
 pub mod heap;
 pub mod metrics;
+pub mod origin;
 pub mod oneshot;
-pub mod passthrough;
-pub mod peers;
 pub mod repo;
 pub mod rrdp;
 pub mod serve;
 pub mod store;
 pub mod sync;
-pub mod upstream;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -54,7 +52,7 @@ use pingora::services::listening::Service;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::passthrough::Passthrough;
+use crate::origin::passthrough::Passthrough;
 use crate::repo::{unix_now, Repo};
 use crate::store::Store;
 
@@ -71,7 +69,7 @@ pub struct Shared {
     /// When this process started (staleness before the first successful poll).
     pub started: SystemTime,
     /// The cluster's other nodes, for peer fill.
-    pub peers: Option<Arc<peers::Peers>>,
+    pub peers: Option<Arc<origin::peers::Peers>>,
 }
 
 impl Shared {
@@ -112,7 +110,7 @@ impl Shared {
             .map(|p| Passthrough::new(p.clone(), store.clone()))
             .collect();
         Ok(Arc::new(Shared {
-            peers: peers::Peers::new(config.cluster.as_ref()),
+            peers: origin::peers::Peers::new(config.cluster.as_ref()),
             config,
             store,
             repos,

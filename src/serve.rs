@@ -29,8 +29,8 @@ use crate::metrics::{Kind, Outcome};
 use crate::repo::{header_value, unix_now, FileKind, Repo};
 use crate::rrdp::Hash;
 use crate::store::Object;
-use crate::sync::{ensure_object, fetch_object, Sources};
-use crate::upstream::{FetchError, Upstream};
+use crate::origin::fetch::{ensure_object, fetch_object, Sources};
+use crate::origin::client::{FetchError, Upstream};
 use crate::Shared;
 
 /// Size of the pieces a file is sent in from disk.

@@ -18,11 +18,12 @@ use tokio::sync::Semaphore;
 
 use crate::rrdp::content::{self, Expected};
 use crate::metrics::Metrics;
-use crate::peers::Peers;
+use crate::origin::peers::Peers;
 use crate::repo::{unix_now, FileEntry, FileKind, Generation, Repo};
 use crate::rrdp::{render_notification, DeltaRef, FileRef, Hash, Notification};
-use crate::store::{CommitError, Store};
-use crate::upstream::{FetchError, Upstream};
+use crate::origin::fetch::{ensure_object, Sources};
+use crate::store::Store;
+use crate::origin::client::{FetchError, Upstream};
 use crate::rrdp::uri::BaseUri;
 
 /// The longest wait between polls while the upstream is failing.
@@ -95,69 +96,6 @@ impl std::fmt::Display for PollError {
             PollError::File { uri, error } => write!(f, "{uri}: {error}"),
             PollError::Store(e) => write!(f, "store: {e}"),
         }
-    }
-}
-
-/// Downloads `base+rel` into the store, verifying `expected` and `content` if given. 404 and
-/// 410 come back as `FetchError::Status`.
-pub async fn fetch_object(
-    upstream: &Arc<Upstream>,
-    store: &Arc<Store>,
-    base: &BaseUri,
-    rel: &str,
-    expected: Option<Hash>,
-    content: Option<&Expected>,
-    limit: u64,
-) -> Result<(Hash, u64), FetchError> {
-    let mut resp = upstream.get(base, rel, &[]).await?;
-    match resp.status() {
-        200 => {}
-        s => return Err(FetchError::Status(s)),
-    }
-    resp.check_identity_encoding()?;
-    if resp.is_html() {
-        return Err(FetchError::Unusable(
-            "an HTML page, not an RRDP file".into(),
-        ));
-    }
-    if resp.content_length().is_some_and(|l| l > limit) {
-        return Err(FetchError::TooLarge(limit));
-    }
-    let mut w = store
-        .writer()
-        .await
-        .map_err(|e| FetchError::Store(e.to_string()))?;
-    while let Some(chunk) = resp.chunk().await? {
-        if w.len() + chunk.len() as u64 > limit {
-            return Err(FetchError::TooLarge(limit));
-        }
-        if w.is_empty() && !looks_like_xml(&chunk) {
-            return Err(FetchError::Unusable("not an XML document".into()));
-        }
-        w.write(&chunk)
-            .await
-            .map_err(|e| FetchError::Store(e.to_string()))?;
-    }
-    if w.is_empty() {
-        return Err(FetchError::Unusable("empty body".into()));
-    }
-    w.commit_checked(expected, content)
-        .await
-        .map_err(|e| match e {
-            CommitError::HashMismatch { .. } => FetchError::HashMismatch(e.to_string()),
-            CommitError::Invalid(e) => FetchError::Invalid(e.to_string()),
-            CommitError::Io(e) => FetchError::Store(e.to_string()),
-        })
-}
-
-/// Whether a body's first bytes can start an XML document (an optional BOM and white space,
-/// then `<`). An error page in text or JSON is refused before anything is stored.
-fn looks_like_xml(start: &[u8]) -> bool {
-    let start = start.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(start);
-    match start.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b) => *b == b'<',
-        // Only white space so far: let the hash decide.
-        None => true,
     }
 }
 
@@ -995,75 +933,6 @@ impl Poller {
     }
 }
 
-/// Where a missing object may come from, in order: the upstream bases (the same relative
-/// path under each), then the peers (by hash).
-pub struct Sources<'a> {
-    pub upstream: &'a Arc<Upstream>,
-    pub bases: &'a [BaseUri],
-    pub peers: Option<&'a Peers>,
-}
-
-/// Fetches an object unless the store has it, each attempt within the whole-download
-/// timeout. The error is the first source's (the origin's), which says most.
-pub async fn ensure_object(
-    src: &Sources<'_>,
-    store: &Arc<Store>,
-    rel: &str,
-    hash: Hash,
-    content: Option<&Expected>,
-    (limit, timeout): (u64, Duration),
-    metrics: &Metrics,
-) -> Result<u64, FetchError> {
-    if let Some(size) = store.size_of(&hash) {
-        return Ok(size);
-    }
-    // One download per object: whoever waited here finds it stored by the first.
-    let _flight = store.flights.enter(crate::store::flight::object_key(&hash)).await;
-    if let Some(size) = store.size_of(&hash) {
-        return Ok(size);
-    }
-    // A client's forwarded miss may be downloading this very file (asked for before this
-    // node read the notification naming it): wait for it rather than ask the origin twice.
-    // Lock order is object, then path; a forwarded miss holds only the path key.
-    drop(store.flights.enter(crate::store::flight::path_key(rel)).await);
-    if let Some(size) = store.size_of(&hash) {
-        return Ok(size);
-    }
-    let mut first_error = None;
-    for base in src.bases {
-        metrics.count_upstream_fetch();
-        let fetched = tokio::time::timeout(
-            timeout,
-            fetch_object(src.upstream, store, base, rel, Some(hash), content, limit),
-        )
-        .await
-        .unwrap_or(Err(FetchError::Timeout));
-        match fetched {
-            Ok((_, size)) => return Ok(size),
-            Err(e) => {
-                match e {
-                    FetchError::HashMismatch(_) => metrics.count_hash_mismatch(),
-                    FetchError::Invalid(_) => metrics.count_invalid_content(),
-                    _ => {}
-                }
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(peers) = src.peers {
-        match peers
-            .fetch(store, hash, content, limit, timeout, metrics)
-            .await
-        {
-            Ok(size) => return Ok(size),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_error.unwrap_or(FetchError::Status(404)))
-}
-
 /// The sessions left so far, plus the previous generation's if `session_id` replaces it; the
 /// newest few are kept.
 fn left_sessions(previous: Option<&Generation>, session_id: &str, now: u64) -> Vec<(String, u64)> {
@@ -1098,14 +967,6 @@ pub fn next_delay(interval: Duration, failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xml_sniffing() {
-        assert!(looks_like_xml(b"<?xml version=\"1.0\"?>"));
-        assert!(looks_like_xml(b"\xEF\xBB\xBF\n  <snapshot"));
-        assert!(!looks_like_xml(b"{\"error\": 1}"));
-        assert!(!looks_like_xml(b"Service Unavailable"));
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -21,7 +21,7 @@ use crate::metrics::Outcome;
 use crate::repo::unix_now;
 use crate::rrdp::Hash;
 use crate::store::Store;
-use crate::upstream::{FetchError, Upstream};
+use crate::origin::client::{FetchError, Upstream};
 
 /// A cached response.
 #[derive(Clone, Debug, Serialize, Deserialize)]

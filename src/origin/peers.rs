@@ -19,8 +19,8 @@ use crate::rrdp::content::{self, Expected};
 use crate::metrics::Metrics;
 use crate::rrdp::{Hash, Notification};
 use crate::store::Store;
-use crate::sync::fetch_object;
-use crate::upstream::{FetchError, Upstream};
+use crate::origin::fetch::fetch_object;
+use crate::origin::client::{FetchError, Upstream};
 use crate::rrdp::uri::BaseUri;
 
 /// The peers of this node.
