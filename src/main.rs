@@ -98,7 +98,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{}: {e}", cli.config.display());
-                    return ExitCode::from(rrdp_proxy::oneshot::CONFIG);
+                    return ExitCode::from(rrdp_proxy::ops::oneshot::CONFIG);
                 }
             };
             init_logging(&config.log.level, false);
@@ -109,10 +109,10 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::from(rrdp_proxy::oneshot::LOCAL);
+                    return ExitCode::from(rrdp_proxy::ops::oneshot::LOCAL);
                 }
             };
-            ExitCode::from(runtime.block_on(rrdp_proxy::oneshot::run(config)))
+            ExitCode::from(runtime.block_on(rrdp_proxy::ops::oneshot::run(config)))
         }
         Some(Command::Demo {
             listen,

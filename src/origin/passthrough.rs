@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::PassthroughConfig;
 use crate::store::flight::Flights;
 use crate::metrics::Outcome;
-use crate::repo::unix_now;
+use crate::published::unix_now;
 use crate::rrdp::Hash;
 use crate::store::Store;
 use crate::origin::client::{FetchError, Upstream};

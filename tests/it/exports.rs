@@ -7,8 +7,8 @@ use std::process::Command;
 
 use bytes::Bytes;
 use rrdp_proxy::demo::Repository;
-use rrdp_proxy::export;
-use rrdp_proxy::repo::unix_now;
+use rrdp_proxy::ops::export;
+use rrdp_proxy::published::unix_now;
 use rrdp_proxy::rrdp::{Hash, Notification};
 
 use crate::support::{fetch_consistent, free_port, path_of, Origin, Proxy, EVENT_TIMEOUT};

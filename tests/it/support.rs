@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rrdp_proxy::config::Config;
 use rrdp_proxy::demo::Repository;
-use rrdp_proxy::repo::RepoStatus;
+use rrdp_proxy::published::RepoStatus;
 use rrdp_proxy::Shared;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -5,9 +5,9 @@
 use std::time::SystemTime;
 
 use crate::config::Config;
-use crate::repo::unix_now;
+use crate::published::unix_now;
 use crate::sync::{Outcome, Poller};
-use crate::Shared;
+use crate::shared::Shared;
 
 /// Exit status: every repository is published (new or unchanged) and exported.
 pub const OK: u8 = 0;
@@ -84,7 +84,7 @@ pub async fn run(config: Config) -> u8 {
             }
         }
         if let Some(g) = repo.published.load_full() {
-            if let Err(e) = crate::export::export_once(repo, &shared.store, &g).await {
+            if let Err(e) = crate::ops::export::export_once(repo, &shared.store, &g).await {
                 eprintln!("{name}: export failed: {e}");
                 status = LOCAL;
             }

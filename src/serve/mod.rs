@@ -11,6 +11,9 @@
 //! a passthrough prefix the passthrough cache answers. Everything else is 404: this is never
 //! an open proxy, and never reaches a Publication Server's API or UI.
 
+pub mod coalesce;
+pub mod guard;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -26,12 +29,12 @@ use pingora::server::ShutdownWatch;
 
 use crate::config::AccessLog;
 use crate::metrics::{Kind, Outcome};
-use crate::repo::{header_value, unix_now, FileKind, Repo};
+use crate::published::{header_value, unix_now, FileKind, Repo};
 use crate::rrdp::Hash;
 use crate::store::Object;
 use crate::origin::fetch::{ensure_object, fetch_object, Sources};
 use crate::origin::client::{FetchError, Upstream};
-use crate::Shared;
+use crate::shared::Shared;
 
 /// Size of the pieces a file is sent in from disk.
 const CHUNK: usize = 256 << 10;

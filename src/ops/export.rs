@@ -23,7 +23,7 @@ use base64::Engine;
 use log::{info, warn};
 
 use crate::rrdp::content::{self, ContentError, Expected};
-use crate::repo::{unix_now, Generation, Repo};
+use crate::published::{unix_now, Generation, Repo};
 use crate::store::Store;
 
 /// The notification's file name in a static RRDP export.

@@ -12,8 +12,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use crate::repo::unix_now;
-use crate::Shared;
+use crate::published::unix_now;
+use crate::shared::Shared;
 
 pub struct Admin {
     pub shared: Arc<Shared>,

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use crate::rrdp::content::{self, Expected};
 use crate::metrics::Metrics;
 use crate::origin::peers::Peers;
-use crate::repo::{unix_now, FileEntry, FileKind, Generation, Repo};
+use crate::published::{unix_now, FileEntry, FileKind, Generation, Repo};
 use crate::rrdp::{render_notification, DeltaRef, FileRef, Hash, Notification};
 use crate::origin::fetch::{ensure_object, Sources};
 use crate::store::Store;

@@ -13,7 +13,7 @@
 //! HTTP/2 (by ALPN on TLS) is left alone: its frames interleave reads and writes of many
 //! streams, and its own framing gathers writes.
 //!
-//! [`coalesce`]: crate::coalesce
+//! [`coalesce`]: crate::serve::coalesce
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,7 +31,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::coalesce::Coalescer;
+use crate::serve::coalesce::Coalescer;
 
 /// A server app whose HTTP/1 connections get a request-reading deadline and send each
 /// response's header with its body.

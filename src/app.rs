@@ -1,0 +1,174 @@
+//! Wiring: the pingora server with its public listeners, the pollers and garbage collection,
+//! the admin listener and the demo origin, all around one [`Shared`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::config::Config;
+use crate::published::unix_now;
+use crate::shared::Shared;
+use crate::{demo, ops, serve, sync};
+
+/// How often unreferenced objects are removed from disk.
+const GC_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Runs one poller per repository, and garbage collection, until shutdown.
+struct Pollers {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for Pollers {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let mut tasks = Vec::new();
+        for repo in &self.shared.repos {
+            let poller = sync::Poller::new(
+                repo.clone(),
+                self.shared.store.clone(),
+                self.shared.metrics.clone(),
+                self.shared.config.cache.retain,
+            )
+            .with_peers(self.shared.peers.clone());
+            tasks.push(tokio::spawn(poller.run(shutdown.clone())));
+            if repo.config.export_rrdp.is_some() || repo.config.export_rsync.is_some() {
+                tasks.push(tokio::spawn(ops::export::run(
+                    repo.clone(),
+                    self.shared.store.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+        let shared = self.shared.clone();
+        let mut gc_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(GC_INTERVAL) => {}
+                    _ = gc_shutdown.changed() => return,
+                }
+                let live = shared.live_objects(unix_now());
+                match shared.store.collect_garbage(live, SystemTime::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => info!("removed {n} objects no longer servable"),
+                    Err(e) => warn!("garbage collection failed: {e}"),
+                }
+            }
+        }));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Builds the pingora server: public listeners, the pollers, the admin listener, and the demo
+/// origin if configured. Returns the shared state too (tests watch it).
+pub fn build_server(config: Config) -> Result<(Server, Arc<Shared>), String> {
+    build_server_upgrading(config, false)
+}
+
+/// [`build_server`]; with `upgrade`, the listening sockets are taken over from a running
+/// process (which is then sent SIGQUIT) instead of bound anew: a zero-downtime upgrade.
+pub fn build_server_upgrading(
+    config: Config,
+    upgrade: bool,
+) -> Result<(Server, Arc<Shared>), String> {
+    let conf = ServerConf {
+        threads: config.server.threads,
+        // SIGTERM: stop accepting, let requests in flight finish, then exit.
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(10),
+        upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
+        ..ServerConf::default()
+    };
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    server.bootstrap();
+
+    if let Some(demo) = &config.demo {
+        add_demo(&mut server, demo.listen, demo.interval, None);
+    }
+
+    let shared = Shared::open(config)?;
+    let cfg = &shared.config;
+
+    let mut proxy = Service::new(
+        "rrdp-proxy public".to_string(),
+        serve::guard::Guarded {
+            app: Arc::new(serve::RrdpProxy::new(shared.clone())),
+            request_timeout: cfg.server.request_timeout,
+            coalesce: cfg.server.write_buffer,
+        },
+    );
+    // Plain HTTP: no write buffer under the connection. A response's header is held by the
+    // connection stream and sent with the body in one vectored write (coalesce.rs); a buffer
+    // below it would only copy the body once more.
+    let buffers = L4BufferSettings::default().write(0);
+    for addr in &cfg.server.listen {
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
+    }
+    if let Some((cert, key)) = &cfg.server.tls {
+        for addr in &cfg.server.tls_listen {
+            let mut tls =
+                TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
+                    .map_err(|e| format!("server.tls_cert / server.tls_key: {e}"))?;
+            // HTTP/2 for clients that offer it in ALPN, HTTP/1.1 for the rest.
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+        }
+    }
+    server.add_service(proxy);
+
+    let mut pollers = background_service(
+        "rrdp-proxy pollers",
+        Pollers {
+            shared: shared.clone(),
+        },
+    );
+    pollers.threads = Some(2);
+    server.add_service(pollers);
+
+    if let Some(addr) = cfg.server.admin_listen {
+        let mut admin = Service::new(
+            "rrdp-proxy admin".to_string(),
+            ops::admin::Admin {
+                shared: shared.clone(),
+            },
+        );
+        admin.add_tcp(&addr.to_string());
+        admin.threads = Some(1);
+        server.add_service(admin);
+    }
+    Ok((server, shared))
+}
+
+/// Adds the demo Publication Server's listener and its publishing task to `server`.
+pub fn add_demo(
+    server: &mut Server,
+    listen: std::net::SocketAddr,
+    interval: Duration,
+    large: Option<(u64, usize)>,
+) {
+    let demo = demo::DemoServer::new(listen, large);
+    let ticker = demo::DemoTicker {
+        repo: demo.repo.clone(),
+        interval,
+    };
+    let mut svc = Service::new("demo publication server".to_string(), demo);
+    svc.add_tcp(&listen.to_string());
+    svc.threads = Some(1);
+    server.add_service(svc);
+    server.add_service(background_service("demo publisher", ticker));
+    info!("demo Publication Server on http://{listen}/rrdp/notification.xml");
+}

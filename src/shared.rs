@@ -1,0 +1,105 @@
+//! The state one node shares between its listeners and its pollers: the validated config,
+//! the store, every repository's published state, the passthrough caches, the metrics and
+//! the peers. Built once at start ([`Shared::open`]), read by every other part.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use log::{info, warn};
+
+use crate::config::Config;
+use crate::heap;
+use crate::metrics::Metrics;
+use crate::origin::passthrough::Passthrough;
+use crate::origin::peers;
+use crate::published::Repo;
+use crate::rrdp;
+use crate::store::Store;
+
+/// State shared by the listeners and the pollers.
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub repos: Vec<Arc<Repo>>,
+    pub passthroughs: Vec<Arc<Passthrough>>,
+    pub metrics: Arc<Metrics>,
+    /// When this process started (staleness before the first successful poll).
+    pub started: SystemTime,
+    /// The cluster's other nodes, for peer fill.
+    pub peers: Option<Arc<peers::Peers>>,
+}
+
+impl Shared {
+    /// Opens the store and loads every repository's last published generation, so the node
+    /// serves at once, even with the upstream down.
+    pub fn open(config: Config) -> Result<Arc<Shared>, String> {
+        let store = Store::open(
+            &config.cache.dir,
+            config.cache.memory_limit,
+            config.cache.memory_object_max,
+            config.cache.disk_limit,
+        )
+        .map_err(|e| format!("cache.dir: {e}"))?;
+        let mut repos = Vec::new();
+        for rc in &config.repositories {
+            let repo = Repo::new(rc.clone());
+            match repo.load(&store) {
+                Ok(Some(g)) => {
+                    info!(
+                        "{}: serving stored session {} serial {} until the upstream is polled",
+                        repo.name(),
+                        g.session_id,
+                        g.serial
+                    );
+                    repo.install(g);
+                }
+                Ok(None) => {}
+                // Not fatal: the stored state is not served, the poller starts afresh.
+                Err(e) => warn!("{}: {e}; not serving it", repo.name()),
+            }
+            repos.push(repo);
+        }
+        // Loading hashed the referenced files in large buffers.
+        heap::release_free();
+        let passthroughs = config
+            .passthroughs
+            .iter()
+            .map(|p| Passthrough::new(p.clone(), store.clone()))
+            .collect();
+        Ok(Arc::new(Shared {
+            peers: peers::Peers::new(config.cluster.as_ref()),
+            config,
+            store,
+            repos,
+            passthroughs,
+            metrics: Arc::new(Metrics::default()),
+            started: SystemTime::now(),
+        }))
+    }
+
+    /// Every object something may still serve at `now` (seconds since the epoch; a parameter
+    /// so that tests can move time on).
+    pub fn live_objects(&self, now: u64) -> HashSet<rrdp::Hash> {
+        let mut live = HashSet::new();
+        for repo in &self.repos {
+            if let Some(g) = repo.published.load().as_ref() {
+                live.extend(g.files.values().filter(|f| f.is_live(now)).map(|f| f.hash));
+            }
+            // Files upstream notifications named within `cache.retain` (see `Repo::pending`).
+            let retain = self.config.cache.retain.as_secs();
+            live.extend(
+                repo.pending
+                    .load()
+                    .values()
+                    .filter(|(_, _, since)| since + retain > now)
+                    .map(|(h, _, _)| *h),
+            );
+        }
+        for p in &self.passthroughs {
+            live.extend(p.live_hashes());
+        }
+        live
+    }
+}
+
