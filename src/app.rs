@@ -13,8 +13,8 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::published::unix_now;
 use crate::shared::Shared;
 use crate::{demo, ops, serve, sync};
 

@@ -489,6 +489,7 @@ impl BackgroundService for DemoTicker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rrdp::content::{check, Expected, Kind};
     use crate::rrdp::Notification;
 
     /// The body the repository serves for a URI under its base.
@@ -536,5 +537,26 @@ mod tests {
         }
         // Superseded files are gone, like Krill's.
         assert_eq!(r.files.len(), 1 + KEEP_DELTAS);
+    }
+
+    #[test]
+    fn the_demo_generator_writes_valid_files() {
+        let mut repo = Repository::new("http://127.0.0.1/rrdp/");
+        repo.advance();
+        let session = repo.session_id().to_string();
+        let snap = repo.file(repo.snapshot_path()).unwrap();
+        let exp = Expected {
+            kind: Kind::Snapshot,
+            session_id: session.clone(),
+            serial: 2,
+        };
+        assert!(check(&snap[..], &exp).unwrap().publishes > 0);
+        let delta = repo.file(&repo.delta_paths()[0]).unwrap();
+        let exp = Expected {
+            kind: Kind::Delta,
+            session_id: session,
+            serial: 2,
+        };
+        assert!(check(&delta[..], &exp).is_ok());
     }
 }

@@ -8,6 +8,7 @@
 //!   check, base URIs, object times.
 //! - [`config`]: the TOML file, validated into [`config::Config`]; nothing downstream sees an
 //!   unvalidated value.
+//! - [`clock`]: seconds since the epoch, the one way this crate reads the wall clock.
 //! - [`metrics`]: lock-free counters that every layer bumps; rendered by `ops::admin`.
 //! - [`heap`]: bounding what glibc's malloc keeps of freed memory (process-wide).
 //! - [`store`]: durable content-addressed objects (atomic writer, gzip variants, memory tier,
@@ -26,6 +27,7 @@
 //! - `fuzz_checks`: the properties the fuzz targets and their replay tests check.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod demo;
 #[doc(hidden)]

@@ -16,6 +16,7 @@ use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
+use crate::clock::unix_now;
 use crate::config::RepositoryConfig;
 use crate::rrdp::content::Expected;
 use crate::rrdp::Hash;
@@ -286,13 +287,6 @@ impl Repo {
             s.publishes += 1;
         });
     }
-}
-
-/// Seconds since the epoch, now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 mod hash_hex {

@@ -12,7 +12,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use crate::published::unix_now;
+use crate::clock::unix_now;
 use crate::shared::Shared;
 
 pub struct Admin {

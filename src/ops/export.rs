@@ -22,8 +22,9 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use log::{info, warn};
 
+use crate::clock::unix_now;
+use crate::published::{Generation, Repo};
 use crate::rrdp::content::{self, ContentError, Expected};
-use crate::published::{unix_now, Generation, Repo};
 use crate::store::Store;
 
 /// The notification's file name in a static RRDP export.

@@ -4,10 +4,10 @@
 
 use std::time::SystemTime;
 
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::published::unix_now;
-use crate::sync::{Outcome, Poller};
 use crate::shared::Shared;
+use crate::sync::{Outcome, Poller};
 
 /// Exit status: every repository is published (new or unchanged) and exported.
 pub const OK: u8 = 0;

@@ -98,14 +98,22 @@ pub async fn ensure_object(
         return Ok(size);
     }
     // One download per object: whoever waited here finds it stored by the first.
-    let _flight = store.flights.enter(crate::store::flight::object_key(&hash)).await;
+    let _flight = store
+        .flights
+        .enter(crate::store::flight::object_key(&hash))
+        .await;
     if let Some(size) = store.size_of(&hash) {
         return Ok(size);
     }
     // A client's forwarded miss may be downloading this very file (asked for before this
     // node read the notification naming it): wait for it rather than ask the origin twice.
     // Lock order is object, then path; a forwarded miss holds only the path key.
-    drop(store.flights.enter(crate::store::flight::path_key(rel)).await);
+    drop(
+        store
+            .flights
+            .enter(crate::store::flight::path_key(rel))
+            .await,
+    );
     if let Some(size) = store.size_of(&hash) {
         return Ok(size);
     }

@@ -15,13 +15,13 @@ use bytes::Bytes;
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_now;
 use crate::config::PassthroughConfig;
-use crate::store::flight::Flights;
 use crate::metrics::Outcome;
-use crate::published::unix_now;
-use crate::rrdp::Hash;
-use crate::store::Store;
 use crate::origin::client::{FetchError, Upstream};
+use crate::rrdp::Hash;
+use crate::store::flight::Flights;
+use crate::store::Store;
 
 /// A cached response.
 #[derive(Clone, Debug, Serialize, Deserialize)]

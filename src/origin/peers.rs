@@ -15,13 +15,13 @@ use std::time::Duration;
 use log::debug;
 
 use crate::config::{ClusterConfig, RepositoryConfig, PEER_OBJECT_PATH};
-use crate::rrdp::content::{self, Expected};
 use crate::metrics::Metrics;
+use crate::origin::client::{FetchError, Upstream};
+use crate::origin::fetch::fetch_object;
+use crate::rrdp::content::{self, Expected};
+use crate::rrdp::uri::BaseUri;
 use crate::rrdp::{Hash, Notification};
 use crate::store::Store;
-use crate::origin::fetch::fetch_object;
-use crate::origin::client::{FetchError, Upstream};
-use crate::rrdp::uri::BaseUri;
 
 /// The peers of this node.
 pub struct Peers {

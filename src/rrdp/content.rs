@@ -433,25 +433,4 @@ mod tests {
         ));
         assert!(run(&withdraw_with_content, Kind::Delta).is_err());
     }
-
-    #[test]
-    fn the_demo_generator_writes_valid_files() {
-        let mut repo = crate::demo::Repository::new("http://127.0.0.1/rrdp/");
-        repo.advance();
-        let session = repo.session_id().to_string();
-        let snap = repo.file(repo.snapshot_path()).unwrap();
-        let exp = Expected {
-            kind: Kind::Snapshot,
-            session_id: session.clone(),
-            serial: 2,
-        };
-        assert!(check(&snap[..], &exp).unwrap().publishes > 0);
-        let delta = repo.file(&repo.delta_paths()[0]).unwrap();
-        let exp = Expected {
-            kind: Kind::Delta,
-            session_id: session,
-            serial: 2,
-        };
-        assert!(check(&delta[..], &exp).is_ok());
-    }
 }

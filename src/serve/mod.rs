@@ -27,14 +27,15 @@ use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
+use crate::clock::unix_now;
 use crate::config::AccessLog;
 use crate::metrics::{Kind, Outcome};
-use crate::published::{header_value, unix_now, FileKind, Repo};
-use crate::rrdp::Hash;
-use crate::store::Object;
-use crate::origin::fetch::{ensure_object, fetch_object, Sources};
 use crate::origin::client::{FetchError, Upstream};
+use crate::origin::fetch::{ensure_object, fetch_object, Sources};
+use crate::published::{header_value, FileKind, Repo};
+use crate::rrdp::Hash;
 use crate::shared::Shared;
+use crate::store::Object;
 
 /// Size of the pieces a file is sent in from disk.
 const CHUNK: usize = 256 << 10;
@@ -327,7 +328,10 @@ impl RrdpProxy {
                 .map(|size| (hash, size))
             }
             None => {
-                let flight = store.flights.enter(crate::store::flight::path_key(rel)).await;
+                let flight = store
+                    .flights
+                    .enter(crate::store::flight::path_key(rel))
+                    .await;
                 // Queued behind a download of the same path: serve what it stored.
                 let done = repo
                     .forwarded

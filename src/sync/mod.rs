@@ -16,15 +16,16 @@ use log::{info, warn};
 use rand::Rng;
 use tokio::sync::Semaphore;
 
-use crate::rrdp::content::{self, Expected};
+use crate::clock::unix_now;
 use crate::metrics::Metrics;
-use crate::origin::peers::Peers;
-use crate::published::{unix_now, FileEntry, FileKind, Generation, Repo};
-use crate::rrdp::{render_notification, DeltaRef, FileRef, Hash, Notification};
-use crate::origin::fetch::{ensure_object, Sources};
-use crate::store::Store;
 use crate::origin::client::{FetchError, Upstream};
+use crate::origin::fetch::{ensure_object, Sources};
+use crate::origin::peers::Peers;
+use crate::published::{FileEntry, FileKind, Generation, Repo};
+use crate::rrdp::content::{self, Expected};
 use crate::rrdp::uri::BaseUri;
+use crate::rrdp::{render_notification, DeltaRef, FileRef, Hash, Notification};
+use crate::store::Store;
 
 /// The longest wait between polls while the upstream is failing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);

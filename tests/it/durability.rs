@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use rrdp_proxy::published::unix_now;
+use rrdp_proxy::clock::unix_now;
 use rrdp_proxy::rrdp::Hash;
 use rrdp_proxy::store::GC_GRACE;
 

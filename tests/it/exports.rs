@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
+use rrdp_proxy::clock::unix_now;
 use rrdp_proxy::demo::Repository;
 use rrdp_proxy::ops::export;
-use rrdp_proxy::published::unix_now;
 use rrdp_proxy::rrdp::{Hash, Notification};
 
 use crate::support::{fetch_consistent, free_port, path_of, Origin, Proxy, EVENT_TIMEOUT};
