@@ -800,7 +800,9 @@ fn validate_cluster(c: RawCluster, base: &Path) -> Result<ClusterConfig, ConfigE
     Ok(ClusterConfig { peers, token, tls })
 }
 
-/// An export directory: relative to the config file, created if missing.
+/// An export directory, relative to the config file. Validating writes nothing (`check` must
+/// not touch the disk): the directory must exist as a directory, or be creatable under its
+/// nearest existing ancestor, which must be a directory. The exporter creates it.
 fn export_dir(
     key: &str,
     dir: Option<PathBuf>,
@@ -810,9 +812,22 @@ fn export_dir(
         return Ok(None);
     };
     let dir = base.join(dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| ConfigError::new(key, format!("cannot create {}: {e}", dir.display())))?;
-    Ok(Some(dir))
+    let existing = dir.ancestors().find(|a| a.exists());
+    match existing {
+        Some(a) if a.is_dir() => Ok(Some(dir)),
+        Some(a) => Err(ConfigError::new(
+            key,
+            format!(
+                "cannot create {}: {} is not a directory",
+                dir.display(),
+                a.display()
+            ),
+        )),
+        None => Err(ConfigError::new(
+            key,
+            format!("cannot create {}: no part of it exists", dir.display()),
+        )),
+    }
 }
 
 fn validate_passthrough(

@@ -71,6 +71,12 @@ pub async fn run(
 /// Writes the configured exports of one generation.
 pub async fn export_once(repo: &Repo, store: &Arc<Store>, g: &Arc<Generation>) -> io::Result<()> {
     let cfg = &repo.config;
+    // Created here, not when the config is read: `rrdp-proxy check` writes nothing.
+    for dir in [&cfg.export_rrdp, &cfg.export_rsync].into_iter().flatten() {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+        })?;
+    }
     if let Some(dir) = &cfg.export_rrdp {
         write_rrdp(dir, g, store, cfg.notify_delay).await?;
         let removed = blocking({

@@ -71,3 +71,36 @@ fn bad_configs_are_refused_with_key_and_reason() {
         assert!(out.contains(expect), "expected {expect:?} in: {out}");
     }
 }
+
+/// Regression (issue 18): validating a config created its export directories; `check` must
+/// not touch the disk, and a directory that could never be created is still refused.
+#[test]
+fn check_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let text = format!("{GOOD}export_rrdp = \"exports/rrdp\"\nexport_rsync = \"exports/rsync\"\n");
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["proxy.toml"],
+        "check wrote to the config's directory"
+    );
+
+    let (ok, out) = check(&format!("{GOOD}export_rrdp = \"/dev/null/rrdp\"\n"));
+    assert!(!ok, "an export under a file was accepted");
+    assert!(out.contains("repository[0].export_rrdp:"), "{out}");
+}
