@@ -5,6 +5,12 @@
 //! references, and those of superseded generations still within `cache.retain`). It is
 //! replaced as a whole through an `ArcSwap`, so a request sees one generation from start to
 //! end, and a notification is never visible before every file it names is in the store.
+//!
+//! This module is the seam between the write side (`sync`) and the read side (`serve`), and
+//! the only way to publish. The type system holds the invariant: a [`Generation`] cannot be
+//! built outside this module (a private field), [`Repo::publish`] builds one only from a
+//! [`Round`], whose files are [`Stored`] proofs that only the store makes (after verifying the
+//! bytes), and the published generation is reachable only through [`Repo::current`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,8 +25,10 @@ use tokio::sync::{watch, Notify};
 use crate::clock::unix_now;
 use crate::config::RepositoryConfig;
 use crate::rrdp::content::Expected;
+use crate::rrdp::uri::BaseUri;
 use crate::rrdp::Hash;
-use crate::store::Store;
+use crate::rrdp::{render_notification, DeltaRef, FileRef};
+use crate::store::{Store, Stored};
 
 /// What a file is, for metrics and logs.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,6 +96,128 @@ pub struct Generation {
     /// export).
     #[serde(default)]
     pub snapshot_objects: Option<u64>,
+    /// Private: nothing outside this module can build a generation.
+    #[serde(skip)]
+    _sealed: Sealed,
+}
+
+/// The private field that keeps [`Generation`] from being built elsewhere.
+#[derive(Clone, Debug, Default)]
+struct Sealed;
+
+/// A round whose files are all in the store, verified: what the next generation is built
+/// from. Its files are [`Stored`] proofs, which only the store makes.
+#[derive(Debug)]
+pub struct Round {
+    pub session_id: String,
+    pub serial: u64,
+    /// The snapshot: its path relative to the repository's base, and the stored object.
+    pub snapshot: (String, Stored),
+    /// The deltas the notification lists, in its order: serial, relative path, object.
+    pub deltas: Vec<(u64, String, Stored)>,
+    /// How many objects the snapshot publishes, if they were counted.
+    pub snapshot_objects: Option<u64>,
+}
+
+/// How many sessions a generation remembers having left.
+const LEFT_SESSIONS_KEPT: usize = 8;
+
+impl Generation {
+    /// The generation to publish after `previous`: the round's notification and files, plus
+    /// the files of older generations that are still within `retain` of `now` (RPs that read
+    /// an older notification, here or at a node that published later, still ask for them).
+    /// Pure: the clock comes in as `now`.
+    pub fn next(
+        round: Round,
+        previous: Option<&Generation>,
+        public: &BaseUri,
+        now: SystemTime,
+        retain: Duration,
+    ) -> Generation {
+        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now_secs = secs.as_secs();
+        let file = |stored: &Stored, kind| FileEntry {
+            hash: stored.hash(),
+            size: stored.size(),
+            kind,
+            expires: None,
+        };
+        let mut files = HashMap::new();
+        let (snapshot_rel, snapshot) = &round.snapshot;
+        files.insert(snapshot_rel.clone(), file(snapshot, FileKind::Snapshot));
+        let mut deltas = Vec::with_capacity(round.deltas.len());
+        for (serial, rel, stored) in &round.deltas {
+            files.insert(rel.clone(), file(stored, FileKind::Delta));
+            deltas.push(DeltaRef {
+                serial: *serial,
+                file: FileRef {
+                    uri: public.join(rel),
+                    hash: stored.hash(),
+                },
+            });
+        }
+        let expires = now_secs + retain.as_secs();
+        for (rel, f) in previous.iter().flat_map(|p| &p.files) {
+            if files.contains_key(rel) || !f.is_live(now_secs) {
+                continue;
+            }
+            let expires = Some(f.expires.unwrap_or(expires));
+            files.insert(
+                rel.clone(),
+                FileEntry {
+                    expires,
+                    ..f.clone()
+                },
+            );
+        }
+        let snapshot_ref = FileRef {
+            uri: public.join(snapshot_rel),
+            hash: snapshot.hash(),
+        };
+        let body = render_notification(&round.session_id, round.serial, &snapshot_ref, &deltas);
+        let etag = format!("\"{}\"", &Hash::of(body.as_bytes()).to_hex()[..32]);
+        // Round up to the next second (HTTP dates have no fractions) and keep it strictly
+        // increasing, so an If-Modified-Since taken from any earlier moment sees it as newer.
+        let now_ceil = now_secs + u64::from(secs.subsec_nanos() > 0);
+        let last_modified = now_ceil.max(previous.map_or(0, |p| p.last_modified + 1));
+        Generation {
+            left_sessions: left_sessions(previous, &round.session_id, now_secs),
+            session_id: round.session_id,
+            serial: round.serial,
+            notification: body.into(),
+            etag,
+            last_modified,
+            files,
+            delta_count: deltas.len(),
+            snapshot_objects: round.snapshot_objects,
+            notification_gz: None,
+            etag_gzip: String::new(),
+            last_modified_text: String::new(),
+            header_values: Default::default(),
+            _sealed: Sealed,
+        }
+        .prepared()
+    }
+}
+
+/// The sessions left so far, plus the previous generation's if `session_id` replaces it; the
+/// newest few are kept.
+fn left_sessions(previous: Option<&Generation>, session_id: &str, now: u64) -> Vec<(String, u64)> {
+    let Some(prev) = previous else {
+        return Vec::new();
+    };
+    let mut left: Vec<(String, u64)> = prev
+        .left_sessions
+        .iter()
+        .filter(|(s, _)| s != session_id)
+        .cloned()
+        .collect();
+    if prev.session_id != session_id {
+        left.push((prev.session_id.clone(), now));
+    }
+    let excess = left.len().saturating_sub(LEFT_SESSIONS_KEPT);
+    left.drain(..excess);
+    left
 }
 
 impl Generation {
@@ -135,7 +265,7 @@ impl Generation {
 
     /// Fills what is derived from the persisted fields: the gzip notification and the
     /// response header values.
-    pub fn prepared(mut self) -> Generation {
+    fn prepared(mut self) -> Generation {
         self.last_modified_text =
             httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.last_modified));
         self.etag_gzip = format!("{}-gzip\"", self.etag.trim_end_matches('"'));
@@ -185,8 +315,9 @@ pub struct RepoStatus {
 /// A configured repository and its live state.
 pub struct Repo {
     pub config: RepositoryConfig,
-    /// What clients see; `None` until the first generation is published.
-    pub published: ArcSwapOption<Generation>,
+    /// What clients see; `None` until the first generation is published. Private: read it
+    /// with [`Repo::current`] or [`Repo::peek`], replace it with [`Repo::publish`].
+    published: ArcSwapOption<Generation>,
     /// Relative path → (hash, what the file must be, when first named) of the files the
     /// upstream notifications of the last `cache.retain` referenced, published or not: a
     /// client's request for one of those is served from the store, or fetched, verified and
@@ -232,13 +363,42 @@ impl Repo {
         self.config.public.to_string()
     }
 
-    /// Persists `generation` as this repository's index, then makes it what clients see.
-    /// Every object it names must already be in the store.
-    pub async fn publish(&self, store: &Store, generation: Generation) -> std::io::Result<()> {
+    /// The generation clients see now, if any.
+    pub fn current(&self) -> Option<Arc<Generation>> {
+        self.published.load_full()
+    }
+
+    /// The same without taking a reference count: for the request path, where the guard
+    /// lives no longer than one answer.
+    pub fn peek(&self) -> arc_swap::Guard<Option<Arc<Generation>>> {
+        self.published.load()
+    }
+
+    /// Builds the next generation from a stored round against what is published now,
+    /// persists it as this repository's index, then makes it what clients see. The only way
+    /// to publish.
+    pub async fn publish(
+        &self,
+        store: &Store,
+        round: Round,
+        retain: Duration,
+    ) -> std::io::Result<Arc<Generation>> {
+        let previous = self.current();
+        let generation = Generation::next(
+            round,
+            previous.as_deref(),
+            &self.config.public,
+            SystemTime::now(),
+            retain,
+        );
         let data = serde_json::to_vec(&generation).map_err(std::io::Error::other)?;
         store.write_index(&self.index_name, &data).await?;
-        self.install(generation);
-        Ok(())
+        Ok(self.install(generation))
+    }
+
+    /// Loads the persisted generation at start (see [`Repo::load`]) and serves it.
+    pub fn restore(&self, store: &Store) -> Result<Option<Arc<Generation>>, LoadError> {
+        Ok(self.load(store)?.map(|g| self.install(g)))
     }
 
     /// Loads the persisted generation at start, if every file it references is in the store
@@ -246,15 +406,22 @@ impl Repo {
     /// a damaged object is removed so the poller fetches it again). Files of superseded
     /// generations only have their size checked here; they are hashed before their first
     /// byte is served, and dropped from the generation if gone.
-    pub fn load(&self, store: &Store) -> Result<Option<Generation>, String> {
+    fn load(&self, store: &Store) -> Result<Option<Generation>, LoadError> {
+        let index = || self.index_name.clone();
         let Some(data) = store
             .read_index(&self.index_name)
-            .map_err(|e| format!("cannot read index {}: {e}", self.index_name))?
+            .map_err(|source| LoadError::Read {
+                index: index(),
+                source,
+            })?
         else {
             return Ok(None);
         };
-        let mut generation: Generation = serde_json::from_slice(&data)
-            .map_err(|e| format!("index {} is corrupt: {e}", self.index_name))?;
+        let mut generation: Generation =
+            serde_json::from_slice(&data).map_err(|source| LoadError::Corrupt {
+                index: index(),
+                source,
+            })?;
         let now = unix_now();
         let mut missing = Vec::new();
         generation.files.retain(|rel, f| {
@@ -267,25 +434,65 @@ impl Repo {
             ok
         });
         if !missing.is_empty() {
-            return Err(format!(
-                "index {}: referenced files missing or damaged in the store: {}",
-                self.index_name,
-                missing.join(", ")
-            ));
+            return Err(LoadError::Missing {
+                index: index(),
+                files: missing,
+            });
         }
         Ok(Some(generation.prepared()))
     }
 
     /// Makes a generation what clients see (persisted already, or loaded at start), then
     /// tells watchers: whoever sees the new serial in the status can fetch it.
-    pub fn install(&self, generation: Generation) {
+    fn install(&self, generation: Generation) -> Arc<Generation> {
         let (session_id, serial) = (generation.session_id.clone(), generation.serial);
-        self.published.store(Some(Arc::new(generation)));
+        let generation = Arc::new(generation);
+        self.published.store(Some(generation.clone()));
         self.status.send_modify(|s| {
             s.session_id = Some(session_id);
             s.serial = Some(serial);
             s.publishes += 1;
         });
+        generation
+    }
+}
+
+/// Why a stored generation was not served at start (the poller then starts afresh).
+#[derive(Debug)]
+pub enum LoadError {
+    Read {
+        index: String,
+        source: std::io::Error,
+    },
+    Corrupt {
+        index: String,
+        source: serde_json::Error,
+    },
+    /// Files the generation references are missing or damaged in the store.
+    Missing { index: String, files: Vec<String> },
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Read { index, source } => write!(f, "cannot read index {index}: {source}"),
+            LoadError::Corrupt { index, source } => write!(f, "index {index} is corrupt: {source}"),
+            LoadError::Missing { index, files } => write!(
+                f,
+                "index {index}: referenced files missing or damaged in the store: {}",
+                files.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Read { source, .. } => Some(source),
+            LoadError::Corrupt { source, .. } => Some(source),
+            LoadError::Missing { .. } => None,
+        }
     }
 }
 

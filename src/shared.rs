@@ -44,16 +44,13 @@ impl Shared {
         let mut repos = Vec::new();
         for rc in &config.repositories {
             let repo = Repo::new(rc.clone());
-            match repo.load(&store) {
-                Ok(Some(g)) => {
-                    info!(
-                        "{}: serving stored session {} serial {} until the upstream is polled",
-                        repo.name(),
-                        g.session_id,
-                        g.serial
-                    );
-                    repo.install(g);
-                }
+            match repo.restore(&store) {
+                Ok(Some(g)) => info!(
+                    "{}: serving stored session {} serial {} until the upstream is polled",
+                    repo.name(),
+                    g.session_id,
+                    g.serial
+                ),
                 Ok(None) => {}
                 // Not fatal: the stored state is not served, the poller starts afresh.
                 Err(e) => warn!("{}: {e}; not serving it", repo.name()),
@@ -83,7 +80,7 @@ impl Shared {
     pub fn live_objects(&self, now: u64) -> HashSet<rrdp::Hash> {
         let mut live = HashSet::new();
         for repo in &self.repos {
-            if let Some(g) = repo.published.load().as_ref() {
+            if let Some(g) = repo.peek().as_ref() {
                 live.extend(g.files.values().filter(|f| f.is_live(now)).map(|f| f.hash));
             }
             // Files upstream notifications named within `cache.retain` (see `Repo::pending`).

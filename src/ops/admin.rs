@@ -38,7 +38,7 @@ impl Admin {
         let mut problems = Vec::new();
         for repo in &self.shared.repos {
             let status = repo.status.borrow().clone();
-            if repo.published.load().is_none() {
+            if repo.peek().is_none() {
                 problems.push(format!("{}: nothing published yet", repo.name()));
                 continue;
             }
@@ -68,7 +68,7 @@ impl Admin {
             .iter()
             .map(|repo| {
                 let s = repo.status.borrow().clone();
-                let g = repo.published.load_full();
+                let g = repo.current();
                 json!({
                     "public": repo.config.public.to_string(),
                     "upstream": match &repo.config.source_dir {
@@ -140,7 +140,7 @@ impl Admin {
         }
         out.push_str("# HELP rrdp_proxy_serial Published serial per repository.\n# TYPE rrdp_proxy_serial gauge\n");
         for repo in &self.shared.repos {
-            if let Some(g) = repo.published.load().as_ref() {
+            if let Some(g) = repo.peek().as_ref() {
                 let _ = writeln!(
                     out,
                     "rrdp_proxy_serial{{repository=\"{}\",session=\"{}\"}} {}",

@@ -43,7 +43,7 @@ pub async fn run(
     let mut status = repo.status.subscribe();
     let mut done: Option<(String, u64)> = None;
     loop {
-        let published = repo.published.load_full();
+        let published = repo.current();
         if let Some(g) = published {
             let key = (g.session_id.clone(), g.serial);
             if done.as_ref() != Some(&key) {

@@ -71,11 +71,11 @@ pub async fn run(config: Config) -> u8 {
                 println!("{name}: published session {session_id} serial {serial}");
             }
             Ok(Outcome::Unchanged) => {
-                let serial = repo.published.load().as_ref().map_or(0, |g| g.serial);
+                let serial = repo.peek().as_ref().map_or(0, |g| g.serial);
                 println!("{name}: unchanged at serial {serial}");
             }
             Err(e) => {
-                let serving = match repo.published.load().as_ref() {
+                let serving = match repo.peek().as_ref() {
                     Some(g) => format!("serial {} stays published", g.serial),
                     None => "nothing published".to_string(),
                 };
@@ -83,7 +83,7 @@ pub async fn run(config: Config) -> u8 {
                 status = status.max(UPSTREAM);
             }
         }
-        if let Some(g) = repo.published.load_full() {
+        if let Some(g) = repo.current() {
             if let Err(e) = crate::ops::export::export_once(repo, &shared.store, &g).await {
                 eprintln!("{name}: export failed: {e}");
                 status = LOCAL;

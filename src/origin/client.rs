@@ -15,8 +15,13 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
+use std::io;
+
 use crate::config::UpstreamTls;
+use crate::rrdp::content::ContentError;
 use crate::rrdp::uri::BaseUri;
+use crate::rrdp::Hash;
+use crate::store::{CommitError, DiskLimit};
 
 /// Connecting (TCP and TLS) must not take longer than this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,11 +32,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// What we call ourselves upstream.
 pub const USER_AGENT: &str = concat!("rrdp-proxy/", env!("CARGO_PKG_VERSION"));
 
-/// Why a request to the upstream failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a request to the upstream (or a download into the store) failed. The causes are kept
+/// as sources, not flattened into text: [`FetchError::reason`] and the retry logic decide by
+/// type.
+#[derive(Debug)]
 pub enum FetchError {
-    /// DNS, connect, TLS, reset, timeout, malformed response.
-    Transport(String),
+    /// DNS, connect, TLS, reset, malformed response: what failed, and the transport's error.
+    Transport {
+        context: String,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// An HTTP status we cannot use.
     Status(u16),
     /// The body is larger than allowed.
@@ -39,11 +49,11 @@ pub enum FetchError {
     /// The response is not what the path needs (HTML error page, 204, encoding).
     Unusable(String),
     /// The bytes do not have the announced hash.
-    HashMismatch(String),
+    HashMismatch { expected: Hash, actual: Hash },
     /// The bytes have the announced hash but are not the snapshot or delta announced.
-    Invalid(String),
-    /// Writing to our own store failed.
-    Store(String),
+    Invalid(ContentError),
+    /// Writing to our own store failed (`cache.disk_limit` is a [`DiskLimit`] inside).
+    Store(io::Error),
     /// The whole download took too long.
     Timeout,
 }
@@ -52,15 +62,35 @@ impl FetchError {
     /// A short, stable label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            FetchError::Transport(_) => "transport",
+            FetchError::Transport { .. } => "transport",
             FetchError::Status(_) => "status",
             FetchError::TooLarge(_) => "too_large",
             FetchError::Unusable(_) => "unusable",
-            FetchError::HashMismatch(_) => "hash_mismatch",
+            FetchError::HashMismatch { .. } => "hash_mismatch",
             FetchError::Invalid(_) => "invalid_content",
-            FetchError::Store(s) if s.contains(crate::store::DISK_LIMIT_MESSAGE) => "disk_limit",
+            FetchError::Store(e) if DiskLimit::is(e) => "disk_limit",
             FetchError::Store(_) => "store",
             FetchError::Timeout => "timeout",
+        }
+    }
+
+    /// A transport failure described by `context` alone.
+    pub fn transport(context: impl Into<String>) -> FetchError {
+        FetchError::Transport {
+            context: context.into(),
+            source: None,
+        }
+    }
+}
+
+impl From<CommitError> for FetchError {
+    fn from(e: CommitError) -> FetchError {
+        match e {
+            CommitError::HashMismatch { expected, actual } => {
+                FetchError::HashMismatch { expected, actual }
+            }
+            CommitError::Invalid(e) => FetchError::Invalid(e),
+            CommitError::Io(e) => FetchError::Store(e),
         }
     }
 }
@@ -68,20 +98,56 @@ impl FetchError {
 impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FetchError::Transport(s) => write!(f, "{s}"),
+            FetchError::Transport {
+                context,
+                source: Some(e),
+            } => write!(f, "{context}: {e}"),
+            FetchError::Transport { context, .. } => write!(f, "{context}"),
             FetchError::Status(s) => write!(f, "HTTP status {s}"),
             FetchError::TooLarge(n) => write!(f, "body larger than the limit of {n} bytes"),
             FetchError::Unusable(s) => write!(f, "{s}"),
-            FetchError::HashMismatch(s) => write!(f, "{s}"),
-            FetchError::Invalid(s) => write!(f, "{s}"),
-            FetchError::Store(s) => write!(f, "{s}"),
+            FetchError::HashMismatch { expected, actual } => {
+                write!(f, "SHA-256 mismatch: expected {expected}, got {actual}")
+            }
+            FetchError::Invalid(e) => write!(f, "content refused: {e}"),
+            FetchError::Store(e) => write!(f, "store: {e}"),
             FetchError::Timeout => write!(f, "timed out"),
         }
     }
 }
 
-fn transport(e: impl fmt::Display) -> FetchError {
-    FetchError::Transport(e.to_string())
+impl std::error::Error for FetchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FetchError::Transport { source, .. } => source
+                .as_deref()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
+            FetchError::Invalid(e) => Some(e),
+            FetchError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A transport failure, with what was being done.
+fn transport<E: std::error::Error + Send + Sync + 'static>(
+    context: impl Into<String>,
+) -> impl FnOnce(E) -> FetchError {
+    move |e| FetchError::Transport {
+        context: context.into(),
+        source: Some(Box::new(e)),
+    }
+}
+
+/// Runs a download under a whole-download deadline: a peer that trickles a byte at a time
+/// must not hold the caller past `limit`. Past it, the error is [`FetchError::Timeout`].
+pub async fn within<T, E: From<FetchError>>(
+    limit: Duration,
+    download: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::time::timeout(limit, download)
+        .await
+        .unwrap_or_else(|_| Err(FetchError::Timeout.into()))
 }
 
 /// A client for one upstream: a host with its TLS settings, or a local directory.
@@ -135,20 +201,19 @@ impl Upstream {
     ) -> Result<Response, FetchError> {
         use std::os::unix::fs::MetadataExt;
         let path = dir.join(rel);
-        let status = |code: u16| {
-            ResponseHeader::build(code, None).map_err(|e| FetchError::Transport(e.to_string()))
-        };
+        let status =
+            |code: u16| ResponseHeader::build(code, None).map_err(transport("local response"));
         let file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Response::local(self.clone(), status(404)?, None))
             }
-            Err(e) => return Err(FetchError::Transport(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(transport(path.display().to_string())(e)),
         };
         let meta = file
             .metadata()
             .await
-            .map_err(|e| FetchError::Transport(format!("{}: {e}", path.display())))?;
+            .map_err(transport(path.display().to_string()))?;
         if !meta.is_file() {
             return Ok(Response::local(self.clone(), status(404)?, None));
         }
@@ -169,7 +234,7 @@ impl Upstream {
         header
             .insert_header("Content-Length", meta.len().to_string())
             .and_then(|_| header.insert_header("ETag", etag))
-            .map_err(|e| FetchError::Transport(e.to_string()))?;
+            .map_err(transport("local response"))?;
         Ok(Response::local(self.clone(), header, Some(file)))
     }
 
@@ -177,9 +242,9 @@ impl Upstream {
         let host = base.host_for_connect();
         let addr = tokio::net::lookup_host((host, base.port()))
             .await
-            .map_err(|e| FetchError::Transport(format!("cannot resolve {host}: {e}")))?
+            .map_err(transport(format!("cannot resolve {host}")))?
             .next()
-            .ok_or_else(|| FetchError::Transport(format!("{host} has no address")))?;
+            .ok_or_else(|| FetchError::transport(format!("{host} has no address")))?;
         let mut peer = HttpPeer::new(addr, base.is_tls(), host.to_string());
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT);
@@ -206,36 +271,44 @@ impl Upstream {
         }
         let peer = self.peer(base).await?;
         let path = format!("{}{}", base.path(), rel);
-        let mut req = RequestHeader::build("GET", path.as_bytes(), None).map_err(transport)?;
+        let mut req =
+            RequestHeader::build("GET", path.as_bytes(), None).map_err(transport("request"))?;
         req.insert_header("Host", base.authority())
-            .map_err(transport)?;
+            .map_err(transport("request"))?;
         req.insert_header("User-Agent", USER_AGENT)
-            .map_err(transport)?;
+            .map_err(transport("request"))?;
         // We verify hashes over identity bodies and store them as such.
         req.insert_header("Accept-Encoding", "identity")
-            .map_err(transport)?;
+            .map_err(transport("request"))?;
         if let Some(auth) = &self.authorization {
             req.insert_header("Authorization", auth.as_str())
-                .map_err(transport)?;
+                .map_err(transport("request"))?;
         }
         for (k, v) in headers {
-            req.insert_header(*k, v.as_str()).map_err(transport)?;
+            req.insert_header(*k, v.as_str())
+                .map_err(transport("request"))?;
         }
         let (mut session, _reused) = self
             .connector
             .get_http_session(&peer)
             .await
-            .map_err(|e| FetchError::Transport(format!("connect to {base}: {e}")))?;
+            .map_err(transport(format!("connect to {base}")))?;
         session
             .write_request_header(Box::new(req))
             .await
-            .map_err(transport)?;
-        session.finish_request_body().await.map_err(transport)?;
-        session.read_response_header().await.map_err(transport)?;
+            .map_err(transport("request"))?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(transport("request"))?;
+        session
+            .read_response_header()
+            .await
+            .map_err(transport("response header"))?;
         let header = session
             .response_header()
             .cloned()
-            .ok_or_else(|| transport("no response header"))?;
+            .ok_or_else(|| FetchError::transport("no response header"))?;
         Ok(Response {
             upstream: self.clone(),
             peer: Some(peer),
@@ -286,7 +359,7 @@ impl Response {
         if let Some(file) = self.file.as_mut() {
             use tokio::io::AsyncReadExt;
             let mut buf = bytes::BytesMut::with_capacity(64 << 10);
-            let n = file.read_buf(&mut buf).await.map_err(transport)?;
+            let n = file.read_buf(&mut buf).await.map_err(transport("read"))?;
             if n == 0 {
                 self.file = None;
                 return Ok(None);
@@ -296,7 +369,11 @@ impl Response {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
-        match session.read_response_body().await.map_err(transport)? {
+        match session
+            .read_response_body()
+            .await
+            .map_err(transport("response body"))?
+        {
             Some(b) => Ok(Some(b)),
             None => {
                 if let (Some(s), Some(peer)) = (self.session.take(), self.peer.as_ref()) {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-use crate::origin::client::{FetchError, Upstream};
+use crate::origin::client::{within, FetchError, Upstream};
 use crate::origin::peers::Peers;
 use crate::rrdp::content::Expected;
 use crate::rrdp::uri::BaseUri;
 use crate::rrdp::Hash;
-use crate::store::{CommitError, Store};
+use crate::store::{Store, Stored};
 
 /// Downloads `base+rel` into the store, verifying `expected` and `content` if given. 404 and
 /// 410 come back as `FetchError::Status`.
@@ -22,7 +22,7 @@ pub async fn fetch_object(
     expected: Option<Hash>,
     content: Option<&Expected>,
     limit: u64,
-) -> Result<(Hash, u64), FetchError> {
+) -> Result<Stored, FetchError> {
     let mut resp = upstream.get(base, rel, &[]).await?;
     match resp.status() {
         200 => {}
@@ -37,10 +37,7 @@ pub async fn fetch_object(
     if resp.content_length().is_some_and(|l| l > limit) {
         return Err(FetchError::TooLarge(limit));
     }
-    let mut w = store
-        .writer()
-        .await
-        .map_err(|e| FetchError::Store(e.to_string()))?;
+    let mut w = store.writer().await.map_err(FetchError::Store)?;
     while let Some(chunk) = resp.chunk().await? {
         if w.len() + chunk.len() as u64 > limit {
             return Err(FetchError::TooLarge(limit));
@@ -48,20 +45,12 @@ pub async fn fetch_object(
         if w.is_empty() && !looks_like_xml(&chunk) {
             return Err(FetchError::Unusable("not an XML document".into()));
         }
-        w.write(&chunk)
-            .await
-            .map_err(|e| FetchError::Store(e.to_string()))?;
+        w.write(&chunk).await.map_err(FetchError::Store)?;
     }
     if w.is_empty() {
         return Err(FetchError::Unusable("empty body".into()));
     }
-    w.commit_checked(expected, content)
-        .await
-        .map_err(|e| match e {
-            CommitError::HashMismatch { .. } => FetchError::HashMismatch(e.to_string()),
-            CommitError::Invalid(e) => FetchError::Invalid(e.to_string()),
-            CommitError::Io(e) => FetchError::Store(e.to_string()),
-        })
+    Ok(w.commit_checked(expected, content).await?)
 }
 
 /// Whether a body's first bytes can start an XML document (an optional BOM and white space,
@@ -93,17 +82,17 @@ pub async fn ensure_object(
     content: Option<&Expected>,
     (limit, timeout): (u64, Duration),
     metrics: &Metrics,
-) -> Result<u64, FetchError> {
-    if let Some(size) = store.size_of(&hash) {
-        return Ok(size);
+) -> Result<Stored, FetchError> {
+    if let Some(stored) = store.stored(&hash) {
+        return Ok(stored);
     }
     // One download per object: whoever waited here finds it stored by the first.
     let _flight = store
         .flights
         .enter(crate::store::flight::object_key(&hash))
         .await;
-    if let Some(size) = store.size_of(&hash) {
-        return Ok(size);
+    if let Some(stored) = store.stored(&hash) {
+        return Ok(stored);
     }
     // A client's forwarded miss may be downloading this very file (asked for before this
     // node read the notification naming it): wait for it rather than ask the origin twice.
@@ -114,23 +103,22 @@ pub async fn ensure_object(
             .enter(crate::store::flight::path_key(rel))
             .await,
     );
-    if let Some(size) = store.size_of(&hash) {
-        return Ok(size);
+    if let Some(stored) = store.stored(&hash) {
+        return Ok(stored);
     }
     let mut first_error = None;
     for base in src.bases {
         metrics.count_upstream_fetch();
-        let fetched = tokio::time::timeout(
+        let fetched = within(
             timeout,
             fetch_object(src.upstream, store, base, rel, Some(hash), content, limit),
         )
-        .await
-        .unwrap_or(Err(FetchError::Timeout));
+        .await;
         match fetched {
-            Ok((_, size)) => return Ok(size),
+            Ok(stored) => return Ok(stored),
             Err(e) => {
                 match e {
-                    FetchError::HashMismatch(_) => metrics.count_hash_mismatch(),
+                    FetchError::HashMismatch { .. } => metrics.count_hash_mismatch(),
                     FetchError::Invalid(_) => metrics.count_invalid_content(),
                     _ => {}
                 }

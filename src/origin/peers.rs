@@ -16,12 +16,12 @@ use log::debug;
 
 use crate::config::{ClusterConfig, RepositoryConfig, PEER_OBJECT_PATH};
 use crate::metrics::Metrics;
-use crate::origin::client::{FetchError, Upstream};
+use crate::origin::client::{within, FetchError, Upstream};
 use crate::origin::fetch::fetch_object;
 use crate::rrdp::content::{self, Expected};
 use crate::rrdp::uri::BaseUri;
 use crate::rrdp::{Hash, Notification};
-use crate::store::Store;
+use crate::store::{Store, Stored};
 
 /// The peers of this node.
 pub struct Peers {
@@ -48,7 +48,7 @@ impl Peers {
         limit: u64,
         timeout: Duration,
         metrics: &Metrics,
-    ) -> Result<u64, FetchError> {
+    ) -> Result<Stored, FetchError> {
         let rel = format!(
             "{}{}",
             PEER_OBJECT_PATH.trim_start_matches('/'),
@@ -57,14 +57,13 @@ impl Peers {
         let mut last = FetchError::Status(404);
         for base in &self.bases {
             metrics.count_peer_fetch();
-            let fetched = tokio::time::timeout(
+            let fetched = within(
                 timeout,
                 fetch_object(&self.client, store, base, &rel, Some(hash), content, limit),
             )
-            .await
-            .unwrap_or(Err(FetchError::Timeout));
+            .await;
             match fetched {
-                Ok((_, size)) => return Ok(size),
+                Ok(stored) => return Ok(stored),
                 Err(e) => {
                     debug!("peer {base}: object {hash}: {e}");
                     last = e;
@@ -83,15 +82,14 @@ impl Peers {
         );
         let mut out = Vec::new();
         for base in &self.bases {
-            let fetched = tokio::time::timeout(repo.fetch_timeout, async {
+            let fetched = within(repo.fetch_timeout, async {
                 let resp = self.client.get(base, &rel, &[]).await?;
                 if resp.status() != 200 {
                     return Err(FetchError::Status(resp.status()));
                 }
                 resp.body(repo.max_notification_size).await
             })
-            .await
-            .unwrap_or(Err(FetchError::Timeout));
+            .await;
             match fetched.map(|b| Notification::parse(&b)) {
                 Ok(Ok(n)) => out.push(n),
                 Ok(Err(e)) => debug!("peer {base}: notification refused: {e}"),

@@ -30,7 +30,7 @@ use pingora::server::ShutdownWatch;
 use crate::clock::unix_now;
 use crate::config::AccessLog;
 use crate::metrics::{Kind, Outcome};
-use crate::origin::client::{FetchError, Upstream};
+use crate::origin::client::{within, FetchError, Upstream};
 use crate::origin::fetch::{ensure_object, fetch_object, Sources};
 use crate::published::{header_value, FileKind, Repo};
 use crate::rrdp::Hash;
@@ -229,7 +229,7 @@ impl RrdpProxy {
 
     /// The published notification, with validators.
     fn notification(&self, repo: &Repo, req: &RequestHeader) -> Answer {
-        let Some(generation) = repo.published.load_full() else {
+        let Some(generation) = repo.current() else {
             let mut a = Answer::text(
                 503,
                 Kind::Notification,
@@ -282,8 +282,7 @@ impl RrdpProxy {
         req: &RequestHeader,
     ) -> Answer {
         let known = repo
-            .published
-            .load()
+            .peek()
             .as_ref()
             .and_then(|g| g.file(rel, unix_now()).map(|f| (f.hash, f.kind)));
         if let Some((hash, kind)) = known {
@@ -325,7 +324,6 @@ impl RrdpProxy {
                     &self.shared.metrics,
                 )
                 .await
-                .map(|size| (hash, size))
             }
             None => {
                 let flight = store
@@ -344,7 +342,7 @@ impl RrdpProxy {
                     return self.object(repo, hash, false, Outcome::Hit, req).await;
                 }
                 self.shared.metrics.count_upstream_fetch();
-                let fetched = tokio::time::timeout(
+                let fetched = within(
                     repo.config.fetch_timeout,
                     fetch_object(
                         upstream,
@@ -356,17 +354,16 @@ impl RrdpProxy {
                         repo.config.max_file_size,
                     ),
                 )
-                .await
-                .unwrap_or(Err(FetchError::Timeout));
-                if let Ok((hash, _)) = &fetched {
+                .await;
+                if let Ok(stored) = &fetched {
                     let mut map = repo.forwarded.lock().unwrap_or_else(|e| e.into_inner());
                     if map.len() >= MAX_FORWARDED {
                         map.clear();
                     }
-                    map.insert(rel.to_string(), *hash);
+                    map.insert(rel.to_string(), stored.hash());
                 }
                 // Released before asking peers: that takes the object key, and the lock
-                // order is object, then path (see sync::ensure_object).
+                // order is object, then path (see origin::fetch::ensure_object).
                 drop(flight);
                 match (fetched, self.shared.peers.as_deref()) {
                     (Ok(f), _) => Ok(f),
@@ -388,8 +385,7 @@ impl RrdpProxy {
                                 limits,
                                 &self.shared.metrics,
                             )
-                            .await
-                            .map(|size| (hash, size));
+                            .await;
                             if got.is_ok() {
                                 expected = Some((hash, content));
                             }
@@ -402,8 +398,8 @@ impl RrdpProxy {
             }
         };
         match fetched {
-            Ok((hash, _)) => {
-                self.object(repo, hash, expected.is_some(), Outcome::Miss, req)
+            Ok(stored) => {
+                self.object(repo, stored.hash(), expected.is_some(), Outcome::Miss, req)
                     .await
             }
             Err(FetchError::Status(404 | 410)) => Answer::text(404, Kind::File, "not found\n"),

@@ -83,8 +83,27 @@ pub struct Store {
     pub flights: crate::store::flight::Flights,
 }
 
-/// The error kind of a write refused by `cache.disk_limit`.
-pub const DISK_LIMIT_MESSAGE: &str = "cache.disk_limit reached";
+/// A write refused by `cache.disk_limit`: carried inside an `io::Error` of kind
+/// `StorageFull`, so callers tell it from a full disk by type ([`DiskLimit::is`]).
+#[derive(Debug)]
+pub struct DiskLimit {
+    pub limit: u64,
+}
+
+impl std::fmt::Display for DiskLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cache.disk_limit reached ({} bytes)", self.limit)
+    }
+}
+
+impl std::error::Error for DiskLimit {}
+
+impl DiskLimit {
+    /// Whether `e` is a write refused by `cache.disk_limit`.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<DiskLimit>())
+    }
+}
 
 impl Store {
     /// Opens (creating if needed) the store under `dir`, and clears leftovers of interrupted
@@ -149,8 +168,14 @@ impl Store {
             .is_some_and(|len| size.is_none_or(|s| s == len))
     }
 
+    /// The object, if it is in the store: the proof a generation is built from. An object
+    /// exists under its name only after it was verified and renamed into place.
+    pub fn stored(&self, hash: &Hash) -> Option<Stored> {
+        self.size_of(hash).map(|size| Stored { hash: *hash, size })
+    }
+
     /// The size of the object on disk, if it is there.
-    pub fn size_of(&self, hash: &Hash) -> Option<u64> {
+    fn size_of(&self, hash: &Hash) -> Option<u64> {
         std::fs::metadata(self.object_path(hash))
             .ok()
             .map(|m| m.len())
@@ -423,11 +448,11 @@ impl Store {
     pub async fn put(self: &Arc<Self>, data: &[u8]) -> io::Result<Hash> {
         let mut w = self.writer().await?;
         w.write(data).await?;
-        let (hash, _) = w.commit(None).await.map_err(|e| match e {
+        let stored = w.commit(None).await.map_err(|e| match e {
             CommitError::Io(e) => e,
-            other => io::Error::other(other.to_string()),
+            other => io::Error::other(other),
         })?;
-        Ok(hash)
+        Ok(stored.hash())
     }
 
     /// Writes an index file atomically: temp file, fsync, rename, fsync of the directory.
@@ -503,6 +528,26 @@ impl Store {
     }
 }
 
+/// Proof that an object is in the store, whole, under its SHA-256: only the store makes one
+/// (a commit that verified the bytes, or a look-up of an object on disk, which is there only
+/// once verified). `published` builds the generations clients see only from these, so no
+/// code can publish a file that was not stored and verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    hash: Hash,
+    size: u64,
+}
+
+impl Stored {
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 /// A new object being written; it becomes visible only through [`ObjectWriter::commit`].
 pub struct ObjectWriter {
     store: Arc<Store>,
@@ -541,6 +586,16 @@ impl std::fmt::Display for CommitError {
     }
 }
 
+impl std::error::Error for CommitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CommitError::HashMismatch { .. } => None,
+            CommitError::Invalid(e) => Some(e),
+            CommitError::Io(e) => Some(e),
+        }
+    }
+}
+
 impl From<io::Error> for CommitError {
     fn from(e: io::Error) -> Self {
         CommitError::Io(e)
@@ -554,7 +609,7 @@ impl ObjectWriter {
             if used + self.len + data.len() as u64 > limit {
                 return Err(io::Error::new(
                     io::ErrorKind::StorageFull,
-                    format!("{DISK_LIMIT_MESSAGE} ({limit} bytes)"),
+                    DiskLimit { limit },
                 ));
             }
         }
@@ -596,7 +651,7 @@ impl ObjectWriter {
 
     /// Verifies the hash (if one is expected), makes the object durable and visible under its
     /// name. On a mismatch nothing is stored.
-    pub async fn commit(self, expected: Option<Hash>) -> Result<(Hash, u64), CommitError> {
+    pub async fn commit(self, expected: Option<Hash>) -> Result<Stored, CommitError> {
         self.commit_checked(expected, None).await
     }
 
@@ -607,7 +662,7 @@ impl ObjectWriter {
         mut self,
         expected: Option<Hash>,
         content: Option<&crate::rrdp::content::Expected>,
-    ) -> Result<(Hash, u64), CommitError> {
+    ) -> Result<Stored, CommitError> {
         let hasher = std::mem::replace(&mut self.hasher, sha2::Sha256::new());
         let actual = Hash(hasher.finalize().into());
         if let Some(expected) = expected {
@@ -650,7 +705,10 @@ impl ObjectWriter {
                 data,
             );
         }
-        Ok((actual, self.len))
+        Ok(Stored {
+            hash: actual,
+            size: self.len,
+        })
     }
 }
 
@@ -711,7 +769,8 @@ mod tests {
         w.write(b"hello ").await.unwrap();
         w.write(b"world").await.unwrap();
         let expected = Hash::of(b"hello world");
-        let (h, len) = w.commit(Some(expected)).await.unwrap();
+        let stored = w.commit(Some(expected)).await.unwrap();
+        let (h, len) = (stored.hash(), stored.size());
         assert_eq!((h, len), (expected, 11));
         assert!(store.contains(&h, Some(11)));
         assert!(!store.contains(&h, Some(12)));
@@ -813,7 +872,8 @@ mod tests {
         let kept = store.put(b"12345678").await.unwrap();
         let err = store.put(b"too much").await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
-        assert!(err.to_string().contains(DISK_LIMIT_MESSAGE));
+        assert!(DiskLimit::is(&err), "{err}");
+        assert!(!DiskLimit::is(&io::Error::from(io::ErrorKind::StorageFull)));
         assert_eq!(&store.read(&kept).await.unwrap()[..], b"12345678");
         assert_eq!(store.usage(), (8, 1));
     }

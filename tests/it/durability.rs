@@ -33,7 +33,7 @@ async fn superseded_files_are_kept_for_retain_then_collected() {
     let retain = shared.config.cache.retain.as_secs();
     let now = unix_now();
     let rel = old_path.strip_prefix("/rrdp/").unwrap();
-    let generation = shared.repos[0].published.load_full().unwrap();
+    let generation = shared.repos[0].current().unwrap();
     assert!(
         generation.file(rel, now).is_some(),
         "servable within retain"

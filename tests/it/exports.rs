@@ -123,7 +123,7 @@ async fn the_static_rrdp_export_is_the_origins_files_with_the_notification_last(
     }
 
     // Superseded snapshots stay for cache.retain (2h here), then go; referenced files stay.
-    let g = proxy.shared.repos[0].published.load_full().unwrap();
+    let g = proxy.shared.repos[0].current().unwrap();
     let old_snapshot = tree(&dir)
         .keys()
         .filter(|k| k.ends_with("snapshot.xml"))

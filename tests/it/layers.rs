@@ -36,7 +36,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `src/sync/round.rs` → `sync`; `src/app.rs` → `app`.
 fn top_module(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -76,7 +81,10 @@ fn every_module_uses_only_lower_layers() {
             continue;
         }
         let Some(own) = layer_of(&module) else {
-            wrong.push(format!("{}: module {module} is in no layer", file.display()));
+            wrong.push(format!(
+                "{}: module {module} is in no layer",
+                file.display()
+            ));
             continue;
         };
         let text = std::fs::read_to_string(file).unwrap();
@@ -100,13 +108,20 @@ fn every_module_uses_only_lower_layers() {
             }
         }
     }
-    assert!(wrong.is_empty(), "dependencies pointing up or sideways:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "dependencies pointing up or sideways:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
 fn the_check_sees_a_dependency() {
     // The scanner must find what it is meant to judge, or the test above passes vacuously.
-    assert_eq!(uses("use crate::published::{Generation, Repo};"), ["published"]);
+    assert_eq!(
+        uses("use crate::published::{Generation, Repo};"),
+        ["published"]
+    );
     assert!(uses("// crate::app in a comment").is_empty());
     assert_eq!(uses("use crate::{demo, ops::admin};"), ["demo", "ops"]);
     assert!(layer_of("sync").unwrap() > layer_of("origin").unwrap());

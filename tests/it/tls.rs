@@ -188,7 +188,7 @@ poll_interval = "1h"
     assert_eq!(notmod(&parent), before + 1, "one poll, one 304");
 
     // A real HTTP/2 client (curl with nghttp2) negotiates h2 by ALPN and gets the same bytes.
-    let published = parent.shared.repos[0].published.load_full().unwrap();
+    let published = parent.shared.repos[0].current().unwrap();
     let n = rrdp_proxy::rrdp::Notification::parse(&published.notification).unwrap();
     let out = Command::new("curl")
         .args(["-s", "--http2", "--cacert"])
