@@ -3,9 +3,9 @@
 #   docker build -t rrdp-proxy .
 #   docker run -p 443:8443 -v rrdp-cache:/var/lib/rrdp-proxy -v ./proxy.toml:/etc/rrdp-proxy/proxy.toml:ro rrdp-proxy
 FROM rust:1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY patches ./patches
 COPY src ./src
 RUN cargo build --release --locked
 
