@@ -1,10 +1,10 @@
 //! Counters for the admin listener's Prometheus `/metrics`.
 //!
-//! Plain atomics and one small map; per-repository gauges (serial, staleness) are read from
-//! the repositories' status when `/metrics` is rendered.
+//! Plain atomics and one small map, so counting takes no lock on the request path; the text
+//! format is the `prometheus` crate's encoder's, fed from them at scrape time. Per-repository
+//! gauges (serial, staleness) are read from the repositories' status then (`ops::admin`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -174,12 +174,9 @@ impl Metrics {
             .sum()
     }
 
-    /// Prometheus text format of the counters.
-    pub fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP rrdp_proxy_requests_total Requests answered, by kind, result and status.\n",
-        );
-        out.push_str("# TYPE rrdp_proxy_requests_total counter\n");
+    /// Adds the counters to a scrape's [`Exposition`], one family each.
+    pub fn collect_into(&self, ex: &mut Exposition) -> prometheus::Result<()> {
+        let mut requests = Vec::new();
         for k in Kind::ALL {
             for o in Outcome::ALL {
                 for (slot, status) in STATUSES.iter().enumerate() {
@@ -192,78 +189,130 @@ impl Metrics {
                         0 => "other".to_string(),
                         s => s.to_string(),
                     };
-                    let _ = writeln!(
-                        out,
-                        "rrdp_proxy_requests_total{{kind=\"{}\",result=\"{}\",status=\"{status}\"}} {n}",
-                        k.as_str(),
-                        o.as_str()
-                    );
+                    requests.push((
+                        vec![k.as_str().to_string(), o.as_str().to_string(), status],
+                        n,
+                    ));
                 }
             }
         }
-        counter(
-            out,
-            "rrdp_proxy_bytes_served_total",
-            "Body bytes sent to clients.",
-            &self.bytes_served,
-        );
-        counter(
-            out,
-            "rrdp_proxy_upstream_fetches_total",
-            "Snapshot/delta downloads started.",
-            &self.upstream_fetches,
-        );
-        counter(
-            out,
-            "rrdp_proxy_hash_mismatches_total",
-            "Upstream files refused for a wrong SHA-256.",
-            &self.hash_mismatches,
-        );
-        counter(
-            out,
-            "rrdp_proxy_invalid_content_total",
-            "Upstream snapshots/deltas refused: right hash, but not the file the notification describes.",
-            &self.invalid_contents,
-        );
-        counter(
-            out,
-            "rrdp_proxy_peer_fetches_total",
-            "Objects asked of peers (peer fill).",
-            &self.peer_fetches,
-        );
-        counter(
-            out,
-            "rrdp_proxy_peer_requests_total",
-            "Objects served to peers.",
-            &self.peer_requests,
-        );
-        counter(
-            out,
-            "rrdp_proxy_publishes_total",
-            "Generations published.",
-            &self.publishes,
-        );
-        counter(
-            out,
-            "rrdp_proxy_gzip_responses_total",
-            "Responses sent with Content-Encoding: gzip.",
-            &self.gzip_responses,
-        );
-        out.push_str("# HELP rrdp_proxy_poll_errors_total Failed poll rounds, by reason.\n");
-        out.push_str("# TYPE rrdp_proxy_poll_errors_total counter\n");
-        for (r, n) in self
+        ex.counters(
+            "rrdp_proxy_requests_total",
+            "Requests answered, by kind, result and status.",
+            &["kind", "result", "status"],
+            requests,
+        )?;
+        for (name, help, v) in [
+            (
+                "rrdp_proxy_bytes_served_total",
+                "Body bytes sent to clients.",
+                &self.bytes_served,
+            ),
+            (
+                "rrdp_proxy_upstream_fetches_total",
+                "Snapshot/delta downloads started.",
+                &self.upstream_fetches,
+            ),
+            (
+                "rrdp_proxy_hash_mismatches_total",
+                "Upstream files refused for a wrong SHA-256.",
+                &self.hash_mismatches,
+            ),
+            (
+                "rrdp_proxy_invalid_content_total",
+                "Upstream snapshots/deltas refused: right hash, but not the file the notification describes.",
+                &self.invalid_contents,
+            ),
+            (
+                "rrdp_proxy_peer_fetches_total",
+                "Objects asked of peers (peer fill).",
+                &self.peer_fetches,
+            ),
+            (
+                "rrdp_proxy_peer_requests_total",
+                "Objects served to peers.",
+                &self.peer_requests,
+            ),
+            (
+                "rrdp_proxy_publishes_total",
+                "Generations published.",
+                &self.publishes,
+            ),
+            (
+                "rrdp_proxy_gzip_responses_total",
+                "Responses sent with Content-Encoding: gzip.",
+                &self.gzip_responses,
+            ),
+        ] {
+            let value = v.load(Ordering::Relaxed);
+            ex.counters(name, help, &[], [(Vec::new(), value)])?;
+        }
+        let errors: Vec<_> = self
             .poll_errors
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-        {
-            let _ = writeln!(out, "rrdp_proxy_poll_errors_total{{reason=\"{r}\"}} {n}");
+            .map(|(r, n)| (vec![r.to_string()], *n))
+            .collect();
+        ex.counters(
+            "rrdp_proxy_poll_errors_total",
+            "Failed poll rounds, by reason.",
+            &["reason"],
+            errors,
+        )
+    }
+}
+
+/// One scrape of `/metrics`: families built from values read now, encoded in the Prometheus
+/// text format by the `prometheus` crate (each family one group, labels escaped). The
+/// counters themselves stay plain atomics, so the request path takes no lock.
+pub struct Exposition {
+    registry: prometheus::Registry,
+}
+
+impl Default for Exposition {
+    fn default() -> Exposition {
+        Exposition {
+            registry: prometheus::Registry::new(),
         }
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+impl Exposition {
+    /// A counter family with one sample per label-value list (none for a plain counter).
+    pub fn counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        samples: impl IntoIterator<Item = (Vec<String>, u64)>,
+    ) -> prometheus::Result<()> {
+        let family = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels)?;
+        for (values, v) in samples {
+            family.with_label_values(&values).inc_by(v);
+        }
+        self.registry.register(Box::new(family))
+    }
+
+    /// A gauge family with one sample per label-value list (none for a plain gauge).
+    pub fn gauges(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        samples: impl IntoIterator<Item = (Vec<String>, f64)>,
+    ) -> prometheus::Result<()> {
+        let family = prometheus::GaugeVec::new(prometheus::Opts::new(name, help), labels)?;
+        for (values, v) in samples {
+            family.with_label_values(&values).set(v);
+        }
+        self.registry.register(Box::new(family))
+    }
+
+    /// The text format of every family added.
+    pub fn encode(&self) -> prometheus::Result<String> {
+        let mut out = String::new();
+        prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
 }

@@ -2,7 +2,6 @@
 //! and `POST /refresh` (poll every repository now, e.g. from a Publication Server's
 //! post-publish hook). It is configured apart from the public listeners and never shares one.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,7 +12,11 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::clock::unix_now;
+use crate::metrics::Exposition;
 use crate::shared::Shared;
+
+/// The Prometheus text format, as the `prometheus` crate encodes it.
+const METRICS_CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 pub struct Admin {
     pub shared: Arc<Shared>,
@@ -23,15 +26,15 @@ fn secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-impl Admin {
-    /// Seconds since the repository's upstream last answered usably (since start if never).
-    fn seconds_stale(&self, last_success: Option<SystemTime>) -> u64 {
-        let since = last_success.unwrap_or(self.shared.started);
-        SystemTime::now()
-            .duration_since(since)
-            .map_or(0, |d| d.as_secs())
-    }
+/// Seconds since a repository's upstream last answered usably (since start if never).
+fn seconds_stale(shared: &Shared, last_success: Option<SystemTime>) -> u64 {
+    let since = last_success.unwrap_or(shared.started);
+    SystemTime::now()
+        .duration_since(since)
+        .map_or(0, |d| d.as_secs())
+}
 
+impl Admin {
     /// 200 while every repository has something to serve that is no staler than
     /// `health.max_stale`; else 503 and why.
     pub fn health(&self) -> (u16, String) {
@@ -43,7 +46,7 @@ impl Admin {
                 continue;
             }
             if let Some(max) = self.shared.config.health.max_stale {
-                let stale = self.seconds_stale(status.last_success);
+                let stale = seconds_stale(&self.shared, status.last_success);
                 if stale > max.as_secs() {
                     problems.push(format!(
                         "{}: upstream not reached for {stale}s (health.max_stale is {}s)",
@@ -83,7 +86,7 @@ impl Admin {
                     "polls_ok": s.polls_ok,
                     "polls_failed": s.polls_failed,
                     "last_success": s.last_success.map(secs),
-                    "seconds_stale": self.seconds_stale(s.last_success),
+                    "seconds_stale": seconds_stale(&self.shared, s.last_success),
                     "last_error": s.last_error,
                     "last_publish_seconds": s.last_publish_seconds,
                     "snapshot_objects": g.as_ref().and_then(|g| g.snapshot_objects),
@@ -109,11 +112,24 @@ impl Admin {
         })
     }
 
+    /// `/metrics` in the Prometheus text format, each family one group.
     pub fn metrics(&self) -> String {
-        let mut out = String::new();
-        self.shared.metrics.render(&mut out);
-        let (disk_bytes, disk_objects) = self.shared.store.usage();
-        let (mem_bytes, mem_objects) = self.shared.store.memory_usage();
+        let mut ex = Exposition::default();
+        let encoded = self.collect(&mut ex).and_then(|()| ex.encode());
+        encoded.unwrap_or_else(|e| {
+            // Only a bug of ours (a bad name or label) gets here: say it where it is read.
+            log::error!("cannot encode /metrics: {e}");
+            format!("# cannot encode metrics: {e}\n")
+        })
+    }
+
+    /// What `/metrics` shows, read now: the counters, the store's use, and each
+    /// repository's serial, publish duration and staleness.
+    fn collect(&self, ex: &mut Exposition) -> prometheus::Result<()> {
+        let shared = &self.shared;
+        shared.metrics.collect_into(ex)?;
+        let (disk_bytes, disk_objects) = shared.store.usage();
+        let (mem_bytes, mem_objects) = shared.store.memory_usage();
         for (name, help, v) in [
             (
                 "rrdp_proxy_disk_bytes",
@@ -136,50 +152,47 @@ impl Admin {
                 mem_objects,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            ex.gauges(name, help, &[], [(Vec::new(), v as f64)])?;
         }
-        out.push_str("# HELP rrdp_proxy_serial Published serial per repository.\n# TYPE rrdp_proxy_serial gauge\n");
-        for repo in &self.shared.repos {
-            if let Some(g) = repo.peek().as_ref() {
-                let _ = writeln!(
-                    out,
-                    "rrdp_proxy_serial{{repository=\"{}\",session=\"{}\"}} {}",
-                    repo.name(),
-                    g.session_id,
-                    g.serial
-                );
-            }
-        }
-        out.push_str("# HELP rrdp_proxy_publish_duration_seconds How long the last publishing round took (poll, fetch, verify, store, switch).\n# TYPE rrdp_proxy_publish_duration_seconds gauge\n");
-        for repo in &self.shared.repos {
-            if let Some(secs) = repo.status.borrow().last_publish_seconds {
-                let _ = writeln!(
-                    out,
-                    "rrdp_proxy_publish_duration_seconds{{repository=\"{}\"}} {secs:.3}",
-                    repo.name()
-                );
-            }
-        }
-        out.push_str("# HELP rrdp_proxy_seconds_stale Seconds since the upstream last answered usably.\n# TYPE rrdp_proxy_seconds_stale gauge\n");
-        out.push_str("# HELP rrdp_proxy_last_success_timestamp_seconds When the upstream last answered usably.\n# TYPE rrdp_proxy_last_success_timestamp_seconds gauge\n");
-        for repo in &self.shared.repos {
-            let s = repo.status.borrow().clone();
-            let _ = writeln!(
-                out,
-                "rrdp_proxy_seconds_stale{{repository=\"{}\"}} {}",
-                repo.name(),
-                self.seconds_stale(s.last_success)
-            );
-            if let Some(t) = s.last_success {
-                let _ = writeln!(
-                    out,
-                    "rrdp_proxy_last_success_timestamp_seconds{{repository=\"{}\"}} {}",
-                    repo.name(),
-                    secs(t)
-                );
-            }
-        }
-        out
+        let repos: Vec<_> = shared
+            .repos
+            .iter()
+            .map(|r| (r.name(), r.status.borrow().clone(), r.current()))
+            .collect();
+        ex.gauges(
+            "rrdp_proxy_serial",
+            "Published serial per repository.",
+            &["repository", "session"],
+            repos.iter().filter_map(|(name, _, g)| {
+                let g = g.as_ref()?;
+                Some((vec![name.clone(), g.session_id.clone()], g.serial as f64))
+            }),
+        )?;
+        ex.gauges(
+            "rrdp_proxy_publish_duration_seconds",
+            "How long the last publishing round took (poll, fetch, verify, store, switch).",
+            &["repository"],
+            repos
+                .iter()
+                .filter_map(|(name, s, _)| Some((vec![name.clone()], s.last_publish_seconds?))),
+        )?;
+        ex.gauges(
+            "rrdp_proxy_seconds_stale",
+            "Seconds since the upstream last answered usably.",
+            &["repository"],
+            repos.iter().map(|(name, s, _)| {
+                let stale = seconds_stale(shared, s.last_success);
+                (vec![name.clone()], stale as f64)
+            }),
+        )?;
+        ex.gauges(
+            "rrdp_proxy_last_success_timestamp_seconds",
+            "When the upstream last answered usably.",
+            &["repository"],
+            repos.iter().filter_map(|(name, s, _)| {
+                Some((vec![name.clone()], secs(s.last_success?) as f64))
+            }),
+        )
     }
 }
 
@@ -208,9 +221,7 @@ impl ServeHttp for Admin {
                 let body = serde_json::to_string_pretty(&self.status()).unwrap_or_default() + "\n";
                 respond(200, "application/json", body)
             }
-            ("GET" | "HEAD", "/metrics") => {
-                respond(200, "text/plain; version=0.0.4", self.metrics())
-            }
+            ("GET" | "HEAD", "/metrics") => respond(200, METRICS_CONTENT_TYPE, self.metrics()),
             ("POST", "/refresh") => {
                 for repo in &self.shared.repos {
                     repo.refresh.notify_one();

@@ -445,6 +445,44 @@ async fn gzip_for_clients_that_accept_it_and_ranges_on_the_identity_body() {
     );
 }
 
+/// Regression (issue 18): `/metrics` interleaved the samples of two families
+/// (`rrdp_proxy_seconds_stale` and `rrdp_proxy_last_success_timestamp_seconds`: both HELP/TYPE
+/// blocks first, then their samples mixed), which the exposition format forbids. Every
+/// family must be one group: its HELP and TYPE once, then only its own samples.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_metric_family_is_one_group() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    proxy.wait_first_poll().await;
+    let text = http(proxy.admin_port, "GET", "/metrics", &[]).await.text();
+    let mut seen = std::collections::HashSet::new();
+    let mut current: Option<String> = None;
+    let mut families = 0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap().to_string();
+            assert!(
+                seen.insert(name.clone()),
+                "{name} has two groups in\n{text}"
+            );
+            current = Some(name);
+            families += 1;
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert_eq!(
+                Some(name),
+                current.as_deref(),
+                "{line:?} outside its group in\n{text}"
+            );
+        }
+    }
+    assert!(families >= 10, "too few families to judge:\n{text}");
+    assert!(seen.contains("rrdp_proxy_seconds_stale"));
+    assert!(seen.contains("rrdp_proxy_last_success_timestamp_seconds"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_endpoints_report_what_operators_need() {
     let origin = Origin::start().await;
