@@ -15,7 +15,7 @@ use pingora::services::listening::Service;
 
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::shared::Shared;
+use crate::shared::{Shared, StartError};
 use crate::{demo, ops, serve, sync};
 
 /// How often unreferenced objects are removed from disk.
@@ -71,7 +71,7 @@ impl BackgroundService for Pollers {
 
 /// Builds the pingora server: public listeners, the pollers, the admin listener, and the demo
 /// origin if configured. Returns the shared state too (tests watch it).
-pub fn build_server(config: Config) -> Result<(Server, Arc<Shared>), String> {
+pub fn build_server(config: Config) -> Result<(Server, Arc<Shared>), StartError> {
     build_server_upgrading(config, false)
 }
 
@@ -80,7 +80,7 @@ pub fn build_server(config: Config) -> Result<(Server, Arc<Shared>), String> {
 pub fn build_server_upgrading(
     config: Config,
     upgrade: bool,
-) -> Result<(Server, Arc<Shared>), String> {
+) -> Result<(Server, Arc<Shared>), StartError> {
     let conf = ServerConf {
         threads: config.server.threads,
         // SIGTERM: stop accepting, let requests in flight finish, then exit.
@@ -122,7 +122,7 @@ pub fn build_server_upgrading(
         for addr in &cfg.server.tls_listen {
             let mut tls =
                 TlsSettings::intermediate(&cert.to_string_lossy(), &key.to_string_lossy())
-                    .map_err(|e| format!("server.tls_cert / server.tls_key: {e}"))?;
+                    .map_err(StartError::Tls)?;
             // HTTP/2 for clients that offer it in ALPN, HTTP/1.1 for the rest.
             tls.enable_h2();
             proxy.add_tls_with_settings(&addr.to_string(), None, tls);

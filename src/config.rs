@@ -910,7 +910,7 @@ fn check_prefixes_distinct(
 }
 
 fn base_uri(key: &str, s: &str) -> Result<BaseUri, ConfigError> {
-    BaseUri::parse(s).map_err(|reason| ConfigError::new(key, reason))
+    BaseUri::parse(s).map_err(|e| ConfigError::new(key, e.0))
 }
 
 fn socket_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -923,19 +923,40 @@ fn socket_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 fn opt_duration(key: &str, s: Option<String>) -> Result<Option<Duration>, ConfigError> {
-    s.map(|s| parse_duration(&s).map_err(|r| ConfigError::new(key, r)))
+    s.map(|s| parse_duration(&s).map_err(|e| ConfigError::new(key, e.0)))
         .transpose()
 }
 
 fn opt_size(key: &str, s: Option<String>) -> Result<Option<u64>, ConfigError> {
-    s.map(|s| parse_size(&s).map_err(|r| ConfigError::new(key, r)))
+    s.map(|s| parse_size(&s).map_err(|e| ConfigError::new(key, e.0)))
         .transpose()
 }
 
 //------------ Units ---------------------------------------------------------------------------
 
+/// Why a duration or size was refused (the reason names the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueError(pub String);
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ValueError {}
+
 /// Parses "500ms", "10s", "5m", "2h", "1d" (one number, one unit).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
+    duration_text(s).map_err(ValueError)
+}
+
+/// Parses "256MiB", "1GiB", "512KiB", "100MB", "4096" (bytes).
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
+    size_text(s).map_err(ValueError)
+}
+
+fn duration_text(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit())
@@ -957,8 +978,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Parses "256MiB", "1GiB", "512KiB", "100MB", "4096" (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+fn size_text(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

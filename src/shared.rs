@@ -33,14 +33,14 @@ pub struct Shared {
 impl Shared {
     /// Opens the store and loads every repository's last published generation, so the node
     /// serves at once, even with the upstream down.
-    pub fn open(config: Config) -> Result<Arc<Shared>, String> {
+    pub fn open(config: Config) -> Result<Arc<Shared>, StartError> {
         let store = Store::open(
             &config.cache.dir,
             config.cache.memory_limit,
             config.cache.memory_object_max,
             config.cache.disk_limit,
         )
-        .map_err(|e| format!("cache.dir: {e}"))?;
+        .map_err(StartError::Store)?;
         let mut repos = Vec::new();
         for rc in &config.repositories {
             let repo = Repo::new(rc.clone());
@@ -97,5 +97,32 @@ impl Shared {
             live.extend(p.live_hashes());
         }
         live
+    }
+}
+
+/// Why a node could not start with a config that passed validation.
+#[derive(Debug)]
+pub enum StartError {
+    /// The cache directory cannot be opened or created.
+    Store(std::io::Error),
+    /// The TLS certificate or key cannot be loaded.
+    Tls(Box<pingora::Error>),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Store(e) => write!(f, "cache.dir: {e}"),
+            StartError::Tls(e) => write!(f, "server.tls_cert / server.tls_key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Store(e) => Some(e),
+            StartError::Tls(e) => Some(e.as_ref()),
+        }
     }
 }

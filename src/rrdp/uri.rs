@@ -20,10 +20,26 @@ pub struct BaseUri {
     path: String,
 }
 
+/// Why a base URI was refused (the reason names the URI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriError(pub String);
+
+impl fmt::Display for UriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UriError {}
+
 impl BaseUri {
     /// Parses and checks a base URI: http or https, a host, no query or fragment, a path that
     /// ends in `/`.
-    pub fn parse(s: &str) -> Result<BaseUri, String> {
+    pub fn parse(s: &str) -> Result<BaseUri, UriError> {
+        BaseUri::parse_text(s).map_err(UriError)
+    }
+
+    fn parse_text(s: &str) -> Result<BaseUri, String> {
         let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URI: {e}"))?;
         let scheme = match uri.scheme_str() {
             Some(sc) if sc.eq_ignore_ascii_case("http") => "http",

@@ -176,8 +176,12 @@ fn spawn(config: &std::path::Path) -> Child {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_moments_never_leaves_an_inconsistent_repository() {
     const ITERATIONS: usize = 25;
-    let seed: u64 = rand::thread_rng().gen();
-    println!("crash test seed {seed}");
+    // A failure is re-run with the same moments: CRASH_SEED=<the printed seed> cargo test ...
+    let seed: u64 = match std::env::var("CRASH_SEED") {
+        Ok(s) => s.parse().expect("CRASH_SEED is a number"),
+        Err(_) => rand::thread_rng().gen(),
+    };
+    println!("crash test seed {seed} (re-run with CRASH_SEED={seed})");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
 
     let mut origin = Origin::start().await;
