@@ -518,68 +518,14 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
 }
 
 fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
-    let listen = raw
-        .listen
-        .iter()
-        .enumerate()
-        .map(|(i, a)| socket_addr(&format!("server.listen[{i}]"), a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tls_listen = raw
-        .tls_listen
-        .iter()
-        .enumerate()
-        .map(|(i, a)| socket_addr(&format!("server.tls_listen[{i}]"), a))
-        .collect::<Result<Vec<_>, _>>()?;
-    if listen.is_empty() && tls_listen.is_empty() {
-        return Err(ConfigError::new(
-            "server.listen",
-            "no listener: give server.listen or server.tls_listen",
-        ));
-    }
-    let tls = match (raw.tls_cert, raw.tls_key) {
-        (Some(c), Some(k)) => {
-            let (c, k) = (base.join(c), base.join(k));
-            for (key, p) in [("server.tls_cert", &c), ("server.tls_key", &k)] {
-                if !p.is_file() {
-                    return Err(ConfigError::new(
-                        key,
-                        format!("{} is not a readable file", p.display()),
-                    ));
-                }
-            }
-            Some((c, k))
-        }
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ConfigError::new(
-                "server.tls_key",
-                "missing: tls_cert needs tls_key",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::new(
-                "server.tls_cert",
-                "missing: tls_key needs tls_cert",
-            ))
-        }
-    };
+    let (listen, tls_listen, admin_listen) =
+        server_listeners(&raw.listen, &raw.tls_listen, raw.admin_listen)?;
+    let tls = server_tls(raw.tls_cert, raw.tls_key, base)?;
     if !tls_listen.is_empty() && tls.is_none() {
         return Err(ConfigError::new(
             "server.tls_cert",
             "server.tls_listen needs server.tls_cert and server.tls_key",
         ));
-    }
-    let admin_listen = match raw.admin_listen {
-        Some(a) if !a.is_empty() => Some(socket_addr("server.admin_listen", &a)?),
-        _ => None,
-    };
-    if let Some(admin) = admin_listen {
-        if listen.contains(&admin) || tls_listen.contains(&admin) {
-            return Err(ConfigError::new(
-                "server.admin_listen",
-                "must not be one of the public listeners",
-            ));
-        }
     }
     let threads = match raw.threads {
         Some(0) => return Err(ConfigError::new("server.threads", "must be at least 1")),
@@ -622,6 +568,74 @@ fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigEr
     })
 }
 
+/// The public listeners (at least one) and the admin listener (never one of them).
+type Listeners = (Vec<SocketAddr>, Vec<SocketAddr>, Option<SocketAddr>);
+
+fn server_listeners(
+    listen: &[String],
+    tls_listen: &[String],
+    admin_listen: Option<String>,
+) -> Result<Listeners, ConfigError> {
+    let addrs = |name: &str, list: &[String]| {
+        list.iter()
+            .enumerate()
+            .map(|(i, a)| socket_addr(&format!("server.{name}[{i}]"), a))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let listen = addrs("listen", listen)?;
+    let tls_listen = addrs("tls_listen", tls_listen)?;
+    if listen.is_empty() && tls_listen.is_empty() {
+        return Err(ConfigError::new(
+            "server.listen",
+            "no listener: give server.listen or server.tls_listen",
+        ));
+    }
+    let admin_listen = match admin_listen {
+        Some(a) if !a.is_empty() => Some(socket_addr("server.admin_listen", &a)?),
+        _ => None,
+    };
+    if let Some(admin) = admin_listen {
+        if listen.contains(&admin) || tls_listen.contains(&admin) {
+            return Err(ConfigError::new(
+                "server.admin_listen",
+                "must not be one of the public listeners",
+            ));
+        }
+    }
+    Ok((listen, tls_listen, admin_listen))
+}
+
+/// The TLS certificate and key: both or neither, each a readable file.
+fn server_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    base: &Path,
+) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    match (cert, key) {
+        (Some(c), Some(k)) => {
+            let (c, k) = (base.join(c), base.join(k));
+            for (key, p) in [("server.tls_cert", &c), ("server.tls_key", &k)] {
+                if !p.is_file() {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
+            Ok(Some((c, k)))
+        }
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            "server.tls_key",
+            "missing: tls_cert needs tls_key",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "server.tls_cert",
+            "missing: tls_key needs tls_cert",
+        )),
+    }
+}
+
 fn validate_repository(
     i: usize,
     r: RawRepository,
@@ -629,47 +643,8 @@ fn validate_repository(
 ) -> Result<RepositoryConfig, ConfigError> {
     let key = |k: &str| format!("repository[{i}].{k}");
     let public = base_uri(&key("public"), &r.public)?;
-    let upstream_list = match r.upstream {
-        OneOrMany::One(u) => vec![u],
-        OneOrMany::Many(v) => v,
-    };
-    let Some(first) = upstream_list.first().cloned() else {
-        return Err(ConfigError::new(key("upstream"), "no upstream given"));
-    };
-    if upstream_list.len() > 1 && upstream_list.iter().any(|u| u.starts_with('/')) {
-        return Err(ConfigError::new(
-            key("upstream"),
-            "a directory upstream cannot be one of several",
-        ));
-    }
-    // An absolute path is a local directory: the Publication Server's RRDP directory.
-    let source_dir = if first.starts_with('/') {
-        let dir = PathBuf::from(&first);
-        if !dir.is_dir() {
-            return Err(ConfigError::new(
-                key("upstream"),
-                format!("{} is not a directory", dir.display()),
-            ));
-        }
-        Some(dir)
-    } else {
-        None
-    };
-    let upstream = match &source_dir {
-        Some(_) => public.clone(),
-        None => base_uri(&key("upstream"), &first)?,
-    };
-    let mut upstreams = vec![upstream.clone()];
-    for (j, u) in upstream_list.iter().enumerate().skip(1) {
-        let b = base_uri(&format!("{}[{j}]", key("upstream")), u)?;
-        if upstreams.contains(&b) {
-            return Err(ConfigError::new(
-                key("upstream"),
-                format!("{b} is listed twice"),
-            ));
-        }
-        upstreams.push(b);
-    }
+    let (source_dir, upstreams) = repository_upstreams(i, &public, r.upstream)?;
+    let upstream = upstreams[0].clone();
     if source_dir.is_some() && (r.upstream_ca.is_some() || r.upstream_insecure) {
         return Err(ConfigError::new(
             key("upstream_ca"),
@@ -690,44 +665,21 @@ fn validate_repository(
             "must not be the same directory as export_rrdp",
         ));
     }
-    let notification = r
-        .notification
-        .unwrap_or_else(|| "notification.xml".to_string());
-    if notification.is_empty() || !crate::rrdp::uri::is_safe_relative(&notification) {
-        return Err(ConfigError::new(
-            key("notification"),
-            format!("{notification:?} is not a plain relative file name"),
-        ));
-    }
-    let poll_interval =
-        opt_duration(&key("poll_interval"), r.poll_interval)?.unwrap_or(DEFAULT_POLL_INTERVAL);
-    if poll_interval < Duration::from_millis(10) {
-        return Err(ConfigError::new(
-            key("poll_interval"),
-            "must be at least 10ms",
-        ));
-    }
-    let notification_max_age = opt_duration(&key("notification_max_age"), r.notification_max_age)?
-        .unwrap_or(DEFAULT_NOTIFICATION_MAX_AGE);
-    if notification_max_age > Duration::from_secs(60) {
-        return Err(ConfigError::new(
-            key("notification_max_age"),
-            "must not exceed 60s (publication-server BCP: a notification is never cached over a minute)",
-        ));
-    }
-    let fetch_concurrency = r.fetch_concurrency.unwrap_or(DEFAULT_FETCH_CONCURRENCY);
-    if fetch_concurrency == 0 {
-        return Err(ConfigError::new(
-            key("fetch_concurrency"),
-            "must be at least 1",
-        ));
-    }
-    if r.max_deltas == Some(0) {
-        return Err(ConfigError::new(
-            key("max_deltas"),
-            "must be at least 1 (leave it out to serve every delta)",
-        ));
-    }
+    let polling = repository_polling(
+        &key,
+        r.notification,
+        r.poll_interval,
+        r.notification_max_age,
+        r.fetch_concurrency,
+        r.max_deltas,
+    )?;
+    // The plain values: a default each, no check beyond the unit.
+    let duration = |k: &str, v: Option<String>, default: Duration| {
+        Ok::<_, ConfigError>(opt_duration(&key(k), v)?.unwrap_or(default))
+    };
+    let size = |k: &str, v: Option<String>, default: u64| {
+        Ok::<_, ConfigError>(opt_size(&key(k), v)?.unwrap_or(default))
+    };
     Ok(RepositoryConfig {
         tls: upstream_tls(
             &key("upstream_ca"),
@@ -738,32 +690,132 @@ fn validate_repository(
         )?,
         public,
         upstream,
-        notification,
-        poll_interval,
+        notification: polling.notification,
+        poll_interval: polling.poll_interval,
         max_deltas: r.max_deltas,
-        notification_max_age,
-        file_max_age: opt_duration(&key("file_max_age"), r.file_max_age)?
-            .unwrap_or(DEFAULT_FILE_MAX_AGE),
-        max_notification_size: opt_size(&key("max_notification_size"), r.max_notification_size)?
-            .unwrap_or(DEFAULT_MAX_NOTIFICATION_SIZE),
-        max_file_size: opt_size(&key("max_file_size"), r.max_file_size)?
-            .unwrap_or(DEFAULT_MAX_FILE_SIZE),
-        fetch_concurrency,
-        fetch_timeout: opt_duration(&key("fetch_timeout"), r.fetch_timeout)?
-            .unwrap_or(DEFAULT_FETCH_TIMEOUT),
+        notification_max_age: polling.notification_max_age,
+        file_max_age: duration("file_max_age", r.file_max_age, DEFAULT_FILE_MAX_AGE)?,
+        max_notification_size: size(
+            "max_notification_size",
+            r.max_notification_size,
+            DEFAULT_MAX_NOTIFICATION_SIZE,
+        )?,
+        max_file_size: size("max_file_size", r.max_file_size, DEFAULT_MAX_FILE_SIZE)?,
+        fetch_concurrency: polling.fetch_concurrency,
+        fetch_timeout: duration("fetch_timeout", r.fetch_timeout, DEFAULT_FETCH_TIMEOUT)?,
         source_dir,
         min_objects: r.min_objects,
         max_shrink: r.max_shrink,
         export_rrdp,
-        notify_delay: opt_duration(&key("notify_delay"), r.notify_delay)?.unwrap_or(Duration::ZERO),
+        notify_delay: duration("notify_delay", r.notify_delay, Duration::ZERO)?,
         export_rsync,
         rsync_include_host: r.rsync_include_host,
-        rsync_retain: opt_duration(&key("rsync_retain"), r.rsync_retain)?
-            .unwrap_or(DEFAULT_RSYNC_RETAIN),
+        rsync_retain: duration("rsync_retain", r.rsync_retain, DEFAULT_RSYNC_RETAIN)?,
         upstreams,
-        publish_delay: opt_duration(&key("publish_delay"), r.publish_delay)?
-            .unwrap_or(Duration::ZERO),
+        publish_delay: duration("publish_delay", r.publish_delay, Duration::ZERO)?,
     })
+}
+
+/// How a repository is polled and its notification served.
+struct Polling {
+    notification: String,
+    poll_interval: Duration,
+    notification_max_age: Duration,
+    fetch_concurrency: usize,
+}
+
+fn repository_polling(
+    key: &dyn Fn(&str) -> String,
+    notification: Option<String>,
+    poll_interval: Option<String>,
+    notification_max_age: Option<String>,
+    fetch_concurrency: Option<usize>,
+    max_deltas: Option<usize>,
+) -> Result<Polling, ConfigError> {
+    let notification = notification.unwrap_or_else(|| "notification.xml".to_string());
+    if notification.is_empty() || !crate::rrdp::uri::is_safe_relative(&notification) {
+        return Err(ConfigError::new(
+            key("notification"),
+            format!("{notification:?} is not a plain relative file name"),
+        ));
+    }
+    let poll_interval =
+        opt_duration(&key("poll_interval"), poll_interval)?.unwrap_or(DEFAULT_POLL_INTERVAL);
+    if poll_interval < Duration::from_millis(10) {
+        return Err(ConfigError::new(
+            key("poll_interval"),
+            "must be at least 10ms",
+        ));
+    }
+    let notification_max_age = opt_duration(&key("notification_max_age"), notification_max_age)?
+        .unwrap_or(DEFAULT_NOTIFICATION_MAX_AGE);
+    if notification_max_age > Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            key("notification_max_age"),
+            "must not exceed 60s (publication-server BCP: a notification is never cached over a minute)",
+        ));
+    }
+    let fetch_concurrency = fetch_concurrency.unwrap_or(DEFAULT_FETCH_CONCURRENCY);
+    if fetch_concurrency == 0 {
+        return Err(ConfigError::new(
+            key("fetch_concurrency"),
+            "must be at least 1",
+        ));
+    }
+    if max_deltas == Some(0) {
+        return Err(ConfigError::new(
+            key("max_deltas"),
+            "must be at least 1 (leave it out to serve every delta)",
+        ));
+    }
+    Ok(Polling {
+        notification,
+        poll_interval,
+        notification_max_age,
+        fetch_concurrency,
+    })
+}
+
+/// A repository's upstreams: one local directory (the Publication Server's RRDP directory,
+/// an absolute path; its base is then the public one), or one or more distinct base URIs.
+fn repository_upstreams(
+    i: usize,
+    public: &BaseUri,
+    upstream: OneOrMany,
+) -> Result<(Option<PathBuf>, Vec<BaseUri>), ConfigError> {
+    let key = format!("repository[{i}].upstream");
+    let list = match upstream {
+        OneOrMany::One(u) => vec![u],
+        OneOrMany::Many(v) => v,
+    };
+    let Some(first) = list.first() else {
+        return Err(ConfigError::new(key, "no upstream given"));
+    };
+    if list.len() > 1 && list.iter().any(|u| u.starts_with('/')) {
+        return Err(ConfigError::new(
+            key,
+            "a directory upstream cannot be one of several",
+        ));
+    }
+    if first.starts_with('/') {
+        let dir = PathBuf::from(first);
+        if !dir.is_dir() {
+            return Err(ConfigError::new(
+                key,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        return Ok((Some(dir), vec![public.clone()]));
+    }
+    let mut upstreams = vec![base_uri(&key, first)?];
+    for (j, u) in list.iter().enumerate().skip(1) {
+        let b = base_uri(&format!("{key}[{j}]"), u)?;
+        if upstreams.contains(&b) {
+            return Err(ConfigError::new(key, format!("{b} is listed twice")));
+        }
+        upstreams.push(b);
+    }
+    Ok((None, upstreams))
 }
 
 fn validate_cluster(c: RawCluster, base: &Path) -> Result<ClusterConfig, ConfigError> {

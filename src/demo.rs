@@ -198,6 +198,9 @@ impl Repository {
 
     /// One serial; `extra` adds an object of that many bytes; `with_snapshot: false` skips
     /// writing a snapshot (building a large repository, only the last one is needed).
+    ///
+    /// Long on purpose (about 90 lines): one serial of a Publication Server, withdrawals,
+    /// updates, new objects, the delta and the snapshot, read best top to bottom.
     fn step(&mut self, extra: Option<usize>, with_snapshot: bool) {
         let mut rng = rand::thread_rng();
         self.serial += 1;

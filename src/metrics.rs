@@ -175,6 +175,8 @@ impl Metrics {
     }
 
     /// Adds the counters to a scrape's [`Exposition`], one family each.
+    ///
+    /// Long on purpose (about 85 lines): mostly the table of counters with their help texts.
     pub fn collect_into(&self, ex: &mut Exposition) -> prometheus::Result<()> {
         let mut requests = Vec::new();
         for k in Kind::ALL {

@@ -81,6 +81,9 @@ pub type Visit<'a> = dyn FnMut(&str, &[u8]) -> Result<(), ContentError> + 'a;
 
 /// Like [`check`], and hands each `<publish>` element's URI and Base64 content (white space
 /// included) to `visit` as it is read. An error from `visit` ends the walk.
+///
+/// Long on purpose (about 80 lines): one pull-parser loop whose arms are the document's
+/// states; split, the state would have to travel between functions.
 pub fn walk(
     input: impl BufRead,
     expected: &Expected,

@@ -33,9 +33,10 @@ use crate::metrics::{Kind, Outcome};
 use crate::origin::client::{within, FetchError, Upstream};
 use crate::origin::fetch::{ensure_object, fetch_object, Sources};
 use crate::published::{header_value, FileKind, Repo};
+use crate::rrdp::content::Expected;
 use crate::rrdp::Hash;
 use crate::shared::Shared;
-use crate::store::Object;
+use crate::store::{Object, Stored};
 
 /// Size of the pieces a file is sent in from disk.
 const CHUNK: usize = 256 << 10;
@@ -142,6 +143,15 @@ impl Default for Ctx {
 }
 
 /// The public service.
+/// What forwarding a file no notification names gave.
+enum Forwarded {
+    /// A download of the same path, queued ahead of this client, stored this object.
+    Queued(Hash),
+    /// This client's download (from the upstream, or from a peer), and whether the bytes
+    /// were checked against a hash a notification gave.
+    Fetched(Result<Stored, FetchError>, bool),
+}
+
 pub struct RrdpProxy {
     shared: Arc<Shared>,
     /// One client per repository for requests forwarded on a miss (this service's runtime
@@ -298,108 +308,32 @@ impl RrdpProxy {
         }
         // Not published (yet, or any more): ask the upstream. If the newest upstream
         // notification names this file, the bytes must have its hash, and are kept.
-        let mut expected = repo
+        let pending = repo
             .pending
             .load()
             .get(rel)
             .map(|(h, e, _)| (*h, e.clone()));
-        let store = &self.shared.store;
-        let limits = (repo.config.max_file_size, repo.config.fetch_timeout);
-        let fetched = match expected {
+        let (fetched, verified) = match pending {
             // Named by the newest upstream notification: one download, shared with every
             // other client asking now and with the poller, hash-checked.
-            Some((hash, ref content)) => {
-                let src = Sources {
+            Some((hash, content)) => {
+                let sources = Sources {
                     upstream,
                     bases: &repo.config.upstreams,
                     peers: self.shared.peers.as_deref(),
                 };
-                ensure_object(
-                    &src,
-                    store,
-                    rel,
-                    hash,
-                    Some(content),
-                    limits,
-                    &self.shared.metrics,
-                )
-                .await
+                (self.ensure(repo, &sources, rel, hash, &content).await, true)
             }
-            None => {
-                let flight = store
-                    .flights
-                    .enter(crate::store::flight::path_key(rel))
-                    .await;
-                // Queued behind a download of the same path: serve what it stored.
-                let done = repo
-                    .forwarded
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(rel)
-                    .copied()
-                    .filter(|h| store.contains(h, None));
-                if let Some(hash) = done {
-                    return self.object(repo, hash, false, Outcome::Hit, req).await;
+            None => match self.forward(repo, upstream, rel).await {
+                Forwarded::Queued(hash) => {
+                    return self.object(repo, hash, false, Outcome::Hit, req).await
                 }
-                self.shared.metrics.count_upstream_fetch();
-                let fetched = within(
-                    repo.config.fetch_timeout,
-                    fetch_object(
-                        upstream,
-                        store,
-                        &repo.config.upstream,
-                        rel,
-                        None,
-                        None,
-                        repo.config.max_file_size,
-                    ),
-                )
-                .await;
-                if let Ok(stored) = &fetched {
-                    let mut map = repo.forwarded.lock().unwrap_or_else(|e| e.into_inner());
-                    if map.len() >= MAX_FORWARDED {
-                        map.clear();
-                    }
-                    map.insert(rel.to_string(), stored.hash());
-                }
-                // Released before asking peers: that takes the object key, and the lock
-                // order is object, then path (see origin::fetch::ensure_object).
-                drop(flight);
-                match (fetched, self.shared.peers.as_deref()) {
-                    (Ok(f), _) => Ok(f),
-                    // The origin failed (down, or the file is gone there): a peer that
-                    // published it names its hash, and serves the bytes by that hash.
-                    (Err(e), Some(peers)) => match peers.lookup(&repo.config, rel).await {
-                        Some((hash, content)) => {
-                            let src = Sources {
-                                upstream,
-                                bases: &[],
-                                peers: Some(peers),
-                            };
-                            let got = ensure_object(
-                                &src,
-                                store,
-                                rel,
-                                hash,
-                                Some(&content),
-                                limits,
-                                &self.shared.metrics,
-                            )
-                            .await;
-                            if got.is_ok() {
-                                expected = Some((hash, content));
-                            }
-                            got
-                        }
-                        None => Err(e),
-                    },
-                    (Err(e), None) => Err(e),
-                }
-            }
+                Forwarded::Fetched(fetched, verified) => (fetched, verified),
+            },
         };
         match fetched {
             Ok(stored) => {
-                self.object(repo, stored.hash(), expected.is_some(), Outcome::Miss, req)
+                self.object(repo, stored.hash(), verified, Outcome::Miss, req)
                     .await
             }
             Err(FetchError::Status(404 | 410)) => Answer::text(404, Kind::File, "not found\n"),
@@ -409,6 +343,86 @@ impl RrdpProxy {
                 Answer::text(502, Kind::File, "upstream failed\n")
             }
         }
+    }
+
+    /// One verified download of an object whose hash and content are known.
+    async fn ensure(
+        &self,
+        repo: &Repo,
+        sources: &Sources<'_>,
+        rel: &str,
+        hash: Hash,
+        content: &Expected,
+    ) -> Result<Stored, FetchError> {
+        let limits = (repo.config.max_file_size, repo.config.fetch_timeout);
+        let (store, metrics) = (&self.shared.store, &self.shared.metrics);
+        ensure_object(sources, store, rel, hash, Some(content), limits, metrics).await
+    }
+
+    /// A file no upstream notification names: fetched from the upstream once per path (later
+    /// clients queued behind the download are served what it stored), else from a peer that
+    /// publishes it, by the hash its notification gives.
+    async fn forward(&self, repo: &Repo, upstream: &Arc<Upstream>, rel: &str) -> Forwarded {
+        let store = &self.shared.store;
+        let flight = store
+            .flights
+            .enter(crate::store::flight::path_key(rel))
+            .await;
+        let done = repo
+            .forwarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(rel)
+            .copied()
+            .filter(|h| store.contains(h, None));
+        if let Some(hash) = done {
+            return Forwarded::Queued(hash);
+        }
+        self.shared.metrics.count_upstream_fetch();
+        let cfg = &repo.config;
+        let fetched = within(
+            cfg.fetch_timeout,
+            fetch_object(
+                upstream,
+                store,
+                &cfg.upstream,
+                rel,
+                None,
+                None,
+                cfg.max_file_size,
+            ),
+        )
+        .await;
+        if let Ok(stored) = &fetched {
+            let mut map = repo.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= MAX_FORWARDED {
+                map.clear();
+            }
+            map.insert(rel.to_string(), stored.hash());
+        }
+        // Released before asking peers: that takes the object key, and the lock order is
+        // object, then path (see origin::fetch::ensure_object).
+        drop(flight);
+        let error = match fetched {
+            Ok(stored) => return Forwarded::Fetched(Ok(stored), false),
+            Err(e) => e,
+        };
+        // The origin failed (down, or the file is gone there): a peer that published it
+        // names its hash, and serves the bytes by that hash.
+        let Some(peers) = self.shared.peers.as_deref() else {
+            return Forwarded::Fetched(Err(error), false);
+        };
+        let Some((hash, content)) = peers.lookup(&repo.config, rel).await else {
+            return Forwarded::Fetched(Err(error), false);
+        };
+        let sources = Sources {
+            upstream,
+            bases: &[],
+            peers: Some(peers),
+        };
+        let got = self.ensure(repo, &sources, rel, hash, &content).await;
+        let verified = got.is_ok();
+        Forwarded::Fetched(got, verified)
     }
 
     /// A stored object by its SHA-256, for a peer that presents the cluster token. Anyone else
