@@ -223,3 +223,54 @@ async fn the_access_log_can_be_json() {
     assert_eq!(entry["uri"], "/rrdp/notification.xml");
     assert_eq!(entry["result"], "hit");
 }
+
+/// Regression (01c32f3): a connection accepted just as the server started stopping (at an
+/// upgrade, the old process) was closed without a response if its request bytes had not
+/// arrived yet. Deterministic, in-process: the app is polled once with the shutdown watch
+/// already set and no request bytes sent, so it has seen "stopping" before the request
+/// arrives; only then does the client send. It must still be answered. (The fix waits up to
+/// 500 ms for a request on its way; before it, the first poll returned and closed.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_on_its_way_when_stopping_begins_is_answered() {
+    use pingora::apps::HttpServerApp;
+    use pingora::protocols::http::ServerSession;
+
+    let cache = tempfile::tempdir().unwrap();
+    // Nothing is published (no poller runs): the answer is the 503 of an empty repository.
+    let text = config_text(1, 2, cache.path(), "http://127.0.0.1:9/rrdp/", "");
+    let config = rrdp_proxy::config::Config::parse(&text, cache.path()).unwrap();
+    let shared = rrdp_proxy::Shared::open(config).unwrap();
+    let app = std::sync::Arc::new(rrdp_proxy::serve::RrdpProxy::new(shared));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let session = ServerSession::new_http1(Box::new(pingora::protocols::l4::stream::Stream::from(
+        server,
+    )));
+    let (_stop, stopping) = tokio::sync::watch::channel(true);
+
+    let serving = app.process_new_http(session, &stopping);
+    tokio::pin!(serving);
+    // One poll: the app sees no request and the watch already set.
+    tokio::select! {
+        biased;
+        _ = &mut serving => panic!("the connection was closed before its request arrived"),
+        _ = std::future::ready(()) => {}
+    }
+    client
+        .write_all(b"GET /rrdp/notification.xml HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(EVENT_TIMEOUT, &mut serving)
+        .await
+        .expect("answered within the grace");
+    let mut head = [0u8; 12];
+    client.read_exact(&mut head).await.unwrap();
+    assert_eq!(
+        &head, b"HTTP/1.1 503",
+        "the request on its way was answered"
+    );
+}
