@@ -14,6 +14,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::shared::{Shared, StartError};
 use crate::{demo, ops, serve, sync};
@@ -37,12 +38,14 @@ impl BackgroundService for Pollers {
                 self.shared.metrics.clone(),
                 self.shared.config.cache.retain,
             )
-            .with_peers(self.shared.peers.clone());
+            .with_peers(self.shared.peers.clone())
+            .with_clock(self.shared.clock.clone());
             tasks.push(tokio::spawn(poller.run(shutdown.clone())));
             if repo.config.export_rrdp.is_some() || repo.config.export_rsync.is_some() {
                 tasks.push(tokio::spawn(ops::export::run(
                     repo.clone(),
                     self.shared.store.clone(),
+                    self.shared.clock.clone(),
                     shutdown.clone(),
                 )));
             }
@@ -81,6 +84,19 @@ pub fn build_server_upgrading(
     config: Config,
     upgrade: bool,
 ) -> Result<(Server, Arc<Shared>), StartError> {
+    build(config, upgrade, Clock::System)
+}
+
+/// [`build_server`] with the configured delays (`publish_delay`, `notify_delay`) on `clock`:
+/// tests pass a manual clock and move it instead of waiting.
+pub fn build_server_with_clock(
+    config: Config,
+    clock: Clock,
+) -> Result<(Server, Arc<Shared>), StartError> {
+    build(config, false, clock)
+}
+
+fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Shared>), StartError> {
     let conf = ServerConf {
         threads: config.server.threads,
         // SIGTERM: stop accepting, let requests in flight finish, then exit.
@@ -100,7 +116,7 @@ pub fn build_server_upgrading(
         add_demo(&mut server, demo.listen, demo.interval, None);
     }
 
-    let shared = Shared::open(config)?;
+    let shared = Shared::open_with_clock(config, clock)?;
     let cfg = &shared.config;
 
     let mut proxy = Service::new(

@@ -1,10 +1,108 @@
-//! Wall-clock time as this crate counts it: whole seconds since the epoch.
+//! Time as this crate reads it: wall-clock seconds since the epoch, and the monotonic clock
+//! that the waits operators configure (`publish_delay`, `notify_delay`) run on.
+//!
+//! Those waits take a [`Clock`]: the system's in production, a [`ManualClock`] in tests,
+//! which moves only when a test advances it, so a test of a two-second delay waits for an
+//! event instead of two seconds.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
 
 /// Seconds since the epoch, now.
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The monotonic clock of configured delays.
+#[derive(Clone, Default)]
+pub enum Clock {
+    /// The system's monotonic clock.
+    #[default]
+    System,
+    /// A clock that moves only when told to (tests).
+    Manual(Arc<ManualClock>),
+}
+
+impl Clock {
+    pub fn now(&self) -> Instant {
+        match self {
+            Clock::System => Instant::now(),
+            Clock::Manual(m) => m.start + *m.elapsed.borrow(),
+        }
+    }
+
+    /// Returns once this clock reads `deadline` or later.
+    pub async fn sleep_until(&self, deadline: Instant) {
+        match self {
+            Clock::System => tokio::time::sleep_until(deadline.into()).await,
+            Clock::Manual(m) => {
+                let mut elapsed = m.elapsed.subscribe();
+                m.sleepers.send_modify(|n| *n += 1);
+                // The sender lives in `m`, which outlives this wait: it cannot fail.
+                let _ = elapsed.wait_for(|e| m.start + *e >= deadline).await;
+                m.sleepers.send_modify(|n| *n -= 1);
+            }
+        }
+    }
+
+    /// Returns once `d` has passed on this clock.
+    pub async fn sleep(&self, d: Duration) {
+        self.sleep_until(self.now() + d).await
+    }
+}
+
+/// A clock for tests: starts at the moment it is made and moves only by [`ManualClock::advance`].
+pub struct ManualClock {
+    start: Instant,
+    elapsed: watch::Sender<Duration>,
+    /// How many waits are parked on this clock: the event a test awaits before it moves it.
+    sleepers: watch::Sender<usize>,
+}
+
+impl ManualClock {
+    pub fn new() -> Arc<ManualClock> {
+        Arc::new(ManualClock {
+            start: Instant::now(),
+            elapsed: watch::Sender::new(Duration::ZERO),
+            sleepers: watch::Sender::new(0),
+        })
+    }
+
+    /// Returns once something waits on this clock (e.g. the exporter in `notify_delay`).
+    pub async fn until_waited_on(&self) {
+        let mut sleepers = self.sleepers.subscribe();
+        let _ = sleepers.wait_for(|n| *n > 0).await;
+    }
+
+    /// Moves the clock forward by `d`, waking whatever waits for a moment now passed.
+    pub fn advance(&self, d: Duration) {
+        self.elapsed.send_modify(|e| *e += d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manual_clock_wakes_sleepers_only_when_advanced() {
+        let manual = ManualClock::new();
+        let clock = Clock::Manual(manual.clone());
+        let t0 = clock.now();
+        let sleeper = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.sleep(Duration::from_secs(2)).await }
+        });
+        manual.until_waited_on().await;
+        manual.advance(Duration::from_secs(1));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished(), "woke before its deadline");
+        manual.advance(Duration::from_secs(1));
+        sleeper.await.unwrap();
+        assert_eq!(clock.now() - t0, Duration::from_secs(2));
+    }
 }

@@ -8,7 +8,8 @@
 //!   check, base URIs, object times.
 //! - [`config`]: the TOML file, validated into [`config::Config`]; nothing downstream sees an
 //!   unvalidated value.
-//! - [`clock`]: seconds since the epoch, the one way this crate reads the wall clock.
+//! - [`clock`]: seconds since the epoch, and the clock configured delays run on (a manual
+//!   one in tests).
 //! - [`metrics`]: lock-free counters that every layer bumps; rendered by `ops::admin`.
 //! - [`heap`]: bounding what glibc's malloc keeps of freed memory (process-wide).
 //! - [`store`]: durable content-addressed objects (atomic writer, gzip variants, memory tier,
@@ -43,5 +44,5 @@ pub mod shared;
 pub mod store;
 pub mod sync;
 
-pub use app::{add_demo, build_server, build_server_upgrading};
+pub use app::{add_demo, build_server, build_server_upgrading, build_server_with_clock};
 pub use shared::Shared;

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use log::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::heap;
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// When this process started (staleness before the first successful poll).
     pub started: SystemTime,
+    /// The clock configured delays run on (`publish_delay`, `notify_delay`).
+    pub clock: Clock,
     /// The cluster's other nodes, for peer fill.
     pub peers: Option<Arc<peers::Peers>>,
 }
@@ -34,6 +37,11 @@ impl Shared {
     /// Opens the store and loads every repository's last published generation, so the node
     /// serves at once, even with the upstream down.
     pub fn open(config: Config) -> Result<Arc<Shared>, StartError> {
+        Shared::open_with_clock(config, Clock::System)
+    }
+
+    /// [`Shared::open`] with the delays on `clock` (tests pass a manual one).
+    pub fn open_with_clock(config: Config, clock: Clock) -> Result<Arc<Shared>, StartError> {
         let store = Store::open(
             &config.cache.dir,
             config.cache.memory_limit,
@@ -66,6 +74,7 @@ impl Shared {
             .collect();
         Ok(Arc::new(Shared {
             peers: peers::Peers::new(config.cluster.as_ref()),
+            clock,
             config,
             store,
             repos,

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use log::{info, warn};
 
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Clock};
 use crate::published::{Generation, Repo};
 use crate::rrdp::content::{self, ContentError, Expected};
 use crate::store::Store;
@@ -38,6 +38,7 @@ const TMP_PREFIX: &str = ".tmp-";
 pub async fn run(
     repo: Arc<Repo>,
     store: Arc<Store>,
+    clock: Clock,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut status = repo.status.subscribe();
@@ -47,7 +48,7 @@ pub async fn run(
         if let Some(g) = published {
             let key = (g.session_id.clone(), g.serial);
             if done.as_ref() != Some(&key) {
-                match export_once(&repo, &store, &g).await {
+                match export_once(&repo, &store, &g, &clock).await {
                     Ok(()) => {
                         done = Some(key);
                         repo.status
@@ -69,7 +70,12 @@ pub async fn run(
 }
 
 /// Writes the configured exports of one generation.
-pub async fn export_once(repo: &Repo, store: &Arc<Store>, g: &Arc<Generation>) -> io::Result<()> {
+pub async fn export_once(
+    repo: &Repo,
+    store: &Arc<Store>,
+    g: &Arc<Generation>,
+    clock: &Clock,
+) -> io::Result<()> {
     let cfg = &repo.config;
     // Created here, not when the config is read: `rrdp-proxy check` writes nothing.
     for dir in [&cfg.export_rrdp, &cfg.export_rsync].into_iter().flatten() {
@@ -78,7 +84,7 @@ pub async fn export_once(repo: &Repo, store: &Arc<Store>, g: &Arc<Generation>) -
         })?;
     }
     if let Some(dir) = &cfg.export_rrdp {
-        write_rrdp(dir, g, store, cfg.notify_delay).await?;
+        write_rrdp(dir, g, store, cfg.notify_delay, clock).await?;
         let removed = blocking({
             let (dir, g) = (dir.clone(), g.clone());
             move || cleanup_rrdp(&dir, &g, unix_now())
@@ -132,6 +138,7 @@ pub async fn write_rrdp(
     g: &Arc<Generation>,
     store: &Arc<Store>,
     delay: Duration,
+    clock: &Clock,
 ) -> io::Result<()> {
     let (d, g2, s) = (dir.to_path_buf(), g.clone(), store.clone());
     blocking(move || {
@@ -153,7 +160,7 @@ pub async fn write_rrdp(
     })
     .await?;
     if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+        clock.sleep(delay).await;
     }
     let (target, body) = (dir.join(NOTIFICATION), g.notification.clone());
     blocking(move || write_atomic(&target, &body)).await

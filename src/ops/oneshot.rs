@@ -58,7 +58,8 @@ pub async fn run(config: Config) -> u8 {
             shared.metrics.clone(),
             shared.config.cache.retain,
         )
-        .with_peers(shared.peers.clone());
+        .with_peers(shared.peers.clone())
+        .with_clock(shared.clock.clone());
         let name = repo.name();
         let mut result = poller.poll_once().await;
         if result.is_ok() && poller.holding() {
@@ -84,7 +85,8 @@ pub async fn run(config: Config) -> u8 {
             }
         }
         if let Some(g) = repo.current() {
-            if let Err(e) = crate::ops::export::export_once(repo, &shared.store, &g).await {
+            let exported = crate::ops::export::export_once(repo, &shared.store, &g, &shared.clock);
+            if let Err(e) = exported.await {
                 eprintln!("{name}: export failed: {e}");
                 status = LOCAL;
             }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{info, warn};
 use rand::Rng;
 
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Clock};
 use crate::metrics::Metrics;
 use crate::origin::client::within;
 use crate::origin::peers::Peers;
@@ -75,6 +75,8 @@ pub struct Poller {
     barrier: Barrier,
     /// Set while a background compression runs.
     compressing: Arc<AtomicBool>,
+    /// The clock `publish_delay` runs on.
+    clock: Clock,
 }
 
 impl Poller {
@@ -93,7 +95,14 @@ impl Poller {
             peers: None,
             barrier: Barrier::default(),
             compressing: Arc::new(AtomicBool::new(false)),
+            clock: Clock::System,
         }
+    }
+
+    /// Runs `publish_delay` on `clock` (tests move a manual one).
+    pub fn with_clock(mut self, clock: Clock) -> Poller {
+        self.clock = clock;
+        self
     }
 
     /// Whether a stored round waits out publish_delay.
@@ -125,12 +134,19 @@ impl Poller {
                     self.compressing.clone(),
                 );
             }
-            let mut delay = next_delay(self.repo.config.poll_interval, failures);
-            if let Some(ready) = self.barrier.next_ready() {
-                delay = delay.min(ready.saturating_duration_since(Instant::now()));
-            }
+            let delay = next_delay(self.repo.config.poll_interval, failures);
+            // A held round is due on the delay's clock (the system's, or a test's).
+            let held = self.barrier.next_ready();
+            let clock = self.clock.clone();
+            let barrier_due = async move {
+                match held {
+                    Some(ready) => clock.sleep_until(ready).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                _ = barrier_due => {}
                 _ = self.repo.refresh.notified() => {}
                 _ = shutdown.changed() => return,
             }
@@ -140,7 +156,7 @@ impl Poller {
     /// One round, then the held rounds that are due, if the upstream answered in this round.
     pub async fn poll_with_barrier(&mut self) -> Result<Outcome, PollError> {
         let result = self.poll_once().await;
-        match (result, self.barrier.due(Instant::now())) {
+        match (result, self.barrier.due(self.clock.now())) {
             (Ok(outcome), Some(_)) => Ok(self.publish_held().await?.unwrap_or(outcome)),
             (Err(cause), Some(serial)) => Err(PollError::Barrier {
                 serial,
@@ -259,7 +275,7 @@ impl Poller {
     /// published by then is dropped.
     async fn publish_held(&mut self) -> Result<Option<Outcome>, PollError> {
         let mut last = None;
-        for round in self.barrier.take_due(Instant::now()) {
+        for round in self.barrier.take_due(self.clock.now()) {
             let stale = self
                 .repo
                 .peek()
@@ -336,7 +352,7 @@ impl Poller {
             return self.publish(round).await;
         }
         let serial = round.serial;
-        if self.barrier.hold(Instant::now() + delay, round) {
+        if self.barrier.hold(self.clock.now() + delay, round) {
             info!(
                 "{}: serial {serial} stored; published after publish_delay",
                 self.repo.name()

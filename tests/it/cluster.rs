@@ -1,5 +1,7 @@
 //! Scale-out: peer fill between nodes, the publish barrier, several origins.
 
+use std::time::Duration;
+
 use rrdp_proxy::rrdp::Hash;
 
 use crate::support::{config_text, fetch_consistent, free_port, http, Origin, Proxy};
@@ -111,7 +113,12 @@ async fn a_peer_that_lies_is_not_believed() {
 async fn the_publish_barrier_holds_a_serial_the_origin_no_longer_confirms() {
     let mut origin = Origin::start().await;
     let cache = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(cache.path(), &origin.base(), "publish_delay = \"2s\"");
+    let (proxy, clock) =
+        Proxy::start_manual(cache.path(), &origin.base(), "publish_delay = \"2s\"");
+    // The first serial waits publish_delay too (on the test's clock).
+    clock.until_waited_on().await;
+    clock.advance(Duration::from_secs(2));
+    proxy.poll().await;
     proxy.wait_serial(1).await;
 
     origin.advance();
@@ -127,6 +134,7 @@ async fn the_publish_barrier_holds_a_serial_the_origin_no_longer_confirms() {
     );
     assert_eq!(proxy.status().serial, Some(1), "not before the delay");
     origin.stop();
+    clock.advance(Duration::from_secs(2));
     let st = proxy.wait("the barrier", |s| s.last_error.is_some()).await;
     assert!(st.last_error.unwrap().contains("publish barrier"));
     assert_eq!(proxy.shared.metrics.poll_errors("publish_barrier"), 1);
@@ -143,12 +151,17 @@ async fn the_publish_barrier_holds_a_serial_the_origin_no_longer_confirms() {
 async fn with_publish_delay_a_serial_is_published_after_the_delay() {
     let origin = Origin::start().await;
     let cache = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(cache.path(), &origin.base(), "publish_delay = \"1s\"");
+    let (proxy, clock) =
+        Proxy::start_manual(cache.path(), &origin.base(), "publish_delay = \"1s\"");
     // Held, then published by the round at the end of the delay, with nothing else asked.
+    clock.until_waited_on().await;
+    clock.advance(Duration::from_secs(1));
     proxy.wait_serial(1).await;
     origin.advance();
     let st = proxy.poll().await;
     assert_eq!(st.serial, Some(1));
+    clock.until_waited_on().await;
+    clock.advance(Duration::from_secs(1));
     proxy.wait_serial(2).await;
     assert_eq!(fetch_consistent(proxy.port).await.0.serial, 2);
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rrdp_proxy::clock::unix_now;
@@ -11,7 +12,7 @@ use rrdp_proxy::demo::Repository;
 use rrdp_proxy::ops::export;
 use rrdp_proxy::rrdp::{Hash, Notification};
 
-use crate::support::{fetch_consistent, free_port, path_of, Origin, Proxy, EVENT_TIMEOUT};
+use crate::support::{fetch_consistent, free_port, path_of, Origin, Proxy};
 
 impl Proxy {
     /// Waits until the exports hold the published serial.
@@ -145,26 +146,24 @@ async fn notify_delay_writes_the_files_first_and_the_notification_later() {
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("rrdp");
-    let proxy = Proxy::start(
+    let (proxy, clock) = Proxy::start_manual(
         cache.path(),
         &origin.base(),
         &format!("export_rrdp = \"{}\"\nnotify_delay = \"3s\"", dir.display()),
     );
+    // The first export waits notify_delay too.
+    clock.until_waited_on().await;
+    clock.advance(Duration::from_secs(3));
     proxy.wait_exported(1).await;
     origin.advance();
     let snapshot = dir.join(origin.with(|s| s.repo.snapshot_path().to_string()));
     proxy.poll().await;
-    // The moment the new snapshot is in the directory, the notification is still serial 1:
-    // it comes notify_delay later.
-    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-    while !snapshot.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the snapshot was never written"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    // Once the exporter waits out notify_delay, the new snapshot is in the directory and the
+    // notification is still serial 1: it comes notify_delay later.
+    clock.until_waited_on().await;
+    assert!(snapshot.exists(), "the files are written before the wait");
     assert_eq!(check_export(&dir), 1);
+    clock.advance(Duration::from_secs(3));
     proxy.wait_exported(2).await;
     assert_eq!(check_export(&dir), 2);
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rrdp_proxy::clock::{Clock, ManualClock};
 use rrdp_proxy::config::Config;
 use rrdp_proxy::demo::Repository;
 use rrdp_proxy::published::RepoStatus;
@@ -348,8 +349,28 @@ impl Proxy {
     }
 
     pub fn start_with(text: String, port: u16, admin_port: u16) -> Proxy {
+        Proxy::start_with_clock(text, port, admin_port, Clock::System)
+    }
+
+    /// [`Proxy::start`] with `publish_delay` and `notify_delay` on a manual clock, which the
+    /// test moves instead of waiting the delay out.
+    pub fn start_manual(
+        cache: &std::path::Path,
+        origin_base: &str,
+        repo_extra: &str,
+    ) -> (Proxy, Arc<ManualClock>) {
+        let extra = format!("poll_interval = \"1h\"\n{repo_extra}");
+        let (port, admin_port) = (free_port(), free_port());
+        let text = config_text(port, admin_port, cache, origin_base, &extra);
+        let manual = ManualClock::new();
+        let proxy = Proxy::start_with_clock(text, port, admin_port, Clock::Manual(manual.clone()));
+        (proxy, manual)
+    }
+
+    pub fn start_with_clock(text: String, port: u16, admin_port: u16, clock: Clock) -> Proxy {
         let config = Config::parse(&text, std::path::Path::new("/")).expect("valid test config");
-        let (server, shared) = rrdp_proxy::build_server(config).expect("server builds");
+        let (server, shared) =
+            rrdp_proxy::build_server_with_clock(config, clock).expect("server builds");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::spawn(move || {
             server.run(pingora::server::RunArgs {
