@@ -45,6 +45,17 @@ pub const DEFAULT_FETCH_CONCURRENCY: usize = 4;
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default `rsync_retain`: an rsync client that started on a tree finishes within the hour.
 pub const DEFAULT_RSYNC_RETAIN: Duration = Duration::from_secs(3600);
+/// How long a delta stays listed in the served notification after it was published: the
+/// publication-server BCP asks for at least 4 hours; a day helps RPs that were away longer,
+/// and the entry and size caps below usually bind first.
+pub const DEFAULT_DELTA_HISTORY: Duration = Duration::from_secs(24 * 3600);
+/// At most this many deltas are listed. Routinator takes the snapshot when it would need more
+/// than 100 deltas (so more entries only help rpki-client, which reads 300) and every RP
+/// downloads the whole list with each changed notification.
+pub const DEFAULT_DELTA_HISTORY_MAX: usize = 100;
+/// Routinator ignores a delta list of more than 500 entries (and takes the snapshot): a
+/// longer list would cost every Routinator a snapshot.
+pub const MAX_DELTA_HISTORY_MAX: usize = 500;
 /// Freshness of a passthrough response whose upstream sends no Cache-Control (Krill's
 /// `/ta/ta.cer`).
 pub const DEFAULT_PASSTHROUGH_MAX_AGE: Duration = Duration::from_secs(60);
@@ -149,6 +160,8 @@ struct RawRepository {
     rsync_include_host: bool,
     rsync_retain: Option<String>,
     publish_delay: Option<String>,
+    delta_history: Option<String>,
+    delta_history_max: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +319,11 @@ pub struct RepositoryConfig {
     /// Hold a new generation this long after its files are stored, and publish it only if the
     /// upstream still answers then (a publish barrier for nodes polling out of step).
     pub publish_delay: Duration,
+    /// The served notification lists the session's stored deltas published within this long
+    /// (also when the upstream no longer lists them); zero: exactly the upstream's list.
+    pub delta_history: Duration,
+    /// ... and at most this many of them (and `max_deltas`, if smaller).
+    pub delta_history_max: usize,
 }
 
 impl RepositoryConfig {
@@ -713,7 +731,30 @@ fn validate_repository(
         rsync_retain: duration("rsync_retain", r.rsync_retain, DEFAULT_RSYNC_RETAIN)?,
         upstreams,
         publish_delay: duration("publish_delay", r.publish_delay, Duration::ZERO)?,
+        delta_history: duration("delta_history", r.delta_history, DEFAULT_DELTA_HISTORY)?,
+        delta_history_max: delta_history_max(&key, r.delta_history_max)?,
     })
+}
+
+/// The entry cap of the delta history: at least 1, at most [`MAX_DELTA_HISTORY_MAX`].
+fn delta_history_max(
+    key: &dyn Fn(&str) -> String,
+    value: Option<usize>,
+) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(DEFAULT_DELTA_HISTORY_MAX),
+        Some(0) => Err(ConfigError::new(
+            key("delta_history_max"),
+            "must be at least 1 (delta_history = \"0s\" lists exactly the upstream's deltas)",
+        )),
+        Some(n) if n > MAX_DELTA_HISTORY_MAX => Err(ConfigError::new(
+            key("delta_history_max"),
+            format!(
+                "{n} is more than {MAX_DELTA_HISTORY_MAX}: Routinator ignores a longer delta list and takes the snapshot"
+            ),
+        )),
+        Some(n) => Ok(n),
+    }
 }
 
 /// How a repository is polled and its notification served.
@@ -1120,6 +1161,29 @@ upstream = "http://127.0.0.1:3001/rrdp/"
         assert!(e.starts_with("log.access:"), "{e}");
         let e = refused("[log]\nlevel = \"loud\"\n");
         assert!(e.starts_with("log.level:"), "{e}");
+    }
+
+    #[test]
+    fn the_delta_history_is_bounded_by_what_rps_accept() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/rrdp")).unwrap();
+        let r = &c.repositories[0];
+        assert_eq!(r.delta_history, DEFAULT_DELTA_HISTORY);
+        assert_eq!(r.delta_history_max, DEFAULT_DELTA_HISTORY_MAX);
+        for (value, reason) in [("0", "at least 1"), ("501", "Routinator ignores")] {
+            let text = format!("{MINIMAL}delta_history_max = {value}\n");
+            let e = Config::parse(&text, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("repository[0].delta_history_max:"), "{e}");
+            assert!(e.contains(reason), "{e}");
+        }
+        let e = Config::parse(
+            &format!("{MINIMAL}delta_history = \"long\"\n"),
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("repository[0].delta_history:"), "{e}");
     }
 
     #[test]

@@ -270,12 +270,15 @@ impl Metrics {
 /// counters themselves stay plain atomics, so the request path takes no lock.
 pub struct Exposition {
     registry: prometheus::Registry,
+    /// Families built by hand (histograms from our own buckets), encoded after the others.
+    built: Vec<prometheus::proto::MetricFamily>,
 }
 
 impl Default for Exposition {
     fn default() -> Exposition {
         Exposition {
             registry: prometheus::Registry::new(),
+            built: Vec::new(),
         }
     }
 }
@@ -311,10 +314,239 @@ impl Exposition {
         self.registry.register(Box::new(family))
     }
 
+    /// A histogram family from counts kept elsewhere: per label-value list, the cumulative
+    /// count per upper bound, the count and the sum.
+    pub fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        samples: impl IntoIterator<Item = (Vec<String>, LagCounts)>,
+    ) {
+        use prometheus::proto;
+        let metrics: Vec<proto::Metric> = samples
+            .into_iter()
+            .map(|(values, c)| {
+                let mut h = proto::Histogram::default();
+                h.set_sample_count(c.count);
+                h.set_sample_sum(c.sum as f64);
+                h.set_bucket(
+                    c.cumulative
+                        .iter()
+                        .map(|(bound, n)| {
+                            let mut b = proto::Bucket::default();
+                            b.set_upper_bound(*bound as f64);
+                            b.set_cumulative_count(*n);
+                            b
+                        })
+                        .collect(),
+                );
+                let mut m = proto::Metric::default();
+                m.set_label(
+                    labels
+                        .iter()
+                        .zip(values)
+                        .map(|(k, v)| {
+                            let mut l = proto::LabelPair::default();
+                            l.set_name(k.to_string());
+                            l.set_value(v);
+                            l
+                        })
+                        .collect(),
+                );
+                m.set_histogram(h);
+                m
+            })
+            .collect();
+        if metrics.is_empty() {
+            return;
+        }
+        let mut family = proto::MetricFamily::default();
+        family.set_name(name.to_string());
+        family.set_help(help.to_string());
+        family.set_field_type(proto::MetricType::HISTOGRAM);
+        family.set_metric(metrics);
+        self.built.push(family);
+    }
+
     /// The text format of every family added.
     pub fn encode(&self) -> prometheus::Result<String> {
+        let mut families = self.registry.gather();
+        families.extend(self.built.iter().cloned());
         let mut out = String::new();
-        prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)?;
+        prometheus::TextEncoder::new().encode_utf8(&families, &mut out)?;
         Ok(out)
+    }
+}
+
+//------------ What RPs lag ----------------------------------------------------------------------
+
+/// Upper bounds of the RP-lag histogram, in serials (a delta for serial N asked for while S is
+/// current lags S − N + 1). 100 is where Routinator takes the snapshot instead, 300 what
+/// rpki-client reads, 500 what Routinator accepts in a notification at all.
+pub const LAG_BUCKETS: [u64; 11] = [1, 2, 3, 5, 10, 20, 50, 100, 200, 300, 500];
+
+/// At most this many clients are remembered for the snapshot question (then forgotten at
+/// once, and relearnt from their next delta).
+const MAX_CLIENTS: usize = 100_000;
+
+/// Whether a client downloading a snapshot could have used deltas instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaPath {
+    /// It fetched the delta of a serial still within the listed history before: the deltas
+    /// from there to the current serial were listed.
+    Available,
+    /// It fetched deltas before, but of a serial older than the history (or another session).
+    None,
+    /// Nothing is known of it (first contact, or it never fetched a delta).
+    Unknown,
+}
+
+impl DeltaPath {
+    pub const ALL: [DeltaPath; 3] = [DeltaPath::Available, DeltaPath::None, DeltaPath::Unknown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeltaPath::Available => "available",
+            DeltaPath::None => "none",
+            DeltaPath::Unknown => "unknown",
+        }
+    }
+}
+
+/// How far behind the current serial the RPs of one repository are, from the deltas they
+/// ask for; and how many snapshot downloads came from clients that had a delta path. Operators
+/// choose `delta_history` by it (draft-liu-sidrops-rrdp-delta-retention-policy). Clients are
+/// told apart by address: RPs behind one NAT count as one.
+#[derive(Default)]
+pub struct RpLag {
+    /// Per bucket of [`LAG_BUCKETS`], then one past the last: delta requests by lag.
+    buckets: [AtomicU64; LAG_BUCKETS.len() + 1],
+    lag_sum: AtomicU64,
+    snapshots: [AtomicU64; 3],
+    /// Per client address: the session and highest serial whose delta it fetched.
+    clients: Mutex<std::collections::HashMap<std::net::IpAddr, (String, u64)>>,
+}
+
+/// A snapshot of [`RpLag`] for `/metrics` and `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LagCounts {
+    /// Cumulative count per bucket upper bound, as Prometheus wants it.
+    pub cumulative: Vec<(u64, u64)>,
+    pub count: u64,
+    pub sum: u64,
+    pub snapshots: Vec<(DeltaPath, u64)>,
+}
+
+impl RpLag {
+    /// A client fetched the delta of `serial` while `current` is published.
+    pub fn delta(
+        &self,
+        client: Option<std::net::IpAddr>,
+        session: &str,
+        current: u64,
+        serial: u64,
+    ) {
+        let lag = current.saturating_sub(serial) + 1;
+        let slot = LAG_BUCKETS
+            .iter()
+            .position(|b| lag <= *b)
+            .unwrap_or(LAG_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.lag_sum.fetch_add(lag, Ordering::Relaxed);
+        let Some(ip) = client else { return };
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= MAX_CLIENTS && !clients.contains_key(&ip) {
+            clients.clear();
+        }
+        let entry = clients
+            .entry(ip)
+            .or_insert_with(|| (session.to_string(), serial));
+        if entry.0 != session {
+            *entry = (session.to_string(), serial);
+        } else {
+            entry.1 = entry.1.max(serial);
+        }
+    }
+
+    /// A client downloads the snapshot of `session`, whose notification lists deltas back to
+    /// serial `oldest_listed` (none listed: `None`).
+    pub fn snapshot(
+        &self,
+        client: Option<std::net::IpAddr>,
+        session: &str,
+        oldest_listed: Option<u64>,
+    ) -> DeltaPath {
+        let known = client.and_then(|ip| {
+            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            clients.get(&ip).cloned()
+        });
+        let path = match (known, oldest_listed) {
+            (None, _) => DeltaPath::Unknown,
+            // It had serial `had`: deltas from had + 1 on were needed, all listed.
+            (Some((s, had)), Some(oldest)) if s == session && had + 1 >= oldest => {
+                DeltaPath::Available
+            }
+            (Some(_), _) => DeltaPath::None,
+        };
+        let slot = DeltaPath::ALL.iter().position(|p| *p == path).unwrap_or(2);
+        self.snapshots[slot].fetch_add(1, Ordering::Relaxed);
+        path
+    }
+
+    pub fn counts(&self) -> LagCounts {
+        let mut running = 0;
+        let mut cumulative = Vec::with_capacity(LAG_BUCKETS.len());
+        for (i, bound) in LAG_BUCKETS.iter().enumerate() {
+            running += self.buckets[i].load(Ordering::Relaxed);
+            cumulative.push((*bound, running));
+        }
+        let count = running + self.buckets[LAG_BUCKETS.len()].load(Ordering::Relaxed);
+        LagCounts {
+            cumulative,
+            count,
+            sum: self.lag_sum.load(Ordering::Relaxed),
+            snapshots: DeltaPath::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (*p, self.snapshots[i].load(Ordering::Relaxed)))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_counted_per_bucket_and_a_delta_path_is_told_from_its_absence() {
+        let lag = RpLag::default();
+        let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+        lag.delta(Some(ip), "s", 10, 10); // lag 1
+        lag.delta(Some(ip), "s", 10, 8); // lag 3
+        lag.delta(None, "s", 1000, 1); // lag 1000: past the last bucket
+        let c = lag.counts();
+        assert_eq!(c.count, 3);
+        assert_eq!(c.sum, 1 + 3 + 1000);
+        assert_eq!(c.cumulative[0], (1, 1));
+        assert_eq!(c.cumulative[2], (3, 2));
+        assert_eq!(c.cumulative.last(), Some(&(500, 2)));
+
+        // `ip` had serial 10: with deltas listed back to 11 it could have used them.
+        assert_eq!(lag.snapshot(Some(ip), "s", Some(11)), DeltaPath::Available);
+        assert_eq!(lag.snapshot(Some(ip), "s", Some(12)), DeltaPath::None);
+        assert_eq!(lag.snapshot(Some(ip), "other", Some(1)), DeltaPath::None);
+        assert_eq!(lag.snapshot(Some(other), "s", Some(1)), DeltaPath::Unknown);
+        let snapshots = lag.counts().snapshots;
+        assert_eq!(
+            snapshots,
+            [
+                (DeltaPath::Available, 1),
+                (DeltaPath::None, 2),
+                (DeltaPath::Unknown, 1)
+            ]
+        );
     }
 }

@@ -51,6 +51,9 @@ pub struct FileEntry {
     /// `None` while the published notification references it; else when it stops being
     /// servable (seconds since the epoch).
     pub expires: Option<u64>,
+    /// A delta's serial (to tell how far behind the RPs asking for it are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
 }
 
 impl FileEntry {
@@ -96,9 +99,48 @@ pub struct Generation {
     /// export).
     #[serde(default)]
     pub snapshot_objects: Option<u64>,
+    /// The deltas the served notification lists, newest first: the session's contiguous
+    /// history, each byte-identical to what the upstream published for its serial.
+    #[serde(default)]
+    pub history: Vec<HistoryDelta>,
     /// Private: nothing outside this module can build a generation.
     #[serde(skip)]
     _sealed: Sealed,
+}
+
+/// One delta of a generation's history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryDelta {
+    pub serial: u64,
+    /// Path relative to the repository's base.
+    pub rel: String,
+    #[serde(with = "hash_hex")]
+    pub hash: Hash,
+    pub size: u64,
+    /// When this node first published it (seconds since the epoch).
+    pub since: u64,
+}
+
+/// How far back the served notification lists deltas (`delta_history`, `delta_history_max`,
+/// `max_deltas`).
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryPolicy {
+    /// Deltas the upstream no longer lists stay listed this long after they were first
+    /// published; zero lists exactly the upstream's deltas.
+    pub age: Duration,
+    /// At most this many entries.
+    pub max: usize,
+}
+
+impl HistoryPolicy {
+    pub fn of(cfg: &RepositoryConfig) -> HistoryPolicy {
+        HistoryPolicy {
+            age: cfg.delta_history,
+            max: cfg
+                .max_deltas
+                .map_or(cfg.delta_history_max, |m| m.min(cfg.delta_history_max)),
+        }
+    }
 }
 
 /// The private field that keeps [`Generation`] from being built elsewhere.
@@ -123,38 +165,40 @@ pub struct Round {
 const LEFT_SESSIONS_KEPT: usize = 8;
 
 impl Generation {
-    /// The generation to publish after `previous`: the round's notification and files, plus
-    /// the files of older generations that are still within `retain` of `now` (RPs that read
-    /// an older notification, here or at a node that published later, still ask for them).
-    /// Pure: the clock comes in as `now`.
+    /// The generation to publish after `previous`: the round's notification and files, the
+    /// delta history ([`history`]), plus the files of older generations that are still within
+    /// `retain` of `now` (RPs that read an older notification, here or at a node that
+    /// published later, still ask for them). Pure: the clock comes in as `now`.
     pub fn next(
         round: Round,
         previous: Option<&Generation>,
         public: &BaseUri,
         now: SystemTime,
         retain: Duration,
+        policy: HistoryPolicy,
     ) -> Generation {
         let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let now_secs = secs.as_secs();
-        let file = |stored: &Stored, kind| FileEntry {
-            hash: stored.hash(),
-            size: stored.size(),
-            kind,
-            expires: None,
-        };
+        let history = history(&round, previous, now_secs, policy);
         let mut files = HashMap::new();
         let (snapshot_rel, snapshot) = &round.snapshot;
-        files.insert(snapshot_rel.clone(), file(snapshot, FileKind::Snapshot));
-        let mut deltas = Vec::with_capacity(round.deltas.len());
-        for (serial, rel, stored) in &round.deltas {
-            files.insert(rel.clone(), file(stored, FileKind::Delta));
-            deltas.push(DeltaRef {
-                serial: *serial,
-                file: FileRef {
-                    uri: public.join(rel),
-                    hash: stored.hash(),
-                },
-            });
+        let snapshot_entry = FileEntry {
+            hash: snapshot.hash(),
+            size: snapshot.size(),
+            kind: FileKind::Snapshot,
+            expires: None,
+            serial: None,
+        };
+        files.insert(snapshot_rel.clone(), snapshot_entry);
+        for h in &history {
+            let entry = FileEntry {
+                hash: h.hash,
+                size: h.size,
+                kind: FileKind::Delta,
+                expires: None,
+                serial: Some(h.serial),
+            };
+            files.insert(h.rel.clone(), entry);
         }
         let expires = now_secs + retain.as_secs();
         for (rel, f) in previous.iter().flat_map(|p| &p.files) {
@@ -174,6 +218,16 @@ impl Generation {
             uri: public.join(snapshot_rel),
             hash: snapshot.hash(),
         };
+        let deltas: Vec<DeltaRef> = history
+            .iter()
+            .map(|h| DeltaRef {
+                serial: h.serial,
+                file: FileRef {
+                    uri: public.join(&h.rel),
+                    hash: h.hash,
+                },
+            })
+            .collect();
         let body = render_notification(&round.session_id, round.serial, &snapshot_ref, &deltas);
         let etag = format!("\"{}\"", &Hash::of(body.as_bytes()).to_hex()[..32]);
         // Round up to the next second (HTTP dates have no fractions) and keep it strictly
@@ -189,6 +243,7 @@ impl Generation {
             last_modified,
             files,
             delta_count: deltas.len(),
+            history,
             snapshot_objects: round.snapshot_objects,
             notification_gz: None,
             etag_gzip: String::new(),
@@ -198,6 +253,75 @@ impl Generation {
         }
         .prepared()
     }
+
+    /// The listed serial with a different hash than `hash`, if this generation's history
+    /// lists `serial` (RFC 9697: RPs distrust a serial whose delta hash changes).
+    pub fn listed_with_other_hash(&self, serial: u64, hash: &Hash) -> Option<&HistoryDelta> {
+        self.history
+            .iter()
+            .find(|h| h.serial == serial && h.hash != *hash)
+    }
+}
+
+/// The deltas to list, newest first: the contiguous chain down from the round's serial
+/// through the upstream's deltas and, within the session, the previous history, while the
+/// policy allows (entry count; age for deltas the upstream no longer lists) and their total
+/// size stays below the snapshot's (RFC 8182 §3.3.2). A delta keeps its first publication
+/// time. With a zero age the list is the upstream's, as it listed it.
+fn history(
+    round: &Round,
+    previous: Option<&Generation>,
+    now: u64,
+    policy: HistoryPolicy,
+) -> Vec<HistoryDelta> {
+    let earlier: HashMap<u64, &HistoryDelta> = previous
+        .filter(|p| p.session_id == round.session_id)
+        .map(|p| p.history.iter().map(|h| (h.serial, h)).collect())
+        .unwrap_or_default();
+    let from_round = |serial: u64, rel: &String, stored: &Stored| HistoryDelta {
+        serial,
+        rel: rel.clone(),
+        hash: stored.hash(),
+        size: stored.size(),
+        since: earlier
+            .get(&serial)
+            .filter(|h| h.hash == stored.hash())
+            .map_or(now, |h| h.since),
+    };
+    if policy.age.is_zero() {
+        return round
+            .deltas
+            .iter()
+            .map(|(serial, rel, stored)| from_round(*serial, rel, stored))
+            .collect();
+    }
+    let listed: HashMap<u64, HistoryDelta> = round
+        .deltas
+        .iter()
+        .map(|(serial, rel, stored)| (*serial, from_round(*serial, rel, stored)))
+        .collect();
+    let snapshot_size = round.snapshot.1.size();
+    let (mut out, mut total) = (Vec::new(), 0u64);
+    let mut serial = round.serial;
+    while out.len() < policy.max {
+        let h = match listed.get(&serial) {
+            Some(h) => h.clone(),
+            None => match earlier.get(&serial) {
+                Some(h) if h.since + policy.age.as_secs() > now => (*h).clone(),
+                _ => break,
+            },
+        };
+        if total + h.size >= snapshot_size {
+            break;
+        }
+        total += h.size;
+        out.push(h);
+        match serial.checked_sub(1) {
+            Some(s) => serial = s,
+            None => break,
+        }
+    }
+    out
 }
 
 /// The sessions left so far, plus the previous generation's if `session_id` replaces it; the
@@ -328,6 +452,8 @@ pub struct Repo {
     pub forwarded: std::sync::Mutex<HashMap<String, Hash>>,
     /// Poll now (admin `POST /refresh`).
     pub refresh: Notify,
+    /// How far behind the RPs asking for deltas are.
+    pub rp_lag: crate::metrics::RpLag,
     pub status: watch::Sender<RepoStatus>,
     /// Cache-Control values of the notification and of files, made once.
     pub notification_cache_control: HeaderValue,
@@ -354,6 +480,7 @@ impl Repo {
             pending: ArcSwap::from_pointee(HashMap::new()),
             forwarded: std::sync::Mutex::new(HashMap::new()),
             refresh: Notify::new(),
+            rp_lag: Default::default(),
             status: watch::Sender::new(RepoStatus::default()),
         })
     }
@@ -390,6 +517,7 @@ impl Repo {
             &self.config.public,
             SystemTime::now(),
             retain,
+            HistoryPolicy::of(&self.config),
         );
         let data = serde_json::to_vec(&generation).map_err(std::io::Error::other)?;
         store.write_index(&self.index_name, &data).await?;
@@ -520,5 +648,118 @@ mod bytes_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         Ok(Bytes::from(String::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: &str = "9df4b597-af9e-4dca-bdda-719cce2c4e28";
+
+    /// A store holding one object per size asked for.
+    async fn stored(store: &Arc<Store>, tag: &str, size: usize) -> Stored {
+        let mut body = tag.as_bytes().to_vec();
+        body.resize(size, b' ');
+        let hash = store.put(&body).await.unwrap();
+        store.stored(&hash).unwrap()
+    }
+
+    async fn round(store: &Arc<Store>, serial: u64, deltas: &[u64]) -> Round {
+        let snapshot = stored(store, &format!("snapshot {serial}"), 10_000).await;
+        let mut listed = Vec::new();
+        for d in deltas {
+            let s = stored(store, &format!("delta {d}"), 100).await;
+            listed.push((*d, format!("{d}/delta.xml"), s));
+        }
+        Round {
+            session_id: S.into(),
+            serial,
+            snapshot: (format!("{serial}/snapshot.xml"), snapshot),
+            deltas: listed,
+            snapshot_objects: None,
+        }
+    }
+
+    fn serials(g: &Generation) -> Vec<u64> {
+        g.history.iter().map(|h| h.serial).collect()
+    }
+
+    #[tokio::test]
+    async fn the_history_grows_past_the_upstream_list_within_age_count_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, 1 << 16, None).unwrap();
+        let public = BaseUri::parse("https://rrdp.example/rrdp/").unwrap();
+        let policy = HistoryPolicy {
+            age: Duration::from_secs(3600),
+            max: 4,
+        };
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let retain = Duration::from_secs(7200);
+        let next = |r, p: Option<&Generation>, at: u64, policy| {
+            Generation::next(r, p, &public, t0 + Duration::from_secs(at), retain, policy)
+        };
+
+        // The upstream lists one delta at a time, like Krill with few deltas.
+        let g2 = next(round(&store, 2, &[2]).await, None, 0, policy);
+        let g3 = next(round(&store, 3, &[3]).await, Some(&g2), 60, policy);
+        let g4 = next(round(&store, 4, &[4]).await, Some(&g3), 120, policy);
+        assert_eq!(serials(&g4), [4, 3, 2]);
+        assert_eq!(
+            g4.history[2].since, 1_000_000,
+            "a delta keeps its first publication"
+        );
+        assert!(g4
+            .files
+            .values()
+            .filter(|f| f.kind == FileKind::Delta)
+            .all(|f| f.expires.is_none()));
+
+        // The count cap: four entries.
+        let g6 = next(round(&store, 5, &[5]).await, Some(&g4), 180, policy);
+        let g6 = next(round(&store, 6, &[6]).await, Some(&g6), 240, policy);
+        assert_eq!(serials(&g6), [6, 5, 4, 3]);
+        // The delta that left the list stays servable for `retain`.
+        let gone = g6.files["2/delta.xml"].expires;
+        assert_eq!(gone, Some(1_000_240 + 7200));
+
+        // Age: an hour after they were first published, deltas the upstream no longer lists
+        // leave; the ones it lists stay.
+        let g7 = next(round(&store, 7, &[7]).await, Some(&g6), 3600 + 120, policy);
+        assert_eq!(serials(&g7), [7, 6, 5], "3 and 4 are over an hour old");
+
+        // A gap ends the chain: the upstream jumped from 7 to 9 listing only 9.
+        let g9 = next(round(&store, 9, &[9]).await, Some(&g7), 3700, policy);
+        assert_eq!(serials(&g9), [9]);
+
+        // Size: the deltas listed stay below the snapshot's size (10,000 bytes here).
+        let big = HistoryPolicy {
+            age: Duration::from_secs(3600),
+            max: 500,
+        };
+        let mut g = next(round(&store, 10, &[10]).await, None, 3800, big);
+        for serial in 11..=150 {
+            g = next(round(&store, serial, &[serial]).await, Some(&g), 3800, big);
+        }
+        let total: u64 = g.history.iter().map(|h| h.size).sum();
+        assert!(
+            total < 10_000 && g.history.len() == 99,
+            "{} deltas, {total} B",
+            g.history.len()
+        );
+
+        // A zero age lists exactly the upstream's deltas.
+        let exact = HistoryPolicy {
+            age: Duration::ZERO,
+            max: 500,
+        };
+        let g = next(round(&store, 151, &[151, 150]).await, Some(&g), 3900, exact);
+        assert_eq!(serials(&g), [151, 150]);
+
+        // Another session starts a new history.
+        let mut other = round(&store, 152, &[152]).await;
+        other.session_id = "4e1e2f5a-4c5f-4a3b-9a4e-3f2b1c0d9e8f".into();
+        let g = next(other, Some(&g), 3900, big);
+        assert_eq!(serials(&g), [152]);
     }
 }

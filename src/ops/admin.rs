@@ -26,6 +26,22 @@ fn secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// What RPs lag, for `/status`: delta requests per lag bucket (cumulative, as in
+/// `/metrics`) and snapshot downloads by whether the client had a delta path.
+fn rp_lag_json(lag: &crate::metrics::RpLag) -> serde_json::Value {
+    let c = lag.counts();
+    json!({
+        "delta_requests": c.count,
+        "lag_sum": c.sum,
+        "lag_at_most": c
+            .cumulative
+            .iter()
+            .map(|(b, n)| (b.to_string(), json!(n)))
+            .collect::<serde_json::Map<_, _>>(),
+        "snapshot_downloads": c.snapshots.iter().map(|(p, n)| (p.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
 /// Seconds since a repository's upstream last answered usably (since start if never).
 fn seconds_stale(shared: &Shared, last_success: Option<SystemTime>) -> u64 {
     let since = last_success.unwrap_or(shared.started);
@@ -92,6 +108,12 @@ impl Admin {
                     "snapshot_objects": g.as_ref().and_then(|g| g.snapshot_objects),
                     "exported_serial": s.exported_serial,
                     "compressed_serial": s.compressed_serial,
+                    "delta_history": g.as_ref().map(|g| json!({
+                        "entries": g.history.len(),
+                        "oldest_serial": g.history.last().map(|h| h.serial),
+                        "oldest_since": g.history.last().map(|h| h.since),
+                    })),
+                    "rp_lag": rp_lag_json(&repo.rp_lag),
                 })
             })
             .collect();
@@ -183,6 +205,41 @@ impl Admin {
             repos.iter().map(|(name, s, _)| {
                 let stale = seconds_stale(shared, s.last_success);
                 (vec![name.clone()], stale as f64)
+            }),
+        )?;
+        ex.histograms(
+            "rrdp_proxy_rp_lag_serials",
+            "How many serials behind the current one the RPs asking for deltas are (a delta for serial N while S is current: S - N + 1).",
+            &["repository"],
+            shared
+                .repos
+                .iter()
+                .map(|r| (vec![r.name()], r.rp_lag.counts())),
+        );
+        let snapshot_rows: Vec<_> = shared
+            .repos
+            .iter()
+            .flat_map(|r| {
+                let name = r.name();
+                r.rp_lag
+                    .counts()
+                    .snapshots
+                    .into_iter()
+                    .map(move |(path, n)| (vec![name.clone(), path.as_str().to_string()], n))
+            })
+            .collect();
+        ex.counters(
+            "rrdp_proxy_snapshot_downloads_total",
+            "Snapshot downloads, by whether the client had a delta path (it fetched a delta still listed before).",
+            &["repository", "delta_path"],
+            snapshot_rows,
+        )?;
+        ex.gauges(
+            "rrdp_proxy_delta_history_entries",
+            "Deltas the served notification lists.",
+            &["repository"],
+            repos.iter().filter_map(|(name, _, g)| {
+                Some((vec![name.clone()], g.as_ref()?.history.len() as f64))
             }),
         )?;
         ex.gauges(

@@ -32,7 +32,7 @@ use crate::config::AccessLog;
 use crate::metrics::{Kind, Outcome};
 use crate::origin::client::{within, FetchError, Upstream};
 use crate::origin::fetch::{ensure_object, fetch_object, Sources};
-use crate::published::{header_value, FileKind, Repo};
+use crate::published::{header_value, FileKind, Generation, Repo};
 use crate::rrdp::content::Expected;
 use crate::rrdp::Hash;
 use crate::shared::Shared;
@@ -143,6 +143,24 @@ impl Default for Ctx {
 }
 
 /// The public service.
+/// Counts what an RP's request for a published snapshot or delta says of how far behind it is.
+fn note_rp(
+    repo: &Repo,
+    g: &Generation,
+    kind: FileKind,
+    serial: Option<u64>,
+    client: Option<std::net::IpAddr>,
+) {
+    match (kind, serial) {
+        (FileKind::Delta, Some(n)) => repo.rp_lag.delta(client, &g.session_id, g.serial, n),
+        (FileKind::Snapshot, _) => {
+            let oldest = g.history.last().map(|h| h.serial);
+            repo.rp_lag.snapshot(client, &g.session_id, oldest);
+        }
+        _ => {}
+    }
+}
+
 /// What forwarding a file no notification names gave.
 enum Forwarded {
     /// A download of the same path, queued ahead of this client, stored this object.
@@ -204,7 +222,11 @@ impl RrdpProxy {
             // Boxed, as every path that may wait on a download or the disk: the future of a
             // request is moved to the heap whole, and a notification answer, which never
             // waits, should not pay for copying the largest of them (docs/benchmarks.md).
-            return Box::pin(self.file(repo, &self.forward[i], rel, req)).await;
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            return Box::pin(self.file(repo, &self.forward[i], rel, req, client)).await;
         }
         for pass in &self.shared.passthroughs {
             if !path.starts_with(pass.config.public.path()) {
@@ -290,12 +312,13 @@ impl RrdpProxy {
         upstream: &Arc<Upstream>,
         rel: &str,
         req: &RequestHeader,
+        client: Option<std::net::IpAddr>,
     ) -> Answer {
-        let known = repo
-            .peek()
-            .as_ref()
-            .and_then(|g| g.file(rel, unix_now()).map(|f| (f.hash, f.kind)));
-        if let Some((hash, kind)) = known {
+        let known = repo.peek().as_ref().and_then(|g| {
+            let f = g.file(rel, unix_now())?;
+            Some((f.hash, f.kind, f.serial, g.clone()))
+        });
+        if let Some((hash, kind, serial, g)) = known {
             let mut a = self.object(repo, hash, true, Outcome::Hit, req).await;
             if a.status < 500 {
                 a.kind = match kind {
@@ -303,6 +326,10 @@ impl RrdpProxy {
                     FileKind::Delta => Kind::Delta,
                     FileKind::Other => Kind::File,
                 };
+            }
+            // Whole downloads only: a client fetching ranges would count once per range.
+            if a.status == 200 && req.method == http::Method::GET {
+                note_rp(repo, &g, kind, serial, client);
             }
             return a;
         }

@@ -17,6 +17,9 @@ pub enum PollError {
     Regression { published: u64, upstream: u64 },
     /// The upstream went back to a session this repository left less than `cache.retain` ago.
     SessionReturn { session_id: String },
+    /// The upstream lists a delta with another hash than the one this node lists for that
+    /// serial (RFC 9697: RPs distrust a serial whose delta hash changes).
+    DeltaChanged { serial: u64 },
     /// A content guard (`min_objects`, `max_shrink`) refused the new snapshot.
     Guard(String),
     /// A stored round waits for the upstream to answer again after `publish_delay`.
@@ -35,6 +38,7 @@ impl PollError {
             PollError::Invalid(_) => "invalid_notification",
             PollError::Regression { .. } => "serial_regression",
             PollError::SessionReturn { .. } => "session_return",
+            PollError::DeltaChanged { .. } => "delta_changed",
             PollError::Guard(_) => "content_guard",
             PollError::Barrier { .. } => "publish_barrier",
             PollError::File { error, .. } => error.reason(),
@@ -63,6 +67,10 @@ impl fmt::Display for PollError {
             PollError::SessionReturn { session_id } => write!(
                 f,
                 "went back to session {session_id}, which it left earlier (a stale replica?): not published"
+            ),
+            PollError::DeltaChanged { serial } => write!(
+                f,
+                "the delta of serial {serial} has another hash than the one published: not published"
             ),
             PollError::Guard(e) => write!(f, "content guard: {e}; not published"),
             PollError::Barrier { serial, cause } => write!(

@@ -339,6 +339,7 @@ impl Poller {
         let plan = plan::plan(&self.repo.config, &n, self.upstreams.current)?;
         let published = self.repo.current();
         let step = plan::step(published.as_deref(), &n, self.retain.as_secs(), unix_now())?;
+        plan::check_history(published.as_deref(), &n)?;
         if let (Step::Same, Some(p)) = (step, &published) {
             self.repair(p, source).await?;
             return Ok(Outcome::Unchanged);

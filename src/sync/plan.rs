@@ -90,6 +90,23 @@ pub fn step(
     Ok(Step::New)
 }
 
+/// Refuses a notification that lists, within the published session, a delta with another
+/// hash than the one this node lists for that serial: serving two versions of one serial
+/// would make RPs distrust it (RFC 9697), and quietly switching would change a listed file.
+pub fn check_history(published: Option<&Generation>, n: &Notification) -> Result<(), PollError> {
+    let Some(p) = published.filter(|p| p.session_id == n.session_id) else {
+        return Ok(());
+    };
+    match n
+        .deltas
+        .iter()
+        .find_map(|d| p.listed_with_other_hash(d.serial, &d.file.hash))
+    {
+        Some(h) => Err(PollError::DeltaChanged { serial: h.serial }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ mod exports;
 mod failover;
 mod faults;
 mod fuzz_replay;
+mod history;
 mod layers;
 mod lifecycle;
 mod serving;
