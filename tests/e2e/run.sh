@@ -5,10 +5,16 @@
 #
 #   tests/e2e/run.sh [path/to/rrdp-proxy]
 #
+# Two generations of Relying Parties run every scenario: Debian 12's rpki-client 8.2 and
+# Fort 1.5.4, and the versions operators run now, rpki-client 9.7 and Fort 1.6.6 from
+# bookworm-backports (unpacked side by side under $PEERS/bpo, never installed over the
+# others), plus Routinator's current release.
+#
 # Needs root (it installs packages, adds rrdp.test to /etc/hosts and the lab CA to the
 # system store for rpki-client). Krill and Routinator are built from crates.io into
 # $PEERS (default /opt/peers) on the first run (about 10 minutes on 2 cores) and reused after.
-# Prints a table (RP, scenario, VRPs expected/seen, pass) and exits non-zero on any mismatch.
+# Prints a table (RP with its version, scenario, VRPs expected/seen, pass) and exits non-zero
+# on any mismatch.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -45,6 +51,7 @@ install_peers() {
     apt-get install -y -q "${need[@]}" >/dev/null
   fi
   mkdir -p "$PEERS"
+  install_backports_rps
   if [ ! -x "$PEERS/bin/krill" ]; then
     log "building krill from crates.io (first run only)"
     cargo install -q --locked --root "$PEERS" krill
@@ -54,6 +61,29 @@ install_peers() {
     # Its lock file pins a crate version the registry no longer serves: no --locked.
     cargo install -q --root "$PEERS" routinator
   fi
+}
+
+# rpki-client 9.7 and Fort 1.6.6 from Debian's bookworm-backports, unpacked into $PEERS/bpo
+# beside Debian 12's packaged 8.2 and 1.5.4 (which stay installed: their package gives the
+# _rpki-client user and the libraries both generations link). The suite is added with the
+# archive keyring and pinned below everything, so nothing else is ever upgraded from it.
+install_backports_rps() {
+  [ -x "$PEERS/bpo/usr/sbin/rpki-client" ] && [ -x "$PEERS/bpo/usr/bin/fort" ] && return 0
+  log "unpacking rpki-client and fort from bookworm-backports"
+  local uri
+  uri=$(grep -hm1 '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}')
+  [ -n "$uri" ] || uri=http://deb.debian.org/debian
+  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$uri" > /etc/apt/sources.list.d/rrdp-proxy-backports.sources
+  printf 'Package: *\nPin: release a=bookworm-backports\nPin-Priority: 50\n' \
+    > /etc/apt/preferences.d/rrdp-proxy-backports
+  apt-get update -q >/dev/null
+  local debs
+  debs=$(mktemp -d)
+  chmod 777 "$debs"   # apt downloads as _apt
+  (cd "$debs" && apt-get download -q rpki-client/bookworm-backports fort-validator/bookworm-backports >/dev/null 2>&1)
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$PEERS/bpo"; done
+  rm -rf "$debs"
 }
 
 #------------ Names and TLS -------------------------------------------------------------------
@@ -141,6 +171,8 @@ tls_key = "$LAB/tls/rrdp.key"
 admin_listen = "$ADMIN"
 [cache]
 dir = "$LAB/proxy/cache"
+[log]
+access = "json"   # who fetched what, with which encoding (the gzip check reads it)
 [[repository]]
 public = "https://rrdp.test:$PROXY_TLS/rrdp/"
 upstream = "https://127.0.0.1:$KRILL_PORT/rrdp/"
@@ -198,19 +230,44 @@ run_routinator() {
     | tail -n +2 | cut -d, -f1-3 | sort
 }
 
-run_rpki_client() {
-  mkdir -p "$LAB/rpki-client/cache" "$LAB/rpki-client/out"
-  chown -R _rpki-client "$LAB/rpki-client" 2>/dev/null || true
-  rpki-client -v -t "$LAB/tals/testbed.tal" -d "$LAB/rpki-client/cache" -c -e /bin/false \
-    "$LAB/rpki-client/out" >>"$LAB/rpki-client/log" 2>&1 || true
-  tail -n +2 "$LAB/rpki-client/out/csv" 2>/dev/null | cut -d, -f1-3 | sort
+# The two generations of rpki-client and Fort; each instance has its own cache and log.
+RPKI_CLIENTS=(/usr/sbin/rpki-client "$PEERS/bpo/usr/sbin/rpki-client")
+FORTS=(/usr/bin/fort "$PEERS/bpo/usr/bin/fort")
+
+run_rpki_client() { # run_rpki_client N: the N-th of RPKI_CLIENTS
+  local dir="$LAB/rpki-client-$1"
+  mkdir -p "$dir/cache" "$dir/out"
+  chown -R _rpki-client "$dir" 2>/dev/null || true
+  "${RPKI_CLIENTS[$1]}" -v -t "$LAB/tals/testbed.tal" -d "$dir/cache" -c -e /bin/false \
+    "$dir/out" >>"$dir/log" 2>&1 || true
+  tail -n +2 "$dir/out/csv" 2>/dev/null | cut -d, -f1-3 | sort
 }
 
-run_fort() {
-  mkdir -p "$LAB/fort/cache"
-  { fort --mode=standalone --tal="$LAB/tals/testbed.tal" --local-repository="$LAB/fort/cache" \
-      --rsync.enabled=false --http.ca-path="$LAB/cadir" --output.roa=- 2>>"$LAB/fort/log" || true; } \
+run_fort() { # run_fort N: the N-th of FORTS
+  local dir="$LAB/fort-$1"
+  mkdir -p "$dir/cache"
+  { "${FORTS[$1]}" --mode=standalone --tal="$LAB/tals/testbed.tal" --local-repository="$dir/cache" \
+      --rsync.enabled=false --http.ca-path="$LAB/cadir" --output.roa=- 2>>"$dir/log" || true; } \
     | { grep -E '^AS[0-9]+,' || true; } | cut -d, -f1-3 | sort
+}
+
+# Every RP instance: "routinator", "rpki-client:N", "fort:N".
+RPS=(routinator rpki-client:0 rpki-client:1 fort:0 fort:1)
+
+run_rp() { # run_rp ID: its VRPs
+  case $1 in
+    routinator) run_routinator ;;
+    rpki-client:*) run_rpki_client "${1#*:}" ;;
+    fort:*) run_fort "${1#*:}" ;;
+  esac
+}
+
+rp_name() { # rp_name ID: the RP with its version, for the table
+  case $1 in
+    routinator) echo "routinator $(routinator --version | awk '{print $2}')" ;;
+    rpki-client:*) echo "rpki-client $("${RPKI_CLIENTS[${1#*:}]}" -V 2>&1 | awk '{print $2; exit}')" ;;
+    fort:*) echo "fort $("${FORTS[${1#*:}]}" --version 2>&1 | awk '{print $2; exit}')" ;;
+  esac
 }
 
 #------------ Checks --------------------------------------------------------------------------
@@ -225,13 +282,14 @@ expect_sorted() {
 }
 
 record() { # record RP SCENARIO EXPECTED SEEN OK
-  results+=("$(printf '| %-11s | %-34s | %8s | %5s | %-4s |' "$1" "$2" "$3" "$4" "$5")")
+  results+=("$(printf '| %-18s | %-40s | %8s | %5s | %-4s |' "$1" "$2" "$3" "$4" "$5")")
   [ "$5" = pass ] || failures=$((failures + 1))
 }
 
-check_rp() { # check_rp RP SCENARIO
-  local rp=$1 scenario=$2 seen want n_seen n_want
-  seen=$("run_${rp//-/_}")
+check_rp() { # check_rp RP-ID SCENARIO
+  local rp scenario=$2 seen want n_seen n_want
+  rp=$(rp_name "$1")
+  seen=$(run_rp "$1")
   want=$(expect_sorted)
   n_seen=$(grep -c . <<<"$seen" || true)
   n_want=$(grep -c . <<<"$want" || true)
@@ -244,7 +302,7 @@ check_rp() { # check_rp RP SCENARIO
   fi
 }
 
-check_all() { for rp in routinator rpki-client fort; do check_rp "$rp" "$1"; done; }
+check_all() { for rp in "${RPS[@]}"; do check_rp "$rp" "$1"; done; }
 
 roa_add() { # roa_add PREFIX MAXLEN ASN
   krillc roas update --ca testbed --add "$1-$2 => $3" >/dev/null
@@ -288,7 +346,7 @@ record proxy "no 404/5xx served for RRDP files" 0 "$n" "$([ "$n" = 0 ] && echo p
 
 log "5: conditional requests"
 before=$(metric 'rrdp_proxy_requests_total\{kind="notification",result="hit",status="304"\}')
-for rp in routinator rpki-client; do check_rp "$rp" "second run, unchanged"; done
+for rp in routinator rpki-client:0 rpki-client:1; do check_rp "$rp" "second run, unchanged"; done
 after=$(metric 'rrdp_proxy_requests_total\{kind="notification",result="hit",status="304"\}')
 record proxy "304s for unchanged notification" ">0" "$((after - before))" "$([ "$after" -gt "$before" ] && echo pass || echo FAIL)"
 
@@ -301,7 +359,7 @@ start_proxy
 check_all "origin down, proxy restarted"
 # With empty RP caches everything (TA certificate, notification, snapshot) must come from
 # the proxy's own store.
-rm -rf "$LAB/routinator/cache" "$LAB/rpki-client/cache" "$LAB/fort/cache"
+rm -rf "$LAB/routinator/cache" "$LAB"/rpki-client-*/cache "$LAB"/fort-*/cache
 check_all "origin down, RP caches wiped"
 start_krill
 roa_add 192.0.2.0/24 24 64499
@@ -311,15 +369,38 @@ n=$(errors_served)
 record proxy "no 404/5xx served (whole run)" 0 "$n" "$([ "$n" = 0 ] && echo pass || echo FAIL)"
 
 log "6: compression"
-# rpki-client gets gzip if it asks for it: 9.x sends "Accept-Encoding: gzip, deflate", the
-# 8.2 in Debian 12 sends "Accept-Encoding: identity" and must get identity.
-if strings "$(command -v rpki-client)" | grep -qi 'Accept-Encoding:.*gzip'; then want=">0"; else want="0"; fi
-before=$(metric 'rrdp_proxy_gzip_responses_total')
-rm -rf "$LAB/rpki-client/cache"
-check_rp rpki-client "fresh cache (gzip if it asks)"
-got=$(( $(metric 'rrdp_proxy_gzip_responses_total') - before ))
-if [ "$want" = "0" ]; then ok=$([ "$got" = 0 ] && echo pass || echo FAIL); else ok=$([ "$got" -gt 0 ] && echo pass || echo FAIL); fi
-record rpki-client "gzip responses (asks: $([ "$want" = 0 ] && echo no || echo yes))" "$want" "$got" "$ok"
+# Each rpki-client gets gzip if it asks for it: 9.x sends "Accept-Encoding: gzip, deflate",
+# the 8.2 in Debian 12 sends "Accept-Encoding: identity" and must get identity. The JSON
+# access log says, per request, who asked (user agent), for what (kind) and the encoding.
+gzip_in_log() { # gzip_in_log KIND UA-SUBSTRING: access-log lines of KIND for UA sent gzip
+  { grep -F '"encoding":"gzip"' "$LAB/proxy/proxy.log" || true; } | { grep -F "\"kind\":\"$1\"" || true; } \
+    | { grep -F "$2" || true; } | wc -l
+}
+for i in 0 1; do
+  bin=${RPKI_CLIENTS[$i]}
+  name=$(rp_name "rpki-client:$i")
+  # Both generations call themselves "OpenBSD rpki-client"; they run one after the other, so
+  # the lines each run adds are its own.
+  ua='rpki-client'
+  # (grep without -q reads all of strings' output: an early exit would fail the pipe.)
+  if strings "$bin" | grep -i 'Accept-Encoding:.*gzip' >/dev/null; then asks=yes; else asks=no; fi
+  rm -rf "$LAB/rpki-client-$i/cache"
+  before=$(gzip_in_log snapshot "$ua")
+  check_rp "rpki-client:$i" "fresh cache (gzip if it asks)"
+  got=$(( $(gzip_in_log snapshot "$ua") - before ))
+  if [ "$asks" = no ]; then want=0; ok=$([ "$got" = 0 ] && echo pass || echo FAIL)
+  else want=">0"; ok=$([ "$got" -gt 0 ] && echo pass || echo FAIL); fi
+  record "$name" "snapshot gzip-encoded (asks: $asks)" "$want" "$got" "$ok"
+  # A new serial: the RP with a warm cache fetches the delta, gzip-encoded if it asks.
+  before=$(gzip_in_log delta "$ua")
+  roa_add "198.51.$((100 + i)).0/24" 24 "$((64510 + i))"
+  sync_proxy
+  check_rp "rpki-client:$i" "new serial (delta, gzip if it asks)"
+  got=$(( $(gzip_in_log delta "$ua") - before ))
+  if [ "$asks" = no ]; then want=0; ok=$([ "$got" = 0 ] && echo pass || echo FAIL)
+  else want=">0"; ok=$([ "$got" -gt 0 ] && echo pass || echo FAIL); fi
+  record "$name" "delta gzip-encoded (asks: $asks)" "$want" "$got" "$ok"
+done
 # A client that accepts gzip (curl --compressed) gets it, and the decoded body has the hash.
 snap_uri=$(curl -sf "https://rrdp.test:$PROXY_TLS/rrdp/notification.xml" | grep -o '<snapshot [^>]*')
 uri=$(sed 's/.* uri="\([^"]*\)".*/\1/' <<<"$snap_uri")
@@ -370,8 +451,8 @@ done < <(grep -o '<\(snapshot\|delta\) [^>]*' "$LAB/sync/rrdp/notification.xml" 
 [ "$files" -gt 0 ] || ok=FAIL
 record proxy "sync from Krill's dir: $files files = Krill's" "exit 0" "exit $code" "$ok"
 
-printf '\n| RP          | scenario                           | expected |  seen | pass |\n'
-printf '|-------------|------------------------------------|----------|-------|------|\n'
+printf '\n| RP                 | scenario                                 | expected |  seen | pass |\n'
+printf '|--------------------|------------------------------------------|----------|-------|------|\n'
 printf '%s\n' "${results[@]}"
 total=${#results[@]}
 echo
