@@ -264,10 +264,10 @@ impl Generation {
 }
 
 /// The deltas to list, newest first: the contiguous chain down from the round's serial
-/// through the upstream's deltas and, within the session, the previous history, while the
-/// policy allows (entry count; age for deltas the upstream no longer lists) and their total
-/// size stays below the snapshot's (RFC 8182 §3.3.2). A delta keeps its first publication
-/// time. With a zero age the list is the upstream's, as it listed it.
+/// through the upstream's deltas (always listed) and, within the session, the previous
+/// history, which reaches further while the policy allows: entry count, age, and a total
+/// size of the listed deltas below the snapshot's (RFC 8182 §3.3.2). A delta keeps its first
+/// publication time. With a zero age the list is the upstream's, as it listed it.
 fn history(
     round: &Round,
     previous: Option<&Generation>,
@@ -303,17 +303,22 @@ fn history(
     let snapshot_size = round.snapshot.1.size();
     let (mut out, mut total) = (Vec::new(), 0u64);
     let mut serial = round.serial;
-    while out.len() < policy.max {
+    loop {
+        // What the upstream lists is always listed (`max_deltas` already cut it); the
+        // history reaches further while the count, the age and the size allow.
         let h = match listed.get(&serial) {
             Some(h) => h.clone(),
             None => match earlier.get(&serial) {
-                Some(h) if h.since + policy.age.as_secs() > now => (*h).clone(),
+                Some(h)
+                    if out.len() < policy.max
+                        && h.since + policy.age.as_secs() > now
+                        && total + h.size < snapshot_size =>
+                {
+                    (*h).clone()
+                }
                 _ => break,
             },
         };
-        if total + h.size >= snapshot_size {
-            break;
-        }
         total += h.size;
         out.push(h);
         match serial.checked_sub(1) {
@@ -426,6 +431,9 @@ pub struct RepoStatus {
     pub last_success: Option<SystemTime>,
     /// The current error, while the upstream is failing.
     pub last_error: Option<String>,
+    /// Since when that error has been the error, and its short reason (as in the metrics).
+    pub last_error_since: Option<SystemTime>,
+    pub last_error_reason: Option<&'static str>,
     /// How long the last round that published took: notification, files, store, switch.
     pub last_publish_seconds: Option<f64>,
     /// The serial whose files have their gzip variants made (in the background).
@@ -435,6 +443,20 @@ pub struct RepoStatus {
     /// The serial last written to the exports (export_rrdp, export_rsync).
     pub exported_serial: Option<u64>,
 }
+
+/// One point of a repository's recent past: at `at` (seconds since the epoch), the serial
+/// served and how many seconds the upstream had not answered usably (`None`: never yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    pub at: u64,
+    pub serial: Option<u64>,
+    pub stale: Option<u64>,
+}
+
+/// A sample is taken at most this often (at the end of a poll round)...
+const SAMPLE_EVERY: u64 = 60;
+/// ... and this many are kept: six hours.
+const SAMPLES_KEPT: usize = 360;
 
 /// A configured repository and its live state.
 pub struct Repo {
@@ -454,6 +476,8 @@ pub struct Repo {
     pub refresh: Notify,
     /// How far behind the RPs asking for deltas are.
     pub rp_lag: crate::metrics::RpLag,
+    /// Serial and staleness over the last hours, for the operator's page. Bounded.
+    samples: std::sync::Mutex<std::collections::VecDeque<Sample>>,
     pub status: watch::Sender<RepoStatus>,
     /// Cache-Control values of the notification and of files, made once.
     pub notification_cache_control: HeaderValue,
@@ -481,8 +505,34 @@ impl Repo {
             forwarded: std::sync::Mutex::new(HashMap::new()),
             refresh: Notify::new(),
             rp_lag: Default::default(),
+            samples: Default::default(),
             status: watch::Sender::new(RepoStatus::default()),
         })
+    }
+
+    /// Records a sample at `now`, unless one was taken within the last minute and the serial
+    /// is the same; `last_success` is when the upstream last answered usably.
+    pub fn sample(&self, now: SystemTime, last_success: Option<SystemTime>) {
+        let at = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let stale = last_success.map(|t| now.duration_since(t).map_or(0, |d| d.as_secs()));
+        let serial = self.peek().as_ref().map(|g| g.serial);
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = samples
+            .back()
+            .is_some_and(|s| s.at + SAMPLE_EVERY > at && s.serial == serial);
+        if recent {
+            return;
+        }
+        if samples.len() >= SAMPLES_KEPT {
+            samples.pop_front();
+        }
+        samples.push_back(Sample { at, serial, stale });
+    }
+
+    /// The samples kept, oldest first.
+    pub fn samples(&self) -> Vec<Sample> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.iter().copied().collect()
     }
 
     /// A short name for logs.

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::clock::unix_now;
 use crate::metrics::Exposition;
+use crate::ops::page;
 use crate::shared::Shared;
 
 /// The Prometheus text format, as the `prometheus` crate encodes it.
@@ -104,6 +105,8 @@ impl Admin {
                     "last_success": s.last_success.map(secs),
                     "seconds_stale": seconds_stale(&self.shared, s.last_success),
                     "last_error": s.last_error,
+                    "last_error_reason": s.last_error_reason,
+                    "last_error_since": s.last_error_since.map(secs),
                     "last_publish_seconds": s.last_publish_seconds,
                     "snapshot_objects": g.as_ref().and_then(|g| g.snapshot_objects),
                     "exported_serial": s.exported_serial,
@@ -132,6 +135,17 @@ impl Admin {
             },
             "repositories": repos,
         })
+    }
+
+    /// Serial and staleness samples per repository over the last hours (the page's plot).
+    pub fn history(&self) -> serde_json::Value {
+        let repos: Vec<_> = self
+            .shared
+            .repos
+            .iter()
+            .map(|r| json!({ "public": r.config.public.to_string(), "samples": r.samples() }))
+            .collect();
+        json!({ "repositories": repos })
     }
 
     /// `/metrics` in the Prometheus text format, each family one group.
@@ -253,7 +267,7 @@ impl Admin {
     }
 }
 
-fn respond(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
+pub(crate) fn respond(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
         .header("Content-Type", content_type)
@@ -279,6 +293,13 @@ impl ServeHttp for Admin {
                 respond(200, "application/json", body)
             }
             ("GET" | "HEAD", "/metrics") => respond(200, METRICS_CONTENT_TYPE, self.metrics()),
+            ("GET" | "HEAD", "/history") => {
+                let body = serde_json::to_string(&self.history()).unwrap_or_default() + "\n";
+                respond(200, "application/json", body)
+            }
+            ("GET" | "HEAD", "/") => page::respond(page::Asset::Page),
+            ("GET" | "HEAD", "/page.js") => page::respond(page::Asset::Script),
+            ("GET" | "HEAD", "/page.css") => page::respond(page::Asset::Style),
             ("POST", "/refresh") => {
                 for repo in &self.shared.repos {
                     repo.refresh.notify_one();
@@ -289,7 +310,7 @@ impl ServeHttp for Admin {
                     "refresh requested\n".into(),
                 )
             }
-            (_, "/healthz" | "/status" | "/metrics" | "/refresh") => respond(
+            (_, "/healthz" | "/status" | "/metrics" | "/refresh" | "/history" | "/") => respond(
                 405,
                 "text/plain; charset=utf-8",
                 "method not allowed\n".into(),

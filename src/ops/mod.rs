@@ -1,6 +1,8 @@
 //! What operators drive and watch: the admin listener, the exports, the one-shot `sync`.
 //!
-//! - [`admin`]: `/metrics`, `/status`, `/healthz`, `POST /refresh` on the admin listener.
+//! - [`admin`]: `/metrics`, `/status`, `/history`, `/healthz`, `POST /refresh` on the admin
+//!   listener.
+//! - [`page`]: the operator's page at `/` on the admin listener.
 //! - [`export`]: static RRDP and rsync trees written after every publish (krill-sync's job).
 //! - [`oneshot`]: `rrdp-proxy sync`, one round and an exit status, for cron.
 //!
@@ -10,3 +12,4 @@
 pub mod admin;
 pub mod export;
 pub mod oneshot;
+pub mod page;

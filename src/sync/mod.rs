@@ -184,6 +184,8 @@ impl Poller {
                     s.polls_ok += 1;
                     s.last_success = Some(SystemTime::now());
                     s.last_error = None;
+                    s.last_error_since = None;
+                    s.last_error_reason = None;
                 });
             }
             Err(e) => {
@@ -203,12 +205,19 @@ impl Poller {
                         warn!("{name}: {msg}; {serving}");
                     }
                 }
+                let reason = e.reason();
                 self.repo.status.send_modify(|s| {
                     s.polls_failed += 1;
                     s.last_error = Some(msg);
+                    if changed {
+                        s.last_error_since = Some(SystemTime::now());
+                    }
+                    s.last_error_reason = Some(reason);
                 });
             }
         }
+        let last_success = self.repo.status.borrow().last_success;
+        self.repo.sample(SystemTime::now(), last_success);
     }
 
     /// One round: fetch, verify, store, publish.

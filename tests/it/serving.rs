@@ -471,8 +471,13 @@ async fn every_metric_family_is_one_group() {
             families += 1;
         } else if !line.starts_with('#') && !line.is_empty() {
             let name = line.split(['{', ' ']).next().unwrap();
+            // A histogram's samples are its family's name with _bucket, _sum or _count.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| seen.contains(*f)))
+                .unwrap_or(name);
             assert_eq!(
-                Some(name),
+                Some(family),
                 current.as_deref(),
                 "{line:?} outside its group in\n{text}"
             );
@@ -682,4 +687,44 @@ async fn one_kept_alive_connection_carries_answers_of_every_shape_in_order() {
             "step {i}: the connection stays open"
         );
     }
+}
+
+/// The operator's page is on the admin listener only, with its own script and style under a
+/// policy that allows nothing else; `/history` feeds its plot.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operators_page_is_on_the_admin_listener_only() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    proxy.wait_first_poll().await;
+
+    let page = http(proxy.admin_port, "GET", "/", &[]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = page.header("Content-Security-Policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(page.text().contains("<script src=\"/page.js\""));
+    for (path, kind) in [("/page.js", "text/javascript"), ("/page.css", "text/css")] {
+        let r = http(proxy.admin_port, "GET", path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("Content-Type").unwrap().starts_with(kind),
+            "{path}"
+        );
+    }
+    let history: serde_json::Value =
+        serde_json::from_slice(&http(proxy.admin_port, "GET", "/history", &[]).await.body).unwrap();
+    let samples = history["repositories"][0]["samples"].as_array().unwrap();
+    assert_eq!(samples[0]["serial"], 1, "{history}");
+    assert_eq!(http(proxy.admin_port, "POST", "/", &[]).await.status, 405);
+    // Never on a public listener.
+    assert_eq!(proxy.get("/").await.status, 404);
+    assert_eq!(proxy.get("/page.js").await.status, 404);
 }

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The operator's page (GET / on the admin listener) in a real browser. Headless Chromium
+# (Debian package chromium) loads it against a proxy in front of the demo origin, and the
+# test reads the rendered DOM (--dump-dom):
+#   1. the current serial is shown for the repository;
+#   2. everything from the upstream and the config is text: a second repository, whose name
+#      has a quote, fronts a hostile upstream that sends `Content-Encoding: <script>…` (echoed
+#      in the error message); the page shows the message as text and no element is injected;
+#   3. with the demo origin down, the repository shows the error state with its reason.
+# Screenshots are kept, their paths printed (CI log artefacts); docs/page.png is one of them.
+#
+#   tests/page/run.sh [path/to/rrdp-proxy] [screenshot-dir]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+bin=$(realpath "${1:-$top/target/debug/rrdp-proxy}")
+shots=$(realpath -m "${2:-$top/target/page-screenshots}")
+mkdir -p "$shots"
+work=$(mktemp -d /tmp/rrdp-page.XXXXXX)
+ORIGIN=127.0.0.1:3421 HOSTILE=127.0.0.1:3422 PUBLIC=18491 ADMIN=127.0.0.1:19491
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+log() { printf '[page %s] %s\n' "$(date +%T)" "$*" >&2; }
+passed=0 failed=0
+check() { # check NAME EXIT-CODE
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); log "pass: $1"; else failed=$((failed + 1)); log "FAIL: $1"; fi
+}
+
+browser=$(command -v chromium || command -v chromium-browser || true)
+[ -n "$browser" ] || { echo "page: chromium is not installed (apt-get install chromium)" >&2; exit 1; }
+# As the lab runs it: headless, no sandbox (root), and nothing that reaches for the network.
+chrome() {
+  "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$work/chrome" --virtual-time-budget=4000 "$@" 2>>"$work/chrome.log"
+}
+
+"$bin" demo --listen "$ORIGIN" --interval 24h >"$work/origin.log" 2>&1 &
+demo_pid=$!
+pids+=("$demo_pid")
+# An upstream that answers everything with a Content-Encoding it was never asked for.
+cat >"$work/hostile.py" <<'PY'
+import http.server, sys
+host, port = sys.argv[1].split(":")
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Encoding", "<script>document.title='pwned'</script>")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"<x")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((host, int(port)), H).serve_forever()
+PY
+python3 "$work/hostile.py" "$HOSTILE" >"$work/hostile.log" 2>&1 &
+pids+=($!)
+
+cat >"$work/proxy.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$PUBLIC"]
+admin_listen = "$ADMIN"
+threads = 1
+upgrade_sock = "$work/upgrade.sock"
+[cache]
+dir = "$work/cache"
+[[repository]]
+public = "http://127.0.0.1:$PUBLIC/rrdp/"
+upstream = "http://$ORIGIN/rrdp/"
+poll_interval = "1s"
+[[repository]]
+public = "http://it's.test:$PUBLIC/hostile/"
+upstream = "http://$HOSTILE/hostile/"
+poll_interval = "1s"
+TOML
+"$bin" check --config "$work/proxy.toml" >/dev/null
+RUST_LOG=warn "$bin" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 &
+pids+=($!)
+
+status() { curl -sf "http://$ADMIN/status" || true; }
+# Waits (bounded) until /status satisfies a Python expression over it (`s`).
+wait_status() {
+  for _ in $(seq 1 200); do
+    if status | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if ($1) else 1)" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "timed out waiting for: $1"; status >&2; return 1
+}
+wait_status 's["repositories"][0]["serial"] is not None and s["repositories"][1]["last_error"]'
+serial=$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["repositories"][0]["serial"])')
+
+log "1-2: the page with the repository current and a hostile upstream"
+chrome --dump-dom "http://$ADMIN/" >"$work/dom-up.html"
+rc=0; grep -q "data-serial=\"$serial\"" "$work/dom-up.html" || rc=$?
+check "the current serial ($serial) is shown" $rc
+rc=0; grep -q 'class="state ok"' "$work/dom-up.html" || rc=$?
+check "the current repository is marked current" $rc
+rc=0; grep -qF "&lt;script&gt;document.title='pwned'&lt;/script&gt;" "$work/dom-up.html" || rc=$?
+check "the hostile error message is shown as text" $rc
+rc=0; grep -qF "data-public=\"http://it's.test:$PUBLIC/hostile/\"" "$work/dom-up.html" || rc=$?
+check "the name with a quote is shown as it is" $rc
+n=$(grep -o '<script' "$work/dom-up.html" | wc -l)
+rc=0; { [ "$n" = 1 ] && ! grep -q 'pwned</title>' "$work/dom-up.html"; } || rc=1
+check "no element was injected (script elements: $n, the page's own)" $rc
+chrome --screenshot="$shots/page-current.png" --window-size=1100,1500 "http://$ADMIN/" >/dev/null
+log "screenshot: $shots/page-current.png"
+
+log "3: the origin down"
+kill "$demo_pid"; wait "$demo_pid" 2>/dev/null || true
+curl -sf -X POST "http://$ADMIN/refresh" >/dev/null
+wait_status 's["repositories"][0]["last_error"]'
+chrome --dump-dom "http://$ADMIN/" >"$work/dom-down.html"
+rc=0
+python3 - "$work/dom-down.html" "$serial" <<'PY' || rc=$?
+import re, sys
+dom, serial = open(sys.argv[1]).read(), sys.argv[2]
+# The first repository's section: its serial still served, the failing state, the reason.
+start = dom.index('<section class="repo"')
+section = dom[start:dom.index("</section>", start)]
+assert f'data-serial="{serial}"' in section, "the serial is still served"
+assert 'class="state bad"' in section, "the error state"
+assert re.search(r'class="error"[^>]*>.*?transport', section, re.S), "the reason"
+PY
+check "with the origin down: the error state and its reason, the serial still served" $rc
+chrome --screenshot="$shots/page-origin-down.png" --window-size=1100,1500 "http://$ADMIN/" >/dev/null
+log "screenshot: $shots/page-origin-down.png"
+
+echo "page: $passed passed, $failed failed"
+[ "$failed" = 0 ]
