@@ -386,9 +386,10 @@ impl Exposition {
 /// rpki-client reads, 500 what Routinator accepts in a notification at all.
 pub const LAG_BUCKETS: [u64; 11] = [1, 2, 3, 5, 10, 20, 50, 100, 200, 300, 500];
 
-/// At most this many clients are remembered for the snapshot question (then forgotten at
-/// once, and relearnt from their next delta).
-const MAX_CLIENTS: usize = 100_000;
+/// Clients are remembered in this many slots, by a hash of their address: lossy (two clients
+/// in one slot overwrite each other; a snapshot download then counts as `unknown` or, rarely,
+/// under the other client's state) but lock-free and without allocation on the request path.
+const CLIENT_SLOTS: usize = 1 << 14;
 
 /// Whether a client downloading a snapshot could have used deltas instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,14 +419,48 @@ impl DeltaPath {
 /// ask for; and how many snapshot downloads came from clients that had a delta path. Operators
 /// choose `delta_history` by it (draft-liu-sidrops-rrdp-delta-retention-policy). Clients are
 /// told apart by address: RPs behind one NAT count as one.
-#[derive(Default)]
 pub struct RpLag {
     /// Per bucket of [`LAG_BUCKETS`], then one past the last: delta requests by lag.
     buckets: [AtomicU64; LAG_BUCKETS.len() + 1],
     lag_sum: AtomicU64,
     snapshots: [AtomicU64; 3],
-    /// Per client address: the session and highest serial whose delta it fetched.
-    clients: Mutex<std::collections::HashMap<std::net::IpAddr, (String, u64)>>,
+    /// Per slot (a hash of the client's address): 16 bits more of that hash, 16 bits of the
+    /// session's hash, and the low 32 bits of the highest serial whose delta it fetched.
+    clients: Box<[AtomicU64]>,
+}
+
+impl Default for RpLag {
+    fn default() -> RpLag {
+        RpLag {
+            buckets: Default::default(),
+            lag_sum: AtomicU64::new(0),
+            snapshots: Default::default(),
+            clients: (0..CLIENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// FNV-1a over some bytes: a cheap, stable hash for slot and tag choice (not for security:
+/// a client can only disturb its own statistics).
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The slot of a client and the tag that tells it from others in that slot.
+fn client_slot(ip: std::net::IpAddr) -> (usize, u64) {
+    let h = match ip {
+        std::net::IpAddr::V4(a) => fnv(&a.octets()),
+        std::net::IpAddr::V6(a) => fnv(&a.octets()),
+    };
+    ((h as usize) % CLIENT_SLOTS, (h >> 48) & 0xffff)
+}
+
+/// Packs a client tag, a session tag and a serial into one slot value; zero is "empty".
+fn pack(client_tag: u64, session: &str, serial: u64) -> u64 {
+    let session_tag = fnv(session.as_bytes()) & 0xffff;
+    (client_tag << 48) | (session_tag << 32) | (serial & 0xffff_ffff)
 }
 
 /// A snapshot of [`RpLag`] for `/metrics` and `/status`.
@@ -455,18 +490,13 @@ impl RpLag {
         self.buckets[slot].fetch_add(1, Ordering::Relaxed);
         self.lag_sum.fetch_add(lag, Ordering::Relaxed);
         let Some(ip) = client else { return };
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if clients.len() >= MAX_CLIENTS && !clients.contains_key(&ip) {
-            clients.clear();
-        }
-        let entry = clients
-            .entry(ip)
-            .or_insert_with(|| (session.to_string(), serial));
-        if entry.0 != session {
-            *entry = (session.to_string(), serial);
-        } else {
-            entry.1 = entry.1.max(serial);
-        }
+        let (slot, tag) = client_slot(ip);
+        let new = pack(tag, session, serial);
+        // Keep the highest serial of the same client and session; anything else is replaced.
+        let _ = self.clients[slot].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            let same = old >> 32 == new >> 32;
+            (!same || (old & 0xffff_ffff) < (new & 0xffff_ffff)).then_some(new)
+        });
     }
 
     /// A client downloads the snapshot of `session`, whose notification lists deltas back to
@@ -477,14 +507,17 @@ impl RpLag {
         session: &str,
         oldest_listed: Option<u64>,
     ) -> DeltaPath {
+        // What the client's slot holds, if it is this client's: (same session, serial).
         let known = client.and_then(|ip| {
-            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-            clients.get(&ip).cloned()
+            let (slot, tag) = client_slot(ip);
+            let v = self.clients[slot].load(Ordering::Relaxed);
+            (v != 0 && v >> 48 == tag)
+                .then(|| (v >> 32 == pack(tag, session, 0) >> 32, v & 0xffff_ffff))
         });
         let path = match (known, oldest_listed) {
             (None, _) => DeltaPath::Unknown,
             // It had serial `had`: deltas from had + 1 on were needed, all listed.
-            (Some((s, had)), Some(oldest)) if s == session && had + 1 >= oldest => {
+            (Some((true, had)), Some(oldest)) if had + 1 >= oldest & 0xffff_ffff => {
                 DeltaPath::Available
             }
             (Some(_), _) => DeltaPath::None,
