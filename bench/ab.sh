@@ -6,6 +6,8 @@
 #   ROUNDS=8 PATHQ=/rrdp/<some delta> bench/ab.sh a b
 #   A_MEMORY=256MiB B_MEMORY=0 bench/ab.sh bin bin   one binary, two memory tiers
 #   PATHQ=largest-delta (or smallest-delta) bench/ab.sh a b
+#   A_ACCESS=off B_ACCESS=file bench/ab.sh bin bin   access log off, to stderr, or to a file
+#     (`[log] access_file`); nginx's access log follows B_ACCESS (off, or to a file).
 #
 # Sets up the demo origin (20 MiB snapshot, 150 deltas: a 30 KB notification), A and B with
 # the same configuration as bench/run.sh (one worker thread, access log off), and nginx with
@@ -21,6 +23,8 @@ DURATION=${DURATION:-4}
 PATHQ=${PATHQ:-/rrdp/notification.xml}
 A_MEMORY=${A_MEMORY:-256MiB}
 B_MEMORY=${B_MEMORY:-256MiB}
+A_ACCESS=${A_ACCESS:-off}
+B_ACCESS=${B_ACCESS:-off}
 [ "$(nproc)" -ge 2 ] || { echo "needs two cores: servers on one, wrk on the other" >&2; exit 1; }
 work=$(mktemp -d /tmp/rrdp-ab.XXXXXX)
 chmod 755 "$work"
@@ -38,7 +42,18 @@ ORIGIN=127.0.0.1:3311
 pids+=($!)
 for _ in $(seq 1 600); do curl -sf "http://$ORIGIN/rrdp/notification.xml" >/dev/null 2>&1 && break; sleep 0.1; done
 
-# start_proxy NAME BINARY PORT ADMIN_PORT MEMORY_LIMIT: prints the pid.
+# The [log] table for an access-log mode: off, stderr (combined, to the process's log) or
+# file (combined, [log] access_file).
+log_table() {
+  case $1 in
+    off) printf 'level = "warn"\naccess = "off"\n' ;;
+    stderr) printf 'level = "info"\naccess = "combined"\n' ;;
+    file) printf 'level = "warn"\naccess = "combined"\naccess_file = "%s"\n' "$2" ;;
+    *) echo "access mode $1: off, stderr or file" >&2; exit 1 ;;
+  esac
+}
+
+# start_proxy NAME BINARY PORT ADMIN_PORT MEMORY_LIMIT ACCESS: prints the pid.
 start_proxy() {
   mkdir -p "$work/$1"
   cat > "$work/$1/proxy.toml" <<EOF
@@ -55,14 +70,14 @@ public = "http://127.0.0.1:$3/rrdp/"
 upstream = "http://$ORIGIN/rrdp/"
 poll_interval = "10s"
 [log]
-level = "warn"
-access = "off"
+$(log_table "$6" "$work/$1/access.log")
 EOF
   taskset -c 0 "$2" --config "$work/$1/proxy.toml" >"$work/$1/log" 2>&1 &
   echo $!
 }
-A_PID=$(start_proxy a "$A_BIN" 18280 19280 "$A_MEMORY"); pids+=("$A_PID")
-B_PID=$(start_proxy b "$B_BIN" 18281 19281 "$B_MEMORY"); pids+=("$B_PID")
+A_PID=$(start_proxy a "$A_BIN" 18280 19280 "$A_MEMORY" "$A_ACCESS"); pids+=("$A_PID")
+B_PID=$(start_proxy b "$B_BIN" 18281 19281 "$B_MEMORY" "$B_ACCESS"); pids+=("$B_PID")
+if [ "$B_ACCESS" = off ]; then nginx_access="access_log off;"; else nginx_access="access_log $work/nginx/access.log;"; fi
 
 mkdir -p "$work/nginx/cache"
 cat > "$work/nginx/nginx.conf" <<EOF
@@ -72,7 +87,7 @@ pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $nginx_access
   client_body_temp_path $work/nginx/body;
   proxy_temp_path $work/nginx/proxy_temp;
   proxy_cache_path $work/nginx/cache levels=1:2 keys_zone=my_cache:10m max_size=10g inactive=60m use_temp_path=off;

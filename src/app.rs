@@ -119,10 +119,14 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
     let shared = Shared::open_with_clock(config, clock)?;
     let cfg = &shared.config;
 
+    if cfg.log.access_file.is_some() {
+        // logrotate's postrotate sends SIGUSR1: the writer reopens the file.
+        serve::access_file::reopen_on_sigusr1();
+    }
     let mut proxy = Service::new(
         "rrdp-proxy public".to_string(),
         serve::guard::Guarded {
-            app: Arc::new(serve::RrdpProxy::new(shared.clone())),
+            app: Arc::new(serve::RrdpProxy::new(shared.clone()).map_err(StartError::AccessLog)?),
             request_timeout: cfg.server.request_timeout,
             coalesce: cfg.server.write_buffer,
         },

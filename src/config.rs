@@ -106,6 +106,7 @@ enum OneOrMany {
 struct RawLog {
     level: Option<String>,
     access: Option<String>,
+    access_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +257,9 @@ pub struct LogConfig {
     /// Event log level (`error` … `trace`, or `off`); `RUST_LOG` overrides it.
     pub level: String,
     pub access: AccessLog,
+    /// Write the access log to this file (buffered, off the request path, reopened on
+    /// SIGUSR1) instead of standard error.
+    pub access_file: Option<PathBuf>,
 }
 
 /// The access log's form.
@@ -511,7 +515,33 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             ))
         }
     };
-    let log = LogConfig { level, access };
+    let access_file = match raw.log.access_file {
+        None => None,
+        Some(_) if access == AccessLog::Off => {
+            return Err(ConfigError::new(
+                "log.access_file",
+                "the access log is off (log.access = \"off\"): choose combined or json",
+            ))
+        }
+        Some(f) => {
+            let f = base.join(f);
+            // Created when the server starts; checking writes nothing.
+            match f.parent() {
+                Some(dir) if dir.is_dir() => Some(f),
+                _ => {
+                    return Err(ConfigError::new(
+                        "log.access_file",
+                        format!("{}: its directory does not exist", f.display()),
+                    ))
+                }
+            }
+        }
+    };
+    let log = LogConfig {
+        level,
+        access,
+        access_file,
+    };
     let demo = match raw.demo {
         None => None,
         Some(d) => Some(DemoConfig {

@@ -107,6 +107,7 @@ pub struct Metrics {
     peer_requests: AtomicU64,
     publishes: AtomicU64,
     gzip_responses: AtomicU64,
+    access_log_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -158,6 +159,15 @@ impl Metrics {
     pub fn poll_errors(&self, reason: &str) -> u64 {
         let errors = self.poll_errors.lock().unwrap_or_else(|e| e.into_inner());
         errors.get(reason).copied().unwrap_or(0)
+    }
+
+    /// Access-log lines not written (the queue was full, or the file could not be written).
+    pub fn count_access_log_dropped(&self, lines: u64) {
+        self.access_log_dropped.fetch_add(lines, Ordering::Relaxed);
+    }
+
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log_dropped.load(Ordering::Relaxed)
     }
 
     pub fn count_publish(&self) {
@@ -244,6 +254,11 @@ impl Metrics {
                 "rrdp_proxy_gzip_responses_total",
                 "Responses sent with Content-Encoding: gzip.",
                 &self.gzip_responses,
+            ),
+            (
+                "rrdp_proxy_access_log_dropped_total",
+                "Access-log lines dropped because the file could not keep up or be written.",
+                &self.access_log_dropped,
             ),
         ] {
             let value = v.load(Ordering::Relaxed);

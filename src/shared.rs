@@ -116,6 +116,8 @@ pub enum StartError {
     Store(std::io::Error),
     /// The TLS certificate or key cannot be loaded.
     Tls(Box<pingora::Error>),
+    /// The access-log file cannot be opened.
+    AccessLog(std::io::Error),
 }
 
 impl std::fmt::Display for StartError {
@@ -123,6 +125,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Store(e) => write!(f, "cache.dir: {e}"),
             StartError::Tls(e) => write!(f, "server.tls_cert / server.tls_key: {e}"),
+            StartError::AccessLog(e) => write!(f, "log.access_file: {e}"),
         }
     }
 }
@@ -132,6 +135,7 @@ impl std::error::Error for StartError {
         match self {
             StartError::Store(e) => Some(e),
             StartError::Tls(e) => Some(e.as_ref()),
+            StartError::AccessLog(e) => Some(e),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! a passthrough prefix the passthrough cache answers. Everything else is 404: this is never
 //! an open proxy, and never reaches a Publication Server's API or UI.
 
+pub mod access_file;
 pub mod coalesce;
 pub mod guard;
 
@@ -175,16 +176,28 @@ pub struct RrdpProxy {
     /// One client per repository for requests forwarded on a miss (this service's runtime
     /// owns its pooled connections).
     forward: Vec<Arc<Upstream>>,
+    /// The access log's file (`log.access_file`); without it, lines go to the `access` log
+    /// target (standard error).
+    access_file: Option<access_file::AccessFile>,
 }
 
 impl RrdpProxy {
-    pub fn new(shared: Arc<Shared>) -> RrdpProxy {
+    /// The public service; opens the access-log file if one is configured.
+    pub fn new(shared: Arc<Shared>) -> std::io::Result<RrdpProxy> {
         let forward = shared
             .repos
             .iter()
             .map(|r| Upstream::for_repository(&r.config))
             .collect();
-        RrdpProxy { shared, forward }
+        let access_file = match &shared.config.log.access_file {
+            Some(path) => Some(access_file::AccessFile::open(path, shared.metrics.clone())?),
+            None => None,
+        };
+        Ok(RrdpProxy {
+            shared,
+            forward,
+            access_file,
+        })
     }
 
     async fn route(&self, session: &ServerSession) -> Answer {
@@ -955,6 +968,7 @@ impl HttpServerApp for RrdpProxy {
             &ctx,
             sent.as_ref().err().map(|e| &**e),
             self.shared.config.log.access,
+            self.access_file.as_ref(),
         );
         // A response cut short leaves the connection in no state to carry another request.
         sent.ok()?;
@@ -966,10 +980,18 @@ impl HttpServerApp for RrdpProxy {
     }
 }
 
-/// One line per request to the `access` log target: the combined log format followed by
-/// kind and result, or a JSON object.
-fn access_log(session: &ServerSession, ctx: &Ctx, e: Option<&pingora::Error>, format: AccessLog) {
-    if format == AccessLog::Off || !log::log_enabled!(target: "access", log::Level::Info) {
+/// One line per request, to the access-log file if there is one, else to the `access` log
+/// target: the combined log format followed by kind and result, or a JSON object.
+fn access_log(
+    session: &ServerSession,
+    ctx: &Ctx,
+    e: Option<&pingora::Error>,
+    format: AccessLog,
+    file: Option<&access_file::AccessFile>,
+) {
+    if format == AccessLog::Off
+        || (file.is_none() && !log::log_enabled!(target: "access", log::Level::Info))
+    {
         return;
     }
     let req = session.req_header();
@@ -1018,7 +1040,10 @@ fn access_log(session: &ServerSession, ctx: &Ctx, e: Option<&pingora::Error>, fo
             )
         }
     };
-    log::info!(target: "access", "{line}");
+    match file {
+        Some(f) => f.send(line),
+        None => log::info!(target: "access", "{line}"),
+    }
 }
 
 #[cfg(test)]

@@ -728,3 +728,60 @@ async fn the_operators_page_is_on_the_admin_listener_only() {
     assert_eq!(proxy.get("/").await.status, 404);
     assert_eq!(proxy.get("/page.js").await.status, 404);
 }
+
+/// `[log] access_file`: the access log goes to a file, written off the request path, and
+/// SIGUSR1 (logrotate's postrotate) makes it reopen the path after a rotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_log_goes_to_a_file_reopened_on_sigusr1() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let file = logs.path().join("access.log");
+    let (port, admin) = (crate::support::free_port(), crate::support::free_port());
+    let text = crate::support::config_text(port, admin, cache.path(), &origin.base(), "")
+        + &format!(
+            "[log]\naccess = \"json\"\naccess_file = \"{}\"\n",
+            file.display()
+        );
+    let proxy = Proxy::start_with(text, port, admin);
+    proxy.wait_serial(1).await;
+
+    // Waits (bounded) until the file at `path` has a line for `uri`: the writer's own thread
+    // writes it, so there is no event to await in this process.
+    async fn logged(path: &std::path::Path, uri: &str) -> String {
+        let deadline = tokio::time::Instant::now() + crate::support::EVENT_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(uri)) {
+                return line.to_string();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line for {uri} in {path:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(proxy.get("/rrdp/notification.xml").await.status, 200);
+    let line = logged(&file, "/rrdp/notification.xml").await;
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["kind"], "notification");
+
+    // logrotate: the file is renamed, then SIGUSR1; the next line goes to a new file.
+    let rotated = logs.path().join("access.log.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    // SAFETY: raising a signal this process handles (the server installed the handler).
+    assert_eq!(unsafe { libc::raise(libc::SIGUSR1) }, 0);
+    assert_eq!(proxy.get("/rrdp/nothing-here.xml").await.status, 404);
+    logged(&file, "/rrdp/nothing-here.xml").await;
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        !old.contains("nothing-here"),
+        "written after the rotation, to the new file"
+    );
+    assert!(http(admin, "GET", "/metrics", &[])
+        .await
+        .text()
+        .contains("rrdp_proxy_access_log_dropped_total 0"));
+}

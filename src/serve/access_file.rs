@@ -1,0 +1,231 @@
+//! The access log to a file (`[log] access_file`), written off the request path.
+//!
+//! A request formats its line and hands it to a bounded queue without waiting
+//! ([`AccessFile::send`]); one writer thread appends the lines through a 64 KiB buffer and
+//! writes out when the buffer fills or the queue runs dry (so under load many lines go out in
+//! one write, as nginx's `buffer=` does, and at rest a line is on disk at once). When the disk
+//! is slow or full the queue fills and further lines are dropped and counted
+//! (`rrdp_proxy_access_log_dropped_total`): a request never waits for the log.
+//!
+//! SIGUSR1 reopens the file (logrotate's `postrotate`; contrib/logrotate.d/rrdp-proxy): the
+//! writer finishes what it holds into the old file, then opens the path anew.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::warn;
+
+use crate::metrics::Metrics;
+
+/// Lines queued for the writer before further ones are dropped.
+pub const QUEUE_LINES: usize = 65_536;
+/// The writer's buffer.
+const BUFFER: usize = 64 << 10;
+/// How often the writer looks at the reopen flag when no line comes.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// Set by the SIGUSR1 handler; the writer reopens the file when it sees it.
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    REOPEN.store(true, Ordering::Relaxed);
+}
+
+/// Installs the SIGUSR1 handler that asks every access-log writer to reopen its file.
+pub fn reopen_on_sigusr1() {
+    let handler: extern "C" fn(libc::c_int) = on_sigusr1;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGUSR1, handler as libc::sighandler_t);
+    }
+}
+
+/// The request side of the access-log file.
+pub struct AccessFile {
+    queue: SyncSender<String>,
+    metrics: Arc<Metrics>,
+    /// The writer thread (joined by tests; in the server it lives as long as the process).
+    #[cfg_attr(not(test), allow(dead_code))]
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl AccessFile {
+    /// Opens (appending, creating) `path` and starts the writer thread.
+    pub fn open(path: &Path, metrics: Arc<Metrics>) -> io::Result<AccessFile> {
+        let file = open_append(path)?;
+        let target = Target::File {
+            path: path.to_path_buf(),
+            file: BufWriter::with_capacity(BUFFER, file),
+        };
+        Ok(AccessFile::start(target, QUEUE_LINES, metrics))
+    }
+
+    fn start(target: Target, capacity: usize, metrics: Arc<Metrics>) -> AccessFile {
+        let (queue, lines) = mpsc::sync_channel(capacity);
+        let counted = metrics.clone();
+        let writer = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(lines, target, counted))
+            .expect("a thread can be started");
+        AccessFile {
+            queue,
+            metrics,
+            writer,
+        }
+    }
+
+    /// Stops taking lines and waits until the writer has written what it holds.
+    #[cfg(test)]
+    fn close(self) {
+        drop(self.queue);
+        self.writer.join().expect("the writer does not panic");
+    }
+
+    /// Queues one line (without its newline); drops and counts it if the queue is full.
+    pub fn send(&self, line: String) {
+        match self.queue.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.metrics.count_access_log_dropped(1)
+            }
+        }
+    }
+}
+
+/// Where the writer writes: the file (reopened by path), or any writer (tests).
+enum Target {
+    File {
+        path: PathBuf,
+        file: BufWriter<File>,
+    },
+    #[cfg(test)]
+    Other(Box<dyn Write + Send>),
+}
+
+impl Target {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Target::File { file, .. } => file,
+            #[cfg(test)]
+            Target::Other(w) => w,
+        }
+    }
+
+    /// Finishes writing to the current file and opens its path anew (after a rotation).
+    fn reopen(&mut self) {
+        #[allow(irrefutable_let_patterns)] // refutable in tests
+        let Target::File { path, file } = self
+        else {
+            return;
+        };
+        let _ = file.flush();
+        match open_append(path) {
+            Ok(f) => *file = BufWriter::with_capacity(BUFFER, f),
+            Err(e) => warn!("access log {}: cannot reopen: {e}", path.display()),
+        }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// The writer thread: lines in, buffered writes out, until every sender is gone.
+fn write_lines(lines: Receiver<String>, mut target: Target, metrics: Arc<Metrics>) {
+    let mut failing = false;
+    loop {
+        let line = match lines.recv_timeout(IDLE_CHECK) {
+            Ok(line) => Some(line),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = target.writer().flush();
+                return;
+            }
+        };
+        if REOPEN.swap(false, Ordering::Relaxed) {
+            target.reopen();
+        }
+        let Some(first) = line else { continue };
+        // Everything queued now goes into the buffer, then out in as few writes as it takes.
+        let mut result = write_line(target.writer(), &first);
+        let mut written = 1;
+        while let Ok(line) = lines.try_recv() {
+            result = result.and_then(|()| write_line(target.writer(), &line));
+            written += 1;
+        }
+        result = result.and_then(|()| target.writer().flush());
+        match result {
+            Ok(()) => failing = false,
+            Err(e) => {
+                // A full disk: the lines are lost (counted), the next batch tries again.
+                metrics.count_access_log_dropped(written);
+                if !failing {
+                    warn!("access log: {e}; lines are dropped until it can be written");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+fn write_line(w: &mut dyn Write, line: &str) -> io::Result<()> {
+    w.write_all(line.as_bytes())?;
+    w.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Condvar, Mutex};
+
+    /// A writer that blocks until released: a disk that does not keep up.
+    struct Stuck(Arc<(Mutex<bool>, Condvar)>, Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (lock, released) = &*self.0;
+            let mut free = lock.lock().unwrap();
+            while !*free {
+                free = released.wait(free).unwrap();
+            }
+            self.1.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_disk_drops_and_counts_lines_and_never_blocks_the_sender() {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let metrics = Arc::new(Metrics::default());
+        let target = Target::Other(Box::new(Stuck(gate.clone(), out.clone())));
+        let log = AccessFile::start(target, 4, metrics.clone());
+        // The writer takes the first line and blocks in the disk; four more fill the queue;
+        // the rest are dropped at once, without waiting.
+        for i in 0..100 {
+            log.send(format!("line {i}"));
+        }
+        let dropped = metrics.access_log_dropped();
+        assert!((95..=96).contains(&dropped), "{dropped} dropped");
+        // The disk recovers: what was queued is written.
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        log.close();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 100 - dropped as usize, "{text}");
+        assert!(text.starts_with("line 0\n"), "{text}");
+    }
+}
