@@ -214,22 +214,13 @@ impl Generation {
                 },
             );
         }
-        let snapshot_ref = FileRef {
-            uri: public.join(snapshot_rel),
-            hash: snapshot.hash(),
-        };
-        let deltas: Vec<DeltaRef> = history
-            .iter()
-            .map(|h| DeltaRef {
-                serial: h.serial,
-                file: FileRef {
-                    uri: public.join(&h.rel),
-                    hash: h.hash,
-                },
-            })
-            .collect();
-        let body = render_notification(&round.session_id, round.serial, &snapshot_ref, &deltas);
-        let etag = format!("\"{}\"", &Hash::of(body.as_bytes()).to_hex()[..32]);
+        let (body, etag) = render(
+            &round.session_id,
+            round.serial,
+            public,
+            (snapshot_rel, snapshot.hash()),
+            &history,
+        );
         // Round up to the next second (HTTP dates have no fractions) and keep it strictly
         // increasing, so an If-Modified-Since taken from any earlier moment sees it as newer.
         let now_ceil = now_secs + u64::from(secs.subsec_nanos() > 0);
@@ -242,7 +233,7 @@ impl Generation {
             etag,
             last_modified,
             files,
-            delta_count: deltas.len(),
+            delta_count: history.len(),
             history,
             snapshot_objects: round.snapshot_objects,
             notification_gz: None,
@@ -254,6 +245,31 @@ impl Generation {
         .prepared()
     }
 
+    /// This generation with its delta list cut above `serial` (that delta and every older one
+    /// are no longer listed: the list stays contiguous), and the notification rendered anew.
+    /// The files stay servable; the next generation gives them their expiry.
+    fn cut_history(mut self, serial: u64, public: &BaseUri, now: SystemTime) -> Generation {
+        self.history.retain(|h| h.serial > serial);
+        let Some((rel, snapshot)) = self.snapshot().map(|(r, f)| (r.clone(), f.hash)) else {
+            return self;
+        };
+        let (body, etag) = render(
+            &self.session_id,
+            self.serial,
+            public,
+            (&rel, snapshot),
+            &self.history,
+        );
+        self.etag = etag;
+        self.notification = body.into();
+        self.delta_count = self.history.len();
+        // A changed body is a newer document for every client's If-Modified-Since.
+        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now_ceil = secs.as_secs() + u64::from(secs.subsec_nanos() > 0);
+        self.last_modified = now_ceil.max(self.last_modified + 1);
+        self
+    }
+
     /// The listed serial with a different hash than `hash`, if this generation's history
     /// lists `serial` (RFC 9697: RPs distrust a serial whose delta hash changes).
     pub fn listed_with_other_hash(&self, serial: u64, hash: &Hash) -> Option<&HistoryDelta> {
@@ -261,6 +277,33 @@ impl Generation {
             .iter()
             .find(|h| h.serial == serial && h.hash != *hash)
     }
+}
+
+/// The served notification listing `history`, and its strong ETag.
+fn render(
+    session_id: &str,
+    serial: u64,
+    public: &BaseUri,
+    (snapshot_rel, snapshot): (&str, Hash),
+    history: &[HistoryDelta],
+) -> (String, String) {
+    let snapshot = FileRef {
+        uri: public.join(snapshot_rel),
+        hash: snapshot,
+    };
+    let deltas: Vec<DeltaRef> = history
+        .iter()
+        .map(|h| DeltaRef {
+            serial: h.serial,
+            file: FileRef {
+                uri: public.join(&h.rel),
+                hash: h.hash,
+            },
+        })
+        .collect();
+    let body = render_notification(session_id, serial, &snapshot, &deltas);
+    let etag = format!("\"{}\"", &Hash::of(body.as_bytes()).to_hex()[..32]);
+    (body, etag)
 }
 
 /// The deltas to list, newest first: the contiguous chain down from the round's serial
@@ -602,12 +645,19 @@ impl Repo {
             })?;
         let now = unix_now();
         let mut missing = Vec::new();
+        let mut damaged_delta = None;
         generation.files.retain(|rel, f| {
             let present = f.is_live(now) && store.contains(&f.hash, Some(f.size));
             let ok =
                 present && (f.expires.is_some() || store.verify_blocking(&f.hash).unwrap_or(false));
             if !ok && f.expires.is_none() {
-                missing.push(rel.clone());
+                match (f.kind, f.serial) {
+                    // A listed delta: the history is cut there (below).
+                    (FileKind::Delta, Some(serial)) => {
+                        damaged_delta = damaged_delta.max(Some(serial));
+                    }
+                    _ => missing.push(rel.clone()),
+                }
             }
             ok
         });
@@ -616,6 +666,13 @@ impl Repo {
                 index: index(),
                 files: missing,
             });
+        }
+        if let Some(serial) = damaged_delta {
+            log::warn!(
+                "{}: the delta of serial {serial} is missing or damaged in the store; the delta list is cut above it",
+                self.name()
+            );
+            generation = generation.cut_history(serial, &self.config.public, SystemTime::now());
         }
         Ok(Some(generation.prepared()))
     }

@@ -195,3 +195,56 @@ async fn how_far_behind_rps_are_is_counted() {
     assert_eq!(lag["delta_requests"], 1);
     assert_eq!(lag["snapshot_downloads"]["available"], 1);
 }
+
+/// A gap in the stored chain: a serial whose delta could not be fetched (the origin jumped
+/// two serials and deleted the one in between at once). The list stops above the gap; it is
+/// never listed with a hole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gap_in_the_chain_cuts_the_list_there() {
+    let origin = origin().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(origin.with(|s| s.repo.serial())).await;
+    let published = churn(&origin, &proxy, 3).await;
+    // Two serials at the origin before the next poll; like Krill, it lists only the newest.
+    origin.advance();
+    let serial = origin.advance();
+    proxy.poll().await;
+    proxy.wait_serial(serial).await;
+    let mut published = published;
+    published.extend(origin_deltas(&origin));
+    let n = check_history(&proxy, &published).await;
+    let listed: Vec<u64> = n.deltas.iter().map(|d| d.serial).collect();
+    assert_eq!(listed, [serial], "stops at the serial never stored");
+}
+
+/// A listed delta damaged on disk while the proxy was down: at start the list is cut above
+/// it (still contiguous, the remaining hashes unchanged), the rest of the state is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_delta_at_start_cuts_the_list_above_it() {
+    let mut origin = origin().await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(origin.with(|s| s.repo.serial())).await;
+    let published = churn(&origin, &proxy, 6).await;
+    let before = check_history(&proxy, &published).await;
+    assert!(before.deltas.len() >= 5);
+    let (text, port, admin) = (proxy.config_text.clone(), proxy.port, proxy.admin_port);
+    proxy.stop();
+    origin.stop();
+
+    let damaged = &before.deltas[2];
+    crate::support::damage(cache.path(), &damaged.file.hash);
+    let proxy = Proxy::start_with(text, port, admin);
+    proxy.wait_serial(before.serial).await;
+    let after = check_history(&proxy, &published).await;
+    assert_eq!(
+        after.deltas,
+        before.deltas[..2],
+        "cut above serial {}",
+        damaged.serial
+    );
+    assert_eq!(after.snapshot, before.snapshot);
+    let r = proxy.get(&crate::support::path_of(&damaged.file.uri)).await;
+    assert_ne!(r.status, 200, "the damaged delta is never served");
+}
