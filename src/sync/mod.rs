@@ -124,6 +124,7 @@ impl Poller {
                 return;
             }
             self.repo.status.send_modify(|s| s.rounds_started += 1);
+            let round_started = self.clock.now();
             let result = self.poll_with_barrier().await;
             self.record(&result, &mut failures);
             if result.is_ok() {
@@ -135,8 +136,14 @@ impl Poller {
                 );
             }
             let delay = next_delay(self.repo.config.poll_interval, failures);
-            // A held round is due on the delay's clock (the system's, or a test's).
-            let held = self.barrier.next_ready();
+            // A held round becomes due on the delay's clock (the system's, or a test's): wake
+            // then, unless the round that just ended already found it due; after that it
+            // waits for a round in which the upstream answers, at the pace of the backoff
+            // (waking again at a moment already past polled a dead upstream in a tight loop).
+            let held = self
+                .barrier
+                .next_ready()
+                .filter(|ready| *ready > round_started);
             let clock = self.clock.clone();
             let barrier_due = async move {
                 match held {

@@ -137,6 +137,8 @@ async fn the_publish_barrier_holds_a_serial_the_origin_no_longer_confirms() {
     clock.advance(Duration::from_secs(2));
     let st = proxy.wait("the barrier", |s| s.last_error.is_some()).await;
     assert!(st.last_error.unwrap().contains("publish barrier"));
+    // Regression: a held round past its delay with the upstream down polled it in a tight
+    // loop; now the next try waits for the backoff (an hour here): exactly one error.
     assert_eq!(proxy.shared.metrics.poll_errors("publish_barrier"), 1);
     assert_eq!(fetch_consistent(proxy.port).await.0.serial, 1);
     // Another node that did publish serial 2 sends RPs here for its files: they are stored.
