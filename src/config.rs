@@ -219,6 +219,9 @@ pub struct ClusterConfig {
 
 /// Where peers fetch objects by SHA-256 from each other (with the cluster token).
 pub const PEER_OBJECT_PATH: &str = "/.well-known/rrdp-proxy/object/";
+/// Where peers ask each other what a public path they still serve (current or retained) is:
+/// followed by the public path without its leading `/` (with the cluster token).
+pub const PEER_LOOKUP_PATH: &str = "/.well-known/rrdp-proxy/lookup/";
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {

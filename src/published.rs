@@ -51,14 +51,33 @@ pub struct FileEntry {
     /// `None` while the published notification references it; else when it stops being
     /// servable (seconds since the epoch).
     pub expires: Option<u64>,
-    /// A delta's serial (to tell how far behind the RPs asking for it are).
+    /// A snapshot's or delta's serial (how far behind the RPs asking for it are; what a peer
+    /// filling it checks it against).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<u64>,
+    /// The session of a snapshot or delta (kept when it is retained past a session reset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 impl FileEntry {
     pub fn is_live(&self, now: u64) -> bool {
         self.expires.is_none_or(|e| e > now)
+    }
+
+    /// What this file must be, for the content check, if it is a snapshot or delta whose
+    /// session and serial are known.
+    pub fn expected(&self) -> Option<Expected> {
+        let kind = match self.kind {
+            FileKind::Snapshot => crate::rrdp::content::Kind::Snapshot,
+            FileKind::Delta => crate::rrdp::content::Kind::Delta,
+            FileKind::Other => return None,
+        };
+        Some(Expected {
+            kind,
+            session_id: self.session.clone()?,
+            serial: self.serial?,
+        })
     }
 }
 
@@ -187,7 +206,8 @@ impl Generation {
             size: snapshot.size(),
             kind: FileKind::Snapshot,
             expires: None,
-            serial: None,
+            serial: Some(round.serial),
+            session: Some(round.session_id.clone()),
         };
         files.insert(snapshot_rel.clone(), snapshot_entry);
         for h in &history {
@@ -197,6 +217,7 @@ impl Generation {
                 kind: FileKind::Delta,
                 expires: None,
                 serial: Some(h.serial),
+                session: Some(round.session_id.clone()),
             };
             files.insert(h.rel.clone(), entry);
         }

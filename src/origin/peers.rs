@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use log::debug;
 
-use crate::config::{ClusterConfig, RepositoryConfig, PEER_OBJECT_PATH};
+use crate::config::{ClusterConfig, RepositoryConfig, PEER_LOOKUP_PATH, PEER_OBJECT_PATH};
 use crate::metrics::Metrics;
 use crate::origin::client::{within, FetchError, Upstream};
 use crate::origin::fetch::fetch_object;
@@ -99,8 +99,66 @@ impl Peers {
         out
     }
 
-    /// What a peer's notification says `rel` is: its hash, and which file it must be.
+    /// What a peer says `rel` is: its hash, and which file it must be. From the peers'
+    /// notifications first; else from a peer that still serves it retained (a superseded
+    /// snapshot or a delta no notification lists any more), by the lookup endpoint.
     pub async fn lookup(&self, repo: &RepositoryConfig, rel: &str) -> Option<(Hash, Expected)> {
+        match self.lookup_current(repo, rel).await {
+            Some(found) => Some(found),
+            None => self.lookup_retained(repo, rel).await,
+        }
+    }
+
+    /// What a peer's lookup endpoint says of a file it serves, current or retained. The
+    /// peer is authenticated (token, and TLS where configured); the asking node then checks
+    /// the bytes against the hash and the content against the kind, session and serial it
+    /// gives, as for a file a peer's notification names. Only snapshots and deltas are asked
+    /// for: a file whose content cannot be checked is not taken from a peer.
+    async fn lookup_retained(
+        &self,
+        repo: &RepositoryConfig,
+        rel: &str,
+    ) -> Option<(Hash, Expected)> {
+        let path = format!(
+            "{}{}{}",
+            PEER_LOOKUP_PATH.trim_start_matches('/'),
+            repo.public.path().trim_start_matches('/'),
+            rel
+        );
+        for base in &self.bases {
+            let answer = within(repo.fetch_timeout, async {
+                let resp = self.client.get(base, &path, &[]).await?;
+                if resp.status() != 200 {
+                    return Err(FetchError::Status(resp.status()));
+                }
+                resp.body(64 << 10).await
+            })
+            .await;
+            let found = answer.ok().and_then(|body| {
+                let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                let hash = Hash::from_hex(v["sha256"].as_str()?)?;
+                let kind = match v["kind"].as_str()? {
+                    "snapshot" => content::Kind::Snapshot,
+                    "delta" => content::Kind::Delta,
+                    _ => return None,
+                };
+                let expected = Expected {
+                    kind,
+                    session_id: v["session"].as_str()?.to_string(),
+                    serial: v["serial"].as_u64()?,
+                };
+                Some((hash, expected))
+            });
+            match found {
+                Some(found) => return Some(found),
+                None => debug!("peer {base}: no retained {rel}"),
+            }
+        }
+        None
+    }
+
+    /// What a peer's notification says `rel` is.
+    async fn lookup_current(&self, repo: &RepositoryConfig, rel: &str) -> Option<(Hash, Expected)> {
         for n in self.notifications(repo).await {
             let named = |uri: &str| repo.public.relative(uri) == Some(rel);
             if named(&n.snapshot.uri) {

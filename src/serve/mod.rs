@@ -213,6 +213,11 @@ impl RrdpProxy {
                 return Box::pin(self.peer_object(req, hex)).await;
             }
         }
+        if let Some(public) = path.strip_prefix(crate::config::PEER_LOOKUP_PATH) {
+            if is_get_or_head {
+                return self.peer_lookup(req, public);
+            }
+        }
 
         for (i, repo) in self.shared.repos.iter().enumerate() {
             let Some(rest) = path.strip_prefix(repo.config.public.path()) else {
@@ -469,16 +474,7 @@ impl RrdpProxy {
     /// gets the same 404 as for a path that does not exist.
     async fn peer_object(&self, req: &RequestHeader, hex: &str) -> Answer {
         let not_found = || Answer::text(404, Kind::Other, "not found\n");
-        let Some(cluster) = &self.shared.config.cluster else {
-            return not_found();
-        };
-        let presented = req
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(presented.as_bytes(), cluster.token.as_bytes()) {
+        if !self.is_peer(req) {
             return not_found();
         }
         let Some(hash) = Hash::from_hex(hex).filter(|_| hex.len() == 64) else {
@@ -505,6 +501,58 @@ impl RrdpProxy {
                 }
             }
             Err(_) => not_found(),
+        }
+    }
+
+    /// Whether the request carries the cluster token (constant-time compare).
+    fn is_peer(&self, req: &RequestHeader) -> bool {
+        let Some(cluster) = &self.shared.config.cluster else {
+            return false;
+        };
+        let presented = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(presented.as_bytes(), cluster.token.as_bytes())
+    }
+
+    /// For a peer (cluster token): what the file at a public path is, if this node still
+    /// serves it, current or retained: its SHA-256 and, for a snapshot or delta, its kind,
+    /// session and serial. The peer then fetches the bytes by hash and checks them against
+    /// both. Anyone else gets the same 404 as for a path that does not exist.
+    fn peer_lookup(&self, req: &RequestHeader, public: &str) -> Answer {
+        let not_found = || Answer::text(404, Kind::Other, "not found\n");
+        if !self.is_peer(req) {
+            return not_found();
+        }
+        let path = format!("/{public}");
+        let found = self.shared.repos.iter().find_map(|repo| {
+            let rel = repo.config.public.relative_path(&path)?;
+            let g = repo.current()?;
+            g.file(rel, unix_now()).cloned()
+        });
+        let Some(f) = found else {
+            return not_found();
+        };
+        let body = serde_json::json!({
+            "sha256": f.hash.to_hex(),
+            "kind": f.kind,
+            "session": f.session,
+            "serial": f.serial,
+        })
+        .to_string();
+        self.shared.metrics.count_peer_request();
+        Answer {
+            status: 200,
+            headers: vec![
+                ("Content-Type", HeaderValue::from_static("application/json")),
+                ("Cache-Control", HeaderValue::from_static("no-store")),
+            ],
+            body: Body::Bytes(body.into()),
+            kind: Kind::Other,
+            outcome: Outcome::Hit,
         }
     }
 

@@ -215,3 +215,57 @@ async fn several_origins_fail_over_and_a_stale_replica_is_not_followed() {
     assert!(err.contains("went back from 3 to 2"), "{err}");
     assert_eq!(fetch_consistent(port).await.0.serial, 3);
 }
+
+/// Issue 17, found by a held-out check: an RP took notification N from node A and asked node
+/// B, which never saw serial N, for its snapshot after the origin had deleted it and no peer's
+/// current notification named it any more. A still retains it: B fills it from A (the hash
+/// and what the file is from A's lookup endpoint, the bytes by hash, both checked).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_superseded_snapshot_a_peer_still_retains_is_filled_from_it() {
+    let origin = Origin::start().await;
+    let (pa, pb) = (free_port(), free_port());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(ca.path(), &origin, pa, free_port(), &[pb]);
+    a.wait_serial(1).await;
+    // A takes serial 2, then 3: serial 2's snapshot is superseded at A (retained) and gone at
+    // the origin, which deletes superseded files at once, like Krill.
+    origin.advance();
+    a.poll().await;
+    let (n2, files2) = fetch_consistent(pa).await;
+    assert_eq!(n2.serial, 2);
+    origin.advance();
+    a.poll().await;
+    let snapshot2 = crate::support::path_of(&n2.snapshot.uri);
+    assert_eq!(a.get(&snapshot2).await.status, 200, "A retains it");
+
+    // B starts now: it has never seen serial 2, and nobody's notification names it.
+    let b = node(cb.path(), &origin, pb, free_port(), &[pa]);
+    b.wait_serial(3).await;
+    let r = b.get(&snapshot2).await;
+    assert_eq!(r.status, 200, "filled from the peer that retains it");
+    assert_eq!(&r.body, &files2[1].1);
+    assert!(b.shared.metrics.peer_fetches() > 0);
+
+    // The lookup endpoint is for peers only, and names only what the node serves.
+    let lookup = format!("/.well-known/rrdp-proxy/lookup{snapshot2}");
+    assert_eq!(http(pa, "GET", &lookup, &[]).await.status, 404);
+    let auth = format!("Bearer {TOKEN}");
+    let r = http(pa, "GET", &lookup, &[("Authorization", &auth)]).await;
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["sha256"], n2.snapshot.hash.to_hex());
+    assert_eq!(
+        (v["kind"].as_str(), v["serial"].as_u64()),
+        (Some("snapshot"), Some(2))
+    );
+    let nothing = format!(
+        "/.well-known/rrdp-proxy/lookup/rrdp/{}/9/x/snapshot.xml",
+        n2.session_id
+    );
+    assert_eq!(
+        http(pa, "GET", &nothing, &[("Authorization", &auth)])
+            .await
+            .status,
+        404
+    );
+}
