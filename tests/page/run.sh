@@ -90,7 +90,8 @@ wait_status() {
   done
   log "timed out waiting for: $1"; status >&2; return 1
 }
-wait_status 's["repositories"][0]["serial"] is not None and s["repositories"][1]["last_error"]'
+# (The hostile upstream's own error, not a refused connection while it starts.)
+wait_status 's["repositories"][0]["serial"] is not None and "Content-Encoding" in (s["repositories"][1]["last_error"] or "")'
 serial=$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["repositories"][0]["serial"])')
 
 log "1-2: the page with the repository current and a hostile upstream"
