@@ -117,6 +117,11 @@ storage_uri = "$LAB/krill/data"
 admin_token = "labtoken"
 log_type = "file"
 log_file = "$LAB/krill/krill.log"
+# Krill lists few deltas (by default at least 5, kept 20 min to 2 h); here fewer still, so
+# that the catch-up scenario leaves an RP behind by more serials than Krill lists.
+rrdp_delta_files_min_nr = 2
+rrdp_delta_files_min_seconds = 0
+rrdp_delta_files_max_nr = 3
 [testbed]
 rrdp_base_uri = "https://rrdp.test:$PROXY_TLS/rrdp/"
 rsync_jail = "rsync://rrdp.test/repo/"
@@ -409,6 +414,32 @@ enc=$(curl -sf -o /dev/null -w '%header{content-encoding}' -H 'Accept-Encoding: 
 got_hash=$(curl -sf --compressed "$uri" | sha256sum | cut -d' ' -f1)
 ok=$([ "$enc" = gzip ] && [ "$got_hash" = "$hash" ] && echo pass || echo FAIL)
 record curl "snapshot gzip, hash after decoding" gzip "${enc:-none}" "$ok"
+
+log "8: catch-up: RPs away for more serials than Krill lists"
+# Routinator and rpki-client 9.7 are left behind while Krill publishes four serials; Krill
+# lists three deltas at most, the proxy its history (as long as the deltas' total stays below
+# the snapshot's size). Their next run must catch up with the proxy's deltas, not the
+# snapshot (counted in the access log), and end with the right VRPs.
+check_rp routinator "before the catch-up"
+for round in 1 2 3 4; do
+  roa_add "203.0.113.$((round * 16))/28" 28 "$((64520 + round))"
+  sync_proxy
+done
+krill_lists=$(curl -skf "https://127.0.0.1:$KRILL_PORT/rrdp/notification.xml" | grep -c '<delta ' || true)
+proxy_lists=$(curl -sf "https://rrdp.test:$PROXY_TLS/rrdp/notification.xml" | grep -c '<delta ' || true)
+record proxy "deltas listed: more than Krill's $krill_lists" ">$krill_lists" "$proxy_lists" "$([ "$proxy_lists" -gt "$krill_lists" ] && echo pass || echo FAIL)"
+served_to() { # served_to KIND UA-SUBSTRING: access-log lines of KIND answered 200 to UA
+  { grep -F '"status":200' "$LAB/proxy/proxy.log" || true; } | { grep -F "\"kind\":\"$1\"" || true; } \
+    | { grep -F "$2" || true; } | wc -l
+}
+for pair in "routinator|Routinator/" "rpki-client:1|rpki-client"; do
+  rp=${pair%%|*} ua=${pair#*|}
+  snapshots=$(served_to snapshot "$ua") deltas=$(served_to delta "$ua")
+  check_rp "$rp" "catch-up after 4 serials"
+  snapshots=$(( $(served_to snapshot "$ua") - snapshots )) deltas=$(( $(served_to delta "$ua") - deltas ))
+  ok=$([ "$snapshots" = 0 ] && [ "$deltas" -ge 4 ] && echo pass || echo FAIL)
+  record "$(rp_name "$rp")" "catch-up by deltas: snapshots, deltas" "0, >=4" "$snapshots, $deltas" "$ok"
+done
 
 log "7: krill-sync parity"
 # The rsync export: each object's modification time is its own (a certificate's notBefore),
