@@ -1028,6 +1028,26 @@ impl HttpServerApp for RrdpProxy {
     }
 }
 
+/// Appends the current time as an HTTP date, formatted once a second per thread.
+fn http_date_now(out: &mut String) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((u64::MAX, String::new()))
+        };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        out.push_str(&d.1);
+    });
+}
+
 /// One line per request, to the access-log file if there is one, else to the `access` log
 /// target: the combined log format followed by kind and result, or a JSON object.
 fn access_log(
@@ -1046,26 +1066,24 @@ fn access_log(
     let client = session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
-    let h = |name: &str| {
+        .map(|a| a.ip());
+    let header = |name: http::header::HeaderName| {
         req.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-")
-            .to_string()
     };
-    let when = httpdate::fmt_http_date(SystemTime::now());
     let line = match format {
         AccessLog::Json => serde_json::json!({
-            "time": when,
-            "client": client,
+            "time": httpdate::fmt_http_date(SystemTime::now()),
+            "client": client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
             "method": req.method.as_str(),
             "uri": req.uri.to_string(),
             "version": format!("{:?}", req.version),
             "status": ctx.status,
             "bytes": ctx.bytes,
-            "referer": h("Referer"),
-            "user_agent": h("User-Agent"),
+            "referer": header(http::header::REFERER),
+            "user_agent": header(http::header::USER_AGENT),
             "kind": ctx.kind.as_str(),
             "result": ctx.outcome.as_str(),
             "encoding": if ctx.gzip { "gzip" } else { "identity" },
@@ -1073,19 +1091,34 @@ fn access_log(
         })
         .to_string(),
         _ => {
-            let err = e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default();
-            format!(
-                "{client} - - [{when}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {}{err}",
+            // One allocation: written in place, the date formatted once a second.
+            use std::fmt::Write as _;
+            let mut line = String::with_capacity(256);
+            match client {
+                Some(ip) => {
+                    let _ = write!(line, "{ip}");
+                }
+                None => line.push('-'),
+            }
+            line.push_str(" - - [");
+            http_date_now(&mut line);
+            let _ = write!(
+                line,
+                "] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {}",
                 req.method,
                 req.uri,
                 req.version,
                 ctx.status,
                 ctx.bytes,
-                h("Referer"),
-                h("User-Agent"),
+                header(http::header::REFERER),
+                header(http::header::USER_AGENT),
                 ctx.kind.as_str(),
                 ctx.outcome.as_str(),
-            )
+            );
+            if let Some(e) = e {
+                let _ = write!(line, " error=\"{e}\"");
+            }
+            line
         }
     };
     match file {

@@ -785,3 +785,47 @@ async fn the_access_log_goes_to_a_file_reopened_on_sigusr1() {
         .text()
         .contains("rrdp_proxy_access_log_dropped_total 0"));
 }
+
+/// The combined format, written to a file: client, date, request line, status, bytes,
+/// referer, user agent, then kind and result.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_file_in_combined_format() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let file = logs.path().join("access.log");
+    let (port, admin) = (free_port(), free_port());
+    let text = config_text(port, admin, cache.path(), &origin.base(), "")
+        + &format!("[log]\naccess_file = \"{}\"\n", file.display());
+    let proxy = Proxy::start_with(text, port, admin);
+    proxy.wait_serial(1).await;
+    let r = http(
+        port,
+        "GET",
+        "/rrdp/notification.xml",
+        &[("User-Agent", "test-rp/1.0")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let deadline = tokio::time::Instant::now() + crate::support::EVENT_TIMEOUT;
+    let line = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("test-rp/1.0")) {
+            break l.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no line in {file:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let (head, rest) = line.split_once(" - - [").unwrap();
+    assert_eq!(head, "127.0.0.1");
+    let (date, rest) = rest.split_once("] ").unwrap();
+    assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+    let want = format!(
+        "\"GET /rrdp/notification.xml HTTP/1.1\" 200 {} \"-\" \"test-rp/1.0\" notification hit",
+        r.body.len()
+    );
+    assert_eq!(rest, want);
+}
