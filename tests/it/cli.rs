@@ -3,8 +3,12 @@
 use std::process::Command;
 
 fn check(text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxy.toml");
+    check_in(tempfile::tempdir().unwrap().path(), text)
+}
+
+/// `rrdp-proxy check` on `text` written as `dir/proxy.toml`: success and what it printed.
+fn check_in(dir: &std::path::Path, text: &str) -> (bool, String) {
+    let path = dir.join("proxy.toml");
     std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
         .args(["check", "--config"])
@@ -77,19 +81,9 @@ fn bad_configs_are_refused_with_key_and_reason() {
 #[test]
 fn check_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxy.toml");
     let text = format!("{GOOD}export_rrdp = \"exports/rrdp\"\nexport_rsync = \"exports/rsync\"\n");
-    std::fs::write(&path, &text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) = check_in(dir.path(), &text);
+    assert!(ok, "{out}");
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
