@@ -10,6 +10,11 @@
 //! is fetched from the upstream for the request (and kept if it matches a known hash). Under
 //! a passthrough prefix the passthrough cache answers. Everything else is 404: this is never
 //! an open proxy, and never reaches a Publication Server's API or UI.
+//!
+//! The read side: it uses `shared` (the node's state), `published` (what to answer),
+//! `store` (the bytes), `origin` (a forwarded miss, peer fill) and `metrics`; never `sync`.
+//! Besides this app: [`guard`] (the whole-request deadline), [`coalesce`] (header and body in
+//! one write), [`access_file`] (the access log to a file).
 
 pub mod access_file;
 pub mod coalesce;

@@ -8,6 +8,10 @@
 //!
 //! The memory tier (moka, LRU with a byte weigher) holds small objects; large ones are served
 //! from disk in chunks, so a big snapshot never needs its size in RAM per client.
+//!
+//! [`Stored`] is the proof that an object is here and verified; only this module makes one.
+//! [`flight`] holds the single flights (one download per object or path at a time). Uses
+//! `rrdp` only (hashes, the content check).
 
 pub mod flight;
 

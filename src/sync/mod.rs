@@ -6,6 +6,12 @@
 //! SHA-256 checked while streaming); persist the new generation's index; publish it in one
 //! atomic switch. Any failure leaves the published generation as it was — that is
 //! serve-stale-on-error, with no special case.
+//!
+//! The write side, split by job: [`upstreams`] (failover, conditional GET), [`plan`] (pure:
+//! URI rebasing, session policy, delta hashes), [`files`] (the round's files into the store),
+//! [`guards`] (content guards), [`barrier`] (`publish_delay`), [`compress`] (background gzip),
+//! [`error`]. It uses `origin` (verified fetches), `published` (the only way to publish),
+//! `store`, `rrdp`, `config`, `metrics`, `clock` and `heap`; never the read side.
 
 pub mod barrier;
 pub mod compress;
