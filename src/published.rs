@@ -185,7 +185,7 @@ const LEFT_SESSIONS_KEPT: usize = 8;
 
 impl Generation {
     /// The generation to publish after `previous`: the round's notification and files, the
-    /// delta history ([`history`]), plus the files of older generations that are still within
+    /// delta history (see `history`), plus the files of older generations that are still within
     /// `retain` of `now` (RPs that read an older notification, here or at a node that
     /// published later, still ask for them). Pure: the clock comes in as `now`.
     pub fn next(
@@ -638,7 +638,7 @@ impl Repo {
         Ok(self.install(generation))
     }
 
-    /// Loads the persisted generation at start (see [`Repo::load`]) and serves it.
+    /// Loads the persisted generation at start (see `Repo::load`) and serves it.
     pub fn restore(&self, store: &Store) -> Result<Option<Arc<Generation>>, LoadError> {
         Ok(self.load(store)?.map(|g| self.install(g)))
     }
