@@ -182,6 +182,13 @@ impl Poller {
     /// Logs state changes (not every retry), counts, and updates the status.
     fn record(&self, result: &Result<Outcome, PollError>, failures: &mut u32) {
         let name = self.repo.name();
+        // The sample first: whoever sees the round counted in the status finds it.
+        let now = SystemTime::now();
+        let last_success = match result {
+            Ok(_) => Some(now),
+            Err(_) => self.repo.status.borrow().last_success,
+        };
+        self.repo.sample(now, last_success);
         let previous_error = self.repo.status.borrow().last_error.clone();
         match result {
             Ok(outcome) => {
@@ -229,8 +236,6 @@ impl Poller {
                 });
             }
         }
-        let last_success = self.repo.status.borrow().last_success;
-        self.repo.sample(SystemTime::now(), last_success);
     }
 
     /// One round: fetch, verify, store, publish.
