@@ -13,7 +13,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +29,13 @@ const BUFFER: usize = 64 << 10;
 /// How often the writer takes the queued lines, writes them and flushes (nginx's `flush=`).
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
-/// Set by the SIGUSR1 handler; the writer reopens the file when it sees it.
-static REOPEN: AtomicBool = AtomicBool::new(false);
+/// Counted up by the SIGUSR1 handler; each writer reopens its file when the count moved
+/// since it last looked (so every writer of the process sees every signal).
+static REOPENS: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_sigusr1(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    REOPEN.store(true, Ordering::Relaxed);
+    // Only an atomic add: async-signal-safe.
+    REOPENS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Installs the SIGUSR1 handler that asks every access-log writer to reopen its file.
@@ -146,9 +147,12 @@ fn open_append(path: &Path) -> io::Result<File> {
 /// line cost more than a third of the throughput, measured with bench/ab.sh).
 fn write_lines(lines: Receiver<String>, mut target: Target, metrics: Arc<Metrics>) {
     let mut failing = false;
+    let mut reopens = REOPENS.load(Ordering::Relaxed);
     loop {
         std::thread::sleep(FLUSH_EVERY);
-        if REOPEN.swap(false, Ordering::Relaxed) {
+        let now = REOPENS.load(Ordering::Relaxed);
+        if now != reopens {
+            reopens = now;
             target.reopen();
         }
         let (mut result, mut written, mut closed) = (Ok(()), 0, false);
