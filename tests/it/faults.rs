@@ -474,6 +474,14 @@ async fn every_upstream_fault_keeps_the_last_good_repository_and_heals() {
             "{name}: caught up"
         );
     }
+    // The last healed serial's gzip variants are made in the background too: their
+    // temporary file is not a leftover while they are being made.
+    let last = proxy.status().serial;
+    proxy
+        .wait("the last serial's gzip variants", |s| {
+            s.compressed_serial == last
+        })
+        .await;
     store_is_clean(cache.path());
 }
 
