@@ -158,7 +158,8 @@ krill_wait_roas() {
   local want d
   want=$(for d in "${definitions[@]}"; do printf '%s' "$d" | od -An -tx1 | tr -d ' \n'; echo .roa; done | sort)
   for _ in $(seq 1 300); do
-    [ "$(krill_roa_files)" = "$want" ] && return 0
+    # Published: its manifest's second is the one the next change must pass.
+    [ "$(krill_roa_files)" = "$want" ] && { last_change=$(date +%s); return 0; }
     sleep 0.1
   done
   log "krill never published the configured ROAs"; return 1
@@ -309,12 +310,24 @@ check_rp() { # check_rp RP-ID SCENARIO
 
 check_all() { for rp in "${RPS[@]}"; do check_rp "$rp" "$1"; done; }
 
+# Krill issues a new manifest with every change, its thisUpdate in whole seconds; RFC 9286
+# wants each newer than the last, and rpki-client 9.7 keeps the older manifest when two share
+# a second (seen in CI: "#0B and #0A were issued at same issuance date"). So a change waits
+# until the second of the previous one has passed.
+last_change=0
+next_second() {
+  while [ "$(date +%s)" -le "$last_change" ]; do sleep 0.05; done
+  last_change=$(date +%s)
+}
+
 roa_add() { # roa_add PREFIX MAXLEN ASN
+  next_second
   krillc roas update --ca testbed --add "$1-$2 => $3" >/dev/null
   definitions+=("$1-$2 => $3")
 }
 
 roa_remove() {
+  next_second
   krillc roas update --ca testbed --remove "$1-$2 => $3" >/dev/null
   local keep=() d
   for d in "${definitions[@]}"; do [ "$d" = "$1-$2 => $3" ] || keep+=("$d"); done
