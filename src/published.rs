@@ -64,21 +64,6 @@ impl FileEntry {
     pub fn is_live(&self, now: u64) -> bool {
         self.expires.is_none_or(|e| e > now)
     }
-
-    /// What this file must be, for the content check, if it is a snapshot or delta whose
-    /// session and serial are known.
-    pub fn expected(&self) -> Option<Expected> {
-        let kind = match self.kind {
-            FileKind::Snapshot => crate::rrdp::content::Kind::Snapshot,
-            FileKind::Delta => crate::rrdp::content::Kind::Delta,
-            FileKind::Other => return None,
-        };
-        Some(Expected {
-            kind,
-            session_id: self.session.clone()?,
-            serial: self.serial?,
-        })
-    }
 }
 
 /// One published state of a repository.
