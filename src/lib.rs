@@ -5,7 +5,9 @@
 //! flow, and dependencies point one way (down this list never up):
 //!
 //! - [`rrdp`]: the protocol, no I/O — notification parse/render, the snapshot/delta content
-//!   check, base URIs, object times.
+//!   check, base URIs.
+//! - [`objects`]: the RPKI objects inside a repository, parsed and validated with the `rpki`
+//!   crate (no I/O); repository health.
 //! - [`config`]: the TOML file, validated into [`config::Config`]; nothing downstream sees an
 //!   unvalidated value.
 //! - [`clock`]: seconds since the epoch, and the clock configured delays run on (a manual
@@ -35,6 +37,7 @@ pub mod demo;
 pub mod fuzz_checks;
 pub mod heap;
 pub mod metrics;
+pub mod objects;
 pub mod ops;
 pub mod origin;
 pub mod published;

@@ -11,7 +11,7 @@
 //!   is switched with one rename. An rsync daemon whose module points at `current` resolves
 //!   it when a client connects, so each client copies one whole tree. Trees that stopped
 //!   being current more than `rsync_retain` ago are removed. Each file's modification time
-//!   is the object's own (see `objtime`), so rsync clients skip unchanged objects.
+//!   is the object's own (see `objects::made_at`), so rsync clients skip unchanged objects.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -322,7 +322,7 @@ fn write_object(
     }
     let mut f = std::fs::File::create(&path)?;
     f.write_all(&der)?;
-    if let Some(t) = crate::rrdp::objtime::made_at(&rel, &der).filter(|t| *t >= 0) {
+    if let Some(t) = crate::objects::made_at(&rel, &der).filter(|t| *t >= 0) {
         f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(t as u64))?;
     }
     Ok(())

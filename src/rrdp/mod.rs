@@ -4,13 +4,11 @@
 //! - [`notification`]: parsing the upstream notification with limits, rendering ours.
 //! - [`content`]: the streaming check that a snapshot or delta is what its notification says.
 //! - [`uri`]: base URIs (RFC 9674: same scheme, host and port) and safe relative paths.
-//! - [`objtime`]: when an RPKI object was made, for the rsync export's file times.
 //!
 //! Uses nothing else of this crate: every other layer builds on these types.
 
 pub mod content;
 pub mod notification;
-pub mod objtime;
 pub mod uri;
 
 pub use notification::{

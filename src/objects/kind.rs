@@ -1,0 +1,88 @@
+//! What an object is, by its file name, and when it was made, read with the `rpki` crate.
+
+use rpki::repository::crl::Crl;
+use rpki::repository::sigobj::SignedObject;
+use rpki::repository::Cert;
+
+/// The kinds of object an RPKI repository publishes, by file name extension (the IANA "RPKI
+/// Repository Name Schemes" registry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `.cer`: a CA certificate, or a BGPsec router certificate.
+    Certificate,
+    Crl,
+    Manifest,
+    Roa,
+    Aspa,
+    /// Any other signed object: `.gbr`, `.sig`, `.tak`, `.spl`.
+    Signed,
+    /// A name RPs do not know; they ignore such files, and so does validation.
+    Other,
+}
+
+impl Kind {
+    /// The kind of the object at `uri` (a path or URI), by its extension.
+    pub fn of(uri: &str) -> Kind {
+        let ext = uri.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+        match ext.to_ascii_lowercase().as_str() {
+            "cer" => Kind::Certificate,
+            "crl" => Kind::Crl,
+            "mft" => Kind::Manifest,
+            "roa" => Kind::Roa,
+            "asa" => Kind::Aspa,
+            "gbr" | "sig" | "tak" | "spl" => Kind::Signed,
+            _ => Kind::Other,
+        }
+    }
+
+    /// The label in `/status` and `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Certificate => "certificate",
+            Kind::Crl => "crl",
+            Kind::Manifest => "manifest",
+            Kind::Roa => "roa",
+            Kind::Aspa => "aspa",
+            Kind::Signed => "other_signed",
+            Kind::Other => "unknown",
+        }
+    }
+
+    pub const ALL: [Kind; 7] = [
+        Kind::Certificate,
+        Kind::Crl,
+        Kind::Manifest,
+        Kind::Roa,
+        Kind::Aspa,
+        Kind::Signed,
+        Kind::Other,
+    ];
+}
+
+/// Seconds since the epoch at which the object at `name` was made: a certificate's
+/// notBefore, a CRL's thisUpdate, a signed object's CMS signing time (or, without one, its
+/// EE certificate's notBefore). `None` when the object does not parse.
+///
+/// The rsync export gives each file this modification time (as krill-sync does), so an rsync
+/// client comparing size and time does not fetch an unchanged object again just because the
+/// tree was written anew.
+pub fn made_at(name: &str, der: &[u8]) -> Option<i64> {
+    let der = bytes::Bytes::copy_from_slice(der);
+    match Kind::of(name) {
+        Kind::Certificate => Cert::decode(der)
+            .ok()
+            .map(|c| c.validity().not_before().timestamp()),
+        Kind::Crl => Crl::decode(der).ok().map(|c| c.this_update().timestamp()),
+        Kind::Manifest | Kind::Roa | Kind::Aspa | Kind::Signed => {
+            let signed = SignedObject::decode(der, false).ok()?;
+            // An absent signing time decodes as the epoch; the EE certificate says better.
+            let t = signed.signing_time().timestamp();
+            Some(if t > 0 {
+                t
+            } else {
+                signed.cert().validity().not_before().timestamp()
+            })
+        }
+        Kind::Other => None,
+    }
+}

@@ -1,0 +1,364 @@
+//! The checks on real Krill output (tests/data/krill-testbed, see its capture.sh), each bad
+//! input made by changing one thing in it. Validation runs at a fixed time just after the
+//! capture, so the fixture's manifests stay current whatever today's date.
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::rrdp::content::{self, Expected, Kind as FileKind};
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/krill-testbed");
+const TESTBED: &str = "rsync://rrdp.test/repo/testbed/0/";
+const R1: &str = "31302e302e302e302f32342d3234203d3e203634343936.roa";
+const R2: &str = "31302e302e312e302f32342d3234203d3e203634343937.roa";
+const CHILD_ROA: &str =
+    "rsync://rrdp.test/repo/child/0/31302e312e302e302f32342d3234203d3e203634353030.roa";
+
+/// The objects of the fixture's snapshot `serial` ("a" or "b").
+pub fn fixture(which: &str) -> Objects {
+    let text = std::fs::read(Path::new(DIR).join(which).join("snapshot.xml")).unwrap();
+    let head = String::from_utf8_lossy(&text[..300]).to_string();
+    let attr = |name: &str| {
+        let at = head.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        head[at..at + head[at..].find('"').unwrap()].to_string()
+    };
+    let expected = Expected {
+        kind: FileKind::Snapshot,
+        session_id: attr("session_id"),
+        serial: attr("serial").parse().unwrap(),
+    };
+    let mut objects = Objects::new();
+    content::walk(text.as_slice(), &expected, &mut |uri, b64| {
+        let clean: Vec<u8> = b64
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        use base64::Engine;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(clean)
+            .unwrap();
+        objects.insert(uri.to_string(), Bytes::from(der));
+        Ok(())
+    })
+    .unwrap();
+    objects
+}
+
+/// The fixture's trust anchor.
+pub fn anchor() -> Anchor {
+    Anchor {
+        tal: TalFile::read(&Path::new(DIR).join("ta.tal")).unwrap(),
+        cert: Some(Bytes::from(
+            std::fs::read(Path::new(DIR).join("ta.cer")).unwrap(),
+        )),
+    }
+}
+
+/// A minute after the newest manifest of `objects` was made.
+fn capture_time(objects: &Objects) -> i64 {
+    objects
+        .iter()
+        .filter(|(u, _)| Kind::of(u) == Kind::Manifest)
+        .filter_map(|(u, d)| made_at(u, d))
+        .max()
+        .unwrap()
+        + 60
+}
+
+fn run(objects: &Objects, anchors: &[Anchor]) -> Report {
+    validate(objects, anchors, capture_time(objects), 7 * 86400)
+}
+
+fn checks(report: &Report) -> Vec<(String, Check)> {
+    report
+        .findings
+        .iter()
+        .map(|f| (f.uri.clone(), f.check))
+        .collect()
+}
+
+#[test]
+fn krill_repository_passes_with_and_without_its_tal() {
+    for which in ["a", "b"] {
+        let objects = fixture(which);
+        let report = run(&objects, &[anchor()]);
+        assert!(report.findings.is_empty(), "{which}: {:?}", report.findings);
+        // The TA's, the testbed CA's and the child CA's publication points, all from the TA.
+        assert_eq!(report.points_from_anchor, 3, "{which}");
+        assert_eq!(report.points, 3);
+        let report = run(&objects, &[]);
+        assert!(report.findings.is_empty(), "{which}: {:?}", report.findings);
+        assert_eq!((report.points_from_anchor, report.points), (0, 3));
+    }
+}
+
+#[test]
+fn health_counts_kinds_and_names_what_runs_out_first() {
+    let objects = fixture("a");
+    let report = run(&objects, &[anchor()]);
+    let h = &report.health;
+    assert_eq!(h.objects.get("roa"), Some(&3));
+    assert_eq!(h.objects.get("manifest"), Some(&3));
+    assert_eq!(h.objects.get("crl"), Some(&3));
+    assert_eq!(h.objects.get("certificate"), Some(&2));
+    let now = capture_time(&objects);
+    let m = h.manifest_next_update.as_ref().unwrap();
+    assert!(m.at > now && m.uri.ends_with(".mft"), "{m:?}");
+    assert!(h.crl_next_update.as_ref().unwrap().uri.ends_with(".crl"));
+    assert_eq!(h.stale_manifests, 0);
+    // Nothing expires within a week of the capture; everything within ten years of it.
+    assert_eq!(h.expiring, 0);
+    let later = validate(&objects, &[anchor()], now, 10 * 365 * 86400);
+    assert!(later.health.expiring >= 5, "{:?}", later.health);
+}
+
+#[test]
+fn a_manifest_hash_that_does_not_match() {
+    let mut objects = fixture("a");
+    // R1 replaced by R2's bytes: a valid ROA, but not the one the manifest lists.
+    let r2 = objects[&format!("{TESTBED}{R2}")].clone();
+    objects.insert(format!("{TESTBED}{R1}"), r2);
+    for anchors in [vec![anchor()], vec![]] {
+        let report = run(&objects, &anchors);
+        assert_eq!(
+            checks(&report),
+            vec![(format!("{TESTBED}{R1}"), Check::ManifestHash)]
+        );
+        assert!(report.findings[0]
+            .detail
+            .contains("2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.mft"));
+    }
+}
+
+#[test]
+fn a_file_the_manifest_lists_is_withdrawn() {
+    let mut objects = fixture("a");
+    objects.remove(&format!("{TESTBED}{R2}"));
+    let report = run(&objects, &[anchor()]);
+    assert_eq!(
+        checks(&report),
+        vec![(format!("{TESTBED}{R2}"), Check::ManifestMissing)]
+    );
+}
+
+#[test]
+fn an_expired_manifest() {
+    // Krill's manifests are valid for a day: the same repository, two days later.
+    let objects = fixture("a");
+    let later = capture_time(&objects) + 2 * 86400;
+    let report = validate(&objects, &[anchor()], later, 0);
+    let stale: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.check == Check::Manifest)
+        .collect();
+    // The two CAs' manifests (Krill's TA signs for longer).
+    let uris: Vec<&str> = stale.iter().map(|f| f.uri.as_str()).collect();
+    assert_eq!(
+        uris,
+        vec![
+            "rsync://rrdp.test/repo/child/0/B9A7EAF6DA3047FEF6370F8F39631EBBC5F47241.mft",
+            "rsync://rrdp.test/repo/testbed/0/2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.mft",
+        ]
+    );
+    assert!(
+        stale[0].detail.contains("not current"),
+        "{}",
+        stale[0].detail
+    );
+    assert_eq!(report.health.stale_manifests, 2);
+}
+
+#[test]
+fn a_crl_that_revokes_a_roa() {
+    // Serial b's CRL (Krill revoked R2's EE certificate when R2 was removed) in serial a,
+    // which still publishes and lists R2.
+    let mut objects = fixture("a");
+    let crl = format!("{TESTBED}2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.crl");
+    objects.insert(crl.clone(), fixture("b")[&crl].clone());
+    let report = run(&objects, &[anchor()]);
+    let found = checks(&report);
+    assert!(
+        found.contains(&(format!("{TESTBED}{R2}"), Check::Revoked)),
+        "{found:?}"
+    );
+    // The CRL itself is not the one the manifest lists either.
+    assert!(found.contains(&(crl, Check::ManifestHash)), "{found:?}");
+}
+
+#[test]
+fn a_broken_signature() {
+    // One flipped byte at the end of the ROA: the last field of its CMS is the signature.
+    let mut objects = fixture("a");
+    let uri = format!("{TESTBED}{R1}");
+    let mut der = objects[&uri].to_vec();
+    *der.last_mut().unwrap() ^= 0x01;
+    objects.insert(uri.clone(), Bytes::from(der));
+    let report = run(&objects, &[anchor()]);
+    let found = checks(&report);
+    assert!(
+        found.contains(&(uri.clone(), Check::Signature)),
+        "{found:?}"
+    );
+    assert!(found.contains(&(uri, Check::ManifestHash)), "{found:?}");
+}
+
+#[test]
+fn a_truncated_certificate_and_an_object_that_is_not_der() {
+    let mut objects = fixture("a");
+    let cer = format!("{TESTBED}B9A7EAF6DA3047FEF6370F8F39631EBBC5F47241.cer");
+    let half = objects[&cer].slice(..objects[&cer].len() / 2);
+    objects.insert(cer.clone(), half);
+    objects.insert(
+        CHILD_ROA.to_string(),
+        Bytes::from_static(b"<html>not found</html>"),
+    );
+    for anchors in [vec![anchor()], vec![]] {
+        let found = checks(&run(&objects, &anchors));
+        // Each is first of all not what the manifest lists.
+        for uri in [&cer, &CHILD_ROA.to_string()] {
+            assert!(
+                found.contains(&(uri.clone(), Check::ManifestHash)),
+                "{found:?}"
+            );
+        }
+    }
+    for anchors in [vec![anchor()], vec![]] {
+        let found = checks(&run(&objects, &anchors));
+        assert!(found.contains(&(cer.clone(), Check::Parse)), "{found:?}");
+        assert!(
+            found.contains(&(CHILD_ROA.to_string(), Check::Parse)),
+            "{found:?}"
+        );
+    }
+}
+
+#[test]
+fn a_trust_anchor_that_is_not_the_tals() {
+    let objects = fixture("a");
+    let mut a = anchor();
+    let testbed_ca =
+        objects["rsync://rrdp.test/repo/2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.cer"].clone();
+    a.cert = Some(testbed_ca);
+    let report = run(&objects, &[a]);
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert_eq!(report.findings[0].check, Check::TrustAnchor);
+    assert!(report.findings[0].detail.contains("public key"));
+    // The points were still checked, without the anchor.
+    assert_eq!((report.points_from_anchor, report.points), (0, 3));
+    let mut none = anchor();
+    none.cert = None;
+    let report = run(&objects, &[none]);
+    assert_eq!(checks(&report)[0].1, Check::TrustAnchor);
+}
+
+#[test]
+fn made_at_reads_the_objects_own_times() {
+    let objects = fixture("a");
+    for (uri, der) in &objects {
+        let t = made_at(uri, der).unwrap();
+        assert!(t > 1_700_000_000, "{uri}: {t}");
+    }
+    assert_eq!(made_at("x.roa", b"not der"), None);
+    assert_eq!(made_at("x.txt", b""), None);
+}
+
+#[test]
+fn a_manifest_of_100000_entries() {
+    use bcder::encode::Values;
+    use rpki::repository::manifest::{FileAndHash, ManifestContent};
+    use rpki::repository::Manifest;
+
+    let mut objects = fixture("a");
+    let uri = format!("{TESTBED}2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.mft");
+    let real = Manifest::decode(objects[&uri].clone(), false).unwrap();
+    let old = real.content().encode_ref().to_captured(bcder::Mode::Der);
+    let entries: Vec<FileAndHash<Bytes, Bytes>> = (0..100_000)
+        .map(|i| FileAndHash::new(Bytes::from(format!("f{i}.roa")), Bytes::from(vec![0u8; 32])))
+        .collect();
+    let c = real.content();
+    let big = ManifestContent::new(
+        c.manifest_number(),
+        c.this_update(),
+        c.next_update(),
+        c.file_hash_alg(),
+        entries.iter(),
+    );
+    let new = big.encode_ref().to_captured(bcder::Mode::Der);
+    let der = splice(&objects[&uri], old.as_slice(), new.as_slice());
+    assert!(der.len() > 2_000_000);
+    objects.insert(uri.clone(), Bytes::from(der));
+    let report = run(&objects, &[anchor()]);
+    // Its signature no longer covers its content; its 100,000 files are not published.
+    assert_eq!(report.counts.get(&Check::ManifestMissing), Some(&100_000));
+    assert!(report.findings.len() <= MAX_FINDINGS);
+    let own = report.findings.iter().find(|f| f.uri == uri).unwrap();
+    assert_eq!(own.check, Check::Signature, "{own:?}");
+}
+
+/// `der` with the element content `old` (found once inside it) replaced by `new`, and the
+/// length of every element around it rewritten: a manifest with another content and its
+/// original signature.
+fn splice(der: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+    let at = der
+        .windows(old.len())
+        .position(|w| w == old)
+        .expect("old inside der");
+    rebuild(der, at, old.len(), new)
+}
+
+/// One DER header: (header length, content length).
+fn header(der: &[u8]) -> (usize, usize) {
+    let first = der[1] as usize;
+    if first < 0x80 {
+        return (2, first);
+    }
+    let n = first & 0x7f;
+    let len = der[2..2 + n]
+        .iter()
+        .fold(0usize, |a, b| (a << 8) | *b as usize);
+    (2 + n, len)
+}
+
+fn encode_header(tag: u8, len: usize) -> Vec<u8> {
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out
+}
+
+/// The elements of `der`, the one whose content holds `at..at + len` rebuilt around `new`.
+fn rebuild(der: &[u8], at: usize, len: usize, new: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < der.len() {
+        let (h, l) = header(&der[pos..]);
+        let (start, end) = (pos + h, pos + h + l);
+        if start <= at && at + len <= end {
+            let content = if start == at && l == len {
+                new.to_vec()
+            } else {
+                rebuild(&der[start..end], at - start, len, new)
+            };
+            out.extend(encode_header(der[pos], content.len()));
+            out.extend(content);
+        } else {
+            out.extend(&der[pos..end]);
+        }
+        pos = end;
+    }
+    out
+}
