@@ -35,6 +35,19 @@ impl Clock {
         }
     }
 
+    /// Wall-clock seconds since the epoch on this clock: the time RPKI objects are validated
+    /// at. A manual clock reads the moment it was set to, plus what it was advanced by (tests
+    /// validate recorded repositories at the time they were recorded).
+    pub fn unix_now(&self) -> u64 {
+        match self {
+            Clock::System => unix_now(),
+            Clock::Manual(m) => {
+                let wall = m.wall_start.unwrap_or_else(unix_now);
+                wall + m.elapsed.borrow().as_secs()
+            }
+        }
+    }
+
     /// Returns once this clock reads `deadline` or later.
     pub async fn sleep_until(&self, deadline: Instant) {
         match self {
@@ -58,6 +71,8 @@ impl Clock {
 /// A clock for tests: starts at the moment it is made and moves only by [`ManualClock::advance`].
 pub struct ManualClock {
     start: Instant,
+    /// The wall-clock second it was set to (`None`: the system's).
+    wall_start: Option<u64>,
     elapsed: watch::Sender<Duration>,
     /// How many waits are parked on this clock: the event a test awaits before it moves it.
     sleepers: watch::Sender<usize>,
@@ -67,6 +82,17 @@ impl ManualClock {
     pub fn new() -> Arc<ManualClock> {
         Arc::new(ManualClock {
             start: Instant::now(),
+            wall_start: None,
+            elapsed: watch::Sender::new(Duration::ZERO),
+            sleepers: watch::Sender::new(0),
+        })
+    }
+
+    /// A manual clock whose wall clock reads `unix` seconds since the epoch.
+    pub fn at_unix(unix: u64) -> Arc<ManualClock> {
+        Arc::new(ManualClock {
+            start: Instant::now(),
+            wall_start: Some(unix),
             elapsed: watch::Sender::new(Duration::ZERO),
             sleepers: watch::Sender::new(0),
         })

@@ -53,6 +53,14 @@ pub const DEFAULT_DELTA_HISTORY: Duration = Duration::from_secs(24 * 3600);
 /// than 100 deltas (so more entries only help rpki-client, which reads 300) and every RP
 /// downloads the whole list with each changed notification.
 pub const DEFAULT_DELTA_HISTORY_MAX: usize = 100;
+/// Report what RPs would reject, publish all the same: a proxy put in front of a working
+/// origin must not start withholding its repository on upgrade (a TAL not yet configured, a
+/// check the origin's own RPs do not make); the operator turns on `refuse` after seeing the
+/// reports stay clean.
+pub const DEFAULT_VALIDATE: Validate = Validate::Warn;
+/// Certificates that expire within this long are named in the health.
+pub const DEFAULT_EXPIRY_WINDOW: Duration = Duration::from_secs(7 * 86400);
+pub const DEFAULT_PRE_VALIDATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Routinator ignores a delta list of more than 500 entries (and takes the snapshot): a
 /// longer list would cost every Routinator a snapshot.
 pub const MAX_DELTA_HISTORY_MAX: usize = 500;
@@ -163,6 +171,11 @@ struct RawRepository {
     publish_delay: Option<String>,
     delta_history: Option<String>,
     delta_history_max: Option<usize>,
+    validate: Option<String>,
+    tal: Option<OneOrMany>,
+    expiry_window: Option<String>,
+    pre_validate: Option<Vec<String>>,
+    pre_validate_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,6 +344,41 @@ pub struct RepositoryConfig {
     pub delta_history: Duration,
     /// ... and at most this many of them (and `max_deltas`, if smaller).
     pub delta_history_max: usize,
+    /// RPKI validation of each new generation before it is published.
+    pub validation: Validation,
+}
+
+/// What is done with what RPKI validation finds (`validate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validate {
+    /// No validation.
+    Off,
+    /// Publish, and report what RPs would reject (`/status`, metrics, log).
+    Warn,
+    /// Publish nothing that an RP would reject, in whole or in part: the previous generation
+    /// stays served.
+    Refuse,
+}
+
+/// A repository's RPKI validation settings.
+#[derive(Clone, Debug)]
+pub struct Validation {
+    pub validate: Validate,
+    /// Trust anchors (`tal`) to validate top-down from, read at start.
+    pub tals: Vec<crate::objects::TalFile>,
+    /// Certificates expiring within this long are counted in the health.
+    pub expiry_window: Duration,
+    /// An operator's own check of the candidate tree (`pre_validate`), and its deadline.
+    pub pre_validate: Option<Vec<String>>,
+    pub pre_validate_timeout: Duration,
+}
+
+impl Validation {
+    /// Whether a round validates at all (an operator's command runs under `validate = off`
+    /// too: it is asked for explicitly).
+    pub fn enabled(&self) -> bool {
+        self.validate != Validate::Off || self.pre_validate.is_some()
+    }
 }
 
 impl RepositoryConfig {
@@ -766,6 +814,87 @@ fn validate_repository(
         publish_delay: duration("publish_delay", r.publish_delay, Duration::ZERO)?,
         delta_history: duration("delta_history", r.delta_history, DEFAULT_DELTA_HISTORY)?,
         delta_history_max: delta_history_max(&key, r.delta_history_max)?,
+        validation: validation(
+            &key,
+            RawValidation {
+                validate: r.validate,
+                tal: r.tal,
+                expiry_window: r.expiry_window,
+                pre_validate: r.pre_validate,
+                pre_validate_timeout: r.pre_validate_timeout,
+            },
+            base,
+        )?,
+    })
+}
+
+/// The validation keys of one repository, as written.
+struct RawValidation {
+    validate: Option<String>,
+    tal: Option<OneOrMany>,
+    expiry_window: Option<String>,
+    pre_validate: Option<Vec<String>>,
+    pre_validate_timeout: Option<String>,
+}
+
+fn validation(
+    key: &dyn Fn(&str) -> String,
+    r: RawValidation,
+    base: &Path,
+) -> Result<Validation, ConfigError> {
+    let validate = match r.validate.as_deref() {
+        None => DEFAULT_VALIDATE,
+        Some("off") => Validate::Off,
+        Some("warn") => Validate::Warn,
+        Some("refuse") => Validate::Refuse,
+        Some(other) => {
+            return Err(ConfigError::new(
+                key("validate"),
+                format!("{other:?} is not one of \"off\", \"warn\", \"refuse\""),
+            ))
+        }
+    };
+    let paths = match r.tal {
+        None => Vec::new(),
+        Some(OneOrMany::One(p)) => vec![p],
+        Some(OneOrMany::Many(v)) => v,
+    };
+    let mut tals = Vec::new();
+    for p in paths {
+        let tal = crate::objects::TalFile::read(&base.join(&p))
+            .map_err(|e| ConfigError::new(key("tal"), e))?;
+        tals.push(tal);
+    }
+    if !tals.is_empty() && validate == Validate::Off {
+        return Err(ConfigError::new(
+            key("tal"),
+            "a TAL is only used with validate = \"warn\" or \"refuse\"",
+        ));
+    }
+    let pre_validate = match r.pre_validate {
+        Some(argv) if argv.is_empty() || argv[0].is_empty() => {
+            return Err(ConfigError::new(
+                key("pre_validate"),
+                "must name a command: [\"command\", \"argument\", …]",
+            ))
+        }
+        other => other,
+    };
+    let pre_validate_timeout = opt_duration(&key("pre_validate_timeout"), r.pre_validate_timeout)?
+        .unwrap_or(DEFAULT_PRE_VALIDATE_TIMEOUT);
+    if pre_validate_timeout.is_zero() {
+        return Err(ConfigError::new(
+            key("pre_validate_timeout"),
+            "must be more than zero",
+        ));
+    }
+    Ok(Validation {
+        validate,
+        tals,
+        expiry_window: opt_duration(&key("expiry_window"), r.expiry_window)?
+            .unwrap_or(DEFAULT_EXPIRY_WINDOW),
+        pre_validate,
+        pre_validate_timeout,
     })
 }
 

@@ -17,16 +17,20 @@
 //! nothing here is not followed, and fails nothing. Files no manifest lists are ignored, as
 //! RPs ignore them. Everything is bounded: each manifest is visited once, chains are at most
 //! [`MAX_DEPTH`] deep, and the work is linear in the objects.
+//!
+//! Certificates, manifests and CRLs (few) are checked every round from the [`Index`]; signed
+//! objects (most) through the [`Cache`], their DER asked for only when it has no result.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use bytes::Bytes;
 use rpki::crypto::KeyIdentifier;
 use rpki::repository::crl::Crl;
 use rpki::repository::sigobj::SignedObject;
 use rpki::repository::x509::{Time, Validity};
 use rpki::repository::{Aspa, Cert, Manifest, ResourceCert, Roa};
-use sha2::{Digest, Sha256};
 
+use super::index::{sha, Cache, Ee, Index, Sha, Verified};
 use super::{Anchor, Check, Finding, Health, Kind, Objects, Report};
 
 /// RPs validate leniently by default (Routinator's `strict = false`): so do we, so that what
@@ -36,11 +40,37 @@ const STRICT: bool = false;
 /// The longest CA chain followed below a trust anchor.
 pub const MAX_DEPTH: usize = 32;
 
-/// Validates `objects` at `now` (seconds since the epoch); certificates expiring within
-/// `expiry_window` seconds are counted in the health.
+/// Validates `objects` at `now` (seconds since the epoch), from scratch; certificates
+/// expiring within `expiry_window` seconds are counted in the health.
 pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: i64) -> Report {
+    let index = Index::from_objects(objects);
+    let mut cache = Cache::default();
+    let mut fetch = |wanted: &HashSet<String>| {
+        wanted
+            .iter()
+            .filter_map(|u| objects.get(u).map(|d| (u.clone(), d.clone())))
+            .collect()
+    };
+    validate_with(&index, &mut cache, &mut fetch, anchors, now, expiry_window)
+}
+
+/// Hands over the DER of the signed objects asked for (by URI).
+pub type Fetch<'a> = dyn FnMut(&HashSet<String>) -> HashMap<String, Bytes> + 'a;
+
+/// Validates the state `index` describes, with the verification results in `cache` (kept up
+/// to date for the next round); the DER of signed objects the cache has no result for comes
+/// from `fetch`, in one call.
+pub fn validate_with(
+    index: &Index,
+    cache: &mut Cache,
+    fetch: &mut Fetch<'_>,
+    anchors: &[Anchor],
+    now: i64,
+    expiry_window: i64,
+) -> Report {
     let mut v = Validator {
-        objects,
+        index,
+        cache,
         now,
         time: time_at(now),
         report: Report {
@@ -48,8 +78,10 @@ pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: 
             ..Report::default()
         },
         done: HashSet::new(),
+        points: Vec::new(),
+        wanted: BTreeMap::new(),
     };
-    for uri in objects.keys() {
+    for uri in index.uris() {
         v.report.health.count(Kind::of(uri));
     }
     for a in anchors {
@@ -57,6 +89,8 @@ pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: 
     }
     v.report.points_from_anchor = v.done.len() as u64;
     v.unanchored();
+    v.fetched(fetch);
+    v.cache.prune();
     let mut report = v.report;
     report.points = v.done.len() as u64;
     report
@@ -87,6 +121,35 @@ impl Issuer<'_> {
             Issuer::Local(c) => *c,
         }
     }
+
+    fn owned(&self) -> OwnedIssuer {
+        match self {
+            Issuer::Anchored(ca) => OwnedIssuer::Anchored(Box::new((*ca).clone())),
+            Issuer::Local(c) => OwnedIssuer::Local(c.map(|c| Box::new(c.clone()))),
+        }
+    }
+}
+
+enum OwnedIssuer {
+    Anchored(Box<ResourceCert>),
+    Local(Option<Box<Cert>>),
+}
+
+impl OwnedIssuer {
+    fn borrow(&self) -> Issuer<'_> {
+        match self {
+            OwnedIssuer::Anchored(ca) => Issuer::Anchored(ca),
+            OwnedIssuer::Local(c) => Issuer::Local(c.as_deref()),
+        }
+    }
+}
+
+/// What the signed objects of a publication point are checked against.
+struct PointContext {
+    issuer: OwnedIssuer,
+    /// The hash of the issuer's chain: a cached result holds while it is the same.
+    chain: Sha,
+    crl: Option<Crl>,
 }
 
 /// A publication point that passed far enough to check its objects.
@@ -97,12 +160,16 @@ struct Point {
 }
 
 struct Validator<'a> {
-    objects: &'a Objects,
+    index: &'a Index,
+    cache: &'a mut Cache,
     now: i64,
     time: Time,
     report: Report,
     /// The manifests visited, by URI.
     done: HashSet<String>,
+    points: Vec<PointContext>,
+    /// Signed objects without a cached result: URI → point.
+    wanted: BTreeMap<String, usize>,
 }
 
 impl Validator<'_> {
@@ -126,6 +193,7 @@ impl Validator<'_> {
             );
             return;
         };
+        let chain = sha(&der);
         let cert = match Cert::decode(der) {
             Ok(c) => c,
             Err(e) => {
@@ -145,13 +213,13 @@ impl Validator<'_> {
             return;
         }
         match cert.validate_ta_at(a.tal.tal.info().clone(), STRICT, self.time) {
-            Ok(ta) => self.walk(&ta, &uri, 0),
+            Ok(ta) => self.walk(&ta, &uri, chain, 0),
             Err(e) => self.finding(&uri, Check::TrustAnchor, e.to_string()),
         }
     }
 
     /// A validated CA: its publication point, then the CAs below it.
-    fn walk(&mut self, ca: &ResourceCert, ca_uri: &str, depth: usize) {
+    fn walk(&mut self, ca: &ResourceCert, ca_uri: &str, chain: Sha, depth: usize) {
         let Some(mft_uri) = ca.rpki_manifest().map(|u| u.to_string()) else {
             self.finding(
                 ca_uri,
@@ -163,10 +231,10 @@ impl Validator<'_> {
         if depth > MAX_DEPTH || !self.done.insert(mft_uri.clone()) {
             return;
         }
-        if !self.objects.contains_key(&mft_uri) {
+        if self.index.kept(&mft_uri).is_none() {
             // In scope only if the CA publishes anything here.
             let dir = ca.ca_repository().map(|u| u.to_string());
-            if dir.is_some_and(|d| self.has_under(&d)) {
+            if dir.is_some_and(|d| self.index.has_under(&d)) {
                 self.report.health.missing_manifests += 1;
                 self.finding(
                     &mft_uri,
@@ -176,71 +244,76 @@ impl Validator<'_> {
             }
             return;
         }
-        let Some(point) = self.point(&mft_uri, Issuer::Anchored(ca)) else {
+        let issuer = Issuer::Anchored(ca);
+        let Some(point) = self.point(&mft_uri, issuer) else {
             return;
         };
+        let p = self.context(issuer, chain, point.crl);
         for uri in &point.listed {
-            let der = &self.objects[uri];
             match Kind::of(uri) {
                 Kind::Certificate => {
-                    if let Some(child) =
-                        self.certificate(uri, der, Issuer::Anchored(ca), point.crl.as_ref())
-                    {
-                        self.walk(&child, uri, depth + 1);
+                    let Some(der) = self.index.kept(uri).cloned() else {
+                        continue;
+                    };
+                    if let Some(child) = self.certificate(uri, &der, p) {
+                        let chain = sha(&[chain, sha(&der)].concat());
+                        self.walk(&child, uri, chain, depth + 1);
                     }
                 }
-                Kind::Roa | Kind::Aspa | Kind::Signed => {
-                    self.signed(uri, der, Issuer::Anchored(ca), point.crl.as_ref())
-                }
+                Kind::Roa | Kind::Aspa | Kind::Signed => self.signed(uri, p),
                 Kind::Crl | Kind::Manifest | Kind::Other => {}
             }
         }
     }
 
-    /// Whether any object lies under the directory URI `dir`.
-    fn has_under(&self, dir: &str) -> bool {
-        self.objects
-            .range(dir.to_string()..)
-            .next()
-            .is_some_and(|(k, _)| k.starts_with(dir))
+    fn context(&mut self, issuer: Issuer<'_>, chain: Sha, crl: Option<Crl>) -> usize {
+        self.points.push(PointContext {
+            issuer: issuer.owned(),
+            chain,
+            crl,
+        });
+        self.points.len() - 1
     }
 
     /// The manifests no anchor reached, each with the issuing CA certificate if it is here.
     fn unanchored(&mut self) {
-        let mut cas: HashMap<KeyIdentifier, Cert> = HashMap::new();
-        for (uri, der) in self.objects {
-            if Kind::of(uri) == Kind::Certificate {
-                if let Ok(c) = Cert::decode(der.clone()) {
-                    if c.is_ca() {
-                        cas.insert(c.subject_key_identifier(), c);
+        let mut cas: HashMap<KeyIdentifier, (Sha, Cert)> = HashMap::new();
+        let mut manifests = Vec::new();
+        for uri in self.index.uris() {
+            match Kind::of(uri) {
+                Kind::Certificate => {
+                    let der = self.index.kept(uri).expect("certificates are kept");
+                    if let Ok(c) = Cert::decode(der.clone()) {
+                        if c.is_ca() {
+                            cas.insert(c.subject_key_identifier(), (sha(der), c));
+                        }
                     }
                 }
+                Kind::Manifest if !self.done.contains(uri) => manifests.push(uri.clone()),
+                _ => {}
             }
         }
-        let manifests: Vec<String> = self
-            .objects
-            .keys()
-            .filter(|u| Kind::of(u) == Kind::Manifest && !self.done.contains(*u))
-            .cloned()
-            .collect();
         for mft_uri in manifests {
             self.done.insert(mft_uri.clone());
-            let aki = Manifest::decode(self.objects[&mft_uri].clone(), STRICT)
+            let der = self.index.kept(&mft_uri).expect("manifests are kept");
+            let aki = Manifest::decode(der.clone(), STRICT)
                 .ok()
                 .and_then(|m| m.cert().authority_key_identifier());
-            let issuer = Issuer::Local(aki.and_then(|k| cas.get(&k)));
+            let ca = aki.and_then(|k| cas.get(&k));
+            let issuer = Issuer::Local(ca.map(|(_, c)| c));
+            let chain = sha(&[b"local".as_slice(), ca.map_or(&[0u8; 32], |(h, _)| h)].concat());
             let Some(point) = self.point(&mft_uri, issuer) else {
                 continue;
             };
+            let p = self.context(issuer, chain, point.crl);
             for uri in &point.listed {
-                let der = &self.objects[uri];
                 match Kind::of(uri) {
                     Kind::Certificate => {
-                        self.certificate(uri, der, issuer, point.crl.as_ref());
+                        if let Some(der) = self.index.kept(uri).cloned() {
+                            self.certificate(uri, &der, p);
+                        }
                     }
-                    Kind::Roa | Kind::Aspa | Kind::Signed => {
-                        self.signed(uri, der, issuer, point.crl.as_ref())
-                    }
+                    Kind::Roa | Kind::Aspa | Kind::Signed => self.signed(uri, p),
                     Kind::Crl | Kind::Manifest | Kind::Other => {}
                 }
             }
@@ -249,7 +322,12 @@ impl Validator<'_> {
 
     /// A publication point's manifest, the files it lists, and its CRL.
     fn point(&mut self, mft_uri: &str, issuer: Issuer<'_>) -> Option<Point> {
-        let mft = match Manifest::decode(self.objects[mft_uri].clone(), STRICT) {
+        let der = self
+            .index
+            .kept(mft_uri)
+            .expect("manifests are kept")
+            .clone();
+        let mft = match Manifest::decode(der, STRICT) {
             Ok(m) => m,
             Err(e) => {
                 self.finding(mft_uri, Check::Parse, format!("not a manifest: {e}"));
@@ -295,7 +373,7 @@ impl Validator<'_> {
         let mut crls = Vec::new();
         for entry in content.iter() {
             let uri = format!("{dir}{}", String::from_utf8_lossy(entry.file()));
-            let Some(der) = self.objects.get(&uri) else {
+            let Some(hash) = self.index.hash(&uri) else {
                 self.finding(
                     &uri,
                     Check::ManifestMissing,
@@ -303,17 +381,13 @@ impl Validator<'_> {
                 );
                 continue;
             };
-            let hash = Sha256::digest(der);
             if hash.as_slice() != entry.hash().as_ref() {
-                self.finding(
-                    &uri,
-                    Check::ManifestHash,
-                    format!(
-                        "SHA-256 {} is not {} that {mft_uri} lists",
-                        hex::encode(hash),
-                        hex::encode(entry.hash())
-                    ),
+                let detail = format!(
+                    "SHA-256 {} is not {} that {mft_uri} lists",
+                    hex::encode(hash),
+                    hex::encode(entry.hash())
                 );
+                self.finding(&uri, Check::ManifestHash, detail);
                 // Checked on all the same: what else is wrong with it helps the operator.
             }
             if Kind::of(&uri) == Kind::Crl {
@@ -344,7 +418,8 @@ impl Validator<'_> {
                 format!("the manifest lists {} CRLs, not one", crls.len()),
             );
         }
-        let mut crl = match Crl::decode(self.objects[&uri].clone()) {
+        let der = self.index.kept(&uri).expect("CRLs are kept").clone();
+        let mut crl = match Crl::decode(der) {
             Ok(c) => c,
             Err(e) => {
                 self.finding(&uri, Check::Parse, format!("not a CRL: {e}"));
@@ -369,33 +444,36 @@ impl Validator<'_> {
     /// a manifest's, which lives as long as its manifest by design).
     fn current(&mut self, uri: &str, cert: &Cert) -> bool {
         let v: Validity = cert.validity();
+        self.valid_between(uri, v.not_before().timestamp(), v.not_after().timestamp())
+    }
+
+    fn valid_between(&mut self, uri: &str, not_before: i64, not_after: i64) -> bool {
         if Kind::of(uri) != Kind::Manifest {
-            self.report
-                .health
-                .certificate(uri, v.not_after().timestamp(), self.now);
+            self.report.health.certificate(uri, not_after, self.now);
         }
-        if v.verify_at(self.time).is_ok() {
+        if not_before <= self.now && self.now <= not_after {
             return true;
         }
-        self.finding(
-            uri,
-            Check::Expired,
-            format!(
-                "certificate valid from {} to {}",
-                v.not_before().to_rfc3339(),
-                v.not_after().to_rfc3339()
-            ),
+        let at = |t: i64| time_at(t).to_rfc3339();
+        let detail = format!(
+            "certificate valid from {} to {}",
+            at(not_before),
+            at(not_after)
         );
+        self.finding(uri, Check::Expired, detail);
         false
     }
 
-    fn revoked(&mut self, uri: &str, cert: &Cert, crl: Option<&Crl>) -> bool {
-        let revoked = crl.is_some_and(|c| c.contains(cert.serial_number()));
+    fn revoked(&mut self, uri: &str, serial: rpki::repository::x509::Serial, p: usize) -> bool {
+        let revoked = self.points[p]
+            .crl
+            .as_ref()
+            .is_some_and(|c| c.contains(serial));
         if revoked {
             self.finding(
                 uri,
                 Check::Revoked,
-                format!("serial {} is on its issuer's CRL", cert.serial_number()),
+                format!("serial {serial} is on its issuer's CRL"),
             );
         }
         revoked
@@ -403,13 +481,7 @@ impl Validator<'_> {
 
     /// A listed certificate: a CA certificate (returned validated, to be walked, when the
     /// issuer is anchored) or a router certificate.
-    fn certificate(
-        &mut self,
-        uri: &str,
-        der: &bytes::Bytes,
-        issuer: Issuer<'_>,
-        crl: Option<&Crl>,
-    ) -> Option<ResourceCert> {
+    fn certificate(&mut self, uri: &str, der: &Bytes, p: usize) -> Option<ResourceCert> {
         let cert = match Cert::decode(der.clone()) {
             Ok(c) => c,
             Err(e) => {
@@ -418,10 +490,10 @@ impl Validator<'_> {
             }
         };
         let current = self.current(uri, &cert);
-        if self.revoked(uri, &cert, crl) || !current {
+        if self.revoked(uri, cert.serial_number(), p) || !current {
             return None;
         }
-        let result = match issuer {
+        let result = match self.points[p].issuer.borrow() {
             Issuer::Anchored(ca) if cert.is_ca() => {
                 return match cert.validate_ca_at(ca, STRICT, self.time) {
                     Ok(child) => Some(child),
@@ -443,14 +515,72 @@ impl Validator<'_> {
         None
     }
 
-    /// A ROA, ASPA or other signed object.
-    fn signed(&mut self, uri: &str, der: &bytes::Bytes, issuer: Issuer<'_>, crl: Option<&Crl>) {
+    /// A listed ROA, ASPA or other signed object: its cached result, or wanted.
+    fn signed(&mut self, uri: &str, p: usize) {
+        let Some(hash) = self.index.hash(uri) else {
+            return;
+        };
+        let key = (*hash, self.points[p].chain);
+        match self.cache.get(&key).cloned() {
+            Some(v) => self.apply(uri, &v, p),
+            None => {
+                self.wanted.insert(uri.to_string(), p);
+            }
+        }
+    }
+
+    /// Checks the wanted signed objects, their DER fetched in one go.
+    fn fetched(&mut self, fetch: &mut Fetch<'_>) {
+        if self.wanted.is_empty() {
+            return;
+        }
+        let uris: HashSet<String> = self.wanted.keys().cloned().collect();
+        let ders = fetch(&uris);
+        for (uri, p) in std::mem::take(&mut self.wanted) {
+            let Some(der) = ders.get(&uri) else {
+                self.finding(&uri, Check::Parse, "could not be read from the snapshot");
+                continue;
+            };
+            let v = self.verify(&uri, der, p);
+            // A result found at a time the EE certificate was not valid says nothing about
+            // later rounds: only a valid one is kept.
+            if v.ee
+                .as_ref()
+                .is_some_and(|e| e.not_before <= self.now && self.now <= e.not_after)
+            {
+                self.cache
+                    .insert((sha(der), self.points[p].chain), v.clone());
+            }
+            self.apply(&uri, &v, p);
+        }
+    }
+
+    /// Reports a signed object's result, with validity and revocation checked now.
+    fn apply(&mut self, uri: &str, v: &Verified, p: usize) {
+        let Some(ee) = &v.ee else {
+            if let Err((check, detail)) = &v.outcome {
+                self.finding(uri, *check, detail.clone());
+            }
+            return;
+        };
+        let current = self.valid_between(uri, ee.not_before, ee.not_after);
+        if self.revoked(uri, ee.serial, p) || !current {
+            return;
+        }
+        if let Err((check, detail)) = &v.outcome {
+            self.finding(uri, *check, detail.clone());
+        }
+    }
+
+    /// Parses a signed object and verifies it against its issuer (not time, not the CRL).
+    fn verify(&self, uri: &str, der: &Bytes, p: usize) -> Verified {
+        let parse_error = |detail: String| Verified {
+            ee: None,
+            outcome: Err((Check::Parse, detail)),
+        };
         let object = match SignedObject::decode(der.clone(), STRICT) {
             Ok(o) => o,
-            Err(e) => {
-                self.finding(uri, Check::Parse, format!("not a signed object: {e}"));
-                return;
-            }
+            Err(e) => return parse_error(format!("not a signed object: {e}")),
         };
         // The content, parsed as its kind (this also checks the content type).
         let content = match Kind::of(uri) {
@@ -460,26 +590,28 @@ impl Validator<'_> {
         };
         let content = match content {
             Ok(c) => c,
-            Err(e) => {
-                self.finding(uri, Check::Parse, e.to_string());
-                return;
-            }
+            Err(e) => return parse_error(e.to_string()),
         };
-        let ee = object.cert().clone();
-        let current = self.current(uri, &ee);
-        if self.revoked(uri, &ee, crl) || !current {
-            return;
-        }
-        let result = match issuer {
+        let validity = object.cert().validity();
+        let ee = Ee {
+            serial: object.cert().serial_number(),
+            not_before: validity.not_before().timestamp(),
+            not_after: validity.not_after().timestamp(),
+        };
+        let outcome = match self.points[p].issuer.borrow() {
             Issuer::Anchored(ca) => object
                 .validate_at(ca, STRICT, self.time)
                 .map_err(|e| e.to_string())
                 .and_then(|ee| content.covered_by(&ee)),
-            Issuer::Local(Some(ca)) => ee.verify_signature(ca, STRICT).map_err(|e| e.to_string()),
+            Issuer::Local(Some(ca)) => object
+                .cert()
+                .verify_signature(ca, STRICT)
+                .map_err(|e| e.to_string()),
             Issuer::Local(None) => Ok(()),
         };
-        if let Err(e) = result {
-            self.finding(uri, Check::Signature, e);
+        Verified {
+            ee: Some(ee),
+            outcome: outcome.map_err(|e| (Check::Signature, e)),
         }
     }
 }

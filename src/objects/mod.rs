@@ -8,6 +8,7 @@
 //! - [`kind`]: an object's kind by file name, and when it was made (rsync export times).
 //! - [`check`]: the checks: publication points (manifest, CRL, listed files), top-down from
 //!   the trust anchors where there are any, signed objects and certificates.
+//! - [`index`]: what validation keeps between rounds, so that a serial costs what changed.
 //! - [`health`]: what an operator watches: objects by kind, the earliest manifest and CRL
 //!   nextUpdate, certificates about to expire.
 //! - [`anchor`]: TAL files and the trust anchor certificates they name.
@@ -15,6 +16,7 @@
 pub mod anchor;
 pub mod check;
 pub mod health;
+pub mod index;
 pub mod kind;
 
 #[cfg(test)]
@@ -27,8 +29,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 pub use anchor::{Anchor, TalFile};
-pub use check::validate;
+pub use check::{validate, validate_with, Fetch};
 pub use health::Health;
+pub use index::{Cache, Index};
 pub use kind::{made_at, Kind};
 
 /// One repository state: every published object, by rsync URI.

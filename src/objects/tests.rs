@@ -362,3 +362,55 @@ fn rebuild(der: &[u8], at: usize, len: usize, new: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn a_new_serial_checks_only_what_changed() {
+    let a = fixture("a");
+    let now = capture_time(&a);
+    let mut cache = Cache::default();
+    let asked = std::cell::RefCell::new(Vec::<String>::new());
+    let run_with = |objects: &Objects, cache: &mut Cache| {
+        asked.borrow_mut().clear();
+        let mut fetch = |wanted: &std::collections::HashSet<String>| {
+            asked.borrow_mut().extend(wanted.iter().cloned());
+            wanted
+                .iter()
+                .map(|u| (u.clone(), objects[u].clone()))
+                .collect()
+        };
+        validate_with(
+            &Index::from_objects(objects),
+            cache,
+            &mut fetch,
+            &[anchor()],
+            now,
+            0,
+        )
+    };
+    let first = run_with(&a, &mut cache);
+    assert!(first.findings.is_empty(), "{:?}", first.findings);
+    assert_eq!(asked.borrow().len(), 3, "every ROA, the first time");
+    let again = run_with(&a, &mut cache);
+    assert!(again.findings.is_empty());
+    assert!(asked.borrow().is_empty(), "nothing, when nothing changed");
+
+    // One ROA's bytes changed: only that one is read and verified again, and a cached
+    // result does not hide a revocation that comes with a new CRL.
+    let mut changed = a.clone();
+    let uri = format!("{TESTBED}{R1}");
+    let mut der = changed[&uri].to_vec();
+    *der.last_mut().unwrap() ^= 0x01;
+    changed.insert(uri.clone(), Bytes::from(der));
+    let crl = format!("{TESTBED}2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.crl");
+    changed.insert(crl.clone(), fixture("b")[&crl].clone());
+    let report = run_with(&changed, &mut cache);
+    assert_eq!(*asked.borrow(), vec![uri.clone()]);
+    let found = checks(&report);
+    assert!(found.contains(&(uri, Check::Signature)), "{found:?}");
+    assert!(
+        found.contains(&(format!("{TESTBED}{R2}"), Check::Revoked)),
+        "{found:?}"
+    );
+    // The cache holds one state: the old R1 result is gone.
+    assert_eq!(cache.len(), 3);
+}

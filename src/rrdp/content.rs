@@ -76,11 +76,12 @@ pub fn check(input: impl BufRead, expected: &Expected) -> Result<Summary, Conten
     walk(input, expected, &mut |_, _| Ok(()))
 }
 
-/// Called with each `<publish>` element's URI and Base64 content.
+/// Called with each `<publish>` element's URI and Base64 content, and with each
+/// `<withdraw>` element's URI and empty content (a publish is never empty).
 pub type Visit<'a> = dyn FnMut(&str, &[u8]) -> Result<(), ContentError> + 'a;
 
 /// Like [`check`], and hands each `<publish>` element's URI and Base64 content (white space
-/// included) to `visit` as it is read. An error from `visit` ends the walk.
+/// included), and each `<withdraw>`'s URI with empty content, to `visit` as it is read. An error from `visit` ends the walk.
 ///
 /// Long on purpose (about 80 lines): one pull-parser loop whose arms are the document's
 /// states; split, the state would have to travel between functions.
@@ -119,6 +120,9 @@ pub fn walk(
                         text.clear();
                         if empty {
                             end_child(in_withdraw, false)?;
+                            if in_withdraw {
+                                visit(&uri, &[])?;
+                            }
                         } else {
                             depth = 2;
                         }
@@ -130,9 +134,8 @@ pub fn walk(
             Event::End(_) => match depth {
                 2 => {
                     end_child(in_withdraw, content)?;
-                    if !in_withdraw {
-                        visit(&uri, &text)?;
-                    }
+                    // A withdraw as empty content: a publish is never empty.
+                    visit(&uri, if in_withdraw { &[] } else { &text })?;
                     depth = 1;
                 }
                 1 => depth = 3,
