@@ -366,11 +366,52 @@ pub struct Validation {
     pub validate: Validate,
     /// Trust anchors (`tal`) to validate top-down from, read at start.
     pub tals: Vec<crate::objects::TalFile>,
+    /// Per TAL, where its trust anchor certificate is fetched from, in order.
+    pub ta_sources: Vec<Vec<TaSource>>,
     /// Certificates expiring within this long are counted in the health.
     pub expiry_window: Duration,
     /// An operator's own check of the candidate tree (`pre_validate`), and its deadline.
     pub pre_validate: Option<Vec<String>>,
     pub pre_validate_timeout: Duration,
+}
+
+/// Where a trust anchor certificate is fetched from: one of its TAL's HTTPS URIs, through
+/// the passthrough that serves it when there is one (a TAL may name this proxy's own public
+/// URIs, e.g. Krill's `/ta/ta.cer`), else directly.
+#[derive(Clone, Debug)]
+pub struct TaSource {
+    pub base: BaseUri,
+    pub rel: String,
+    pub tls: UpstreamTls,
+}
+
+/// The places a TAL's HTTPS URIs are fetched from (its rsync URIs are not: no rsync here).
+fn ta_sources(uris: &[String], passthroughs: &[PassthroughConfig]) -> Vec<TaSource> {
+    let mut out = Vec::new();
+    for uri in uris.iter().filter(|u| u.starts_with("https://")) {
+        if let Some((p, rel)) = passthroughs
+            .iter()
+            .find_map(|p| Some((p, p.public.relative(uri)?)))
+        {
+            out.push(TaSource {
+                base: p.upstream.clone(),
+                rel: rel.to_string(),
+                tls: p.tls.clone(),
+            });
+            continue;
+        }
+        let Some((dir, name)) = uri.rsplit_once('/') else {
+            continue;
+        };
+        if let Ok(base) = BaseUri::parse(&format!("{dir}/")) {
+            out.push(TaSource {
+                base,
+                rel: name.to_string(),
+                tls: UpstreamTls::default(),
+            });
+        }
+    }
+    out
 }
 
 impl Validation {
@@ -545,6 +586,14 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         passthroughs.push(validate_passthrough(i, p, base)?);
     }
     check_prefixes_distinct(&repositories, &passthroughs)?;
+    for r in &mut repositories {
+        r.validation.ta_sources = r
+            .validation
+            .tals
+            .iter()
+            .map(|t| ta_sources(&t.uris(), &passthroughs))
+            .collect();
+    }
     let health = HealthConfig {
         max_stale: opt_duration("health.max_stale", raw.health.max_stale)?,
     };
@@ -891,6 +940,7 @@ fn validation(
     Ok(Validation {
         validate,
         tals,
+        ta_sources: Vec::new(),
         expiry_window: opt_duration(&key("expiry_window"), r.expiry_window)?
             .unwrap_or(DEFAULT_EXPIRY_WINDOW),
         pre_validate,

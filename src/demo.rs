@@ -269,6 +269,61 @@ impl Repository {
             self.objects.insert(uri, content);
         }
         delta.push_str("</delta>\n");
+        self.end_serial(delta, with_snapshot);
+    }
+
+    /// The next serial with exactly these changes: each URI published with the content, or
+    /// withdrawn (`None`). Tests and benchmarks serve real RPKI objects this way.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = (String, Option<Vec<u8>>)>) {
+        self.serial += 1;
+        let mut delta = String::new();
+        let _ = writeln!(
+            delta,
+            "<delta xmlns=\"{RRDP_NS}\" version=\"1\" session_id=\"{}\" serial=\"{}\">",
+            self.session_id, self.serial
+        );
+        for (uri, content) in changes {
+            let old = self.objects.remove(&uri);
+            let hash = old
+                .map(|o| format!(" hash=\"{}\"", Hash::of(&o)))
+                .unwrap_or_default();
+            match content {
+                Some(c) => {
+                    let _ = writeln!(
+                        delta,
+                        "  <publish uri=\"{}\"{hash}>{}</publish>",
+                        xml_escape(&uri),
+                        base64::engine::general_purpose::STANDARD.encode(&c)
+                    );
+                    self.objects.insert(uri, c);
+                }
+                None if !hash.is_empty() => {
+                    let _ = writeln!(delta, "  <withdraw uri=\"{}\"{hash}/>", xml_escape(&uri));
+                }
+                None => {}
+            }
+        }
+        delta.push_str("</delta>\n");
+        self.end_serial(delta, true);
+    }
+
+    /// A new session whose first serial publishes exactly `objects`.
+    pub fn with_objects(base_uri: &str, objects: BTreeMap<String, Vec<u8>>) -> Repository {
+        let mut r = Repository::new(base_uri);
+        r.session_id = uuid::Uuid::new_v4().to_string();
+        r.serial = 1;
+        r.deltas.clear();
+        r.files.clear();
+        r.objects = objects;
+        r.max_objects = usize::MAX;
+        r.end_serial(String::new(), true);
+        r
+    }
+
+    /// Ends a serial: its delta (not for serial 1) listed, old deltas dropped, the snapshot
+    /// written, the notification rendered.
+    fn end_serial(&mut self, delta: String, with_snapshot: bool) {
+        let mut rng = rand::thread_rng();
         let dir = format!(
             "{}/{}/{:016x}",
             self.session_id,

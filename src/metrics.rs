@@ -101,6 +101,7 @@ pub struct Metrics {
     bytes_served: AtomicU64,
     upstream_fetches: AtomicU64,
     poll_errors: Mutex<BTreeMap<&'static str, u64>>,
+    validation_refusals: Mutex<BTreeMap<&'static str, u64>>,
     hash_mismatches: AtomicU64,
     invalid_contents: AtomicU64,
     peer_fetches: AtomicU64,
@@ -134,6 +135,17 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// A round refused by validation, once per check that failed in it (`pre_validate`
+    /// for the operator's command).
+    pub fn count_validation_refusal(&self, reason: &'static str) {
+        *self
+            .validation_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
     pub fn count_hash_mismatch(&self) {
         self.hash_mismatches.fetch_add(1, Ordering::Relaxed);
     }
@@ -156,6 +168,14 @@ impl Metrics {
     }
 
     /// Failed poll rounds for one reason so far.
+    pub fn validation_refusals(&self, reason: &str) -> u64 {
+        let r = self
+            .validation_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        r.get(reason).copied().unwrap_or(0)
+    }
+
     pub fn poll_errors(&self, reason: &str) -> u64 {
         let errors = self.poll_errors.lock().unwrap_or_else(|e| e.into_inner());
         errors.get(reason).copied().unwrap_or(0)
@@ -276,6 +296,19 @@ impl Metrics {
             "Failed poll rounds, by reason.",
             &["reason"],
             errors,
+        )?;
+        let refusals: Vec<_> = self
+            .validation_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(r, n)| (vec![r.to_string()], *n))
+            .collect();
+        ex.counters(
+            "rrdp_proxy_validation_refusals_total",
+            "Rounds refused by RPKI validation, once per check that failed in them (pre_validate: the operator's command).",
+            &["reason"],
+            refusals,
         )
     }
 }

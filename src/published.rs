@@ -491,6 +491,50 @@ pub struct RepoStatus {
     pub rounds_started: u64,
     /// The serial last written to the exports (export_rrdp, export_rsync).
     pub exported_serial: Option<u64>,
+    /// What validating the last round that was validated found.
+    pub validation: Option<Arc<ValidationStatus>>,
+}
+
+/// What RPKI validation (`validate`) and the operator's `pre_validate` found in a round.
+#[derive(Clone, Debug, Default)]
+pub struct ValidationStatus {
+    pub session_id: String,
+    pub serial: u64,
+    /// When it ran, in seconds since the epoch.
+    pub at: u64,
+    pub seconds: f64,
+    /// Whether the round was refused for it.
+    pub refused: bool,
+    /// `None` under `validate = "off"` (only `pre_validate` ran) or when it could not run.
+    pub report: Option<crate::objects::Report>,
+    /// Whether the state was brought up to the serial from its deltas (else the snapshot).
+    pub from_deltas: bool,
+    /// Signed objects read and verified (the rest had cached results).
+    pub verified: u64,
+    pub pre_validate: Option<PreValidated>,
+    /// Why validation could not run (the store could not be read).
+    pub error: Option<String>,
+}
+
+/// How the operator's `pre_validate` command ended.
+#[derive(Clone, Debug, Default)]
+pub struct PreValidated {
+    pub ok: bool,
+    pub exit: Option<i32>,
+    pub detail: String,
+    /// Its stdout and stderr, the last 8 KiB.
+    pub output: String,
+}
+
+impl PreValidated {
+    pub fn failed(detail: String) -> PreValidated {
+        PreValidated {
+            ok: false,
+            exit: None,
+            detail,
+            output: String::new(),
+        }
+    }
 }
 
 /// One point of a repository's recent past: at `at` (seconds since the epoch), the serial
@@ -507,6 +551,9 @@ const SAMPLE_EVERY: u64 = 60;
 /// ... and this many are kept: six hours.
 const SAMPLES_KEPT: usize = 360;
 
+/// How many refused file paths a repository remembers.
+const REFUSED_KEPT: usize = 4096;
+
 /// A configured repository and its live state.
 pub struct Repo {
     pub config: RepositoryConfig,
@@ -521,6 +568,10 @@ pub struct Repo {
     /// Files fetched for a client that no notification named yet: relative path → hash, so
     /// that clients queued behind that download are served the stored copy. Bounded.
     pub forwarded: std::sync::Mutex<HashMap<String, Hash>>,
+    /// Files of rounds that validation refused (relative paths): never served, not even
+    /// forwarded to the upstream on request, unless a published generation names them.
+    /// Bounded: starts over past [`REFUSED_KEPT`].
+    refused: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Poll now (admin `POST /refresh`).
     pub refresh: Notify,
     /// How far behind the RPs asking for deltas are.
@@ -552,6 +603,7 @@ impl Repo {
             published: ArcSwapOption::empty(),
             pending: ArcSwap::from_pointee(HashMap::new()),
             forwarded: std::sync::Mutex::new(HashMap::new()),
+            refused: std::sync::Mutex::new(std::collections::HashSet::new()),
             refresh: Notify::new(),
             rp_lag: Default::default(),
             samples: Default::default(),
@@ -585,6 +637,23 @@ impl Repo {
     }
 
     /// A short name for logs.
+    /// Withholds a refused round's files from clients.
+    pub fn withhold(&self, rels: impl IntoIterator<Item = String>) {
+        let mut set = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        for rel in rels {
+            if set.len() >= REFUSED_KEPT {
+                set.clear();
+            }
+            set.insert(rel);
+        }
+    }
+
+    /// Whether a file belongs to a refused round (and no published generation).
+    pub fn is_withheld(&self, rel: &str) -> bool {
+        let set = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        !set.is_empty() && set.contains(rel)
+    }
+
     pub fn name(&self) -> String {
         self.config.public.to_string()
     }

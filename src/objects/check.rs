@@ -45,17 +45,19 @@ pub const MAX_DEPTH: usize = 32;
 pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: i64) -> Report {
     let index = Index::from_objects(objects);
     let mut cache = Cache::default();
-    let mut fetch = |wanted: &HashSet<String>| {
-        wanted
-            .iter()
-            .filter_map(|u| objects.get(u).map(|d| (u.clone(), d.clone())))
-            .collect()
+    let mut fetch = |wanted: &HashSet<String>, give: &mut dyn FnMut(&str, Bytes)| {
+        for uri in wanted {
+            if let Some(der) = objects.get(uri) {
+                give(uri, der.clone());
+            }
+        }
     };
     validate_with(&index, &mut cache, &mut fetch, anchors, now, expiry_window)
 }
 
-/// Hands over the DER of the signed objects asked for (by URI).
-pub type Fetch<'a> = dyn FnMut(&HashSet<String>) -> HashMap<String, Bytes> + 'a;
+/// Hands the DER of the signed objects asked for (by URI) to the callback, one at a time, in
+/// any order (a snapshot is read once, never held).
+pub type Fetch<'a> = dyn FnMut(&HashSet<String>, &mut dyn FnMut(&str, Bytes)) + 'a;
 
 /// Validates the state `index` describes, with the verification results in `cache` (kept up
 /// to date for the next round); the DER of signed objects the cache has no result for comes
@@ -529,19 +531,22 @@ impl Validator<'_> {
         }
     }
 
-    /// Checks the wanted signed objects, their DER fetched in one go.
+    /// Checks the wanted signed objects as `fetch` hands them over.
     fn fetched(&mut self, fetch: &mut Fetch<'_>) {
         if self.wanted.is_empty() {
             return;
         }
-        let uris: HashSet<String> = self.wanted.keys().cloned().collect();
-        let ders = fetch(&uris);
-        for (uri, p) in std::mem::take(&mut self.wanted) {
-            let Some(der) = ders.get(&uri) else {
-                self.finding(&uri, Check::Parse, "could not be read from the snapshot");
-                continue;
+        let wanted = std::mem::take(&mut self.wanted);
+        let uris: HashSet<String> = wanted.keys().cloned().collect();
+        let mut seen = HashSet::new();
+        fetch(&uris, &mut |uri, der| {
+            let Some(&p) = wanted.get(uri) else {
+                return;
             };
-            let v = self.verify(&uri, der, p);
+            if !seen.insert(uri.to_string()) {
+                return;
+            }
+            let v = self.verify(uri, &der, p);
             // A result found at a time the EE certificate was not valid says nothing about
             // later rounds: only a valid one is kept.
             if v.ee
@@ -549,9 +554,12 @@ impl Validator<'_> {
                 .is_some_and(|e| e.not_before <= self.now && self.now <= e.not_after)
             {
                 self.cache
-                    .insert((sha(der), self.points[p].chain), v.clone());
+                    .insert((sha(&der), self.points[p].chain), v.clone());
             }
-            self.apply(&uri, &v, p);
+            self.apply(uri, &v, p);
+        });
+        for uri in wanted.keys().filter(|u| !seen.contains(*u)) {
+            self.finding(uri, Check::Parse, "could not be read from the snapshot");
         }
     }
 

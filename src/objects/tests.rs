@@ -16,35 +16,18 @@ const R2: &str = "31302e302e312e302f32342d3234203d3e203634343937.roa";
 const CHILD_ROA: &str =
     "rsync://rrdp.test/repo/child/0/31302e312e302e302f32342d3234203d3e203634353030.roa";
 
-/// The objects of the fixture's snapshot `serial` ("a" or "b").
+/// The objects of the fixture's snapshot `which` ("a" or "b").
 pub fn fixture(which: &str) -> Objects {
-    let text = std::fs::read(Path::new(DIR).join(which).join("snapshot.xml")).unwrap();
-    let head = String::from_utf8_lossy(&text[..300]).to_string();
-    let attr = |name: &str| {
-        let at = head.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-        head[at..at + head[at..].find('"').unwrap()].to_string()
-    };
+    let dir = Path::new(DIR).join(which);
+    let n = crate::rrdp::Notification::parse(&std::fs::read(dir.join("notification.xml")).unwrap())
+        .unwrap();
     let expected = Expected {
         kind: FileKind::Snapshot,
-        session_id: attr("session_id"),
-        serial: attr("serial").parse().unwrap(),
+        session_id: n.session_id,
+        serial: n.serial,
     };
-    let mut objects = Objects::new();
-    content::walk(text.as_slice(), &expected, &mut |uri, b64| {
-        let clean: Vec<u8> = b64
-            .iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
-        use base64::Engine;
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(clean)
-            .unwrap();
-        objects.insert(uri.to_string(), Bytes::from(der));
-        Ok(())
-    })
-    .unwrap();
-    objects
+    let text = std::fs::read(dir.join("snapshot.xml")).unwrap();
+    content::read_objects(text.as_slice(), &expected).unwrap()
 }
 
 /// The fixture's trust anchor.
@@ -371,12 +354,12 @@ fn a_new_serial_checks_only_what_changed() {
     let asked = std::cell::RefCell::new(Vec::<String>::new());
     let run_with = |objects: &Objects, cache: &mut Cache| {
         asked.borrow_mut().clear();
-        let mut fetch = |wanted: &std::collections::HashSet<String>| {
+        let mut fetch = |wanted: &std::collections::HashSet<String>,
+                         give: &mut dyn FnMut(&str, Bytes)| {
             asked.borrow_mut().extend(wanted.iter().cloned());
-            wanted
-                .iter()
-                .map(|u| (u.clone(), objects[u].clone()))
-                .collect()
+            for u in wanted {
+                give(u, objects[u].clone());
+            }
         };
         validate_with(
             &Index::from_objects(objects),

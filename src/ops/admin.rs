@@ -12,8 +12,10 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::clock::unix_now;
+use crate::config::Validate;
 use crate::metrics::Exposition;
 use crate::ops::page;
+use crate::published::{Generation, RepoStatus, ValidationStatus};
 use crate::shared::Shared;
 
 /// The Prometheus text format, as the `prometheus` crate encodes it.
@@ -117,6 +119,7 @@ impl Admin {
                         "oldest_since": g.history.last().map(|h| h.since),
                     })),
                     "rp_lag": rp_lag_json(&repo.rp_lag),
+                    "validation": validation_json(&repo.config, s.validation.as_deref(), now),
                 })
             })
             .collect();
@@ -256,6 +259,7 @@ impl Admin {
                 Some((vec![name.clone()], g.as_ref()?.history.len() as f64))
             }),
         )?;
+        validation_metrics(ex, &repos)?;
         ex.gauges(
             "rrdp_proxy_last_success_timestamp_seconds",
             "When the upstream last answered usably.",
@@ -265,6 +269,168 @@ impl Admin {
             }),
         )
     }
+}
+
+/// A repository's validation settings and what its last validated round found.
+fn validation_json(
+    cfg: &crate::config::RepositoryConfig,
+    v: Option<&ValidationStatus>,
+    now: u64,
+) -> serde_json::Value {
+    let mode = match cfg.validation.validate {
+        Validate::Off => "off",
+        Validate::Warn => "warn",
+        Validate::Refuse => "refuse",
+    };
+    let tals: Vec<_> = cfg
+        .validation
+        .tals
+        .iter()
+        .map(|t| t.path.display().to_string())
+        .collect();
+    let mut out = json!({
+        "mode": mode,
+        "tals": tals,
+        "pre_validate": cfg.validation.pre_validate,
+    });
+    let Some(v) = v else {
+        return out;
+    };
+    let due = |d: &Option<crate::objects::health::Due>| {
+        d.as_ref()
+            .map(|d| json!({ "uri": d.uri, "at": d.at, "seconds_left": d.at - now as i64 }))
+    };
+    out["last"] = json!({
+        "session_id": v.session_id,
+        "serial": v.serial,
+        "at": v.at,
+        "seconds": v.seconds,
+        "refused": v.refused,
+        "from_deltas": v.from_deltas,
+        "verified": v.verified,
+        "error": v.error,
+        "pre_validate": v.pre_validate.as_ref().map(|p| json!({
+            "ok": p.ok, "exit": p.exit, "detail": p.detail, "output": p.output,
+        })),
+    });
+    if let Some(r) = &v.report {
+        let by_check: serde_json::Map<String, serde_json::Value> = r
+            .counts
+            .iter()
+            .map(|(c, n)| (c.label().to_string(), json!(n)))
+            .collect();
+        let h = &r.health;
+        out["last"]["findings"] = json!(r.failed());
+        out["last"]["by_check"] = serde_json::Value::Object(by_check);
+        out["last"]["details"] = json!(r.findings);
+        out["last"]["points"] = json!(r.points);
+        out["last"]["points_from_anchor"] = json!(r.points_from_anchor);
+        out["health"] = json!({
+            "objects": h.objects,
+            "manifest_next_update": due(&h.manifest_next_update),
+            "crl_next_update": due(&h.crl_next_update),
+            "stale_manifests": h.stale_manifests,
+            "missing_manifests": h.missing_manifests,
+            "expiring_certificates": h.expiring,
+            "expiry_window_seconds": h.expiry_window,
+            "expiring_soonest": h.expiring_soonest,
+        });
+    }
+    out
+}
+
+/// The repositories' validation and health gauges, from their last validated round.
+fn validation_metrics(
+    ex: &mut Exposition,
+    repos: &[(String, RepoStatus, Option<Arc<Generation>>)],
+) -> prometheus::Result<()> {
+    let reports: Vec<(&String, &ValidationStatus, Option<&crate::objects::Report>)> = repos
+        .iter()
+        .filter_map(|(name, s, _)| {
+            let v = s.validation.as_deref()?;
+            Some((name, v, v.report.as_ref()))
+        })
+        .collect();
+    let with_report = || {
+        reports
+            .iter()
+            .filter_map(|(name, _, r)| Some((*name, (*r)?)))
+    };
+    ex.gauges(
+        "rrdp_proxy_validation_findings",
+        "Checks that failed in the last validated round, by check.",
+        &["repository", "check"],
+        with_report().flat_map(|(name, r)| {
+            crate::objects::Check::ALL.iter().map(move |c| {
+                let n = r.counts.get(c).copied().unwrap_or(0);
+                (vec![name.clone(), c.label().to_string()], n as f64)
+            })
+        }),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_validation_refused",
+        "1 if the last validated round was refused (the previous generation is served).",
+        &["repository"],
+        reports
+            .iter()
+            .map(|(name, v, _)| (vec![(*name).clone()], f64::from(u8::from(v.refused)))),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_validation_duration_seconds",
+        "How long validating the last validated round took (pre_validate included).",
+        &["repository"],
+        reports
+            .iter()
+            .map(|(name, v, _)| (vec![(*name).clone()], v.seconds)),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_rpki_objects",
+        "RPKI objects in the last validated round, by kind.",
+        &["repository", "kind"],
+        with_report().flat_map(|(name, r)| {
+            crate::objects::Kind::ALL.iter().map(move |k| {
+                let n = r.health.objects.get(k.label()).copied().unwrap_or(0);
+                (vec![name.clone(), k.label().to_string()], n as f64)
+            })
+        }),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_manifest_next_update_timestamp_seconds",
+        "The earliest nextUpdate of any manifest: when it passes, RPs reject that publication point.",
+        &["repository"],
+        with_report().filter_map(|(name, r)| {
+            Some((vec![name.clone()], r.health.manifest_next_update.as_ref()?.at as f64))
+        }),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_crl_next_update_timestamp_seconds",
+        "The earliest nextUpdate of any CRL.",
+        &["repository"],
+        with_report().filter_map(|(name, r)| {
+            Some((
+                vec![name.clone()],
+                r.health.crl_next_update.as_ref()?.at as f64,
+            ))
+        }),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_stale_manifests",
+        "Manifests not current (nextUpdate passed or thisUpdate ahead) in the last validated round.",
+        &["repository"],
+        with_report().map(|(name, r)| (vec![name.clone()], r.health.stale_manifests as f64)),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_missing_manifests",
+        "Publication points whose manifest a CA certificate names but that is not published.",
+        &["repository"],
+        with_report().map(|(name, r)| (vec![name.clone()], r.health.missing_manifests as f64)),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_certificates_expiring",
+        "Certificates (CA, router, EE of signed objects) expiring within expiry_window.",
+        &["repository"],
+        with_report().map(|(name, r)| (vec![name.clone()], r.health.expiring as f64)),
+    )
 }
 
 pub(crate) fn respond(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
 use log::{info, warn};
 
 use crate::clock::{unix_now, Clock};
@@ -307,13 +306,7 @@ fn write_object(
 ) -> io::Result<()> {
     let rel = rsync_path(uri, include_host)
         .ok_or_else(|| io::Error::other(format!("unusable rsync URI {uri:?}")))?;
-    let clean: Vec<u8> = b64
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(clean)
+    let der = content::decode(b64, &mut Vec::new())
         .map_err(|e| io::Error::other(format!("{uri}: {e}")))?;
     let path = tree.join(&rel);
     let parent = path.parent().expect("a relative path with a file name");

@@ -71,6 +71,33 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, ContentError> {
 /// The longest `uri` attribute accepted; rsync URIs of real repositories are far shorter.
 const MAX_URI: usize = 4096;
 
+/// A `<publish>` element's content decoded: Base64 with white space, as [`walk`] hands it
+/// over. `scratch` is reused between calls.
+pub fn decode(b64: &[u8], scratch: &mut Vec<u8>) -> Result<Vec<u8>, ContentError> {
+    use base64::Engine;
+    scratch.clear();
+    scratch.extend(b64.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+    base64::engine::general_purpose::STANDARD
+        .decode(&scratch)
+        .map_err(|e| ContentError(format!("publish content is not Base64: {e}")))
+}
+
+/// Every object a snapshot publishes, decoded, by URI. It holds them all: for tests and
+/// tools, not for the poller.
+pub fn read_objects(
+    input: impl BufRead,
+    expected: &Expected,
+) -> Result<std::collections::BTreeMap<String, bytes::Bytes>, ContentError> {
+    let mut objects = std::collections::BTreeMap::new();
+    let mut scratch = Vec::new();
+    walk(input, expected, &mut |uri, b64| {
+        let der = decode(b64, &mut scratch).map_err(|e| ContentError(format!("{uri}: {e}")))?;
+        objects.insert(uri.to_string(), bytes::Bytes::from(der));
+        Ok(())
+    })?;
+    Ok(objects)
+}
+
 /// Reads a whole snapshot or delta and checks it against `expected`.
 pub fn check(input: impl BufRead, expected: &Expected) -> Result<Summary, ContentError> {
     walk(input, expected, &mut |_, _| Ok(()))

@@ -356,6 +356,9 @@ impl RrdpProxy {
             }
             return a;
         }
+        if repo.is_withheld(rel) {
+            return Answer::text(404, Kind::File, "not found\n");
+        }
         // Not published (yet, or any more): ask the upstream. If the newest upstream
         // notification names this file, the bytes must have its hash, and are kept.
         let pending = repo

@@ -26,6 +26,13 @@ pub enum PollError {
     Barrier { serial: u64, cause: Box<PollError> },
     /// A snapshot or delta could not be fetched or verified.
     File { uri: String, error: FetchError },
+    /// RPKI validation (`validate = "refuse"`) or the operator's `pre_validate` refused the
+    /// round: `reason` is `rpki_validation` or `pre_validate`.
+    Refused {
+        serial: u64,
+        reason: &'static str,
+        detail: String,
+    },
     /// Our own disk failed.
     Store(io::Error),
 }
@@ -42,6 +49,7 @@ impl PollError {
             PollError::Guard(_) => "content_guard",
             PollError::Barrier { .. } => "publish_barrier",
             PollError::File { error, .. } => error.reason(),
+            PollError::Refused { reason, .. } => reason,
             PollError::Store(_) => "store",
         }
     }
@@ -78,6 +86,11 @@ impl fmt::Display for PollError {
                 "publish barrier: serial {serial} waits until the upstream answers again after publish_delay ({cause})"
             ),
             PollError::File { uri, error } => write!(f, "{uri}: {error}"),
+            PollError::Refused {
+                serial,
+                reason,
+                detail,
+            } => write!(f, "serial {serial} refused ({reason}): {detail}; not published"),
             PollError::Store(e) => write!(f, "store: {e}"),
         }
     }

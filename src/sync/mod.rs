@@ -20,6 +20,7 @@ pub mod files;
 pub mod guards;
 pub mod plan;
 pub mod upstreams;
+pub mod validation;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -81,8 +82,10 @@ pub struct Poller {
     barrier: Barrier,
     /// Set while a background compression runs.
     compressing: Arc<AtomicBool>,
-    /// The clock `publish_delay` runs on.
+    /// The clock `publish_delay` runs on, and the time RPKI objects are validated at.
     clock: Clock,
+    /// RPKI validation's state between rounds.
+    validator: validation::Validator,
 }
 
 impl Poller {
@@ -94,6 +97,7 @@ impl Poller {
     ) -> Poller {
         Poller {
             upstreams: Upstreams::new(&repo.config),
+            validator: validation::Validator::new(&repo.config, &store),
             repo,
             store,
             metrics,
@@ -218,7 +222,7 @@ impl Poller {
                         Some(g) => format!("still serving serial {}", g.serial),
                         None => "nothing to serve yet".to_string(),
                     };
-                    if matches!(e, PollError::Guard(_)) {
+                    if matches!(e, PollError::Guard(_) | PollError::Refused { .. }) {
                         // The upstream published something that looks broken: loud.
                         log::error!("{name}: {msg}; {serving}");
                     } else {
@@ -375,6 +379,9 @@ impl Poller {
         let round = self
             .store_round(&n, plan, source, published.as_deref())
             .await?;
+        if self.repo.config.validation.enabled() {
+            self.validate(&round, published.as_deref()).await?;
+        }
         let delay = self.repo.config.publish_delay;
         if source == Source::Peers || delay.is_zero() {
             return self.publish(round).await;
@@ -387,6 +394,83 @@ impl Poller {
             );
         }
         Ok(Outcome::Unchanged)
+    }
+
+    /// Validates a stored round; refuses it (and forgets its new files, so that no client
+    /// is served them on request) when validation says so. Reports either way.
+    async fn validate(
+        &mut self,
+        round: &Round,
+        published: Option<&Generation>,
+    ) -> Result<(), PollError> {
+        let repo = self.repo.clone();
+        let now = self.clock.unix_now() as i64;
+        let result = self
+            .validator
+            .check(&repo.config, &self.store, round, now)
+            .await;
+        let refused = result.is_err();
+        let status = result.unwrap_or_else(|s| s);
+        let name = repo.name();
+        let serial = round.serial;
+        let summary = validation_summary(&status);
+        if let Some(summary) = &summary {
+            if !refused {
+                warn!("{name}: serial {serial}: {summary}; published all the same (validate = \"warn\")");
+            }
+        }
+        let status = Arc::new(status);
+        repo.status
+            .send_modify(|s| s.validation = Some(status.clone()));
+        if !refused {
+            return Ok(());
+        }
+        let mut reasons: Vec<&'static str> = Vec::new();
+        if let Some(r) = &status.report {
+            reasons.extend(r.counts.keys().map(|c| c.label()));
+        }
+        if status.pre_validate.as_ref().is_some_and(|p| !p.ok) {
+            reasons.push("pre_validate");
+        }
+        if status.error.is_some() {
+            reasons.push("unreadable");
+        }
+        for r in &reasons {
+            self.metrics.count_validation_refusal(r);
+        }
+        self.forget_refused(round, published);
+        let pre_only = reasons == ["pre_validate"];
+        Err(PollError::Refused {
+            serial,
+            reason: if pre_only {
+                "pre_validate"
+            } else {
+                "rpki_validation"
+            },
+            detail: summary.unwrap_or_else(|| "validation failed".to_string()),
+        })
+    }
+
+    /// A refused round's new files (its snapshot, its deltas newer than what is published)
+    /// are withheld: not served on request, not forwarded to the upstream either.
+    fn forget_refused(&self, round: &Round, published: Option<&Generation>) {
+        let newer_than = published
+            .filter(|p| p.session_id == round.session_id)
+            .map_or(0, |p| p.serial);
+        let mut withheld = vec![round.snapshot.0.clone()];
+        withheld.extend(
+            round
+                .deltas
+                .iter()
+                .filter(|(serial, _, _)| *serial > newer_than)
+                .map(|(_, rel, _)| rel.clone()),
+        );
+        let mut pending = (**self.repo.pending.load()).clone();
+        for rel in &withheld {
+            pending.remove(rel);
+        }
+        self.repo.pending.store(Arc::new(pending));
+        self.repo.withhold(withheld);
     }
 
     /// Files named by upstream notifications stay named for `cache.retain`: a node that
@@ -499,6 +583,21 @@ impl Poller {
         }
         Ok(())
     }
+}
+
+/// One line of what validation found (`None`: nothing).
+fn validation_summary(s: &crate::published::ValidationStatus) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(e) = &s.error {
+        parts.push(format!("RPKI validation could not run: {e}"));
+    }
+    if let Some(r) = s.report.as_ref().filter(|r| r.failed() > 0) {
+        parts.push(format!("RPKI validation: {}", r.summary(3)));
+    }
+    if let Some(p) = s.pre_validate.as_ref().filter(|p| !p.ok) {
+        parts.push(format!("pre_validate: {}", p.detail));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// What the snapshot a notification names must be.

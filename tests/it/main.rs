@@ -17,3 +17,4 @@ mod lifecycle;
 mod serving;
 mod syncing;
 mod tls;
+mod validation;

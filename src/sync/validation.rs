@@ -1,0 +1,548 @@
+//! RPKI validation of a stored round before it is published (`validate`, `tal`,
+//! `pre_validate`).
+//!
+//! The repository state is brought up to the round's serial — from the last validated state
+//! and the round's deltas when they connect, else from the snapshot — and validated with
+//! [`objects`](crate::objects): certificates, manifests and CRLs every round, signed objects
+//! only when new (a cache holds the rest). The trust anchor certificates are fetched each
+//! validating round, the last good one kept (also across restarts, in the store's index
+//! directory) for when the fetch fails. The operator's `pre_validate` command then sees the
+//! candidate tree. All of it runs on the blocking pool; memory stays bounded by the kept
+//! certificates, manifests and CRLs plus one signed object at a time, whatever the
+//! repository's size.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::{info, warn};
+use tokio::io::AsyncReadExt;
+
+use crate::config::{RepositoryConfig, TaSource, Validate};
+use crate::objects::{self, Anchor, Cache, Index, Kind, Report};
+use crate::origin::client::{within, Upstream};
+use crate::published::{PreValidated, Round, ValidationStatus};
+use crate::rrdp::content::{self, ContentError, Expected};
+use crate::rrdp::Hash;
+use crate::store::Store;
+
+/// The largest trust anchor certificate accepted.
+const MAX_TA_SIZE: u64 = 1 << 20;
+/// How long one TA certificate download may take.
+const TA_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of `pre_validate`'s output is kept for the status and the log.
+const OUTPUT_KEPT: usize = 8 << 10;
+
+/// One repository's validation state between rounds.
+pub struct Validator {
+    core: Option<Core>,
+    /// Per TAL: the last good trust anchor certificate.
+    anchors: Vec<Anchor>,
+    /// Per TAL: the clients for its sources.
+    sources: Vec<Vec<(TaSource, Arc<Upstream>)>>,
+}
+
+/// The validated state: its session and serial, the index, and the cached results.
+#[derive(Default)]
+struct Core {
+    at: Option<(String, u64)>,
+    index: Index,
+    cache: Cache,
+}
+
+/// The files of the round being validated.
+struct Files {
+    session_id: String,
+    serial: u64,
+    snapshot: PathBuf,
+    /// Serial → delta file.
+    deltas: HashMap<u64, PathBuf>,
+}
+
+impl Validator {
+    pub fn new(cfg: &RepositoryConfig, store: &Store) -> Validator {
+        let v = &cfg.validation;
+        let anchors = v
+            .tals
+            .iter()
+            .map(|tal| Anchor {
+                tal: tal.clone(),
+                cert: store
+                    .read_index(&ta_index_name(&tal.path))
+                    .ok()
+                    .flatten()
+                    .map(Bytes::from),
+            })
+            .collect();
+        let sources = v
+            .ta_sources
+            .iter()
+            .map(|list| {
+                list.iter()
+                    .map(|s| (s.clone(), Upstream::new(&s.tls)))
+                    .collect()
+            })
+            .collect();
+        Validator {
+            core: Some(Core::default()),
+            anchors,
+            sources,
+        }
+    }
+
+    /// Validates a stored round. `Err` only when a refusal is due (`refuse` and findings, or
+    /// `pre_validate` failed); the status says what was found either way.
+    pub async fn check(
+        &mut self,
+        cfg: &RepositoryConfig,
+        store: &Arc<Store>,
+        round: &Round,
+        now: i64,
+    ) -> Result<ValidationStatus, ValidationStatus> {
+        let started = Instant::now();
+        let v = &cfg.validation;
+        let files = Files {
+            session_id: round.session_id.clone(),
+            serial: round.serial,
+            snapshot: store.object_path(&round.snapshot.1.hash()),
+            deltas: round
+                .deltas
+                .iter()
+                .map(|(serial, _, s)| (*serial, store.object_path(&s.hash())))
+                .collect(),
+        };
+        let mut status = ValidationStatus {
+            session_id: round.session_id.clone(),
+            serial: round.serial,
+            at: crate::clock::unix_now(),
+            ..ValidationStatus::default()
+        };
+        if v.validate != Validate::Off {
+            self.refresh_anchors(store).await;
+            let mut core = self.core.take().unwrap_or_default();
+            let anchors = self.anchors.clone();
+            let window = v.expiry_window.as_secs() as i64;
+            let joined = tokio::task::spawn_blocking(move || {
+                let result = core.run(&files, &anchors, now, window);
+                (core, files, result)
+            })
+            .await;
+            match joined {
+                Ok((core, back, Ok((report, from_deltas, verified)))) => {
+                    self.core = Some(core);
+                    status.from_deltas = from_deltas;
+                    status.verified = verified;
+                    status.report = Some(report);
+                    return self.finish(v, status, back, started).await;
+                }
+                Ok((_, _, Err(e))) => {
+                    // The state is unknown now: the next round starts from its snapshot.
+                    self.core = Some(Core::default());
+                    status.error = Some(e.to_string());
+                }
+                Err(e) => {
+                    self.core = Some(Core::default());
+                    status.error = Some(format!("validation task failed: {e}"));
+                }
+            }
+            status.seconds = started.elapsed().as_secs_f64();
+            // Not knowing is not passing.
+            status.refused = v.validate == Validate::Refuse;
+            return if status.refused {
+                Err(status)
+            } else {
+                Ok(status)
+            };
+        }
+        self.finish(v, status, files, started).await
+    }
+
+    /// Runs `pre_validate`, then decides.
+    async fn finish(
+        &self,
+        v: &crate::config::Validation,
+        mut status: ValidationStatus,
+        files: Files,
+        started: Instant,
+    ) -> Result<ValidationStatus, ValidationStatus> {
+        if let Some(argv) = &v.pre_validate {
+            let pre = pre_validate(argv, v.pre_validate_timeout, files).await;
+            status.pre_validate = Some(pre);
+        }
+        status.seconds = started.elapsed().as_secs_f64();
+        let found = status.report.as_ref().is_some_and(|r| r.failed() > 0);
+        let pre_failed = status.pre_validate.as_ref().is_some_and(|p| !p.ok);
+        status.refused = pre_failed || (found && v.validate == Validate::Refuse);
+        if status.refused {
+            Err(status)
+        } else {
+            Ok(status)
+        }
+    }
+
+    /// Fetches each TAL's trust anchor certificate; keeps the last good one when none of
+    /// its sources gives one that matches the TAL.
+    async fn refresh_anchors(&mut self, store: &Arc<Store>) {
+        for (i, anchor) in self.anchors.iter_mut().enumerate() {
+            let mut fetched = None;
+            for (source, client) in &self.sources[i] {
+                match fetch_ta(source, client).await {
+                    Ok(der) if matches_tal(&der, anchor) => {
+                        fetched = Some(der);
+                        break;
+                    }
+                    Ok(_) => warn!(
+                        "{}{}: not a certificate with the key of {}",
+                        source.base,
+                        source.rel,
+                        anchor.tal.path.display()
+                    ),
+                    Err(e) => warn!(
+                        "trust anchor {}{}: {e}; keeping the last good one",
+                        source.base, source.rel
+                    ),
+                }
+            }
+            let Some(der) = fetched else {
+                continue;
+            };
+            if anchor.cert.as_ref() != Some(&der) {
+                let name = ta_index_name(&anchor.tal.path);
+                if let Err(e) = store.write_index(&name, &der).await {
+                    warn!("cannot keep the trust anchor certificate: {e}");
+                }
+                anchor.cert = Some(der);
+            }
+        }
+    }
+}
+
+/// The store index file that keeps a TAL's last good trust anchor certificate.
+fn ta_index_name(tal: &Path) -> String {
+    format!(
+        "ta-{}.cer",
+        &Hash::of(tal.to_string_lossy().as_bytes()).to_hex()[..16]
+    )
+}
+
+fn matches_tal(der: &Bytes, anchor: &Anchor) -> bool {
+    rpki::repository::Cert::decode(der.clone())
+        .is_ok_and(|c| c.subject_public_key_info() == anchor.tal.tal.key_info())
+}
+
+async fn fetch_ta(source: &TaSource, client: &Arc<Upstream>) -> Result<Bytes, String> {
+    let fetch = async {
+        let resp = client.get(&source.base, &source.rel, &[]).await?;
+        if resp.status() != 200 {
+            return Err(crate::origin::client::FetchError::transport(format!(
+                "HTTP {}",
+                resp.status()
+            )));
+        }
+        resp.body(MAX_TA_SIZE).await
+    };
+    within(TA_TIMEOUT, fetch).await.map_err(|e| e.to_string())
+}
+
+impl Core {
+    /// Brings the index to the round's serial and validates it: (report, whether from
+    /// deltas, how many signed objects were read and verified).
+    fn run(
+        &mut self,
+        files: &Files,
+        anchors: &[Anchor],
+        now: i64,
+        window: i64,
+    ) -> io::Result<(Report, bool, u64)> {
+        // Signed objects the deltas brought: handed to validation without a snapshot pass.
+        let mut fresh: HashMap<String, Bytes> = HashMap::new();
+        let from_deltas = self.advance(files, &mut fresh)?;
+        let mut verified = 0u64;
+        let index = &self.index;
+        let mut read_error = None;
+        let mut fetch = |wanted: &HashSet<String>, give: &mut dyn FnMut(&str, Bytes)| {
+            let mut rest: HashSet<&String> = wanted.iter().collect();
+            for uri in wanted {
+                if let Some(der) = fresh.remove(uri) {
+                    rest.remove(uri);
+                    verified += 1;
+                    give(uri, der);
+                }
+            }
+            if rest.is_empty() {
+                return;
+            }
+            // The rest from the snapshot, one at a time, if it agrees with the index.
+            let walked = walk_objects(
+                &files.snapshot,
+                &files.session_id,
+                files.serial,
+                true,
+                |uri, der| {
+                    let Some(der) = der else { return };
+                    if rest.remove(&uri.to_string())
+                        && index.hash(uri) == Some(&objects::index::sha(&der))
+                    {
+                        verified += 1;
+                        give(uri, der);
+                    }
+                },
+            );
+            if let Err(e) = walked {
+                read_error = Some(e);
+            }
+        };
+        let report =
+            objects::validate_with(index, &mut self.cache, &mut fetch, anchors, now, window);
+        if let Some(e) = read_error {
+            return Err(e);
+        }
+        self.at = Some((files.session_id.clone(), files.serial));
+        Ok((report, from_deltas, verified))
+    }
+
+    /// Applies the round's deltas to the last validated state if they connect to it;
+    /// otherwise reads the snapshot. Returns whether the deltas were used.
+    fn advance(&mut self, files: &Files, fresh: &mut HashMap<String, Bytes>) -> io::Result<bool> {
+        let connects = match &self.at {
+            Some((session, serial)) if *session == files.session_id && *serial <= files.serial => {
+                (serial + 1..=files.serial).all(|s| files.deltas.contains_key(&s))
+            }
+            _ => false,
+        };
+        if connects {
+            let from = self.at.as_ref().map_or(0, |(_, s)| *s);
+            for serial in from + 1..=files.serial {
+                let index = &mut self.index;
+                walk_objects(
+                    &files.deltas[&serial],
+                    &files.session_id,
+                    serial,
+                    false,
+                    |uri, der| match der {
+                        Some(der) => {
+                            index.publish(uri, der.clone());
+                            if !matches!(
+                                Kind::of(uri),
+                                Kind::Certificate | Kind::Manifest | Kind::Crl
+                            ) {
+                                fresh.insert(uri.to_string(), der);
+                            }
+                        }
+                        None => {
+                            index.withdraw(uri);
+                            fresh.remove(uri);
+                        }
+                    },
+                )?;
+            }
+            return Ok(true);
+        }
+        let mut index = Index::default();
+        walk_objects(
+            &files.snapshot,
+            &files.session_id,
+            files.serial,
+            true,
+            |uri, der| {
+                if let Some(der) = der {
+                    index.publish(uri, der);
+                }
+            },
+        )?;
+        self.index = index;
+        Ok(false)
+    }
+}
+
+/// Walks a stored snapshot (or delta) and hands over each object decoded (`None`: a
+/// withdraw).
+fn walk_objects(
+    path: &Path,
+    session_id: &str,
+    serial: u64,
+    snapshot: bool,
+    mut each: impl FnMut(&str, Option<Bytes>),
+) -> io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let expected = Expected {
+        kind: if snapshot {
+            content::Kind::Snapshot
+        } else {
+            content::Kind::Delta
+        },
+        session_id: session_id.to_string(),
+        serial,
+    };
+    let mut scratch = Vec::new();
+    content::walk(
+        io::BufReader::with_capacity(256 << 10, file),
+        &expected,
+        &mut |uri, b64| {
+            if b64.is_empty() {
+                each(uri, None);
+                return Ok(());
+            }
+            let der = content::decode(b64, &mut scratch)
+                .map_err(|e| ContentError(format!("{uri}: {e}")))?;
+            each(uri, Some(Bytes::from(der)));
+            Ok(())
+        },
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+/// Runs the operator's command on the candidate tree (written out in the rsync layout,
+/// `<dir>/<host>/<module>/<path>`, the directory passed as the last argument), with a
+/// deadline. Its output goes to the log and the status.
+async fn pre_validate(argv: &[String], timeout: Duration, files: Files) -> PreValidated {
+    let dir = match tokio::task::spawn_blocking(move || write_tree(&files)).await {
+        Ok(Ok(dir)) => dir,
+        Ok(Err(e)) => return PreValidated::failed(format!("cannot write the candidate tree: {e}")),
+        Err(e) => return PreValidated::failed(format!("cannot write the candidate tree: {e}")),
+    };
+    let result = run_command(argv, dir.path(), timeout).await;
+    // `dir` is removed when dropped, after the command has ended.
+    drop(dir);
+    match &result {
+        r if r.ok => info!("pre_validate passed: {}", r.output.trim_end()),
+        r => warn!(
+            "pre_validate refused the round: {} {}",
+            r.detail,
+            r.output.trim_end()
+        ),
+    }
+    result
+}
+
+fn write_tree(files: &Files) -> io::Result<tempdir::Dir> {
+    let dir = tempdir::Dir::new()?;
+    let mut made = HashSet::new();
+    let mut failed = None;
+    walk_objects(
+        &files.snapshot,
+        &files.session_id,
+        files.serial,
+        true,
+        |uri, der| {
+            let (Some(der), None) = (der, &failed) else {
+                return;
+            };
+            let Some(rel) = uri
+                .strip_prefix("rsync://")
+                .filter(|r| crate::rrdp::uri::is_safe_relative(r))
+            else {
+                failed = Some(io::Error::other(format!("unusable rsync URI {uri:?}")));
+                return;
+            };
+            let path = dir.path().join(rel);
+            let parent = path
+                .parent()
+                .expect("a file under the directory")
+                .to_path_buf();
+            let written = (|| {
+                if made.insert(parent.clone()) {
+                    std::fs::create_dir_all(&parent)?;
+                }
+                std::fs::write(&path, &der)
+            })();
+            if let Err(e) = written {
+                failed = Some(e);
+            }
+        },
+    )?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(dir),
+    }
+}
+
+async fn run_command(argv: &[String], dir: &Path, timeout: Duration) -> PreValidated {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return PreValidated::failed(format!("cannot run {:?}: {e}", argv[0])),
+    };
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let collect = async {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut a).await;
+        }
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut b).await;
+        }
+        let status = child.wait().await;
+        (status, a, b)
+    };
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => PreValidated::failed(format!(
+            "{:?} did not finish within pre_validate_timeout ({}s)",
+            argv[0],
+            timeout.as_secs()
+        )),
+        Ok((Err(e), _, _)) => PreValidated::failed(format!("{:?}: {e}", argv[0])),
+        Ok((Ok(status), a, b)) => {
+            let mut output = String::from_utf8_lossy(&a).into_owned();
+            output.push_str(&String::from_utf8_lossy(&b));
+            if output.len() > OUTPUT_KEPT {
+                let mut cut = output.len() - OUTPUT_KEPT;
+                while !output.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                output = format!("…{}", &output[cut..]);
+            }
+            PreValidated {
+                ok: status.success(),
+                exit: status.code(),
+                detail: format!("{:?} exited with {status}", argv[0]),
+                output,
+            }
+        }
+    }
+}
+
+/// A temporary directory removed on drop (no extra dependency for one use).
+mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> std::io::Result<Dir> {
+            let path = std::env::temp_dir().join(format!(
+                "rrdp-proxy-pre-validate-{}-{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            std::fs::create_dir(&path)?;
+            Ok(Dir(path))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! RPKI validation before publishing (`validate`, `tal`, `pre_validate`), with the real
+//! objects of a Krill testbed (tests/data/krill-testbed) served by the fake origin, and the
+//! trust anchor certificate fetched through a passthrough, as Krill's `/ta/ta.cer` is. The
+//! proxy's clock is set to the capture's time, so the recorded manifests are current.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use rrdp_proxy::clock::{Clock, ManualClock};
+use rrdp_proxy::demo::Repository;
+use rrdp_proxy::rrdp::content::{self, Expected, Kind};
+use rrdp_proxy::rrdp::Notification;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/krill-testbed")
+}
+
+const TESTBED: &str = "rsync://rrdp.test/repo/testbed/0/";
+const R1: &str = "31302e302e302e302f32342d3234203d3e203634343936.roa";
+
+/// The objects of the recorded snapshot `which`, and a minute after it was made.
+fn recorded(which: &str) -> (BTreeMap<String, Vec<u8>>, u64) {
+    let dir = fixture_dir().join(which);
+    let n = Notification::parse(&std::fs::read(dir.join("notification.xml")).unwrap()).unwrap();
+    let expected = Expected {
+        kind: Kind::Snapshot,
+        session_id: n.session_id,
+        serial: n.serial,
+    };
+    let text = std::fs::read(dir.join("snapshot.xml")).unwrap();
+    let objects = content::read_objects(text.as_slice(), &expected).unwrap();
+    let made = objects
+        .iter()
+        .filter(|(u, _)| u.ends_with(".mft"))
+        .filter_map(|(u, d)| rrdp_proxy::objects::made_at(u, d))
+        .max()
+        .unwrap();
+    let objects = objects.into_iter().map(|(u, d)| (u, d.to_vec())).collect();
+    (objects, made as u64 + 60)
+}
+
+/// An origin serving the recorded repository `a` and the TA certificate; a proxy in front
+/// with `settings` in its repository table, validating at the capture's time.
+async fn setup(cache: &Path, settings: &str) -> (Origin, Proxy) {
+    let (objects, at) = recorded("a");
+    let origin = Origin::start().await;
+    let base = origin.base();
+    let ta = Bytes::from(std::fs::read(fixture_dir().join("ta.cer")).unwrap());
+    origin.with(|s| {
+        s.repo = Repository::with_objects(&base, objects);
+        s.extra
+            .insert("/ta/ta.cer".into(), (200, "application/pkix-cert", ta));
+    });
+    let (port, admin_port) = (free_port(), free_port());
+    let extra = format!(
+        "poll_interval = \"1h\"\n{settings}\n\
+         [[passthrough]]\npublic = \"https://rrdp.test/ta/\"\nupstream = \"http://{}/ta/\"\n",
+        origin.addr
+    );
+    let text = config_text(port, admin_port, cache, &base, &extra);
+    let clock = Clock::Manual(ManualClock::at_unix(at));
+    let proxy = Proxy::start_with_clock(text, port, admin_port, clock);
+    proxy.wait_first_poll().await;
+    (origin, proxy)
+}
+
+fn tal() -> String {
+    format!("tal = \"{}\"", fixture_dir().join("ta.tal").display())
+}
+
+async fn status(proxy: &Proxy) -> Value {
+    let body = http(proxy.admin_port, "GET", "/status", &[]).await.body;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    v["repositories"][0]["validation"].clone()
+}
+
+async fn metrics(proxy: &Proxy) -> String {
+    http(proxy.admin_port, "GET", "/metrics", &[]).await.text()
+}
+
+/// The next serial at the origin with R1's signature broken (one flipped byte at its end).
+fn break_r1(origin: &Origin) -> u64 {
+    let uri = format!("{TESTBED}{R1}");
+    origin.with(|s| {
+        let mut der = s.repo.objects()[&uri].clone();
+        *der.last_mut().unwrap() ^= 1;
+        s.repo.apply([(uri.clone(), Some(der))]);
+        s.repo.serial()
+    })
+}
+
+#[tokio::test]
+async fn a_krill_repository_passes_refuse_with_its_tal() {
+    let cache = tempfile::tempdir().unwrap();
+    let (origin, proxy) = setup(cache.path(), &format!("validate = \"refuse\"\n{}", tal())).await;
+    proxy.wait_serial(1).await;
+    let v = status(&proxy).await;
+    assert_eq!(v["mode"], "refuse");
+    assert_eq!(v["last"]["findings"], 0, "{v:#}");
+    assert_eq!(v["last"]["points_from_anchor"], 3, "{v:#}");
+    assert_eq!(v["last"]["refused"], false);
+    assert_eq!(v["health"]["objects"]["roa"], 3);
+    assert!(
+        v["health"]["manifest_next_update"]["seconds_left"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
+    // The TA certificate came through the passthrough's upstream.
+    assert!(origin.requests_for("/ta/ta.cer") >= 1);
+    let m = metrics(&proxy).await;
+    assert!(m.contains("rrdp_proxy_rpki_objects{kind=\"roa\""), "{m}");
+    assert!(
+        m.contains("rrdp_proxy_validation_refused{repository="),
+        "{m}"
+    );
+
+    // A new serial with one ROA changed: brought up to date from its delta, and only that
+    // ROA read and verified again; the TA certificate, now unreachable, is the last good one.
+    origin.with(|s| s.extra.clear());
+    let uri = format!("{TESTBED}{R1}");
+    let serial = origin.with(|s| {
+        let r2 = format!("{TESTBED}31302e302e312e302f32342d3234203d3e203634343937.roa");
+        let same = s.repo.objects()[&uri].clone();
+        // The same bytes again: a delta that republishes R1 and withdraws nothing.
+        s.repo.apply([
+            (uri.clone(), Some(same)),
+            (r2.clone(), Some(s.repo.objects()[&r2].clone())),
+        ]);
+        s.repo.serial()
+    });
+    proxy.poll().await;
+    proxy.wait_serial(serial).await;
+    let v = status(&proxy).await;
+    assert_eq!(v["last"]["findings"], 0, "{v:#}");
+    assert_eq!(v["last"]["from_deltas"], true, "{v:#}");
+    assert_eq!(
+        v["last"]["verified"], 0,
+        "unchanged bytes have cached results: {v:#}"
+    );
+}
+
+#[tokio::test]
+async fn refuse_keeps_the_previous_generation_and_says_why() {
+    let cache = tempfile::tempdir().unwrap();
+    let (origin, proxy) = setup(cache.path(), &format!("validate = \"refuse\"\n{}", tal())).await;
+    proxy.wait_serial(1).await;
+    let serial = break_r1(&origin);
+    let s = proxy.poll().await;
+    assert_eq!(
+        s.serial,
+        Some(1),
+        "the broken serial {serial} was published"
+    );
+    assert_eq!(s.last_error_reason, Some("rpki_validation"));
+    assert!(
+        s.last_error.as_ref().unwrap().contains(R1),
+        "{:?}",
+        s.last_error
+    );
+    let v = status(&proxy).await;
+    assert_eq!(v["last"]["refused"], true);
+    assert_eq!(v["last"]["serial"], serial);
+    assert_eq!(v["last"]["from_deltas"], true);
+    assert_eq!(v["last"]["verified"], 1, "{v:#}");
+    let details = v["last"]["details"].as_array().unwrap();
+    let r1: Vec<_> = details
+        .iter()
+        .filter(|d| d["uri"].as_str().unwrap().ends_with(R1))
+        .map(|d| d["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(r1, ["manifest_hash", "signature"], "{v:#}");
+    let m = metrics(&proxy).await;
+    assert!(
+        m.contains("rrdp_proxy_validation_refusals_total{reason=\"signature\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rrdp_proxy_validation_refused{repository="),
+        "{m}"
+    );
+    // The refused serial's snapshot is not served, even to a client that knows its path.
+    let path = origin.with(|s| s.repo.snapshot_path().to_string());
+    assert_eq!(proxy.get(&format!("/rrdp/{path}")).await.status, 404);
+    let served = proxy.get("/rrdp/notification.xml").await.text();
+    assert!(served.contains("serial=\"1\""), "{served}");
+}
+
+#[tokio::test]
+async fn warn_publishes_and_reports() {
+    let cache = tempfile::tempdir().unwrap();
+    let (origin, proxy) = setup(cache.path(), &format!("validate = \"warn\"\n{}", tal())).await;
+    proxy.wait_serial(1).await;
+    let serial = break_r1(&origin);
+    proxy.poll().await;
+    proxy.wait_serial(serial).await;
+    let v = status(&proxy).await;
+    assert_eq!(v["last"]["refused"], false);
+    assert_eq!(v["last"]["by_check"]["signature"], 1, "{v:#}");
+    let m = metrics(&proxy).await;
+    assert!(
+        m.contains("rrdp_proxy_validation_findings{check=\"signature\","),
+        "{m}"
+    );
+    assert!(!m.contains("rrdp_proxy_validation_refusals_total{"), "{m}");
+}
+
+#[tokio::test]
+async fn without_a_tal_the_anchor_free_checks_still_refuse() {
+    // A listed file withdrawn: no TAL is needed to see it.
+    let cache = tempfile::tempdir().unwrap();
+    let (origin, proxy) = setup(cache.path(), "validate = \"refuse\"").await;
+    proxy.wait_serial(1).await;
+    assert_eq!(status(&proxy).await["last"]["points_from_anchor"], 0);
+    origin.with(|s| s.repo.apply([(format!("{TESTBED}{R1}"), None)]));
+    let s = proxy.poll().await;
+    assert_eq!(s.serial, Some(1));
+    let v = status(&proxy).await;
+    assert_eq!(v["last"]["by_check"]["manifest_missing"], 1, "{v:#}");
+}
+
+#[tokio::test]
+async fn pre_validate_sees_the_candidate_tree_and_can_refuse() {
+    let cache = tempfile::tempdir().unwrap();
+    // Passes while the tree holds R1 (in the rsync layout under the directory it is given).
+    let script = format!(
+        "test -f \"$1/rrdp.test/repo/testbed/0/{R1}\" && echo tree ok || {{ echo R1 missing; exit 3; }}"
+    );
+    let settings = format!(
+        "validate = \"off\"\npre_validate = [\"sh\", \"-c\", {script:?}, \"sh\"]\npre_validate_timeout = \"20s\""
+    );
+    let (origin, proxy) = setup(cache.path(), &settings).await;
+    proxy.wait_serial(1).await;
+    let v = status(&proxy).await;
+    assert_eq!(v["last"]["pre_validate"]["ok"], true, "{v:#}");
+    assert!(v["last"]["pre_validate"]["output"]
+        .as_str()
+        .unwrap()
+        .contains("tree ok"));
+    assert!(v["last"]["findings"].is_null(), "validate = off: no report");
+    origin.with(|s| s.repo.apply([(format!("{TESTBED}{R1}"), None)]));
+    let s = proxy.poll().await;
+    assert_eq!(s.serial, Some(1));
+    assert_eq!(s.last_error_reason, Some("pre_validate"));
+    let v = status(&proxy).await;
+    assert_eq!(v["last"]["pre_validate"]["exit"], 3, "{v:#}");
+    assert!(v["last"]["pre_validate"]["output"]
+        .as_str()
+        .unwrap()
+        .contains("R1 missing"));
+    // Its temporary tree is gone.
+    let left = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy()
+                .starts_with(&format!("rrdp-proxy-pre-validate-{}-", std::process::id()))
+        })
+        .count();
+    assert_eq!(left, 0);
+}
