@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing (libFuzzer, through cargo-fuzz) of the three parsers that read
-# untrusted input: the notification parser, the snapshot/delta check and the config parser.
+# Coverage-guided fuzzing (libFuzzer, through cargo-fuzz) of the parsers that read untrusted
+# input: the notification parser, the snapshot/delta check, the config parser, and the RPKI
+# objects (parsed and validated with the rpki crate).
 # Seeds are real Krill output (fuzz/seeds/); each target runs for a bounded time.
 #
 #   scripts/fuzz.sh [seconds per target, default 60] [target ...]
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(notification content config)
+[ ${#targets[@]} -gt 0 ] || targets=(notification content config objects)
 
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 # cargo-fuzz passes -Z flags; this machine has only the stable toolchain, which accepts them

@@ -59,3 +59,90 @@ pub fn config(data: &[u8]) {
         Err(e) => assert!(!e.reason.is_empty()),
     }
 }
+
+/// A real repository to put a fuzzed object into: its objects, trust anchors, and a time at
+/// which it is valid.
+pub struct Repository {
+    pub objects: crate::objects::Objects,
+    pub anchors: Vec<crate::objects::Anchor>,
+    pub now: i64,
+}
+
+impl Repository {
+    /// The recorded Krill testbed repository in `dir` (tests/data/krill-testbed): serial a,
+    /// its TAL and TA certificate, and a minute after its newest manifest was made.
+    pub fn krill_testbed(dir: &std::path::Path) -> std::io::Result<Repository> {
+        use crate::objects::{Anchor, TalFile};
+        use crate::rrdp::content::read_objects;
+        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let n = Notification::parse(&std::fs::read(dir.join("a/notification.xml"))?)
+            .map_err(|e| bad(e.to_string()))?;
+        let expected = Expected {
+            kind: Kind::Snapshot,
+            session_id: n.session_id,
+            serial: n.serial,
+        };
+        let snapshot = std::fs::read(dir.join("a/snapshot.xml"))?;
+        let objects = read_objects(snapshot.as_slice(), &expected).map_err(|e| bad(e.0))?;
+        let now = objects
+            .iter()
+            .filter(|(u, _)| crate::objects::Kind::of(u) == crate::objects::Kind::Manifest)
+            .filter_map(|(u, d)| crate::objects::made_at(u, d))
+            .max()
+            .ok_or_else(|| bad("no manifest".into()))?
+            + 60;
+        let anchor = Anchor {
+            tal: TalFile::read(&dir.join("ta.tal")).map_err(bad)?,
+            cert: Some(std::fs::read(dir.join("ta.cer"))?.into()),
+        };
+        Ok(Repository {
+            objects,
+            anchors: vec![anchor],
+            now,
+        })
+    }
+}
+
+/// The objects the fuzzed input stands in for: the testbed CA's manifest, CRL, a ROA, the
+/// child CA's certificate. An input that parses as one of these kinds takes its place (so
+/// mutations of a seed go deep into the checks of its kind); anything else any of them.
+const REPLACED: [&str; 4] = [
+    "rsync://rrdp.test/repo/testbed/0/2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.mft",
+    "rsync://rrdp.test/repo/testbed/0/2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.crl",
+    "rsync://rrdp.test/repo/testbed/0/31302e302e302e302f32342d3234203d3e203634343936.roa",
+    "rsync://rrdp.test/repo/testbed/0/B9A7EAF6DA3047FEF6370F8F39631EBBC5F47241.cer",
+];
+
+/// An RPKI object in place of one of a real repository's (tests/data/krill-testbed): reading
+/// its time and validating the repository never panic, and unless the bytes are the
+/// original's, a finding names the object.
+pub fn object(data: &[u8], repo: &Repository) {
+    for name in ["x.cer", "x.crl", "x.mft", "x.roa", "x.asa", "x.gbr"] {
+        let _ = crate::objects::made_at(name, data);
+    }
+    let der = bytes::Bytes::copy_from_slice(data);
+    use rpki::repository::{Cert, Crl, Manifest};
+    let slot = if Manifest::decode(der.clone(), false).is_ok() {
+        0
+    } else if Crl::decode(der.clone()).is_ok() {
+        1
+    } else if Cert::decode(der.clone()).is_ok() {
+        3
+    } else if data.first() == Some(&0x30) {
+        2
+    } else {
+        data.len() % REPLACED.len()
+    };
+    let target = REPLACED[slot];
+    let mut objects = repo.objects.clone();
+    let changed = objects.get(target).is_none_or(|o| o.as_ref() != data);
+    objects.insert(target.to_string(), der);
+    let report = crate::objects::validate(&objects, &repo.anchors, repo.now, 0);
+    if changed {
+        assert!(
+            report.findings.iter().any(|f| f.uri == target),
+            "a changed {target} passed: {:?}",
+            report.findings
+        );
+    }
+}

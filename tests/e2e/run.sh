@@ -168,6 +168,15 @@ krill_wait_roas() {
 #------------ rrdp-proxy ----------------------------------------------------------------------
 start_proxy() {
   mkdir -p "$LAB/proxy"
+  # The TAL straight from Krill, before anything listens where its URIs point.
+  [ -s "$LAB/proxy/testbed.tal" ] || curl -skf "https://127.0.0.1:$KRILL_PORT/ta/ta.tal" > "$LAB/proxy/testbed.tal"
+  local upstream_lines
+  if [ -n "${PROXY_SOURCE_DIR:-}" ]; then
+    upstream_lines="upstream = \"$PROXY_SOURCE_DIR\""
+  else
+    upstream_lines="upstream = \"https://127.0.0.1:$KRILL_PORT/rrdp/\"
+upstream_insecure = true          # Krill's self-signed certificate"
+  fi
   cat > "$LAB/proxy/proxy.toml" <<EOF
 [server]
 listen = []
@@ -181,10 +190,13 @@ dir = "$LAB/proxy/cache"
 access = "json"   # who fetched what, with which encoding (the gzip check reads it)
 [[repository]]
 public = "https://rrdp.test:$PROXY_TLS/rrdp/"
-upstream = "https://127.0.0.1:$KRILL_PORT/rrdp/"
-upstream_insecure = true          # Krill's self-signed certificate
+$upstream_lines
 poll_interval = "2s"
 export_rsync = "$LAB/proxy/rsync"
+# Nothing an RP would reject is published: validated top-down from Krill's TAL, whose TA
+# certificate comes through the passthrough below.
+validate = "refuse"
+tal = "$LAB/proxy/testbed.tal"
 [[passthrough]]
 public = "https://rrdp.test:$PROXY_TLS/ta/"
 upstream = "https://127.0.0.1:$KRILL_PORT/ta/"
@@ -351,6 +363,10 @@ curl -sf "https://rrdp.test:$PROXY_TLS/ta/ta.tal" > "$LAB/tals/testbed.tal"
 
 log "1-2: initial validation"
 check_all "initial ROAs"
+# The proxy validated Krill's repository from its TAL and found nothing to refuse.
+validation=$(curl -sf "http://$ADMIN/status" | python3 -c 'import json,sys; v=json.load(sys.stdin)["repositories"][0]["validation"]["last"]; print(v["findings"], v["points_from_anchor"])')
+ok=$([ "${validation%% *}" = 0 ] && [ "${validation##* }" -ge 2 ] && echo pass || echo FAIL)
+record proxy "RPKI validation (TAL): findings, points" "0, >=2" "${validation/ /, }" "$ok"
 
 log "3: churn"
 for round in 1 2 3; do
@@ -494,6 +510,29 @@ while read -r rel; do
 done < <(grep -o '<\(snapshot\|delta\) [^>]*' "$LAB/sync/rrdp/notification.xml" | sed 's|.* uri="https://[^/]*/rrdp/\([^"]*\)".*|\1|')
 [ "$files" -gt 0 ] || ok=FAIL
 record proxy "sync from Krill's dir: $files files = Krill's" "exit 0" "exit $code" "$ok"
+
+log "9: a broken ROA between Krill and the proxy"
+# Krill's RRDP directory, copied, becomes the proxy's source; a new serial is added to it with
+# one ROA's signature broken. The proxy must refuse it and keep serving the last good serial:
+# RPs starting from nothing get the same VRPs as before.
+stop_krill
+before=$(proxy_serial)
+cp -a "$LAB/krill/data/repo/rrdp" "$LAB/inject"
+stop_proxy
+PROXY_SOURCE_DIR="$LAB/inject/" start_proxy
+roa=$(python3 "$top/tests/e2e/inject.py" "$LAB/inject" "https://rrdp.test:$PROXY_TLS/rrdp/")
+refused=""
+for _ in $(seq 1 100); do
+  curl -sf -X POST "http://$ADMIN/refresh" >/dev/null || true
+  refused=$(curl -sf "http://$ADMIN/status" | python3 -c 'import json,sys; r=json.load(sys.stdin)["repositories"][0]; v=r["validation"].get("last") or {}; print("yes" if v.get("refused") and r.get("last_error_reason") == "rpki_validation" else "")')
+  [ -n "$refused" ] && break
+  sleep 0.2
+done
+named=$(curl -sf "http://$ADMIN/status" | grep -cF "$(basename "$roa")" || true)
+ok=$([ -n "$refused" ] && [ "$(proxy_serial)" = "$before" ] && [ "$named" -gt 0 ] && echo pass || echo FAIL)
+record proxy "broken ROA refused, serial kept" "$before" "$(proxy_serial)" "$ok"
+rm -rf "$LAB/routinator/cache" "$LAB"/rpki-client-*/cache "$LAB"/fort-*/cache
+check_all "broken ROA injected: previous VRPs"
 
 printf '\n| RP                 | scenario                                 | expected |  seen | pass |\n'
 printf '|--------------------|------------------------------------------|----------|-------|------|\n'

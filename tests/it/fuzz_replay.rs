@@ -38,6 +38,18 @@ fn fuzz_seeds_and_regressions_pass_the_fuzz_checks() {
     for data in inputs("config") {
         fuzz_checks::config(&data);
     }
+    let objects = inputs("objects");
+    assert!(objects.len() >= 10, "the RPKI seeds are there");
+    let repo = krill_testbed();
+    for data in objects {
+        fuzz_checks::object(&data, &repo);
+    }
+}
+
+/// The repository the objects target puts its input into.
+fn krill_testbed() -> fuzz_checks::Repository {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/krill-testbed");
+    fuzz_checks::Repository::krill_testbed(&dir).unwrap()
 }
 
 #[test]
