@@ -34,6 +34,10 @@ use crate::store::Store;
 const MAX_TA_SIZE: u64 = 1 << 20;
 /// How long one TA certificate download may take.
 const TA_TIMEOUT: Duration = Duration::from_secs(30);
+/// A trust anchor certificate in hand is fetched again after this long (a TA certificate
+/// changes rarely; a round that is refused, and so repeated each poll, must not ask for it
+/// each time).
+const TA_REFRESH: Duration = Duration::from_secs(600);
 /// How much of `pre_validate`'s output is kept for the status and the log.
 const OUTPUT_KEPT: usize = 8 << 10;
 
@@ -44,6 +48,9 @@ pub struct Validator {
     anchors: Vec<Anchor>,
     /// Per TAL: the clients for its sources.
     sources: Vec<Vec<(TaSource, Arc<Upstream>)>>,
+    /// Per TAL: when its certificate was last fetched, and the last fetch error (logged
+    /// when it changes).
+    fetched: Vec<(Option<Instant>, Option<String>)>,
 }
 
 /// The validated state: its session and serial, the index, and the cached results.
@@ -89,6 +96,7 @@ impl Validator {
             .collect();
         Validator {
             core: Some(Core::default()),
+            fetched: vec![(None, None); v.tals.len()],
             anchors,
             sources,
         }
@@ -184,32 +192,47 @@ impl Validator {
         }
     }
 
-    /// Fetches each TAL's trust anchor certificate; keeps the last good one when none of
-    /// its sources gives one that matches the TAL.
+    /// Fetches each TAL's trust anchor certificate (unless one came within [`TA_REFRESH`]);
+    /// keeps the last good one when no source gives one that matches the TAL.
     async fn refresh_anchors(&mut self, store: &Arc<Store>) {
         for (i, anchor) in self.anchors.iter_mut().enumerate() {
+            let (fetched_at, last_error) = &mut self.fetched[i];
+            if anchor.cert.is_some() && fetched_at.is_some_and(|t| t.elapsed() < TA_REFRESH) {
+                continue;
+            }
             let mut fetched = None;
+            let mut errors = Vec::new();
             for (source, client) in &self.sources[i] {
                 match fetch_ta(source, client).await {
                     Ok(der) if matches_tal(&der, anchor) => {
                         fetched = Some(der);
                         break;
                     }
-                    Ok(_) => warn!(
-                        "{}{}: not a certificate with the key of {}",
-                        source.base,
-                        source.rel,
-                        anchor.tal.path.display()
-                    ),
-                    Err(e) => warn!(
-                        "trust anchor {}{}: {e}; keeping the last good one",
+                    Ok(_) => errors.push(format!(
+                        "{}{}: not a certificate with the TAL's key",
                         source.base, source.rel
-                    ),
+                    )),
+                    Err(e) => errors.push(format!("{}{}: {e}", source.base, source.rel)),
                 }
             }
             let Some(der) = fetched else {
+                let error = errors.join("; ");
+                if last_error.as_deref() != Some(error.as_str()) {
+                    warn!(
+                        "trust anchor of {}: {error}; {}",
+                        anchor.tal.path.display(),
+                        if anchor.cert.is_some() {
+                            "keeping the last good certificate"
+                        } else {
+                            "none to validate from yet"
+                        }
+                    );
+                    *last_error = Some(error);
+                }
                 continue;
             };
+            *fetched_at = Some(Instant::now());
+            *last_error = None;
             if anchor.cert.as_ref() != Some(&der) {
                 let name = ta_index_name(&anchor.tal.path);
                 if let Err(e) = store.write_index(&name, &der).await {

@@ -119,29 +119,42 @@ async fn a_krill_repository_passes_refuse_with_its_tal() {
         "{m}"
     );
 
-    // A new serial with one ROA changed: brought up to date from its delta, and only that
-    // ROA read and verified again; the TA certificate, now unreachable, is the last good one.
-    origin.with(|s| s.extra.clear());
-    let uri = format!("{TESTBED}{R1}");
-    let serial = origin.with(|s| {
-        let r2 = format!("{TESTBED}31302e302e312e302f32342d3234203d3e203634343937.roa");
-        let same = s.repo.objects()[&uri].clone();
-        // The same bytes again: a delta that republishes R1 and withdraws nothing.
-        s.repo.apply([
-            (uri.clone(), Some(same)),
-            (r2.clone(), Some(s.repo.objects()[&r2].clone())),
-        ]);
-        s.repo.serial()
-    });
+    // A new serial republishing two ROAs unchanged: brought up to date from its delta, and
+    // nothing read and verified again (their results are cached).
+    let r2 = format!("{TESTBED}31302e302e312e302f32342d3234203d3e203634343937.roa");
+    let republish = |origin: &Origin| {
+        origin.with(|s| {
+            let again: Vec<_> = [format!("{TESTBED}{R1}"), r2.clone()]
+                .into_iter()
+                .map(|u| (u.clone(), Some(s.repo.objects()[&u].clone())))
+                .collect();
+            s.repo.apply(again);
+            s.repo.serial()
+        })
+    };
+    let serial = republish(&origin);
     proxy.poll().await;
     proxy.wait_serial(serial).await;
     let v = status(&proxy).await;
     assert_eq!(v["last"]["findings"], 0, "{v:#}");
     assert_eq!(v["last"]["from_deltas"], true, "{v:#}");
-    assert_eq!(
-        v["last"]["verified"], 0,
-        "unchanged bytes have cached results: {v:#}"
-    );
+    assert_eq!(v["last"]["verified"], 0, "{v:#}");
+
+    // Restarted while the TA certificate cannot be fetched: the one kept in the store
+    // validates the next serial.
+    let text = proxy.config_text.clone();
+    let (port, admin_port) = (proxy.port, proxy.admin_port);
+    let at = proxy.shared.clock.unix_now();
+    drop(proxy);
+    origin.with(|s| s.extra.clear());
+    let serial = republish(&origin);
+    let clock = Clock::Manual(ManualClock::at_unix(at));
+    let proxy = Proxy::start_with_clock(text, port, admin_port, clock);
+    proxy.wait_serial(serial).await;
+    let v = status(&proxy).await;
+    assert_eq!(v["last"]["findings"], 0, "{v:#}");
+    assert_eq!(v["last"]["points_from_anchor"], 3, "{v:#}");
+    assert_eq!(v["last"]["from_deltas"], false, "a new process starts from the snapshot");
 }
 
 #[tokio::test]
