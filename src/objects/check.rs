@@ -30,7 +30,7 @@ use rpki::repository::sigobj::SignedObject;
 use rpki::repository::x509::{Time, Validity};
 use rpki::repository::{Aspa, Cert, Manifest, ResourceCert, Roa};
 
-use super::index::{sha, Cache, Ee, Index, Sha, Verified};
+use super::index::{sha, Cache, Ee, Index, PointMemo, Sha, Verified};
 use super::{Anchor, Check, Finding, Health, Kind, Objects, Report};
 
 /// RPs validate leniently by default (Routinator's `strict = false`): so do we, so that what
@@ -82,6 +82,8 @@ pub fn validate_with(
         done: HashSet::new(),
         points: Vec::new(),
         wanted: BTreeMap::new(),
+        window: expiry_window,
+        until: i64::MAX,
     };
     for uri in index.uris() {
         v.report.health.count(Kind::of(uri));
@@ -148,6 +150,8 @@ impl OwnedIssuer {
 
 /// What the signed objects of a publication point are checked against.
 struct PointContext {
+    /// The point's manifest URI: its results are cached under it.
+    mft: String,
     issuer: OwnedIssuer,
     /// The hash of the issuer's chain: a cached result holds while it is the same.
     chain: Sha,
@@ -172,7 +176,16 @@ struct Validator<'a> {
     points: Vec<PointContext>,
     /// Signed objects without a cached result: URI → point.
     wanted: BTreeMap<String, usize>,
+    /// `expiry_window`, in seconds.
+    window: i64,
+    /// The earliest time after `now` at which a check of the point being made would come out
+    /// otherwise (a nextUpdate, a certificate's end, one entering the expiry window).
+    until: i64,
 }
+
+/// A CA certificate validated in a publication point, its URI and chain hash: where the walk
+/// goes next.
+pub type Child = (String, ResourceCert, Sha);
 
 impl Validator<'_> {
     fn finding(&mut self, uri: &str, check: Check, detail: impl Into<String>) {
@@ -246,11 +259,62 @@ impl Validator<'_> {
             }
             return;
         }
-        let issuer = Issuer::Anchored(ca);
-        let Some(point) = self.point(&mft_uri, issuer) else {
-            return;
+        for (uri, child, chain) in self.point_memoized(&mft_uri, Issuer::Anchored(ca), chain) {
+            self.walk(&child, &uri, chain, depth + 1);
+        }
+    }
+
+    /// A publication point's checks: replayed from the last round when nothing they depend
+    /// on changed (the manifest, the issuer's chain, any file in the point's directory) and
+    /// no time they depend on has come; else made, and remembered if every signed object had
+    /// a cached result. Returns the validated CA certificates to walk into.
+    fn point_memoized(&mut self, mft_uri: &str, issuer: Issuer<'_>, chain: Sha) -> Vec<Child> {
+        let mft_hash = *self
+            .index
+            .hash(mft_uri)
+            .expect("a kept manifest is indexed");
+        let dir = &mft_uri[..mft_uri.rfind('/').map_or(0, |i| i + 1)];
+        if !self.index.is_dirty(dir) {
+            if let Some(m) = self.cache.point(mft_uri, &mft_hash, &chain, self.now) {
+                self.report.merge(&m.report);
+                self.report.points_replayed += 1;
+                return m.children.clone();
+            }
+        }
+        let fresh = Report {
+            health: Health::new(self.window),
+            ..Report::default()
         };
-        let p = self.context(issuer, chain, point.crl);
+        let outer = std::mem::replace(&mut self.report, fresh);
+        let outer_until = std::mem::replace(&mut self.until, i64::MAX);
+        let wanted_before = self.wanted.len();
+        let children = self.point_objects(mft_uri, issuer, chain);
+        let sub = std::mem::replace(&mut self.report, outer);
+        let until = std::mem::replace(&mut self.until, outer_until);
+        self.until = self.until.min(until);
+        self.report.merge(&sub);
+        if self.wanted.len() == wanted_before {
+            self.cache.remember_point(
+                mft_uri,
+                PointMemo {
+                    mft_hash,
+                    chain,
+                    until,
+                    report: sub,
+                    children: children.clone(),
+                },
+            );
+        }
+        children
+    }
+
+    /// The manifest, CRL and listed objects of one publication point.
+    fn point_objects(&mut self, mft_uri: &str, issuer: Issuer<'_>, chain: Sha) -> Vec<Child> {
+        let Some(point) = self.point(mft_uri, issuer) else {
+            return Vec::new();
+        };
+        let p = self.context(mft_uri, issuer, chain, point.crl);
+        let mut children = Vec::new();
         for uri in &point.listed {
             match Kind::of(uri) {
                 Kind::Certificate => {
@@ -259,17 +323,19 @@ impl Validator<'_> {
                     };
                     if let Some(child) = self.certificate(uri, &der, p) {
                         let chain = sha(&[chain, sha(&der)].concat());
-                        self.walk(&child, uri, chain, depth + 1);
+                        children.push((uri.clone(), child, chain));
                     }
                 }
                 Kind::Roa | Kind::Aspa | Kind::Signed => self.signed(uri, p),
                 Kind::Crl | Kind::Manifest | Kind::Other => {}
             }
         }
+        children
     }
 
-    fn context(&mut self, issuer: Issuer<'_>, chain: Sha, crl: Option<Crl>) -> usize {
+    fn context(&mut self, mft: &str, issuer: Issuer<'_>, chain: Sha, crl: Option<Crl>) -> usize {
         self.points.push(PointContext {
+            mft: mft.to_string(),
             issuer: issuer.owned(),
             chain,
             crl,
@@ -304,21 +370,8 @@ impl Validator<'_> {
             let ca = aki.and_then(|k| cas.get(&k));
             let issuer = Issuer::Local(ca.map(|(_, c)| c));
             let chain = sha(&[b"local".as_slice(), ca.map_or(&[0u8; 32], |(h, _)| h)].concat());
-            let Some(point) = self.point(&mft_uri, issuer) else {
-                continue;
-            };
-            let p = self.context(issuer, chain, point.crl);
-            for uri in &point.listed {
-                match Kind::of(uri) {
-                    Kind::Certificate => {
-                        if let Some(der) = self.index.kept(uri).cloned() {
-                            self.certificate(uri, &der, p);
-                        }
-                    }
-                    Kind::Roa | Kind::Aspa | Kind::Signed => self.signed(uri, p),
-                    Kind::Crl | Kind::Manifest | Kind::Other => {}
-                }
-            }
+            // Local issuers validate no CA certificate to walk into.
+            self.point_memoized(&mft_uri, issuer, chain);
         }
     }
 
@@ -343,6 +396,8 @@ impl Validator<'_> {
             content.next_update().timestamp(),
         );
         self.report.health.manifest(mft_uri, next_update);
+        self.changes_at(this_update);
+        self.changes_at(next_update);
         if this_update > self.now || next_update <= self.now {
             self.report.health.stale_manifests += 1;
             self.finding(
@@ -435,6 +490,7 @@ impl Validator<'_> {
         }
         let next_update = crl.next_update().timestamp();
         self.report.health.crl(&uri, next_update);
+        self.changes_at(next_update);
         if next_update <= self.now {
             self.finding(&uri, Check::Crl, "not current: its nextUpdate has passed");
         }
@@ -449,9 +505,19 @@ impl Validator<'_> {
         self.valid_between(uri, v.not_before().timestamp(), v.not_after().timestamp())
     }
 
+    /// Notes a time at which some check would come out otherwise.
+    fn changes_at(&mut self, t: i64) {
+        if t > self.now {
+            self.until = self.until.min(t);
+        }
+    }
+
     fn valid_between(&mut self, uri: &str, not_before: i64, not_after: i64) -> bool {
+        self.changes_at(not_before);
+        self.changes_at(not_after.saturating_add(1));
         if Kind::of(uri) != Kind::Manifest {
             self.report.health.certificate(uri, not_after, self.now);
+            self.changes_at(not_after.saturating_sub(self.window));
         }
         if not_before <= self.now && self.now <= not_after {
             return true;
@@ -522,8 +588,8 @@ impl Validator<'_> {
         let Some(hash) = self.index.hash(uri) else {
             return;
         };
-        let key = (*hash, self.points[p].chain);
-        match self.cache.get(&key).cloned() {
+        let (hash, point) = (*hash, &self.points[p]);
+        match self.cache.get(&point.mft, &point.chain, &hash).cloned() {
             Some(v) => self.apply(uri, &v, p),
             None => {
                 self.wanted.insert(uri.to_string(), p);
@@ -553,8 +619,9 @@ impl Validator<'_> {
                 .as_ref()
                 .is_some_and(|e| e.not_before <= self.now && self.now <= e.not_after)
             {
+                let point = &self.points[p];
                 self.cache
-                    .insert((sha(&der), self.points[p].chain), v.clone());
+                    .insert(&point.mft, &point.chain, sha(&der), v.clone());
             }
             self.apply(uri, &v, p);
         });

@@ -45,6 +45,23 @@ impl Health {
         }
     }
 
+    /// Adds another part's health (object counts excepted: they are made over the whole
+    /// repository).
+    pub fn merge(&mut self, other: &Health) {
+        if let Some(d) = &other.manifest_next_update {
+            self.manifest(&d.uri, d.at);
+        }
+        if let Some(d) = &other.crl_next_update {
+            self.crl(&d.uri, d.at);
+        }
+        self.stale_manifests += other.stale_manifests;
+        self.missing_manifests += other.missing_manifests;
+        self.expiring += other.expiring;
+        for d in &other.expiring_soonest {
+            self.soonest(d.clone());
+        }
+    }
+
     pub fn count(&mut self, kind: super::Kind) {
         *self.objects.entry(kind.label()).or_insert(0) += 1;
     }
@@ -63,11 +80,14 @@ impl Health {
             return;
         }
         self.expiring += 1;
-        let due = Due {
+        self.soonest(Due {
             uri: uri.to_string(),
             at: not_after,
-        };
-        let at = self.expiring_soonest.partition_point(|d| d.at <= not_after);
+        });
+    }
+
+    fn soonest(&mut self, due: Due) {
+        let at = self.expiring_soonest.partition_point(|d| d.at <= due.at);
         if at < EXPIRING_SHOWN {
             self.expiring_soonest.insert(at, due);
             self.expiring_soonest.truncate(EXPIRING_SHOWN);

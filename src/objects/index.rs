@@ -28,6 +28,9 @@ pub fn sha(data: &[u8]) -> Sha {
 pub struct Index {
     hashes: BTreeMap<String, Sha>,
     kept: HashMap<String, Bytes>,
+    /// Directories (URIs up to the last `/`) with an object published or withdrawn since
+    /// [`Index::clean`]: their publication points are checked again.
+    dirty: HashSet<String>,
 }
 
 impl Index {
@@ -44,8 +47,27 @@ impl Index {
         matches!(kind, Kind::Certificate | Kind::Manifest | Kind::Crl)
     }
 
+    fn touch(&mut self, uri: &str) {
+        let dir = &uri[..uri.rfind('/').map_or(0, |i| i + 1)];
+        if !self.dirty.contains(dir) {
+            self.dirty.insert(dir.to_string());
+        }
+    }
+
+    /// Whether anything under the directory URI `dir` (not below it) changed since
+    /// [`Index::clean`].
+    pub fn is_dirty(&self, dir: &str) -> bool {
+        self.dirty.contains(dir)
+    }
+
+    /// Marks the state as validated: nothing is dirty.
+    pub fn clean(&mut self) {
+        self.dirty.clear();
+    }
+
     /// Adds or replaces the object at `uri`.
     pub fn publish(&mut self, uri: &str, der: Bytes) {
+        self.touch(uri);
         self.hashes.insert(uri.to_string(), sha(&der));
         if Index::keeps(Kind::of(uri)) {
             self.kept.insert(uri.to_string(), der);
@@ -55,6 +77,7 @@ impl Index {
     }
 
     pub fn withdraw(&mut self, uri: &str) {
+        self.touch(uri);
         self.hashes.remove(uri);
         self.kept.remove(uri);
     }
@@ -106,38 +129,139 @@ pub struct Verified {
     pub outcome: Result<(), (Check, String)>,
 }
 
-/// Verification results by (object hash, issuer chain hash).
+/// SHA-256 values are uniformly random: their first eight bytes are as good a hash as any,
+/// and much cheaper than SipHash over 64 bytes (the cache is probed once per signed object
+/// per round).
+#[derive(Clone, Copy, Default)]
+pub struct ShaHasher(u64);
+
+impl std::hash::Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // The first write of a key is its first 32-byte hash.
+        if self.0 == 0 && bytes.len() >= 8 {
+            self.0 = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
+        } else {
+            for b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+            }
+        }
+    }
+}
+
+type ShaMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<ShaHasher>>;
+
+/// What a publication point's checks found, replayed while nothing they depend on changes.
+#[derive(Clone, Debug)]
+pub struct PointMemo {
+    pub mft_hash: Sha,
+    pub chain: Sha,
+    /// The checks hold until this time (seconds since the epoch).
+    pub until: i64,
+    /// The point's findings and health (without object counts).
+    pub report: super::Report,
+    /// The CA certificates it validated, to walk into.
+    pub children: Vec<super::check::Child>,
+}
+
+/// What the last rounds found per publication point (by manifest URI): the verification
+/// result of each signed object (by its hash; they hold while the issuer's chain is the
+/// same), and the memo of the point's checks. A point no round visited is dropped by
+/// [`Cache::prune`], and so are the objects a point that was checked again no longer has;
+/// a replayed point keeps all of its results.
 #[derive(Debug, Default)]
 pub struct Cache {
-    map: HashMap<(Sha, Sha), Verified>,
-    used: HashSet<(Sha, Sha)>,
+    points: HashMap<String, PointCache>,
+    round: u64,
+}
+
+#[derive(Debug, Default)]
+struct PointCache {
+    chain: Sha,
+    /// Result, and the round that last used it.
+    objects: ShaMap<Sha, (Verified, u64)>,
+    memo: Option<PointMemo>,
+    /// The round that last visited it, and whether its checks were made (not replayed).
+    used: u64,
+    checked: bool,
 }
 
 impl Cache {
-    pub fn get(&mut self, key: &(Sha, Sha)) -> Option<&Verified> {
-        let hit = self.map.get(key);
-        if hit.is_some() {
-            self.used.insert(*key);
+    /// The point's entry for this round, emptied if the issuer's chain changed.
+    fn entry(&mut self, mft_uri: &str, chain: &Sha) -> &mut PointCache {
+        let round = self.round;
+        let p = self.points.entry(mft_uri.to_string()).or_default();
+        if p.chain != *chain {
+            *p = PointCache {
+                chain: *chain,
+                ..PointCache::default()
+            };
         }
-        hit
+        if p.used != round {
+            p.used = round;
+            p.checked = false;
+        }
+        p
     }
 
-    pub fn insert(&mut self, key: (Sha, Sha), v: Verified) {
-        self.used.insert(key);
-        self.map.insert(key, v);
+    /// The result for the signed object `object` of the point at `mft_uri`.
+    pub fn get(&mut self, mft_uri: &str, chain: &Sha, object: &Sha) -> Option<&Verified> {
+        let round = self.round;
+        let p = self.entry(mft_uri, chain);
+        p.checked = true;
+        p.objects.get_mut(object).map(|(v, used)| {
+            *used = round;
+            &*v
+        })
     }
 
-    /// Forgets what the last round did not use: the cache holds one repository state.
+    pub fn insert(&mut self, mft_uri: &str, chain: &Sha, object: Sha, v: Verified) {
+        let round = self.round;
+        let p = self.entry(mft_uri, chain);
+        p.checked = true;
+        p.objects.insert(object, (v, round));
+    }
+
+    /// The memo of the point at `mft_uri`, if it was made from this manifest and chain and
+    /// holds at `now`.
+    pub fn point(
+        &mut self,
+        mft_uri: &str,
+        mft_hash: &Sha,
+        chain: &Sha,
+        now: i64,
+    ) -> Option<&PointMemo> {
+        let p = self.entry(mft_uri, chain);
+        match &p.memo {
+            Some(m) if m.mft_hash == *mft_hash && now < m.until => p.memo.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn remember_point(&mut self, mft_uri: &str, memo: PointMemo) {
+        let chain = memo.chain;
+        self.entry(mft_uri, &chain).memo = Some(memo);
+    }
+
+    /// Forgets what this round did not use, and starts the next round.
     pub fn prune(&mut self) {
-        let used = std::mem::take(&mut self.used);
-        self.map.retain(|k, _| used.contains(k));
+        let round = self.round;
+        self.points.retain(|_, p| p.used == round);
+        for p in self.points.values_mut().filter(|p| p.checked) {
+            p.objects.retain(|_, (_, used)| *used == round);
+        }
+        self.round += 1;
     }
 
+    /// Signed-object results held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.points.values().map(|p| p.objects.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 }

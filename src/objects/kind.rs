@@ -23,15 +23,23 @@ pub enum Kind {
 impl Kind {
     /// The kind of the object at `uri` (a path or URI), by its extension.
     pub fn of(uri: &str) -> Kind {
+        // Called several times per object and round: no allocation.
         let ext = uri.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
-        match ext.to_ascii_lowercase().as_str() {
-            "cer" => Kind::Certificate,
-            "crl" => Kind::Crl,
-            "mft" => Kind::Manifest,
-            "roa" => Kind::Roa,
-            "asa" => Kind::Aspa,
-            "gbr" | "sig" | "tak" | "spl" => Kind::Signed,
-            _ => Kind::Other,
+        let is = |e: &str| ext.eq_ignore_ascii_case(e);
+        if is("cer") {
+            Kind::Certificate
+        } else if is("crl") {
+            Kind::Crl
+        } else if is("mft") {
+            Kind::Manifest
+        } else if is("roa") {
+            Kind::Roa
+        } else if is("asa") {
+            Kind::Aspa
+        } else if ["gbr", "sig", "tak", "spl"].iter().any(|e| is(e)) {
+            Kind::Signed
+        } else {
+            Kind::Other
         }
     }
 

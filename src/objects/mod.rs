@@ -122,6 +122,9 @@ pub struct Report {
     /// in the repository).
     pub points_from_anchor: u64,
     pub points: u64,
+    /// Publication points whose checks were replayed from the last round (nothing they
+    /// depend on changed).
+    pub points_replayed: u64,
 }
 
 impl Report {
@@ -131,6 +134,17 @@ impl Report {
         if self.findings.len() < MAX_FINDINGS {
             self.findings.push(finding);
         }
+    }
+
+    /// Adds a publication point's findings and health (see `check`).
+    pub fn merge(&mut self, other: &Report) {
+        for (check, n) in &other.counts {
+            *self.counts.entry(*check).or_insert(0) += n;
+        }
+        let room = MAX_FINDINGS.saturating_sub(self.findings.len());
+        self.findings
+            .extend(other.findings.iter().take(room).cloned());
+        self.health.merge(&other.health);
     }
 
     /// How many checks failed in all.

@@ -397,3 +397,61 @@ fn a_new_serial_checks_only_what_changed() {
     // The cache holds one state: the old R1 result is gone.
     assert_eq!(cache.len(), 3);
 }
+
+#[test]
+fn unchanged_points_are_replayed_until_something_they_depend_on_changes() {
+    let mut objects = fixture("a");
+    // A finding to carry: R1's signature broken.
+    let uri = format!("{TESTBED}{R1}");
+    let mut der = objects[&uri].to_vec();
+    *der.last_mut().unwrap() ^= 0x01;
+    objects.insert(uri.clone(), Bytes::from(der));
+    let now = capture_time(&objects);
+    let mut index = Index::from_objects(&objects);
+    let mut cache = Cache::default();
+    let asked = std::cell::RefCell::new(0usize);
+    let run_at = |index: &Index, cache: &mut Cache, at: i64| {
+        let mut fetch = |wanted: &std::collections::HashSet<String>,
+                         give: &mut dyn FnMut(&str, Bytes)| {
+            *asked.borrow_mut() += wanted.len();
+            for u in wanted {
+                give(u, objects[u].clone());
+            }
+        };
+        validate_with(index, cache, &mut fetch, &[anchor()], at, 7 * 86400)
+    };
+    let first = run_at(&index, &mut cache, now);
+    assert_eq!(first.points_replayed, 0);
+    index.clean();
+    // The signed objects are cached now; the points are remembered the round after.
+    let second = run_at(&index, &mut cache, now);
+    index.clean();
+    let third = run_at(&index, &mut cache, now + 1);
+    assert_eq!(third.points_replayed, 3, "nothing changed");
+    for r in [&second, &third] {
+        assert_eq!(checks(r), checks(&first), "a replay reports the same");
+        assert_eq!(
+            r.health.manifest_next_update,
+            first.health.manifest_next_update
+        );
+    }
+    // An object published in the testbed CA's directory: that point is checked again.
+    let r2 = format!("{TESTBED}{R2}");
+    let same = objects[&r2].clone();
+    index.publish(&r2, same);
+    *asked.borrow_mut() = 0;
+    let fourth = run_at(&index, &mut cache, now + 2);
+    assert_eq!(fourth.points_replayed, 2);
+    // Its ROAs kept their results through the rounds it was replayed in.
+    assert_eq!(*asked.borrow(), 0);
+    index.clean();
+    // Past the CAs' manifests' nextUpdate: their points are checked again and found stale.
+    let later = first.health.manifest_next_update.as_ref().unwrap().at + 1;
+    let fifth = run_at(&index, &mut cache, later);
+    assert!(fifth.points_replayed < 3, "{}", fifth.points_replayed);
+    assert!(
+        fifth.counts.get(&Check::Manifest).is_some_and(|n| *n >= 1),
+        "{:?}",
+        fifth.counts
+    );
+}

@@ -325,6 +325,7 @@ fn validation_json(
         out["last"]["details"] = json!(r.findings);
         out["last"]["points"] = json!(r.points);
         out["last"]["points_from_anchor"] = json!(r.points_from_anchor);
+        out["last"]["points_replayed"] = json!(r.points_replayed);
         out["health"] = json!({
             "objects": h.objects,
             "manifest_next_update": due(&h.manifest_next_update),

@@ -31,6 +31,7 @@ use log::{info, warn};
 use rand::Rng;
 
 use crate::clock::{unix_now, Clock};
+use crate::config::Validate;
 use crate::metrics::Metrics;
 use crate::origin::client::within;
 use crate::origin::peers::Peers;
@@ -379,28 +380,42 @@ impl Poller {
         let round = self
             .store_round(&n, plan, source, published.as_deref())
             .await?;
-        if self.repo.config.validation.enabled() {
-            self.validate(&round, published.as_deref()).await?;
+        // What may refuse the round runs before it is published; `warn` alone reports after
+        // (it changes nothing, so it delays nothing: a first validation of a large
+        // repository takes many times the round).
+        let v = &self.repo.config.validation;
+        let files = v
+            .enabled()
+            .then(|| validation::RoundFiles::of(&round, &self.store));
+        let gates = v.validate == Validate::Refuse || v.pre_validate.is_some();
+        if let (Some(files), true) = (&files, gates) {
+            self.validate(files, published.as_deref()).await?;
         }
         let delay = self.repo.config.publish_delay;
-        if source == Source::Peers || delay.is_zero() {
-            return self.publish(round).await;
+        let outcome = if source == Source::Peers || delay.is_zero() {
+            self.publish(round).await?
+        } else {
+            let serial = round.serial;
+            if self.barrier.hold(self.clock.now() + delay, round) {
+                info!(
+                    "{}: serial {serial} stored; published after publish_delay",
+                    self.repo.name()
+                );
+            }
+            Outcome::Unchanged
+        };
+        if let (Some(files), false) = (&files, gates) {
+            // Reports only: `warn` never refuses.
+            let _ = self.validate(files, published.as_deref()).await;
         }
-        let serial = round.serial;
-        if self.barrier.hold(self.clock.now() + delay, round) {
-            info!(
-                "{}: serial {serial} stored; published after publish_delay",
-                self.repo.name()
-            );
-        }
-        Ok(Outcome::Unchanged)
+        Ok(outcome)
     }
 
     /// Validates a stored round; refuses it (and forgets its new files, so that no client
     /// is served them on request) when validation says so. Reports either way.
     async fn validate(
         &mut self,
-        round: &Round,
+        round: &validation::RoundFiles,
         published: Option<&Generation>,
     ) -> Result<(), PollError> {
         let repo = self.repo.clone();
@@ -453,7 +468,7 @@ impl Poller {
 
     /// A refused round's new files (its snapshot, its deltas newer than what is published)
     /// are withheld: not served on request, not forwarded to the upstream either.
-    fn forget_refused(&self, round: &Round, published: Option<&Generation>) {
+    fn forget_refused(&self, round: &validation::RoundFiles, published: Option<&Generation>) {
         let newer_than = published
             .filter(|p| p.session_id == round.session_id)
             .map_or(0, |p| p.serial);

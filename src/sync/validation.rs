@@ -61,14 +61,44 @@ struct Core {
     cache: Cache,
 }
 
-/// The files of the round being validated.
-struct Files {
-    session_id: String,
-    serial: u64,
-    snapshot: PathBuf,
-    /// Serial → delta file.
-    deltas: HashMap<u64, PathBuf>,
+/// A stored round's files, as validation reads them (taken before the round is published,
+/// which consumes it).
+#[derive(Clone, Debug)]
+pub struct RoundFiles {
+    pub session_id: String,
+    pub serial: u64,
+    /// Relative path and stored file.
+    pub snapshot: (String, PathBuf),
+    /// Serial, relative path and stored file of each delta the notification lists.
+    pub deltas: Vec<(u64, String, PathBuf)>,
 }
+
+impl RoundFiles {
+    pub fn of(round: &Round, store: &Store) -> RoundFiles {
+        RoundFiles {
+            session_id: round.session_id.clone(),
+            serial: round.serial,
+            snapshot: (
+                round.snapshot.0.clone(),
+                store.object_path(&round.snapshot.1.hash()),
+            ),
+            deltas: round
+                .deltas
+                .iter()
+                .map(|(serial, rel, s)| (*serial, rel.clone(), store.object_path(&s.hash())))
+                .collect(),
+        }
+    }
+
+    fn delta(&self, serial: u64) -> Option<&PathBuf> {
+        self.deltas
+            .iter()
+            .find(|(s, _, _)| *s == serial)
+            .map(|(_, _, p)| p)
+    }
+}
+
+type Files = RoundFiles;
 
 impl Validator {
     pub fn new(cfg: &RepositoryConfig, store: &Store) -> Validator {
@@ -108,24 +138,15 @@ impl Validator {
         &mut self,
         cfg: &RepositoryConfig,
         store: &Arc<Store>,
-        round: &Round,
+        files: &RoundFiles,
         now: i64,
     ) -> Result<ValidationStatus, ValidationStatus> {
         let started = Instant::now();
         let v = &cfg.validation;
-        let files = Files {
-            session_id: round.session_id.clone(),
-            serial: round.serial,
-            snapshot: store.object_path(&round.snapshot.1.hash()),
-            deltas: round
-                .deltas
-                .iter()
-                .map(|(serial, _, s)| (*serial, store.object_path(&s.hash())))
-                .collect(),
-        };
+        let files = files.clone();
         let mut status = ValidationStatus {
-            session_id: round.session_id.clone(),
-            serial: round.serial,
+            session_id: files.session_id.clone(),
+            serial: files.serial,
             at: crate::clock::unix_now(),
             ..ValidationStatus::default()
         };
@@ -301,7 +322,7 @@ impl Core {
             }
             // The rest from the snapshot, one at a time, if it agrees with the index.
             let walked = walk_objects(
-                &files.snapshot,
+                &files.snapshot.1,
                 &files.session_id,
                 files.serial,
                 true,
@@ -324,6 +345,7 @@ impl Core {
         if let Some(e) = read_error {
             return Err(e);
         }
+        self.index.clean();
         self.at = Some((files.session_id.clone(), files.serial));
         Ok((report, from_deltas, verified))
     }
@@ -333,7 +355,7 @@ impl Core {
     fn advance(&mut self, files: &Files, fresh: &mut HashMap<String, Bytes>) -> io::Result<bool> {
         let connects = match &self.at {
             Some((session, serial)) if *session == files.session_id && *serial <= files.serial => {
-                (serial + 1..=files.serial).all(|s| files.deltas.contains_key(&s))
+                (serial + 1..=files.serial).all(|s| files.delta(s).is_some())
             }
             _ => false,
         };
@@ -342,7 +364,7 @@ impl Core {
             for serial in from + 1..=files.serial {
                 let index = &mut self.index;
                 walk_objects(
-                    &files.deltas[&serial],
+                    files.delta(serial).expect("checked above"),
                     &files.session_id,
                     serial,
                     false,
@@ -367,7 +389,7 @@ impl Core {
         }
         let mut index = Index::default();
         walk_objects(
-            &files.snapshot,
+            &files.snapshot.1,
             &files.session_id,
             files.serial,
             true,
@@ -453,7 +475,7 @@ fn write_tree(files: &Files) -> io::Result<tempdir::Dir> {
     let mut made = HashSet::new();
     let mut failed = None;
     walk_objects(
-        &files.snapshot,
+        &files.snapshot.1,
         &files.session_id,
         files.serial,
         true,

@@ -154,7 +154,10 @@ async fn a_krill_repository_passes_refuse_with_its_tal() {
     let v = status(&proxy).await;
     assert_eq!(v["last"]["findings"], 0, "{v:#}");
     assert_eq!(v["last"]["points_from_anchor"], 3, "{v:#}");
-    assert_eq!(v["last"]["from_deltas"], false, "a new process starts from the snapshot");
+    assert_eq!(
+        v["last"]["from_deltas"], false,
+        "a new process starts from the snapshot"
+    );
 }
 
 #[tokio::test]
@@ -211,6 +214,12 @@ async fn warn_publishes_and_reports() {
     let serial = break_r1(&origin);
     proxy.poll().await;
     proxy.wait_serial(serial).await;
+    // `warn` validates after publishing: wait for its report.
+    proxy
+        .wait("the serial validated", |s| {
+            s.validation.as_ref().is_some_and(|v| v.serial == serial)
+        })
+        .await;
     let v = status(&proxy).await;
     assert_eq!(v["last"]["refused"], false);
     assert_eq!(v["last"]["by_check"]["signature"], 1, "{v:#}");
