@@ -146,3 +146,95 @@ pub fn object(data: &[u8], repo: &Repository) {
         );
     }
 }
+
+/// A real manifest (`der`) with its content replaced by one listing `entries` files that
+/// exist nowhere (`f<i>.roa`, zero hashes), keeping its original signature: a huge manifest
+/// for tests of bounded work, which must fail as "not signed" and "files missing".
+pub fn manifest_with_entries(der: &[u8], entries: usize) -> Vec<u8> {
+    use bcder::encode::Values;
+    use rpki::repository::manifest::{FileAndHash, ManifestContent};
+    let real = rpki::repository::Manifest::decode(bytes::Bytes::copy_from_slice(der), false)
+        .expect("a manifest");
+    let old = real.content().encode_ref().to_captured(bcder::Mode::Der);
+    let list: Vec<FileAndHash<bytes::Bytes, bytes::Bytes>> = (0..entries)
+        .map(|i| {
+            FileAndHash::new(
+                bytes::Bytes::from(format!("f{i}.roa")),
+                bytes::Bytes::from(vec![0u8; 32]),
+            )
+        })
+        .collect();
+    let c = real.content();
+    let big = ManifestContent::new(
+        c.manifest_number(),
+        c.this_update(),
+        c.next_update(),
+        c.file_hash_alg(),
+        list.iter(),
+    );
+    let new = big.encode_ref().to_captured(bcder::Mode::Der);
+    splice(der, old.as_slice(), new.as_slice())
+}
+
+/// `der` with the element content `old` (found once inside it) replaced by `new`, and the
+/// length of every element around it rewritten.
+fn splice(der: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+    let at = der
+        .windows(old.len())
+        .position(|w| w == old)
+        .expect("old inside der");
+    rebuild(der, at, old.len(), new)
+}
+
+/// One DER header: (header length, content length).
+fn header(der: &[u8]) -> (usize, usize) {
+    let first = der[1] as usize;
+    if first < 0x80 {
+        return (2, first);
+    }
+    let n = first & 0x7f;
+    let len = der[2..2 + n]
+        .iter()
+        .fold(0usize, |a, b| (a << 8) | *b as usize);
+    (2 + n, len)
+}
+
+fn encode_header(tag: u8, len: usize) -> Vec<u8> {
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out
+}
+
+/// The elements of `der`, the one whose content holds `at..at + len` rebuilt around `new`.
+fn rebuild(der: &[u8], at: usize, len: usize, new: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < der.len() {
+        let (h, l) = header(&der[pos..]);
+        let (start, end) = (pos + h, pos + h + l);
+        if start <= at && at + len <= end {
+            let content = if start == at && l == len {
+                new.to_vec()
+            } else {
+                rebuild(&der[start..end], at - start, len, new)
+            };
+            out.extend(encode_header(der[pos], content.len()));
+            out.extend(content);
+        } else {
+            out.extend(&der[pos..end]);
+        }
+        pos = end;
+    }
+    out
+}

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rrdp_proxy::clock::{Clock, ManualClock};
@@ -46,6 +48,12 @@ fn recorded(which: &str) -> (BTreeMap<String, Vec<u8>>, u64) {
 /// An origin serving the recorded repository `a` and the TA certificate; a proxy in front
 /// with `settings` in its repository table, validating at the capture's time.
 async fn setup(cache: &Path, settings: &str) -> (Origin, Proxy) {
+    let (origin, proxy, _) = setup_with_clock(cache, settings).await;
+    (origin, proxy)
+}
+
+/// [`setup`], and the proxy's clock.
+async fn setup_with_clock(cache: &Path, settings: &str) -> (Origin, Proxy, Arc<ManualClock>) {
     let (objects, at) = recorded("a");
     let origin = Origin::start().await;
     let base = origin.base();
@@ -62,10 +70,10 @@ async fn setup(cache: &Path, settings: &str) -> (Origin, Proxy) {
         origin.addr
     );
     let text = config_text(port, admin_port, cache, &base, &extra);
-    let clock = Clock::Manual(ManualClock::at_unix(at));
-    let proxy = Proxy::start_with_clock(text, port, admin_port, clock);
+    let manual = ManualClock::at_unix(at);
+    let proxy = Proxy::start_with_clock(text, port, admin_port, Clock::Manual(manual.clone()));
     proxy.wait_first_poll().await;
-    (origin, proxy)
+    (origin, proxy, manual)
 }
 
 fn tal() -> String {
@@ -284,4 +292,175 @@ async fn pre_validate_sees_the_candidate_tree_and_can_refuse() {
         })
         .count();
     assert_eq!(left, 0);
+}
+
+/// Objects published (`Some`) or withdrawn at a serial.
+type Changes = Vec<(String, Option<Vec<u8>>)>;
+
+/// One bad input: a change to the recorded repository at the next serial (and how far the
+/// clock moves), and the object and check the report must name.
+struct Bad {
+    name: &'static str,
+    change: fn(&BTreeMap<String, Vec<u8>>) -> Changes,
+    advance: Duration,
+    uri: String,
+    check: &'static str,
+}
+
+const R1_URI: &str =
+    "rsync://rrdp.test/repo/testbed/0/31302e302e302e302f32342d3234203d3e203634343936.roa";
+const R2_URI: &str =
+    "rsync://rrdp.test/repo/testbed/0/31302e302e312e302f32342d3234203d3e203634343937.roa";
+const MFT_URI: &str =
+    "rsync://rrdp.test/repo/testbed/0/2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.mft";
+const CRL_URI: &str =
+    "rsync://rrdp.test/repo/testbed/0/2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.crl";
+const CHILD_CER: &str =
+    "rsync://rrdp.test/repo/testbed/0/B9A7EAF6DA3047FEF6370F8F39631EBBC5F47241.cer";
+const CHILD_ROA: &str =
+    "rsync://rrdp.test/repo/child/0/31302e312e302e302f32342d3234203d3e203634353030.roa";
+
+/// The recorded object at `uri`, changed by `f`.
+fn changed(
+    o: &BTreeMap<String, Vec<u8>>,
+    uri: &str,
+    f: impl FnOnce(Vec<u8>) -> Vec<u8>,
+) -> Changes {
+    vec![(uri.to_string(), Some(f(o[uri].clone())))]
+}
+
+fn bad_inputs() -> Vec<Bad> {
+    let bad = |name, change, advance, uri: &str, check| Bad {
+        name,
+        change,
+        advance,
+        uri: uri.to_string(),
+        check,
+    };
+    let now = Duration::ZERO;
+    vec![
+        bad(
+            "a manifest hash that does not match",
+            |o| changed(o, R1_URI, |_| o[R2_URI].clone()),
+            now,
+            R1_URI,
+            "manifest_hash",
+        ),
+        bad(
+            "a listed file withdrawn",
+            |_| vec![(R2_URI.to_string(), None)],
+            now,
+            R2_URI,
+            "manifest_missing",
+        ),
+        bad(
+            "an expired manifest (the same repository two days on)",
+            |o| changed(o, R1_URI, |d| d),
+            Duration::from_secs(2 * 86400),
+            MFT_URI,
+            "manifest",
+        ),
+        bad(
+            "a CRL that revokes a listed ROA",
+            |o| changed(o, CRL_URI, |_| recorded("b").0[CRL_URI].clone()),
+            now,
+            R2_URI,
+            "revoked",
+        ),
+        bad(
+            "a broken signature",
+            |o| {
+                changed(o, R1_URI, |mut d| {
+                    *d.last_mut().unwrap() ^= 1;
+                    d
+                })
+            },
+            now,
+            R1_URI,
+            "signature",
+        ),
+        bad(
+            "a truncated certificate",
+            |o| changed(o, CHILD_CER, |d| d[..d.len() / 2].to_vec()),
+            now,
+            CHILD_CER,
+            "parse",
+        ),
+        bad(
+            "an object that is not DER",
+            |o| changed(o, CHILD_ROA, |_| b"<html>not found</html>".to_vec()),
+            now,
+            CHILD_ROA,
+            "parse",
+        ),
+        bad(
+            "a manifest of 100,000 entries",
+            |o| {
+                changed(o, MFT_URI, |d| {
+                    rrdp_proxy::fuzz_checks::manifest_with_entries(&d, 100_000)
+                })
+            },
+            now,
+            MFT_URI,
+            "signature",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_input_is_refused_under_refuse_and_reported_under_warn() {
+    for bad in bad_inputs() {
+        for mode in ["refuse", "warn"] {
+            let case = format!("{} ({mode})", bad.name);
+            let cache = tempfile::tempdir().unwrap();
+            let settings = format!("validate = \"{mode}\"\n{}", tal());
+            let (origin, proxy, clock) = setup_with_clock(cache.path(), &settings).await;
+            proxy.wait_serial(1).await;
+            let serial = origin.with(|s| {
+                let changes = (bad.change)(s.repo.objects());
+                s.repo.apply(changes);
+                s.repo.serial()
+            });
+            clock.advance(bad.advance);
+            let st = proxy.poll().await;
+            if mode == "refuse" {
+                assert_eq!(st.serial, Some(1), "{case}: published");
+                assert_eq!(st.last_error_reason, Some("rpki_validation"), "{case}");
+                let served = proxy.get("/rrdp/notification.xml").await.text();
+                assert!(served.contains("serial=\"1\""), "{case}: {served}");
+            } else {
+                proxy.wait_serial(serial).await;
+            }
+            proxy
+                .wait(&case, |s| {
+                    s.validation.as_ref().is_some_and(|v| v.serial == serial)
+                })
+                .await;
+            let v = status(&proxy).await;
+            assert_eq!(v["last"]["refused"], mode == "refuse", "{case}: {v:#}");
+            let named = v["last"]["details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["uri"] == bad.uri.as_str() && d["check"] == bad.check);
+            assert!(named, "{case}: no {} for {}: {v:#}", bad.check, bad.uri);
+        }
+    }
+}
+
+#[test]
+fn a_manifest_of_100000_entries_is_reported_within_bounds() {
+    use rrdp_proxy::objects::{validate, Check, MAX_FINDINGS};
+    let repo = rrdp_proxy::fuzz_checks::Repository::krill_testbed(&fixture_dir()).unwrap();
+    let mut objects = repo.objects.clone();
+    let big = rrdp_proxy::fuzz_checks::manifest_with_entries(&objects[MFT_URI], 100_000);
+    assert!(big.len() > 2_000_000);
+    objects.insert(MFT_URI.to_string(), Bytes::from(big));
+    let report = validate(&objects, &repo.anchors, repo.now, 0);
+    // Its signature no longer covers its content; its 100,000 files are not published: all
+    // counted, the first MAX_FINDINGS kept with their detail.
+    assert_eq!(report.counts.get(&Check::ManifestMissing), Some(&100_000));
+    assert!(report.findings.len() <= MAX_FINDINGS);
+    let own = report.findings.iter().find(|f| f.uri == MFT_URI).unwrap();
+    assert_eq!(own.check, Check::Signature, "{own:?}");
 }
