@@ -91,7 +91,7 @@ wait_status() {
   log "timed out waiting for: $1"; status >&2; return 1
 }
 # (The hostile upstream's own error, not a refused connection while it starts.)
-wait_status 's["repositories"][0]["serial"] is not None and "Content-Encoding" in (s["repositories"][1]["last_error"] or "")'
+wait_status 's["repositories"][0]["serial"] is not None and "Content-Encoding" in (s["repositories"][1]["last_error"] or "") and s["repositories"][0]["validation"].get("last")'
 serial=$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["repositories"][0]["serial"])')
 
 log "1-2: the page with the repository current and a hostile upstream"
@@ -104,6 +104,8 @@ rc=0; grep -qF "&lt;script&gt;document.title='pwned'&lt;/script&gt;" "$work/dom-
 check "the hostile error message is shown as text" $rc
 rc=0; grep -qF "data-public=\"http://it's.test:$PUBLIC/hostile/\"" "$work/dom-up.html" || rc=$?
 check "the name with a quote is shown as it is" $rc
+rc=0; grep -qF 'no manifest, so no publication point to validate' "$work/dom-up.html" || rc=$?
+check "RPKI validation's result is shown (the demo publishes no manifest)" $rc
 n=$(grep -o '<script' "$work/dom-up.html" | wc -l)
 rc=0; { [ "$n" = 1 ] && ! grep -q 'pwned</title>' "$work/dom-up.html"; } || rc=1
 check "no element was injected (script elements: $n, the page's own)" $rc

@@ -87,6 +87,61 @@ function lagTable(lag) {
   return el("table", { "aria-label": "How far behind the RPs asking for deltas are (cumulative)" }, head, counts);
 }
 
+// In how long something runs out, or how long ago it did.
+function until(seconds) {
+  if (seconds < 0) return ago(-seconds).replace(" ago", "") + " ago";
+  if (seconds < 7200) return "in " + Math.round(seconds / 60) + " min";
+  if (seconds < 172800) return "in " + Math.round(seconds / 3600) + " h";
+  return "in " + Math.round(seconds / 86400) + " days";
+}
+
+// What RPKI validation found at the last validated serial, and what runs out first.
+function rpki(dl, v) {
+  if (!v || v.mode === "off") {
+    row(dl, "RPKI objects", "not validated (validate = \"off\")");
+    return;
+  }
+  const last = v.last;
+  if (!last) {
+    row(dl, "RPKI objects", `validate = "${v.mode}": no serial validated yet`);
+    return;
+  }
+  let text, cls = null;
+  if (last.error) {
+    text = `could not validate serial ${last.serial}: ${last.error}`;
+    cls = "bad";
+  } else if (!last.points) {
+    text = `serial ${last.serial}: no manifest, so no publication point to validate`;
+  } else if (!last.findings) {
+    text = `serial ${last.serial}: nothing an RP would reject in ${last.points} publication point(s) (${last.points_from_anchor} from a TAL), validate = "${v.mode}"`;
+  } else {
+    const first = (last.details || [])[0];
+    text = `serial ${last.serial}: ${last.findings} finding(s)` + (last.refused ? ", refused: the previous serial stays served" : ", published (validate = \"warn\")") +
+      (first ? ` — ${first.uri}: ${first.check} (${first.detail})` : "");
+    cls = last.refused ? "bad" : "warn";
+  }
+  if (last.pre_validate && !last.pre_validate.ok) {
+    text += ` — pre_validate: ${last.pre_validate.detail}`;
+    cls = "bad";
+  }
+  row(dl, "RPKI objects", text, cls);
+  const h = v.health;
+  if (!h) return;
+  const counts = Object.entries(h.objects).map(([k, n]) => `${n} ${k}`).join(", ");
+  row(dl, "RPKI contents", counts || "no objects");
+  if (h.manifest_next_update) {
+    const m = h.manifest_next_update;
+    row(dl, "First manifest to expire", `${until(m.seconds_left)}: ${m.uri}`, m.seconds_left < 4 * 3600 ? (m.seconds_left < 0 ? "bad" : "warn") : null);
+  }
+  if (h.expiring_certificates) {
+    const d = h.expiring_soonest[0];
+    row(dl, "Certificates expiring", `${h.expiring_certificates} within ${Math.round(h.expiry_window_seconds / 86400)} days` + (d ? `, first ${when(d.at)}: ${d.uri}` : ""), "warn");
+  }
+  if (h.stale_manifests || h.missing_manifests) {
+    row(dl, "Stale or missing manifests", `${h.stale_manifests} stale, ${h.missing_manifests} missing`, "bad");
+  }
+}
+
 function repository(r, samples) {
   const ok = !r.last_error;
   const id = "repo-" + (r.public || "").replace(/[^A-Za-z0-9]/g, "-");
@@ -114,7 +169,7 @@ function repository(r, samples) {
   if (r.exported_serial !== null && r.exported_serial !== undefined) row(dl, "Exported serial", r.exported_serial);
   row(dl, "Polls", `${r.polls_ok} ok, ${r.polls_failed} failed`);
   if (r.last_publish_seconds !== null && r.last_publish_seconds !== undefined) row(dl, "Last publish took", r.last_publish_seconds.toFixed(2) + " s");
-  row(dl, "RPKI objects", r.objects ? r.objects : "not checked (no object validation on this node)");
+  rpki(dl, r.validation);
   section.append(dl);
   section.append(plot(samples || [], "Serial and staleness of " + r.public));
   const snaps = r.rp_lag ? r.rp_lag.snapshot_downloads : null;
