@@ -1376,6 +1376,52 @@ upstream = "http://127.0.0.1:3001/rrdp/"
     }
 
     #[test]
+    fn validation_settings_are_checked_at_start() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/rrdp")).unwrap();
+        let v = &c.repositories[0].validation;
+        assert_eq!(v.validate, Validate::Warn);
+        assert!(v.tals.is_empty() && v.pre_validate.is_none());
+        assert_eq!(v.expiry_window, DEFAULT_EXPIRY_WINDOW);
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/krill-testbed");
+        let repo = |extra: &str| {
+            let text = format!("{MINIMAL}{extra}\n[[passthrough]]\npublic = \"http://127.0.0.1:8080/ta/\"\nupstream = \"http://127.0.0.1:3001/ta/\"\n");
+            Config::parse(&text, &fixture).map_err(|e| e.to_string())
+        };
+        // A TAL relative to the config file; its HTTPS URI (rrdp.test) is under no
+        // passthrough's public base, so it is fetched directly (tests/it/validation.rs has one
+        // through a passthrough).
+        let c = repo("validate = \"refuse\"\ntal = \"ta.tal\"").unwrap();
+        let v = &c.repositories[0].validation;
+        assert_eq!(v.tals.len(), 1);
+        assert_eq!(v.ta_sources[0].len(), 1);
+        assert_eq!(v.ta_sources[0][0].base.to_string(), "https://rrdp.test/ta/");
+        for (extra, key, reason) in [
+            ("validate = \"strict\"", "validate", "not one of"),
+            ("tal = \"missing.tal\"", "tal", "missing.tal"),
+            ("tal = \"a/notification.xml\"", "tal", "not a TAL"),
+            (
+                "validate = \"off\"\ntal = \"ta.tal\"",
+                "tal",
+                "only used with",
+            ),
+            ("pre_validate = []", "pre_validate", "must name a command"),
+            (
+                "pre_validate = [\"true\"]\npre_validate_timeout = \"0s\"",
+                "pre_validate_timeout",
+                "more than zero",
+            ),
+            ("expiry_window = \"a week\"", "expiry_window", ""),
+        ] {
+            let e = repo(extra).unwrap_err();
+            assert!(
+                e.starts_with(&format!("repository[0].{key}:")),
+                "{extra}: {e}"
+            );
+            assert!(e.contains(reason), "{extra}: {e}");
+        }
+    }
+
+    #[test]
     fn the_delta_history_is_bounded_by_what_rps_accept() {
         let c = Config::parse(MINIMAL, Path::new("/etc/rrdp")).unwrap();
         let r = &c.repositories[0];
