@@ -203,13 +203,7 @@ impl Repository {
     /// updates, new objects, the delta and the snapshot, read best top to bottom.
     fn step(&mut self, extra: Option<usize>, with_snapshot: bool) {
         let mut rng = rand::thread_rng();
-        self.serial += 1;
-        let mut delta = String::new();
-        let _ = writeln!(
-            delta,
-            "<delta xmlns=\"{RRDP_NS}\" version=\"1\" session_id=\"{}\" serial=\"{}\">",
-            self.session_id, self.serial
-        );
+        let mut delta = self.next_delta();
         // Withdraw the oldest objects, more of them once the repository is large, so it
         // stays at a few dozen objects however long the demo runs.
         let withdraw = match self.objects.len() {
@@ -272,16 +266,19 @@ impl Repository {
         self.end_serial(delta, with_snapshot);
     }
 
+    /// Starts the next serial: its number, and its delta's root element.
+    fn next_delta(&mut self) -> String {
+        self.serial += 1;
+        format!(
+            "<delta xmlns=\"{RRDP_NS}\" version=\"1\" session_id=\"{}\" serial=\"{}\">\n",
+            self.session_id, self.serial
+        )
+    }
+
     /// The next serial with exactly these changes: each URI published with the content, or
     /// withdrawn (`None`). Tests and benchmarks serve real RPKI objects this way.
     pub fn apply(&mut self, changes: impl IntoIterator<Item = (String, Option<Vec<u8>>)>) {
-        self.serial += 1;
-        let mut delta = String::new();
-        let _ = writeln!(
-            delta,
-            "<delta xmlns=\"{RRDP_NS}\" version=\"1\" session_id=\"{}\" serial=\"{}\">",
-            self.session_id, self.serial
-        );
+        let mut delta = self.next_delta();
         for (uri, content) in changes {
             let old = self.objects.remove(&uri);
             let hash = old

@@ -284,33 +284,29 @@ impl Metrics {
             let value = v.load(Ordering::Relaxed);
             ex.counters(name, help, &[], [(Vec::new(), value)])?;
         }
-        let errors: Vec<_> = self
-            .poll_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(r, n)| (vec![r.to_string()], *n))
-            .collect();
         ex.counters(
             "rrdp_proxy_poll_errors_total",
             "Failed poll rounds, by reason.",
             &["reason"],
-            errors,
+            by_reason(&self.poll_errors),
         )?;
-        let refusals: Vec<_> = self
-            .validation_refusals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(r, n)| (vec![r.to_string()], *n))
-            .collect();
         ex.counters(
             "rrdp_proxy_validation_refusals_total",
             "Rounds refused by RPKI validation, once per check that failed in them (pre_validate: the operator's command).",
             &["reason"],
-            refusals,
+            by_reason(&self.validation_refusals),
         )
     }
+}
+
+/// A counter family's samples from counts kept by reason.
+fn by_reason(counts: &Mutex<BTreeMap<&'static str, u64>>) -> Vec<(Vec<String>, u64)> {
+    counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(r, n)| (vec![r.to_string()], *n))
+        .collect()
 }
 
 /// One scrape of `/metrics`: families built from values read now, encoded in the Prometheus

@@ -321,21 +321,15 @@ impl Core {
                 return;
             }
             // The rest from the snapshot, one at a time, if it agrees with the index.
-            let walked = walk_objects(
-                &files.snapshot.1,
-                &files.session_id,
-                files.serial,
-                true,
-                |uri, der| {
-                    let Some(der) = der else { return };
-                    if rest.remove(&uri.to_string())
-                        && index.hash(uri) == Some(&objects::index::sha(&der))
-                    {
-                        verified += 1;
-                        give(uri, der);
-                    }
-                },
-            );
+            let walked = walk_snapshot(files, |uri, der| {
+                let Some(der) = der else { return };
+                if rest.remove(&uri.to_string())
+                    && index.hash(uri) == Some(&objects::index::sha(&der))
+                {
+                    verified += 1;
+                    give(uri, der);
+                }
+            });
             if let Err(e) = walked {
                 read_error = Some(e);
             }
@@ -388,20 +382,25 @@ impl Core {
             return Ok(true);
         }
         let mut index = Index::default();
-        walk_objects(
-            &files.snapshot.1,
-            &files.session_id,
-            files.serial,
-            true,
-            |uri, der| {
-                if let Some(der) = der {
-                    index.publish(uri, der);
-                }
-            },
-        )?;
+        walk_snapshot(files, |uri, der| {
+            if let Some(der) = der {
+                index.publish(uri, der);
+            }
+        })?;
         self.index = index;
         Ok(false)
     }
+}
+
+/// Walks the round's snapshot: each object decoded.
+fn walk_snapshot(files: &Files, each: impl FnMut(&str, Option<Bytes>)) -> io::Result<()> {
+    walk_objects(
+        &files.snapshot.1,
+        &files.session_id,
+        files.serial,
+        true,
+        each,
+    )
 }
 
 /// Walks a stored snapshot (or delta) and hands over each object decoded (`None`: a
@@ -474,38 +473,32 @@ fn write_tree(files: &Files) -> io::Result<tempdir::Dir> {
     let dir = tempdir::Dir::new()?;
     let mut made = HashSet::new();
     let mut failed = None;
-    walk_objects(
-        &files.snapshot.1,
-        &files.session_id,
-        files.serial,
-        true,
-        |uri, der| {
-            let (Some(der), None) = (der, &failed) else {
-                return;
-            };
-            let Some(rel) = uri
-                .strip_prefix("rsync://")
-                .filter(|r| crate::rrdp::uri::is_safe_relative(r))
-            else {
-                failed = Some(io::Error::other(format!("unusable rsync URI {uri:?}")));
-                return;
-            };
-            let path = dir.path().join(rel);
-            let parent = path
-                .parent()
-                .expect("a file under the directory")
-                .to_path_buf();
-            let written = (|| {
-                if made.insert(parent.clone()) {
-                    std::fs::create_dir_all(&parent)?;
-                }
-                std::fs::write(&path, &der)
-            })();
-            if let Err(e) = written {
-                failed = Some(e);
+    walk_snapshot(files, |uri, der| {
+        let (Some(der), None) = (der, &failed) else {
+            return;
+        };
+        let Some(rel) = uri
+            .strip_prefix("rsync://")
+            .filter(|r| crate::rrdp::uri::is_safe_relative(r))
+        else {
+            failed = Some(io::Error::other(format!("unusable rsync URI {uri:?}")));
+            return;
+        };
+        let path = dir.path().join(rel);
+        let parent = path
+            .parent()
+            .expect("a file under the directory")
+            .to_path_buf();
+        let written = (|| {
+            if made.insert(parent.clone()) {
+                std::fs::create_dir_all(&parent)?;
             }
-        },
-    )?;
+            std::fs::write(&path, &der)
+        })();
+        if let Err(e) = written {
+            failed = Some(e);
+        }
+    })?;
     match failed {
         Some(e) => Err(e),
         None => Ok(dir),
