@@ -18,8 +18,11 @@
 //! RPs ignore them. Everything is bounded: each manifest is visited once, chains are at most
 //! [`MAX_DEPTH`] deep, and the work is linear in the objects.
 //!
-//! Certificates, manifests and CRLs (few) are checked every round from the [`Index`]; signed
-//! objects (most) through the [`Cache`], their DER asked for only when it has no result.
+//! Incremental: a publication point whose manifest, issuer chain and directory did not change
+//! since the last round, and for which no time a check depends on has come (a nextUpdate, a
+//! certificate's end, one entering the expiry window), replays its last findings. The others
+//! are checked from the [`Index`] (certificates, manifests, CRLs), their signed objects through
+//! the [`Cache`]: the DER of a signed object is asked for only when it has no result.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

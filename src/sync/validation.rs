@@ -1,15 +1,17 @@
-//! RPKI validation of a stored round before it is published (`validate`, `tal`,
-//! `pre_validate`).
+//! RPKI validation of a stored round (`validate`, `tal`, `pre_validate`): before it is
+//! published when it may refuse it (`refuse`, `pre_validate`), after when it only reports
+//! (`warn`).
 //!
 //! The repository state is brought up to the round's serial — from the last validated state
 //! and the round's deltas when they connect, else from the snapshot — and validated with
-//! [`objects`](crate::objects): certificates, manifests and CRLs every round, signed objects
-//! only when new (a cache holds the rest). The trust anchor certificates are fetched each
-//! validating round, the last good one kept (also across restarts, in the store's index
-//! directory) for when the fetch fails. The operator's `pre_validate` command then sees the
-//! candidate tree. All of it runs on the blocking pool; memory stays bounded by the kept
-//! certificates, manifests and CRLs plus one signed object at a time, whatever the
-//! repository's size.
+//! [`objects`]: publication points nothing changed are replayed, the others
+//! checked, signed objects read and verified only when their result is not cached. Trust
+//! anchor certificates are fetched at most every ten minutes, the last good one kept
+//! (also across restarts, in the store's index directory) for when the fetch fails. The
+//! operator's `pre_validate` command then sees the candidate tree. The work runs on the
+//! blocking pool. Memory holds a hash and a cached result per object, the DER of the
+//! certificates, manifests and CRLs, and one signed object at a time: it grows with the
+//! number of objects, not with their size.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
