@@ -7,8 +7,10 @@
 #
 #   bench/run.sh                       defaults: ROUNDS=3 DURATION=10 SIZE=500MiB DELTAS=150
 #   ROUNDS=5 DURATION=20 bench/run.sh
+#   PARTS="tls" SIZE=50MiB bench/run.sh  one part only: hits (1-3, 6), storm (4), fresh (5), tls (7)
 #
-# Needs nginx, wrk, openssl, curl and python3 (tests/e2e/run.sh or shared/lab install them).
+# Needs nginx, wrk, openssl, curl and python3 (tests/e2e/run.sh or shared/lab install them);
+# the tls part also h2load (Debian nghttp2-client).
 # Benchmarks are not tests: nothing here fails on a slow figure.
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
@@ -27,6 +29,8 @@ else
   on_server=(); on_load=(); pinning="not pinned"
 fi
 NGINX_FRESH_SERIALS=${NGINX_FRESH_SERIALS:-3}
+PARTS=${PARTS:-hits storm fresh tls}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 cargo build --release -q
@@ -101,7 +105,7 @@ http {
   proxy_cache_path $work/nginx/cache levels=1:2 keys_zone=my_cache:10m max_size=10g inactive=60m use_temp_path=off;
   server {
     listen 127.0.0.1:$N_HTTP;
-    listen 127.0.0.1:$N_TLS ssl;
+    listen 127.0.0.1:$N_TLS ssl http2;
     server_name localhost;
     ssl_certificate $work/tls/srv.crt;
     ssl_certificate_key $work/tls/srv.key;
@@ -186,6 +190,7 @@ proxy_rss_rest=$(rss_kib $proxy_pid)
 nginx_rss_rest=$(rss_kib $(nginx_pids))
 
 for round in $(seq 1 "$ROUNDS"); do
+  part hits || break
   log "round $round/$ROUNDS"
   for side in A B; do
     if [ $side = A ]; then h=$P_HTTP; t=$P_TLS; watched=$proxy_pid; else h=$N_HTTP; t=$N_TLS; watched=$(nginx_pids | tr '\n' ' '); fi
@@ -201,7 +206,40 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+#------------ TLS and HTTP/2 ------------------------------------------------------------------
+# wrk over TLS 1.3 with keep-alive; wrk with "Connection: close" (a new connection, so a full
+# TLS handshake, per request, as many RPs behave); h2load over HTTP/2 (64 connections, 10
+# streams each).
+wrk_close() { # wrk_close URL -> "reqs p99ms", a new connection per request
+  "${on_load[@]}" wrk -t1 -c64 -d"${DURATION}s" --latency -H "Connection: close" "$1" >"$work/wrk.out" 2>&1
+  local reqs p99
+  reqs=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk.out")
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$work/wrk.out")
+  echo "$reqs $p99"
+}
+h2_run() { # h2_run URL -> req/s over HTTP/2
+  "${on_load[@]}" h2load -c64 -m10 -D "$DURATION" "$1" >"$work/h2.out" 2>&1 || true
+  awk '/^finished in/ {gsub(",", "", $4); print $4}' "$work/h2.out"
+}
+for round in $(seq 1 "$ROUNDS"); do
+  part tls || break
+  command -v h2load >/dev/null || { log "tls: h2load is missing (apt-get install nghttp2-client)"; exit 1; }
+  log "tls round $round/$ROUNDS"
+  for side in A B; do
+    if [ $side = A ]; then t=$P_TLS; else t=$N_TLS; fi
+    read -r reqs _ < <(wrk_run "https://127.0.0.1:$t/rrdp/notification.xml")
+    eval "$side[tk_n]+=\" $reqs\""
+    read -r reqs _ < <(wrk_run "https://127.0.0.1:$t$delta")
+    eval "$side[tk_d]+=\" $reqs\""
+    read -r reqs p99 < <(wrk_close "https://127.0.0.1:$t/rrdp/notification.xml")
+    eval "$side[hs]+=\" $reqs\"; $side[hs_p99]+=\" $p99\""
+    eval "$side[h2_n]+=\" $(h2_run "https://127.0.0.1:$t/rrdp/notification.xml")\""
+    eval "$side[h2_d]+=\" $(h2_run "https://127.0.0.1:$t$delta")\""
+  done
+done
+
 #------------ New-serial storm ----------------------------------------------------------------
+if part storm; then
 log "new-serial storm: 200 clients per server"
 curl -sf -X POST "http://$ORIGIN/advance" >/dev/null
 new=$(curl -sf "http://$ORIGIN/rrdp/notification.xml")
@@ -215,6 +253,7 @@ after=$(curl -sf "http://$ORIGIN/_stats" | stats "$new_snap" "$new_delta")
 origin_p=$((mid - before)); origin_n=$((after - mid))
 err_p=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["errors"])' "$storm_p")
 err_n=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["errors"])' "$storm_n")
+fi
 
 #------------ Freshness -----------------------------------------------------------------------
 # (grep -m1, not head: under pipefail a closed pipe would end the script.)
@@ -231,20 +270,25 @@ lag() {
   t1=$(date +%s.%N)
   echo "$t1 - $t0" | bc
 }
-log "freshness: $FRESH_SERIALS serials through rrdp-proxy (poll_interval 10s), then with POST /refresh"
 lags_p=(); lags_r=(); lags_n=()
+if part fresh; then
+log "freshness: $FRESH_SERIALS serials through rrdp-proxy (poll_interval 10s), then with POST /refresh"
 for _ in $(seq 1 "$FRESH_SERIALS"); do lags_p+=("$(lag "http://127.0.0.1:$P_HTTP/rrdp/notification.xml")"); done
 for _ in $(seq 1 "$FRESH_SERIALS"); do lags_r+=("$(lag "http://127.0.0.1:$P_HTTP/rrdp/notification.xml" refresh)"); done
 log "freshness: $NGINX_FRESH_SERIALS serials through nginx (up to a minute each)"
 for _ in $(seq 1 "$NGINX_FRESH_SERIALS"); do lags_n+=("$(lag "http://127.0.0.1:$N_HTTP/rrdp/notification.xml")"); done
+fi
 
 #------------ Report --------------------------------------------------------------------------
 mib() { echo $(( $1 / 1024 )); }
 cat <<EOF
 Machine: $(nproc --all) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk -t1 -c64 -d${DURATION}s, one worker each, loopback, $pinning.
-Command: \`ROUNDS=$ROUNDS DURATION=$DURATION SIZE=$SIZE DELTAS=$DELTAS FRESH_SERIALS=$FRESH_SERIALS NGINX_FRESH_SERIALS=$NGINX_FRESH_SERIALS bench/run.sh\` ($(date -u +%F))
+Command: \`ROUNDS=$ROUNDS DURATION=$DURATION SIZE=$SIZE DELTAS=$DELTAS FRESH_SERIALS=$FRESH_SERIALS NGINX_FRESH_SERIALS=$NGINX_FRESH_SERIALS PARTS='$PARTS' bench/run.sh\` ($(date -u +%F))
 Repository: snapshot $((snap_size / 1048576)) MiB, $DELTAS deltas, the largest $((delta_size / 1024)) KiB.
 
+EOF
+if part hits; then
+cat <<EOF
 | scenario | figure | rrdp-proxy/nginx (min / median / max over $ROUNDS rounds) | rrdp-proxy median | nginx median |
 |---|---|---|---|---|
 | 1. notification hits, HTTP/1.1, 64 conns | req/s | $(ratios "${A[n_reqs]}" "${B[n_reqs]}") | $(median ${A[n_reqs]}) | $(median ${B[n_reqs]}) |
@@ -257,12 +301,39 @@ Repository: snapshot $((snap_size / 1048576)) MiB, $DELTAS deltas, the largest $
 | 6. memory under scenario 1 | peak RSS (MiB) | $(ratios "${A[n_rss]}" "${B[n_rss]}") | $(( $(median ${A[n_rss]} | cut -d. -f1) / 1024 )) | $(( $(median ${B[n_rss]} | cut -d. -f1) / 1024 )) |
 | 6. memory at rest, repository cached | RSS (MiB) | $(ratios "$proxy_rss_rest" "$nginx_rss_rest") | $(mib "$proxy_rss_rest") | $(mib "$nginx_rss_rest") |
 
+EOF
+fi
+if part storm || part fresh; then
+cat <<EOF
 | scenario | rrdp-proxy | nginx |
 |---|---|---|
+EOF
+fi
+if part storm; then
+cat <<EOF
 | 4. new-serial storm, 200 clients: origin requests for the new snapshot + delta | $origin_p (for 2 files) | $origin_n (for 2 files) |
 | 4. new-serial storm: client errors | $err_p | $err_n |
+EOF
+fi
+if part fresh; then
+cat <<EOF
 | 5. freshness: origin publish → clients see it, median | $(median "${lags_p[@]}") s (poll_interval 10 s; $FRESH_SERIALS serials) | $(median "${lags_n[@]}") s ($NGINX_FRESH_SERIALS serials) |
 | 5. freshness with the post-publish hook (POST /refresh), median | $(median "${lags_r[@]}") s ($FRESH_SERIALS serials) | – |
+EOF
+fi
+if part tls; then
+cat <<EOF
+| 7. TLS 1.3 and HTTP/2, 64 conns | figure | rrdp-proxy/nginx (min / median / max over $ROUNDS rounds) | rrdp-proxy median | nginx median |
+|---|---|---|---|---|
+| notification hits, TLS keep-alive | req/s | $(ratios "${A[tk_n]}" "${B[tk_n]}") | $(median ${A[tk_n]}) | $(median ${B[tk_n]}) |
+| $((delta_size / 1024)) KiB delta hits, TLS keep-alive | req/s | $(ratios "${A[tk_d]}" "${B[tk_d]}") | $(median ${A[tk_d]}) | $(median ${B[tk_d]}) |
+| notification, new TLS connection per request | handshakes (req)/s | $(ratios "${A[hs]}" "${B[hs]}") | $(median ${A[hs]}) | $(median ${B[hs]}) |
+| notification, new TLS connection per request | p99 latency (ms) | $(ratios "${A[hs_p99]}" "${B[hs_p99]}") | $(median ${A[hs_p99]}) | $(median ${B[hs_p99]}) |
+| notification hits, HTTP/2 (10 streams per conn) | req/s | $(ratios "${A[h2_n]}" "${B[h2_n]}") | $(median ${A[h2_n]}) | $(median ${B[h2_n]}) |
+| $((delta_size / 1024)) KiB delta hits, HTTP/2 | req/s | $(ratios "${A[h2_d]}" "${B[h2_d]}") | $(median ${A[h2_d]}) | $(median ${B[h2_d]}) |
+EOF
+fi
+cat <<EOF
 
 RSS for nginx is master + worker. Memory at rest is one sample after warm-up. Freshness
 includes the demo origin generating a new $SIZE snapshot per serial before it answers.
