@@ -156,56 +156,52 @@ impl Repo {
         format!("{RSYNC}ca{ca}/")
     }
 
-    /// The TA certificate (not published in the repository: the TAL names it).
-    fn ta_cert(&self) -> Bytes {
-        let ta = 0;
-        let key = self.signer.keys[ta].1.clone();
+    /// What a CA certificate of key `key`, issued by key `issuer` for `years`, publishing at
+    /// `dir` with the manifest `mft`, has in common with any other.
+    fn ca_tbs(&self, key: usize, issuer: usize, years: i32, dir: &str, mft: &str) -> TbsCert {
         let mut cert = TbsCert::new(
             self.serial(),
-            key.to_subject_name(),
+            self.signer.keys[issuer].1.to_subject_name(),
             Validity::new(
                 self.now - chrono::Duration::days(1),
-                Time::years_from_now(10),
+                Time::years_from_now(years),
             ),
             None,
-            key,
+            self.signer.keys[key].1.clone(),
             KeyUsage::Ca,
             Overclaim::Refuse,
         );
         cert.set_basic_ca(Some(true));
-        cert.set_ca_repository(Some(rsync(&format!("{RSYNC}ta/"))));
-        cert.set_rpki_manifest(Some(rsync(&format!("{RSYNC}ta/ta.mft"))));
+        cert.set_ca_repository(Some(rsync(dir)));
+        cert.set_rpki_manifest(Some(rsync(mft)));
         cert.set_rpki_notify(Some(uri::Https::from_str(NOTIFY).unwrap()));
+        cert
+    }
+
+    /// The TA certificate (not published in the repository: the TAL names it).
+    fn ta_cert(&self) -> Bytes {
+        let mut cert = self.ca_tbs(
+            0,
+            0,
+            10,
+            &format!("{RSYNC}ta/"),
+            &format!("{RSYNC}ta/ta.mft"),
+        );
         cert.build_v4_resource_blocks(|b| b.push(Prefix::new(0u128, 0)));
         cert.build_v6_resource_blocks(|b| b.push(Prefix::new(0u128, 0)));
         cert.build_as_resource_blocks(|b| b.push((Asn::MIN, Asn::MAX)));
-        let cert = cert.into_cert(&self.signer, &ta).expect("signed");
+        let cert = cert.into_cert(&self.signer, &0).expect("signed");
         cert.to_captured().into_bytes()
     }
 
     /// CA `ca`'s certificate, issued by the TA: the IPv6 block 2001:<ca>::/32.
     fn ca_cert(&self, ca: usize) -> Bytes {
-        let key = self.signer.keys[1 + ca].1.clone();
         let ta_key = self.signer.keys[0].1.clone();
-        let mut cert = TbsCert::new(
-            self.serial(),
-            ta_key.to_subject_name(),
-            Validity::new(
-                self.now - chrono::Duration::days(1),
-                Time::years_from_now(1),
-            ),
-            None,
-            key,
-            KeyUsage::Ca,
-            Overclaim::Refuse,
-        );
-        cert.set_basic_ca(Some(true));
+        let dir = Repo::point(ca);
+        let mut cert = self.ca_tbs(1 + ca, 0, 1, &dir, &format!("{dir}ca{ca}.mft"));
         cert.set_authority_key_identifier(Some(ta_key.key_identifier()));
         cert.set_crl_uri(Some(rsync(&format!("{RSYNC}ta/ta.crl"))));
         cert.set_ca_issuer(Some(rsync("rsync://bench.test/ta/ta.cer")));
-        cert.set_ca_repository(Some(rsync(&Repo::point(ca))));
-        cert.set_rpki_manifest(Some(rsync(&format!("{}ca{ca}.mft", Repo::point(ca)))));
-        cert.set_rpki_notify(Some(uri::Https::from_str(NOTIFY).unwrap()));
         cert.build_v6_resource_blocks(|b| {
             b.push(Prefix::new(
                 Ipv6Addr::new(0x2001, ca as u16, 0, 0, 0, 0, 0, 0),

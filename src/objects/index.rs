@@ -95,14 +95,6 @@ impl Index {
         self.hashes.keys()
     }
 
-    pub fn len(&self) -> usize {
-        self.hashes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
-    }
-
     /// Whether any object lies under the directory URI `dir`.
     pub fn has_under(&self, dir: &str) -> bool {
         self.hashes

@@ -100,8 +100,6 @@ impl RoundFiles {
     }
 }
 
-type Files = RoundFiles;
-
 impl Validator {
     pub fn new(cfg: &RepositoryConfig, store: &Store) -> Validator {
         let v = &cfg.validation;
@@ -197,7 +195,7 @@ impl Validator {
         &self,
         v: &crate::config::Validation,
         mut status: ValidationStatus,
-        files: Files,
+        files: RoundFiles,
         started: Instant,
     ) -> Result<ValidationStatus, ValidationStatus> {
         if let Some(argv) = &v.pre_validate {
@@ -299,7 +297,7 @@ impl Core {
     /// deltas, how many signed objects were read and verified).
     fn run(
         &mut self,
-        files: &Files,
+        files: &RoundFiles,
         anchors: &[Anchor],
         now: i64,
         window: i64,
@@ -348,7 +346,11 @@ impl Core {
 
     /// Applies the round's deltas to the last validated state if they connect to it;
     /// otherwise reads the snapshot. Returns whether the deltas were used.
-    fn advance(&mut self, files: &Files, fresh: &mut HashMap<String, Bytes>) -> io::Result<bool> {
+    fn advance(
+        &mut self,
+        files: &RoundFiles,
+        fresh: &mut HashMap<String, Bytes>,
+    ) -> io::Result<bool> {
         let connects = match &self.at {
             Some((session, serial)) if *session == files.session_id && *serial <= files.serial => {
                 (serial + 1..=files.serial).all(|s| files.delta(s).is_some())
@@ -395,7 +397,7 @@ impl Core {
 }
 
 /// Walks the round's snapshot: each object decoded.
-fn walk_snapshot(files: &Files, each: impl FnMut(&str, Option<Bytes>)) -> io::Result<()> {
+fn walk_snapshot(files: &RoundFiles, each: impl FnMut(&str, Option<Bytes>)) -> io::Result<()> {
     walk_objects(
         &files.snapshot.1,
         &files.session_id,
@@ -451,7 +453,7 @@ fn walk_objects(
 /// Runs the operator's command on the candidate tree (written out in the rsync layout,
 /// `<dir>/<host>/<module>/<path>`, the directory passed as the last argument), with a
 /// deadline. Its output goes to the log and the status.
-async fn pre_validate(argv: &[String], timeout: Duration, files: Files) -> PreValidated {
+async fn pre_validate(argv: &[String], timeout: Duration, files: RoundFiles) -> PreValidated {
     let dir = match tokio::task::spawn_blocking(move || write_tree(&files)).await {
         Ok(Ok(dir)) => dir,
         Ok(Err(e)) => return PreValidated::failed(format!("cannot write the candidate tree: {e}")),
@@ -471,7 +473,7 @@ async fn pre_validate(argv: &[String], timeout: Duration, files: Files) -> PreVa
     result
 }
 
-fn write_tree(files: &Files) -> io::Result<tempdir::Dir> {
+fn write_tree(files: &RoundFiles) -> io::Result<tempdir::Dir> {
     let dir = tempdir::Dir::new()?;
     let mut made = HashSet::new();
     let mut failed = None;
