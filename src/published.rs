@@ -58,6 +58,48 @@ pub struct FileEntry {
     /// The session of a snapshot or delta (kept when it is retained past a session reset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Its validators as ready header values, made when the generation is prepared.
+    #[serde(skip)]
+    pub head: FileHead,
+}
+
+/// A stored file's ETags (identity and gzip) as header values: made once per file and
+/// generation, so serving a hit formats nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHead {
+    pub etag: HeaderValue,
+    pub etag_gzip: HeaderValue,
+}
+
+impl FileHead {
+    pub fn of(hash: &Hash) -> FileHead {
+        let etag = format!("\"{}\"", hash.to_hex());
+        FileHead {
+            etag_gzip: header_value(&gzip_etag(&etag)),
+            etag: header_value(&etag),
+        }
+    }
+
+    /// The identity ETag as text (always ASCII: quoted hex).
+    pub fn etag_text(&self) -> &str {
+        self.etag.to_str().unwrap_or_default()
+    }
+}
+
+impl Default for FileHead {
+    fn default() -> FileHead {
+        let empty = HeaderValue::from_static("");
+        FileHead {
+            etag: empty.clone(),
+            etag_gzip: empty,
+        }
+    }
+}
+
+/// The ETag of a gzip variant: the identity ETag with `-gzip` (a representation's ETag must
+/// differ per encoding).
+pub fn gzip_etag(etag: &str) -> String {
+    format!("{}-gzip\"", etag.trim_end_matches('"'))
 }
 
 impl FileEntry {
@@ -193,6 +235,7 @@ impl Generation {
             expires: None,
             serial: Some(round.serial),
             session: Some(round.session_id.clone()),
+            head: FileHead::default(),
         };
         files.insert(snapshot_rel.clone(), snapshot_entry);
         for h in &history {
@@ -203,6 +246,7 @@ impl Generation {
                 expires: None,
                 serial: Some(h.serial),
                 session: Some(round.session_id.clone()),
+                head: FileHead::default(),
             };
             files.insert(h.rel.clone(), entry);
         }
@@ -446,7 +490,12 @@ impl Generation {
     fn prepared(mut self) -> Generation {
         self.last_modified_text =
             httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.last_modified));
-        self.etag_gzip = format!("{}-gzip\"", self.etag.trim_end_matches('"'));
+        self.etag_gzip = gzip_etag(&self.etag);
+        for f in self.files.values_mut() {
+            if f.head.etag.is_empty() {
+                f.head = FileHead::of(&f.hash);
+            }
+        }
         self.header_values = NotificationHeaders {
             etag: header_value(&self.etag),
             etag_gzip: header_value(&self.etag_gzip),

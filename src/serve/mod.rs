@@ -38,7 +38,7 @@ use crate::config::AccessLog;
 use crate::metrics::{Kind, Outcome};
 use crate::origin::client::{within, FetchError, Upstream};
 use crate::origin::fetch::{ensure_object, fetch_object, Sources};
-use crate::published::{header_value, FileKind, Generation, Repo};
+use crate::published::{gzip_etag, header_value, FileHead, FileKind, Generation, Repo};
 use crate::rrdp::content::Expected;
 use crate::rrdp::Hash;
 use crate::shared::Shared;
@@ -123,6 +123,30 @@ impl Answer {
             kind,
             outcome: Outcome::Pass,
         }
+    }
+}
+
+/// A file the published generation lists, as a request found it.
+struct Known {
+    hash: Hash,
+    kind: FileKind,
+    serial: Option<u64>,
+    head: FileHead,
+    generation: Arc<Generation>,
+}
+
+impl Known {
+    fn of(repo: &Repo, rel: &str) -> Option<Known> {
+        let g = repo.peek();
+        let g = g.as_ref()?;
+        let f = g.file(rel, unix_now())?;
+        Some(Known {
+            hash: f.hash,
+            kind: f.kind,
+            serial: f.serial,
+            head: f.head.clone(),
+            generation: g.clone(),
+        })
     }
 }
 
@@ -242,14 +266,17 @@ impl RrdpProxy {
             if kind == Kind::Notification {
                 return self.notification(repo, req);
             }
-            // Boxed, as every path that may wait on a download or the disk: the future of a
-            // request is moved to the heap whole, and a notification answer, which never
-            // waits, should not pay for copying the largest of them (docs/benchmarks.md).
             let client = session
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip());
-            return Box::pin(self.file(repo, &self.forward[i], rel, req, client)).await;
+            if let Some(known) = Known::of(repo, rel) {
+                return self.published_file(repo, known, req, client).await;
+            }
+            // Boxed, as every path that may wait on a download: the future of a request is
+            // moved to the heap whole, and a hit, which waits on nothing when its file is in
+            // memory, should not pay for copying the largest of them (docs/benchmarks.md).
+            return Box::pin(self.unpublished_file(repo, &self.forward[i], rel, req)).await;
         }
         for pass in &self.shared.passthroughs {
             if !path.starts_with(pass.config.public.path()) {
@@ -328,34 +355,40 @@ impl RrdpProxy {
         a
     }
 
-    /// A snapshot or delta: from the store if the generation knows it, else from upstream.
-    async fn file(
+    /// A snapshot or delta the published generation lists: from the store.
+    async fn published_file(
+        &self,
+        repo: &Repo,
+        known: Known,
+        req: &RequestHeader,
+        client: Option<std::net::IpAddr>,
+    ) -> Answer {
+        let mut a = self
+            .object(repo, known.hash, &known.head, true, Outcome::Hit, req)
+            .await;
+        if a.status < 500 {
+            a.kind = match known.kind {
+                FileKind::Snapshot => Kind::Snapshot,
+                FileKind::Delta => Kind::Delta,
+                FileKind::Other => Kind::File,
+            };
+        }
+        // Whole downloads only: a client fetching ranges would count once per range.
+        if a.status == 200 && req.method == http::Method::GET {
+            note_rp(repo, &known.generation, known.kind, known.serial, client);
+        }
+        a
+    }
+
+    /// A file the published generation does not list (yet, or any more): from the upstream,
+    /// or a peer.
+    async fn unpublished_file(
         &self,
         repo: &Repo,
         upstream: &Arc<Upstream>,
         rel: &str,
         req: &RequestHeader,
-        client: Option<std::net::IpAddr>,
     ) -> Answer {
-        let known = repo.peek().as_ref().and_then(|g| {
-            let f = g.file(rel, unix_now())?;
-            Some((f.hash, f.kind, f.serial, g.clone()))
-        });
-        if let Some((hash, kind, serial, g)) = known {
-            let mut a = self.object(repo, hash, true, Outcome::Hit, req).await;
-            if a.status < 500 {
-                a.kind = match kind {
-                    FileKind::Snapshot => Kind::Snapshot,
-                    FileKind::Delta => Kind::Delta,
-                    FileKind::Other => Kind::File,
-                };
-            }
-            // Whole downloads only: a client fetching ranges would count once per range.
-            if a.status == 200 && req.method == http::Method::GET {
-                note_rp(repo, &g, kind, serial, client);
-            }
-            return a;
-        }
         if repo.is_withheld(rel) {
             return Answer::text(404, Kind::File, "not found\n");
         }
@@ -379,14 +412,18 @@ impl RrdpProxy {
             }
             None => match self.forward(repo, upstream, rel).await {
                 Forwarded::Queued(hash) => {
-                    return self.object(repo, hash, false, Outcome::Hit, req).await
+                    let head = FileHead::of(&hash);
+                    return self
+                        .object(repo, hash, &head, false, Outcome::Hit, req)
+                        .await;
                 }
                 Forwarded::Fetched(fetched, verified) => (fetched, verified),
             },
         };
         match fetched {
             Ok(stored) => {
-                self.object(repo, stored.hash(), verified, Outcome::Miss, req)
+                let (hash, head) = (stored.hash(), FileHead::of(&stored.hash()));
+                self.object(repo, hash, &head, verified, Outcome::Miss, req)
                     .await
             }
             Err(FetchError::Status(404 | 410)) => Answer::text(404, Kind::File, "not found\n"),
@@ -564,18 +601,19 @@ impl RrdpProxy {
         }
     }
 
-    /// Serves a stored object. `verified`: its hash came from a notification, so it is
-    /// immutable under its URI. Clients that accept gzip get the gzip variant if there is
-    /// one; a Range request gets part of the identity body.
+    /// Serves a stored object, with `head` its validators. `verified`: its hash came from a
+    /// notification, so it is immutable under its URI. Clients that accept gzip get the gzip
+    /// variant if there is one; a Range request gets part of the identity body.
     async fn object(
         &self,
         repo: &Repo,
         hash: Hash,
+        head: &FileHead,
         verified: bool,
         outcome: Outcome,
         req: &RequestHeader,
     ) -> Answer {
-        let etag = format!("\"{}\"", hash.to_hex());
+        let etag = head.etag_text();
         let cache_control = if verified {
             repo.file_cache_control.clone()
         } else {
@@ -594,22 +632,34 @@ impl RrdpProxy {
             kind: Kind::File,
             outcome,
         };
-        if not_modified(req, Some(&etag), None) {
-            a.headers.push(("ETag", header_value(&etag)));
+        if not_modified(req, Some(etag), None) {
+            a.headers.push(("ETag", head.etag.clone()));
             return not_modified_answer(a);
         }
-        let range = requested_range(req, &etag);
+        let range = requested_range(req, etag);
         if range.is_none() && accepts_gzip(req) {
-            if let Some(gz) = self.shared.store.get_gzip(&hash).await {
-                a.headers.push(("ETag", header_value(&gzip_etag(&etag))));
+            let store = &self.shared.store;
+            let gz = match store.get_in_memory(&hash, true) {
+                Some(gz) => Some(gz),
+                None => Box::pin(store.get_gzip(&hash)).await,
+            };
+            if let Some(gz) = gz {
+                a.headers.push(("ETag", head.etag_gzip.clone()));
                 a.headers
                     .push(("Content-Encoding", HeaderValue::from_static("gzip")));
                 a.body = Body::from_object(gz);
                 return a;
             }
         }
-        a.headers.push(("ETag", header_value(&etag)));
-        let object = match self.shared.store.get(&hash).await {
+        a.headers.push(("ETag", head.etag.clone()));
+        // From memory without waiting; the disk path (which may verify the file or read it
+        // into memory) is boxed, so a memory hit does not carry its future.
+        let in_memory = self.shared.store.get_in_memory(&hash, false).map(Ok);
+        let object = match in_memory {
+            Some(o) => o,
+            None => Box::pin(self.shared.store.get(&hash)).await,
+        };
+        let object = match object {
             Ok(o) => o,
             Err(e) => {
                 // Damaged on disk (now removed) or unreadable: say so loudly, let no cache
@@ -733,12 +783,6 @@ fn accepts_gzip(req: &RequestHeader) -> bool {
         }
     }
     gzip.or(star).unwrap_or(false)
-}
-
-/// The ETag of the gzip variant: the identity ETag with `-gzip` (a representation's ETag
-/// must differ per encoding).
-fn gzip_etag(etag: &str) -> String {
-    format!("{}-gzip\"", etag.trim_end_matches('"'))
 }
 
 /// Compares two secrets in time that depends only on their lengths.

@@ -195,6 +195,13 @@ impl Store {
         .await
     }
 
+    /// The object or its gzip variant if the memory tier holds it: answered without waiting,
+    /// so the request path tries this before [`Store::get`] and [`Store::get_gzip`].
+    pub fn get_in_memory(&self, hash: &Hash, gzip: bool) -> Option<Object> {
+        let key = Key { hash: *hash, gzip };
+        self.memory.get(&key).map(Object::Memory)
+    }
+
     /// The gzip variant of an object, if one was made (see [`Store::make_gzip`]).
     pub async fn get_gzip(self: &Arc<Self>, hash: &Hash) -> Option<Object> {
         let key = Key {
