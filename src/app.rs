@@ -113,7 +113,7 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
     server.bootstrap();
 
     if let Some(demo) = &config.demo {
-        add_demo(&mut server, demo.listen, demo.interval, None);
+        add_demo(&mut server, demo.listen, demo.interval, None, 1);
     }
 
     let shared = Shared::open_with_clock(config, clock)?;
@@ -131,10 +131,13 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
             coalesce: cfg.server.write_buffer,
         },
     );
-    // Plain HTTP: no write buffer under the connection. A response's header is held by the
-    // connection stream and sent with the body in one vectored write (coalesce.rs); a buffer
-    // below it would only copy the body once more.
-    let buffers = L4BufferSettings::default().write(0);
+    // Plain HTTP: no buffers under the connection. A response's header is held by the
+    // connection stream and sent with the body in one vectored write (coalesce.rs); a write
+    // buffer below it would only copy the body once more. pingora reads a request header
+    // into its own buffer, so a read buffer below it (64 KiB by default) only copies it once
+    // more, and is kept by every idle keep-alive connection (docs/benchmarks.md, idle
+    // connections).
+    let buffers = L4BufferSettings::unbuffered();
     for addr in &cfg.server.listen {
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
     }
@@ -179,10 +182,14 @@ pub fn add_demo(
     listen: std::net::SocketAddr,
     interval: Duration,
     large: Option<(u64, usize)>,
+    repositories: usize,
 ) {
-    let demo = demo::DemoServer::new(listen, large);
+    let demo = demo::DemoServer::new(listen, large, repositories);
     let ticker = demo::DemoTicker {
-        repo: demo.repo.clone(),
+        repos: std::iter::once(&demo.repo)
+            .chain(&demo.more)
+            .cloned()
+            .collect(),
         interval,
     };
     let mut svc = Service::new("demo publication server".to_string(), demo);
