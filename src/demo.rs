@@ -410,9 +410,13 @@ pub const DEMO_TA_CER: &[u8] = b"demo trust anchor certificate placeholder\n";
 
 //------------ The HTTP side -------------------------------------------------------------------
 
-/// Serves a [`Repository`] under `/rrdp/` and a TA certificate under `/ta/`.
+/// Serves a [`Repository`] under `/rrdp/` and a TA certificate under `/ta/`; with more than
+/// one repository, the others (small ones) under `/rrdp-2/`, `/rrdp-3/`, … (an origin behind
+/// which an edge node fronts many CAs, for benchmarks).
 pub struct DemoServer {
     pub repo: Arc<Mutex<Repository>>,
+    /// Repositories 2, 3, … (under `/rrdp-<n>/`).
+    pub more: Vec<Arc<Mutex<Repository>>>,
     /// GET requests per path, for benchmarks (`GET /_stats`).
     requests: Mutex<HashMap<String, u64>>,
 }
@@ -420,16 +424,39 @@ pub struct DemoServer {
 impl DemoServer {
     /// A demo server whose files are published under `http://<listen>/rrdp/`; with `large`
     /// (snapshot bytes, deltas), a repository of that shape (see [`Repository::large`]).
-    pub fn new(listen: std::net::SocketAddr, large: Option<(u64, usize)>) -> DemoServer {
+    pub fn new(
+        listen: std::net::SocketAddr,
+        large: Option<(u64, usize)>,
+        repositories: usize,
+    ) -> DemoServer {
         let base = format!("http://{listen}/rrdp/");
         let repo = match large {
             Some((bytes, deltas)) => Repository::large(&base, bytes, deltas),
             None => Repository::new(&base),
         };
+        let more = (2..=repositories)
+            .map(|n| {
+                let base = format!("http://{listen}/rrdp-{n}/");
+                Arc::new(Mutex::new(Repository::new(&base)))
+            })
+            .collect();
         DemoServer {
             repo: Arc::new(Mutex::new(repo)),
+            more,
             requests: Mutex::new(HashMap::new()),
         }
+    }
+}
+
+impl DemoServer {
+    /// The repository a path is under, and the path relative to it.
+    fn repository_of<'a>(&self, path: &'a str) -> Option<(&Arc<Mutex<Repository>>, &'a str)> {
+        if let Some(rel) = path.strip_prefix("/rrdp/") {
+            return Some((&self.repo, rel));
+        }
+        let (n, rel) = path.strip_prefix("/rrdp-")?.split_once('/')?;
+        let n: usize = n.parse().ok()?;
+        Some((self.more.get(n.checked_sub(2)?)?, rel))
     }
 }
 
@@ -451,7 +478,10 @@ impl ServeHttp for DemoServer {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         if req.method == http::Method::POST && req.uri.path() == "/advance" {
-            // Publish the next serial now (benchmarks and manual trials).
+            // Publish the next serial of every repository now (benchmarks and manual trials).
+            for other in &self.more {
+                other.lock().unwrap_or_else(|e| e.into_inner()).advance();
+            }
             let mut repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
             repo.advance();
             let body = format!("serial {}\n", repo.serial());
@@ -481,10 +511,10 @@ impl ServeHttp for DemoServer {
         if path == "/ta/ta.cer" {
             return reply(200, None, Bytes::from_static(DEMO_TA_CER));
         }
-        let Some(rel) = path.strip_prefix("/rrdp/") else {
+        let Some((repo, rel)) = self.repository_of(path) else {
             return reply(404, None, Bytes::from_static(b"not found\n"));
         };
-        let repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
+        let repo = repo.lock().unwrap_or_else(|e| e.into_inner());
         if rel == "notification.xml" {
             return reply(200, Some("max-age=60"), repo.notification());
         }
@@ -520,9 +550,9 @@ fn parse_simple_range(v: &str) -> Option<(usize, usize)> {
     (a <= b).then_some((a, b))
 }
 
-/// Publishes a new serial every `interval`.
+/// Publishes a new serial of every repository every `interval`.
 pub struct DemoTicker {
-    pub repo: Arc<Mutex<Repository>>,
+    pub repos: Vec<Arc<Mutex<Repository>>>,
     pub interval: Duration,
 }
 
@@ -534,9 +564,13 @@ impl BackgroundService for DemoTicker {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.changed() => return,
             }
-            let mut repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
-            repo.advance();
-            log::info!(target: "demo", "demo origin published serial {}", repo.serial());
+            for (i, repo) in self.repos.iter().enumerate() {
+                let mut repo = repo.lock().unwrap_or_else(|e| e.into_inner());
+                repo.advance();
+                if i == 0 {
+                    log::info!(target: "demo", "demo origin published serial {}", repo.serial());
+                }
+            }
         }
     }
 }

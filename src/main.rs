@@ -64,6 +64,10 @@ enum Command {
         /// With --snapshot-size: how many deltas (1 KiB to 1 MiB each) to list.
         #[arg(long, default_value_t = 150)]
         deltas: usize,
+        /// Serve this many repositories: the first under /rrdp/, small ones under /rrdp-2/,
+        /// /rrdp-3/, … (an origin for an edge node fronting many CAs).
+        #[arg(long, default_value_t = 1)]
+        repositories: usize,
     },
 }
 
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
             interval,
             snapshot_size,
             deltas,
+            repositories,
         }) => {
             init_logging("info", true);
             // Exit promptly on SIGTERM (pingora's default grace period is five minutes).
@@ -130,7 +135,7 @@ fn main() -> ExitCode {
             let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
             server.bootstrap();
             let large = snapshot_size.map(|s| (s, deltas));
-            rrdp_proxy::add_demo(&mut server, listen, interval, large);
+            rrdp_proxy::add_demo(&mut server, listen, interval, large, repositories);
             server.run(RunArgs::default());
             ExitCode::SUCCESS
         }
