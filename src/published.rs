@@ -534,6 +534,10 @@ pub struct RepoStatus {
     pub last_error_reason: Option<&'static str>,
     /// How long the last round that published took: notification, files, store, switch.
     pub last_publish_seconds: Option<f64>,
+    /// Where that round's time went, phase by phase.
+    pub last_round: Option<RoundTimings>,
+    /// How long making the gzip variants of `compressed_serial`'s new files took.
+    pub compress_seconds: Option<f64>,
     /// The serial whose files have their gzip variants made (in the background).
     pub compressed_serial: Option<u64>,
     /// Poll rounds begun; a round has ended when `polls_ok + polls_failed` reaches it.
@@ -542,6 +546,25 @@ pub struct RepoStatus {
     pub exported_serial: Option<u64>,
     /// What validating the last round that was validated found.
     pub validation: Option<Arc<ValidationStatus>>,
+}
+
+/// Where a published round's time went (seconds), for `/status` and the growth benchmarks.
+/// A file's download, SHA-256, content check and write to the store are one streamed pass,
+/// so they are one phase.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RoundTimings {
+    /// Fetching and parsing the upstream notification.
+    pub notification: f64,
+    /// The snapshot: download, hash, content check, write and fsync (0 when already stored).
+    pub snapshot: f64,
+    /// Counting the snapshot's objects for the content guards (a second read), if enabled.
+    pub count_objects: f64,
+    /// The deltas, fetched `fetch_concurrency` at a time.
+    pub deltas: f64,
+    /// Validation and `pre_validate` before publishing (`refuse`, `pre_validate`).
+    pub validate_before: f64,
+    /// Building, persisting and switching to the new generation.
+    pub publish: f64,
 }
 
 /// What RPKI validation (`validate`) and the operator's `pre_validate` found in a round.

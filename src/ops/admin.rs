@@ -110,6 +110,8 @@ impl Admin {
                     "last_error_reason": s.last_error_reason,
                     "last_error_since": s.last_error_since.map(secs),
                     "last_publish_seconds": s.last_publish_seconds,
+                    "last_round_seconds": s.last_round,
+                    "compress_seconds": s.compress_seconds,
                     "snapshot_objects": g.as_ref().and_then(|g| g.snapshot_objects),
                     "exported_serial": s.exported_serial,
                     "compressed_serial": s.compressed_serial,

@@ -22,6 +22,7 @@ pub fn spawn(repo: Arc<Repo>, store: Arc<Store>, running: Arc<AtomicBool>) {
                 running.store(false, Ordering::Release);
                 return;
             };
+            let started = std::time::Instant::now();
             for f in g.files.values().filter(|f| f.expires.is_none()) {
                 if let Err(e) = store.make_gzip(f.hash).await {
                     warn!(
@@ -31,8 +32,11 @@ pub fn spawn(repo: Arc<Repo>, store: Arc<Store>, running: Arc<AtomicBool>) {
                     );
                 }
             }
-            repo.status
-                .send_modify(|s| s.compressed_serial = Some(g.serial));
+            let secs = started.elapsed().as_secs_f64();
+            repo.status.send_modify(|s| {
+                s.compressed_serial = Some(g.serial);
+                s.compress_seconds = Some(secs);
+            });
             running.store(false, Ordering::Release);
             // A generation published while this ran found the flag set and left its files
             // to this task; take them on unless another task already has.

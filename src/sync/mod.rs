@@ -35,7 +35,7 @@ use crate::config::Validate;
 use crate::metrics::Metrics;
 use crate::origin::client::within;
 use crate::origin::peers::Peers;
-use crate::published::{Generation, Repo, Round};
+use crate::published::{Generation, Repo, Round, RoundTimings};
 use crate::rrdp::content::{self, Expected};
 use crate::rrdp::{Hash, Notification};
 use crate::store::Store;
@@ -87,6 +87,8 @@ pub struct Poller {
     clock: Clock,
     /// RPKI validation's state between rounds.
     validator: validation::Validator,
+    /// Where the current round's time went.
+    timings: RoundTimings,
 }
 
 impl Poller {
@@ -107,6 +109,7 @@ impl Poller {
             barrier: Barrier::default(),
             compressing: Arc::new(AtomicBool::new(false)),
             clock: Clock::System,
+            timings: RoundTimings::default(),
         }
     }
 
@@ -246,6 +249,7 @@ impl Poller {
     /// One round: fetch, verify, store, publish.
     pub async fn poll_once(&mut self) -> Result<Outcome, PollError> {
         let started = Instant::now();
+        self.timings = RoundTimings::default();
         let (i, (validators, body)) = self.poll_upstreams().await?;
         let Some(body) = body else {
             if let Some(p) = self.repo.current() {
@@ -254,12 +258,27 @@ impl Poller {
             return Ok(Outcome::Unchanged);
         };
         let notification = Notification::parse(&body).map_err(PollError::Invalid)?;
+        self.timings.notification = started.elapsed().as_secs_f64();
         let outcome = self.apply(notification, Source::Upstream(i)).await?;
         if matches!(outcome, Outcome::Published { .. }) {
             let secs = started.elapsed().as_secs_f64();
-            self.repo
-                .status
-                .send_modify(|s| s.last_publish_seconds = Some(secs));
+            let timings = self.timings.clone();
+            info!(
+                "{}: round published in {secs:.3} s: notification {:.3} s, snapshot {:.3} s, \
+                 object count {:.3} s, deltas {:.3} s, validation before publishing {:.3} s, \
+                 publishing {:.3} s",
+                self.repo.name(),
+                timings.notification,
+                timings.snapshot,
+                timings.count_objects,
+                timings.deltas,
+                timings.validate_before,
+                timings.publish
+            );
+            self.repo.status.send_modify(|s| {
+                s.last_publish_seconds = Some(secs);
+                s.last_round = Some(timings);
+            });
         }
         self.upstreams.applied(i, validators);
         Ok(outcome)
@@ -377,9 +396,12 @@ impl Poller {
             return Ok(Outcome::Unchanged);
         }
         self.remember_pending(&n, &plan);
-        let round = self
+        let (round, (snapshot, count_objects, deltas)) = self
             .store_round(&n, plan, source, published.as_deref())
             .await?;
+        self.timings.snapshot = snapshot;
+        self.timings.count_objects = count_objects;
+        self.timings.deltas = deltas;
         // What may refuse the round runs before it is published; `warn` alone reports after
         // (it changes nothing, so it delays nothing: a first validation of a large
         // repository takes many times the round).
@@ -389,11 +411,16 @@ impl Poller {
             .then(|| validation::RoundFiles::of(&round, &self.store));
         let gates = v.validate == Validate::Refuse || v.pre_validate.is_some();
         if let (Some(files), true) = (&files, gates) {
+            let started = Instant::now();
             self.validate(files, published.as_deref()).await?;
+            self.timings.validate_before = started.elapsed().as_secs_f64();
         }
         let delay = self.repo.config.publish_delay;
         let outcome = if source == Source::Peers || delay.is_zero() {
-            self.publish(round).await?
+            let started = Instant::now();
+            let outcome = self.publish(round).await?;
+            self.timings.publish = started.elapsed().as_secs_f64();
+            outcome
         } else {
             let serial = round.serial;
             if self.barrier.hold(self.clock.now() + delay, round) {
@@ -523,10 +550,11 @@ impl Poller {
         plan: Plan,
         source: Source,
         published: Option<&Generation>,
-    ) -> Result<Round, PollError> {
+    ) -> Result<(Round, (f64, f64, f64)), PollError> {
         let cfg = &self.repo.config;
         let fetcher = self.fetcher(source);
         let expected = snapshot_content(n);
+        let started = Instant::now();
         let snapshot = fetcher
             .ensure(
                 &plan.snapshot_rel,
@@ -535,6 +563,7 @@ impl Poller {
                 &n.snapshot.uri,
             )
             .await?;
+        let snapshot_done = Instant::now();
         let snapshot_objects = if cfg.counts_objects() {
             let count =
                 guards::count_objects(&self.store, n.snapshot.hash, &expected, published).await?;
@@ -543,6 +572,7 @@ impl Poller {
         } else {
             None
         };
+        let count_done = Instant::now();
         let deltas = fetcher
             .deltas(
                 &self.repo.name(),
@@ -551,13 +581,19 @@ impl Poller {
                 cfg.fetch_concurrency,
             )
             .await?;
-        Ok(Round {
+        let timings = (
+            snapshot_done.duration_since(started).as_secs_f64(),
+            count_done.duration_since(snapshot_done).as_secs_f64(),
+            count_done.elapsed().as_secs_f64(),
+        );
+        let round = Round {
             session_id: n.session_id.clone(),
             serial: n.serial,
             snapshot: (plan.snapshot_rel, snapshot),
             deltas,
             snapshot_objects,
-        })
+        };
+        Ok((round, timings))
     }
 
     /// Publishes a stored round: its generation is built now, against what is published now,
