@@ -7,7 +7,12 @@
 #
 #   bench/run.sh                       defaults: ROUNDS=3 DURATION=10 SIZE=500MiB DELTAS=150
 #   ROUNDS=5 DURATION=20 bench/run.sh
-#   PARTS="tls" SIZE=50MiB bench/run.sh  one part only: hits (1-3, 6), storm (4), fresh (5), tls (7)
+#   PARTS="tls" SIZE=50MiB bench/run.sh  one part only: hits (1-3, 6), storm (4), fresh (5),
+#                                      tls (7), syscalls (8), idle (9); the parts with a setup
+#                                      of their own run bench/growth.sh: repos (10), big (11),
+#                                      disk (12)
+#   LOGS=on bench/run.sh               both servers write an access log to a file (combined
+#                                      format): rrdp-proxy `[log] access_file`, nginx `access_log`
 #
 # Needs nginx, wrk, openssl, curl and python3 (tests/e2e/run.sh or shared/lab install them);
 # the tls part also h2load (Debian nghttp2-client).
@@ -29,11 +34,21 @@ else
   on_server=(); on_load=(); pinning="not pinned"
 fi
 NGINX_FRESH_SERIALS=${NGINX_FRESH_SERIALS:-3}
-PARTS=${PARTS:-hits storm fresh tls}
+PARTS=${PARTS:-hits storm fresh tls syscalls idle repos big disk}
+LOGS=${LOGS:-off}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 cargo build --release -q
+# 10k idle connections need as many descriptors, in both servers (they inherit this).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# The parts with a setup of their own (many repositories, big snapshots, full disks).
+growth=""
+for p in repos big disk; do part $p && growth+=" $p"; done
+if [ -n "$growth" ]; then PARTS="$growth" bench/growth.sh; fi
+shared=""
+for p in hits storm fresh tls syscalls idle; do part $p && shared+=" $p"; done
+[ -n "$shared" ] || exit 0
 bin=$top/target/release/rrdp-proxy
 work=$(mktemp -d /tmp/rrdp-bench.XXXXXX)
 chmod 755 "$work"
@@ -85,7 +100,7 @@ upstream = "http://$ORIGIN/rrdp/"
 poll_interval = "10s"
 [log]
 level = "warn"
-access = "off"                   # nginx: access_log off
+$(if [ "$LOGS" = on ]; then printf 'access = "combined"\naccess_file = "%s"' "$work/proxy/access.log"; else echo 'access = "off"                   # nginx: access_log off'; fi)
 EOF
 "${on_server[@]}" "$bin" --config "$work/proxy/proxy.toml" >"$work/proxy/log" 2>&1 &
 proxy_pid=$!; pids+=("$proxy_pid")
@@ -97,9 +112,10 @@ user root;
 worker_processes 1;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile 30000;
+events { worker_connections 20000; }
 http {
-  access_log off;
+  $(if [ "$LOGS" = on ]; then echo "access_log $work/nginx/access.log;"; else echo "access_log off;"; fi)
   client_body_temp_path $work/nginx/body;
   proxy_temp_path $work/nginx/proxy_temp;
   proxy_cache_path $work/nginx/cache levels=1:2 keys_zone=my_cache:10m max_size=10g inactive=60m use_temp_path=off;
@@ -139,11 +155,13 @@ for p in /rrdp/notification.xml $paths; do
   curl -sf -o /dev/null "http://127.0.0.1:$P_HTTP$p"
 done
 snapshot=$(grep -o '<snapshot uri="[^"]*"' <<<"$notif" | cut -d'"' -f2 | sed 's#^http://[^/]*##')
-# The largest delta (up to 1 MiB).
-delta=$(for p in $(grep -o '<delta [^>]*' <<<"$notif" | grep -o 'uri="[^"]*"' | cut -d'"' -f2 | sed 's#^http://[^/]*##'); do
+# The largest delta (up to 1 MiB) and the smallest (a few KiB, like most of Krill's).
+by_size=$(for p in $(grep -o '<delta [^>]*' <<<"$notif" | grep -o 'uri="[^"]*"' | cut -d'"' -f2 | sed 's#^http://[^/]*##'); do
   printf '%s %s\n' "$(curl -sfI "http://127.0.0.1:$P_HTTP$p" | awk 'tolower($1)=="content-length:" {print $2+0}')" "$p"
-done | sort -n | tail -1)
+done | sort -n)
+delta=$(tail -1 <<<"$by_size"); small=$(head -1 <<<"$by_size")
 delta_size=${delta%% *}; delta=${delta#* }
+small_size=${small%% *}; small=${small#* }
 snap_size=$(curl -sfI "http://127.0.0.1:$P_HTTP$snapshot" | awk 'tolower($1)=="content-length:" {print $2+0}')
 
 #------------ Measuring -----------------------------------------------------------------------
@@ -201,6 +219,8 @@ for round in $(seq 1 "$ROUNDS"); do
     eval "$side[t_reqs]+=\" $reqs\"; $side[t_p99]+=\" $p99\""
     read -r reqs p99 < <(wrk_run "http://127.0.0.1:$h$delta")
     eval "$side[d_reqs]+=\" $reqs\"; $side[d_p99]+=\" $p99\""
+    read -r reqs p99 < <(wrk_run "http://127.0.0.1:$h$small")
+    eval "$side[sd_reqs]+=\" $reqs\"; $side[sd_p99]+=\" $p99\""
     peak_rss_during "$watched" download8 "http://127.0.0.1:$h" >"$work/res"
     eval "$side[s_mibs]+=\" $(cat "$work/res")\"; $side[s_rss]+=\" $(cat "$work/peak")\""
   done
@@ -237,6 +257,70 @@ for round in $(seq 1 "$ROUNDS"); do
     eval "$side[h2_d]+=\" $(h2_run "https://127.0.0.1:$t$delta")\""
   done
 done
+
+#------------ Syscalls per 10k requests -------------------------------------------------------
+# strace -c on every thread of each server while h2load (HTTP/1.1) makes exactly 10,000
+# requests over 64 keep-alive connections; prints per-syscall counts side by side.
+# strace slows the servers down: these are counts, not timings.
+strace_count() { # strace_count OUT URL PID: strace -p takes every thread of PID, -f new ones
+  local out=$1 url=$2 pid=$3
+  strace -c -f -o "$out" -p "$pid" 2>"$out.err" &
+  local sp=$!
+  for _ in $(seq 1 200); do grep -q attached "$out.err" 2>/dev/null && break; sleep 0.05; done
+  "${on_load[@]}" h2load --h1 -n 10000 -c 64 "$url" >"$out.h2load" 2>&1
+  kill -INT $sp; wait $sp 2>/dev/null || true
+}
+syscall_table() { # syscall_table TITLE PROXY_OUT NGINX_OUT
+  python3 - "$@" <<'PY2'
+import sys
+title, files = sys.argv[1], sys.argv[2:]
+counts = []
+for f in files:
+    c = {}
+    for line in open(f):
+        p = line.split()
+        if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
+            c[p[-1]] = int(p[3])
+    counts.append(c)
+names = sorted(set(counts[0]) | set(counts[1]), key=lambda n: -(counts[0].get(n, 0) + counts[1].get(n, 0)))
+print(f"| {title}: syscall | rrdp-proxy calls per 10k requests | nginx calls per 10k requests |")
+print("|---|---|---|")
+for n in names:
+    a, b = counts[0].get(n, 0), counts[1].get(n, 0)
+    if a + b >= 10:
+        print(f"| {n} | {a} | {b} |")
+print(f"| **total** | **{sum(counts[0].values())}** | **{sum(counts[1].values())}** |")
+print()
+PY2
+}
+if part syscalls; then
+  command -v strace >/dev/null && command -v h2load >/dev/null || { log "syscalls: needs strace and h2load (nghttp2-client)"; exit 1; }
+  log "syscalls: strace -c per 10k requests"
+  for what in notification small; do
+    [ $what = notification ] && p=/rrdp/notification.xml || p=$small
+    strace_count "$work/sc-proxy-$what" "http://127.0.0.1:$P_HTTP$p" $proxy_pid
+    strace_count "$work/sc-nginx-$what" "http://127.0.0.1:$N_HTTP$p" $(pgrep -P "$(cat "$work/nginx/nginx.pid")")
+  done
+fi
+
+#------------ Idle keep-alive connections -----------------------------------------------------
+# RSS of each server with 1k and 10k idle keep-alive connections (each has served one
+# notification), against its RSS with none.
+idle_rss=()
+if part idle; then
+  for n in 1000 10000; do
+    for side in A B; do
+      if [ $side = A ]; then port=$P_HTTP; watched=$proxy_pid; else port=$N_HTTP; watched=$(nginx_pids | tr '\n' ' '); fi
+      before=$(rss_kib $watched)
+      coproc IDLE { python3 bench/idle.py 127.0.0.1 "$port" /rrdp/notification.xml "$n"; }
+      read -r ready count <&"${IDLE[0]}" || { log "idle: $n connections to $side failed"; exit 1; }
+      [ "$ready" = ready ] && [ "$count" = "$n" ] || { log "idle: $side: $ready $count"; exit 1; }
+      after=$(rss_kib $watched)
+      exec {IDLE[1]}>&-; wait "$IDLE_PID" 2>/dev/null || true
+      idle_rss+=("$n $side $before $after")
+    done
+  done
+fi
 
 #------------ New-serial storm ----------------------------------------------------------------
 if part storm; then
@@ -283,7 +367,7 @@ fi
 mib() { echo $(( $1 / 1024 )); }
 cat <<EOF
 Machine: $(nproc --all) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk -t1 -c64 -d${DURATION}s, one worker each, loopback, $pinning.
-Command: \`ROUNDS=$ROUNDS DURATION=$DURATION SIZE=$SIZE DELTAS=$DELTAS FRESH_SERIALS=$FRESH_SERIALS NGINX_FRESH_SERIALS=$NGINX_FRESH_SERIALS PARTS='$PARTS' bench/run.sh\` ($(date -u +%F))
+Command: \`LOGS=$LOGS ROUNDS=$ROUNDS DURATION=$DURATION SIZE=$SIZE DELTAS=$DELTAS FRESH_SERIALS=$FRESH_SERIALS NGINX_FRESH_SERIALS=$NGINX_FRESH_SERIALS PARTS='$PARTS' bench/run.sh\` ($(date -u +%F))
 Repository: snapshot $((snap_size / 1048576)) MiB, $DELTAS deltas, the largest $((delta_size / 1024)) KiB.
 
 EOF
@@ -296,6 +380,8 @@ cat <<EOF
 | 1. notification hits, TLS, 64 conns | req/s | $(ratios "${A[t_reqs]}" "${B[t_reqs]}") | $(median ${A[t_reqs]}) | $(median ${B[t_reqs]}) |
 | 1. notification hits, TLS, 64 conns | p99 latency (ms) | $(ratios "${A[t_p99]}" "${B[t_p99]}") | $(median ${A[t_p99]}) | $(median ${B[t_p99]}) |
 | 2. $((delta_size / 1024)) KiB delta hits | req/s | $(ratios "${A[d_reqs]}" "${B[d_reqs]}") | $(median ${A[d_reqs]}) | $(median ${B[d_reqs]}) |
+| 2. $((small_size / 1024)) KiB delta hits (the smallest) | req/s | $(ratios "${A[sd_reqs]}" "${B[sd_reqs]}") | $(median ${A[sd_reqs]}) | $(median ${B[sd_reqs]}) |
+| 2. $((small_size / 1024)) KiB delta hits (the smallest) | p99 latency (ms) | $(ratios "${A[sd_p99]}" "${B[sd_p99]}") | $(median ${A[sd_p99]}) | $(median ${B[sd_p99]}) |
 | 3. snapshot to 8 clients at once | MiB/s | $(ratios "${A[s_mibs]}" "${B[s_mibs]}") | $(median ${A[s_mibs]}) | $(median ${B[s_mibs]}) |
 | 3. snapshot to 8 clients at once | peak RSS (MiB) | $(ratios "${A[s_rss]}" "${B[s_rss]}") | $(( $(median ${A[s_rss]} | cut -d. -f1) / 1024 )) | $(( $(median ${B[s_rss]} | cut -d. -f1) / 1024 )) |
 | 6. memory under scenario 1 | peak RSS (MiB) | $(ratios "${A[n_rss]}" "${B[n_rss]}") | $(( $(median ${A[n_rss]} | cut -d. -f1) / 1024 )) | $(( $(median ${B[n_rss]} | cut -d. -f1) / 1024 )) |
@@ -332,6 +418,25 @@ cat <<EOF
 | notification hits, HTTP/2 (10 streams per conn) | req/s | $(ratios "${A[h2_n]}" "${B[h2_n]}") | $(median ${A[h2_n]}) | $(median ${B[h2_n]}) |
 | $((delta_size / 1024)) KiB delta hits, HTTP/2 | req/s | $(ratios "${A[h2_d]}" "${B[h2_d]}") | $(median ${A[h2_d]}) | $(median ${B[h2_d]}) |
 EOF
+fi
+if part syscalls; then
+  syscall_table "8. notification.xml" "$work/sc-proxy-notification" "$work/sc-nginx-notification"
+  syscall_table "8. $((small_size / 1024)) KiB delta" "$work/sc-proxy-small" "$work/sc-nginx-small"
+fi
+if part idle; then
+  echo "| 9. idle keep-alive connections | rrdp-proxy RSS (MiB) | per connection (KiB) | nginx RSS (MiB) | per connection (KiB) | rrdp-proxy/nginx per connection |"
+  echo "|---|---|---|---|---|---|"
+  for n in 1000 10000; do
+    python3 - "$n" "${idle_rss[@]}" <<'PY2'
+import sys
+n = sys.argv[1]
+rows = {r.split()[1]: [int(x) for x in r.split()[2:]] for r in sys.argv[2:] if r.split()[0] == n}
+(pa, pb), (na, nb) = rows["A"], rows["B"]
+pp, np_ = (pb - pa) / int(n), (nb - na) / int(n)
+print(f"| {int(n):,} | {pa/1024:.0f} → {pb/1024:.0f} | {pp:.1f} | {na/1024:.0f} → {nb/1024:.0f} | {np_:.1f} | {pp/np_ if np_ else float('nan'):.2f} |")
+PY2
+  done
+  echo
 fi
 cat <<EOF
 
