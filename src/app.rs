@@ -148,7 +148,14 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
                     .map_err(StartError::Tls)?;
             // HTTP/2 for clients that offer it in ALPN, HTTP/1.1 for the rest.
             tls.enable_h2();
-            proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+            // No read buffer below rustls either (its own buffer takes what the socket has),
+            // so an idle connection does not keep 64 KiB; writes keep pingora's small buffer.
+            let buffers = L4BufferSettings::default().read(0);
+            proxy.add_listener(
+                ListenerConfig::tcp(addr.to_string())
+                    .tls(tls)
+                    .l4_buffer(buffers),
+            );
         }
     }
     server.add_service(proxy);

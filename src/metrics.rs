@@ -470,7 +470,9 @@ pub struct RpLag {
     snapshots: [AtomicU64; 3],
     /// Per slot (a hash of the client's address): 16 bits more of that hash, 16 bits of the
     /// session's hash, and the low 32 bits of the highest serial whose delta it fetched.
-    clients: Box<[AtomicU64]>,
+    /// Made on the first delta request: 128 KiB that a node fronting a thousand repositories,
+    /// most of them rarely fetched, should not hold for each.
+    clients: std::sync::OnceLock<Box<[AtomicU64]>>,
 }
 
 impl Default for RpLag {
@@ -479,7 +481,7 @@ impl Default for RpLag {
             buckets: Default::default(),
             lag_sum: AtomicU64::new(0),
             snapshots: Default::default(),
-            clients: (0..CLIENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            clients: std::sync::OnceLock::new(),
         }
     }
 }
@@ -537,7 +539,10 @@ impl RpLag {
         let (slot, tag) = client_slot(ip);
         let new = pack(tag, session, serial);
         // Keep the highest serial of the same client and session; anything else is replaced.
-        let _ = self.clients[slot].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        let clients = self
+            .clients
+            .get_or_init(|| (0..CLIENT_SLOTS).map(|_| AtomicU64::new(0)).collect());
+        let _ = clients[slot].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
             let same = old >> 32 == new >> 32;
             (!same || (old & 0xffff_ffff) < (new & 0xffff_ffff)).then_some(new)
         });
@@ -554,7 +559,7 @@ impl RpLag {
         // What the client's slot holds, if it is this client's: (same session, serial).
         let known = client.and_then(|ip| {
             let (slot, tag) = client_slot(ip);
-            let v = self.clients[slot].load(Ordering::Relaxed);
+            let v = self.clients.get()?[slot].load(Ordering::Relaxed);
             (v != 0 && v >> 48 == tag)
                 .then(|| (v >> 32 == pack(tag, session, 0) >> 32, v & 0xffff_ffff))
         });

@@ -152,7 +152,7 @@ pub async fn within<T, E: From<FetchError>>(
 
 /// A client for one upstream: a host with its TLS settings, or a local directory.
 pub struct Upstream {
-    connector: Connector,
+    connector: Arc<Connector>,
     tls: UpstreamTls,
     /// Read files from this directory instead (a Publication Server's RRDP directory on the
     /// same host); the base URI of a request is then ignored.
@@ -161,12 +161,34 @@ pub struct Upstream {
     authorization: Option<String>,
 }
 
+/// One connector per set of trusted CAs, shared by every client that trusts the same. A
+/// connector holds its parsed root certificates (the system's: over half a MiB) and a pool
+/// of idle connections keyed by peer; one per client cost a node fronting a thousand
+/// repositories about a GiB (docs/benchmarks.md, repositories per node).
+fn shared_connector(ca: Option<&std::path::Path>) -> Arc<Connector> {
+    type Connectors = std::collections::HashMap<Option<std::path::PathBuf>, Arc<Connector>>;
+    static CONNECTORS: std::sync::OnceLock<std::sync::Mutex<Connectors>> =
+        std::sync::OnceLock::new();
+    let mut map = CONNECTORS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.entry(ca.map(|p| p.to_path_buf()))
+        .or_insert_with(|| {
+            let mut opts = ConnectorOptions::new(CONNECTION_POOL);
+            opts.ca_file = ca.map(|p| p.to_string_lossy().into_owned());
+            Arc::new(Connector::new(Some(opts)))
+        })
+        .clone()
+}
+
+/// Idle upstream connections kept, across all clients sharing a connector.
+const CONNECTION_POOL: usize = 64;
+
 impl Upstream {
     pub fn new(tls: &UpstreamTls) -> Arc<Upstream> {
-        let mut opts = ConnectorOptions::new(16);
-        opts.ca_file = tls.ca.as_ref().map(|p| p.to_string_lossy().into_owned());
         Arc::new(Upstream {
-            connector: Connector::new(Some(opts)),
+            connector: shared_connector(tls.ca.as_deref()),
             tls: tls.clone(),
             dir: None,
             authorization: None,
