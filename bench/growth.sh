@@ -57,6 +57,7 @@ wait_status() { # wait_status 'all(r["serial"] for r in rs)' [timeout seconds] [
   t0=$(date +%s)
   until status 2>/dev/null | python3 -c "import json,sys; rs=json.load(sys.stdin)['repositories']; sys.exit(0 if ($cond) else 1)" 2>/dev/null; do
     [ $(($(date +%s) - t0)) -lt "$limit" ] || { log "timed out waiting for: $cond"; return 1; }
+    kill -0 "$proxy_pid" 2>/dev/null || { log "the proxy exited: $(tail -3 "$proxy_log")"; return 1; }
     sleep "$every"
   done
 }
@@ -73,14 +74,15 @@ start_origin() { # start_origin ARGS...: the demo origin, waited for
   log "the origin did not come up"; exit 1
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-# proxy_config DIR N VALIDATE [EXTRA_LOG_LINES]: a configuration with N repositories.
+# proxy_config DIR N VALIDATE [ACCESS_LOG_LINES]: a configuration with N repositories, the
+# access log off unless given.
 proxy_config() {
-  local dir=$1 n=$2 validate=$3 extra=${4:-} i
+  local dir=$1 n=$2 validate=$3 access=${4:-access = \"off\"} i
   mkdir -p "$dir"
   {
     printf '[server]\nlisten = ["127.0.0.1:%s"]\nadmin_listen = "%s"\nupgrade_sock = "%s/upgrade.sock"\n' "$P_HTTP" "$P_ADMIN" "$dir"
     printf '[cache]\ndir = "%s/cache"\n' "$dir"
-    printf '[log]\nlevel = "info"\naccess = "off"\n%s\n' "$extra"
+    printf '[log]\nlevel = "info"\n%s\n' "$access"
     for i in $(seq 1 "$n"); do
       local path=rrdp/
       [ "$i" -gt 1 ] && path=rrdp-$i/
@@ -89,7 +91,8 @@ proxy_config() {
     done
   } >"$dir/proxy.toml"
 }
-start_proxy() { # start_proxy DIR: sets proxy_pid
+start_proxy() { # start_proxy DIR: sets proxy_pid and proxy_log
+  proxy_log=$1/log
   "$bin" --config "$1/proxy.toml" >>"$1/log" 2>&1 &
   proxy_pid=$!; pids+=("$proxy_pid")
 }
@@ -180,7 +183,7 @@ if part big; then
       t_val=$(f1 "$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["repositories"][0]["validation"]["last"]["seconds"])')")
     fi
     touch "$work/stop"; wait $sampler
-    phases=$(status | python3 -c 'import json,sys; t=json.load(sys.stdin)["repositories"][0]["last_round_seconds"]; print(f"snapshot {t[\"snapshot\"]:.1f} s, count {t[\"count_objects\"]:.1f} s, deltas {t[\"deltas\"]:.1f} s, publish {t[\"publish\"]:.2f} s")')
+    phases=$(status | python3 -c 'import json,sys; t=json.load(sys.stdin)["repositories"][0]["last_round_seconds"]; print("snapshot %.1f s, count %.1f s, deltas %.1f s, publish %.2f s" % (t["snapshot"], t["count_objects"], t["deltas"], t["publish"]))')
     rows+=("| $v | $(f1 "$t_curl") | $(f1 "$t_sync") | $(f1 "$(echo "$t_sync / $t_curl" | bc -l)" 2) | $phases | $(f1 "$t_gzip") | $t_val | $(( $(cat "$work/peak") / 1024 )) |")
     stop "$proxy_pid"; rm -rf "$dir/cache"
   done
@@ -249,19 +252,22 @@ EOF
 fi
 
 #------------ 12. Full disks under load --------------------------------------------------------
-wrk_rps() { wrk -t1 -c64 -d"${DURATION}s" "$1" 2>/dev/null | awk '/^Requests\/sec:/ {print $2}'; }
+# The proxy on core 0, wrk on core 1 (as bench/run.sh pins them).
+wrk_rps() { taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "$1" 2>/dev/null | awk '/^Requests\/sec:/ {print $2}'; }
+pin_proxy() { taskset -a -pc 0 "$proxy_pid" >/dev/null; }
 metric() { curl -sf "http://$P_ADMIN/metrics" | awk -v m="$1" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
 if part disk; then
   [ "$(id -u)" = 0 ] || { log "disk: needs root (mount -t tmpfs)"; exit 1; }
   start_origin
   notification=http://127.0.0.1:$P_HTTP/rrdp/notification.xml
-  # (a) The access log's file system full: a 1 MiB tmpfs, filled before the run.
+  # (a) The access log's file system full: a 1 GiB tmpfs, with room for the first run,
+  # filled before the second.
   log "disk: access log on a full file system"
-  mkdir -p "$work/logfs"; mount -t tmpfs -o size=1m tmpfs "$work/logfs"; mounts+=("$work/logfs")
+  mkdir -p "$work/logfs"; mount -t tmpfs -o size=1g tmpfs "$work/logfs"; mounts+=("$work/logfs")
   dir=$work/disk-log
   proxy_config "$dir" 1 warn "access = \"combined\"
 access_file = \"$work/logfs/access.log\""
-  start_proxy "$dir"
+  start_proxy "$dir"; pin_proxy
   wait_status 'all(r["serial"] is not None for r in rs)'
   ok=$(wrk_rps "$notification")
   dd if=/dev/zero of="$work/logfs/filler" bs=64k 2>/dev/null || true
@@ -274,9 +280,11 @@ access_file = \"$work/logfs/access.log\""
   dir=$work/disk-cache; mkdir -p "$dir/cache"
   mount -t tmpfs -o size=64m tmpfs "$dir/cache"; mounts+=("$dir/cache")
   proxy_config "$dir" 1 warn
-  start_proxy "$dir"
+  curl -sf -X POST "http://$ORIGIN/advance" >/dev/null   # a serial with a delta to serve
+  start_proxy "$dir"; pin_proxy
   wait_status 'all(r["serial"] is not None for r in rs)'
-  delta=$(curl -sf "$notification" | grep -m1 -o '<delta [^>]*' | grep -o 'uri="[^"]*"' | cut -d'"' -f2)
+  notif=$(curl -sf "$notification")
+  delta=$(grep -m1 -o '<delta [^>]*' <<<"$notif" | grep -o 'uri="[^"]*"' | cut -d'"' -f2)
   before_n=$(wrk_rps "$notification"); before_d=$(wrk_rps "$delta")
   kept=$(serial_of "$notification")
   dd if=/dev/zero of="$dir/cache/filler" bs=64k 2>/dev/null || true
@@ -285,11 +293,11 @@ access_file = \"$work/logfs/access.log\""
   wait_status 'all(r["last_error"] for r in rs)' 120
   during_n=$(wrk_rps "$notification"); during_d=$(wrk_rps "$delta")
   served=$(serial_of "$notification")
-  said=$(status | python3 -c 'import json,sys; r=json.load(sys.stdin)["repositories"][0]; print(f"{r[\"last_error_reason\"]}: {r[\"last_error\"]}")')
+  said=$(status | python3 -c 'import json,sys; r=json.load(sys.stdin)["repositories"][0]; print(r["last_error_reason"] + ": " + r["last_error"])')
   errors=$(metric rrdp_proxy_poll_errors_total)
   stop "$proxy_pid"; stop "$origin_pid"
   cat <<EOF
-Machine: $machine. Command: \`PARTS=disk DURATION=$DURATION bench/growth.sh\` ($(date -u +%F)); wrk -t1 -c64, not pinned.
+Machine: $machine. Command: \`PARTS=disk DURATION=$DURATION bench/growth.sh\` ($(date -u +%F)); wrk -t1 -c64 on core 1, the proxy on core 0.
 
 | 12. full disk | before: notification req/s | disk full: notification req/s | ratio | what the node says |
 |---|---|---|---|---|
