@@ -132,8 +132,9 @@ async fn the_disk_limit_refuses_new_generations_and_keeps_serving() {
     let text = proxy
         .config_text
         .replace("retain = \"2h\"", "retain = \"2h\"\ndisk_limit = \"1KiB\"");
-    let proxy = Proxy::start_with(text, proxy.port, proxy.admin_port);
+    // The new serial is there before the proxy starts, so its first poll is the one refused.
     origin.advance();
+    let proxy = Proxy::start_with(text, proxy.port, proxy.admin_port);
     let st = proxy.wait_first_poll().await;
     assert!(st.last_error.unwrap().contains("cache.disk_limit"));
     let metrics = http(proxy.admin_port, "GET", "/metrics", &[]).await.text();
