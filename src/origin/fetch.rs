@@ -38,6 +38,9 @@ pub async fn fetch_object(
         return Err(FetchError::TooLarge(limit));
     }
     let mut w = store.writer().await.map_err(FetchError::Store)?;
+    if let Some(content) = content {
+        w.check_while_writing(content);
+    }
     while let Some(chunk) = resp.chunk().await? {
         if w.len() + chunk.len() as u64 > limit {
             return Err(FetchError::TooLarge(limit));

@@ -13,6 +13,7 @@
 //! [`flight`] holds the single flights (one download per object or path at a time). Uses
 //! `rrdp` only (hashes, the content check).
 
+mod checker;
 pub mod flight;
 
 use std::collections::HashSet;
@@ -452,6 +453,8 @@ impl Store {
             len: 0,
             keep: Vec::new(),
             committed: false,
+            started: std::time::Instant::now(),
+            checker: None,
         })
     }
 
@@ -570,7 +573,15 @@ pub struct ObjectWriter {
     keep: Vec<u8>,
     /// Renamed into place: the temporary file is gone.
     committed: bool,
+    /// When the writer was made (the download began): large objects log their phases.
+    started: std::time::Instant,
+    /// The content check, when it runs beside the writing ([`ObjectWriter::check_while_writing`]).
+    checker: Option<checker::Checker>,
 }
+
+/// Objects from this size on log where their storing time went (download, content check,
+/// fsync): the phases of a large snapshot's round.
+const LOG_PHASES_FROM: u64 = 64 << 20;
 
 /// Why an object could not be stored.
 #[derive(Debug)]
@@ -614,6 +625,12 @@ impl From<io::Error> for CommitError {
 }
 
 impl ObjectWriter {
+    /// Runs the content check `expected` on the bytes as they are written, instead of reading
+    /// them back at [`ObjectWriter::commit_checked`] (which then uses this verdict).
+    pub fn check_while_writing(&mut self, expected: &crate::rrdp::content::Expected) {
+        self.checker = Some(checker::Checker::start(expected));
+    }
+
     pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
         if let Some(limit) = self.store.disk_limit {
             let used = self.store.usage.load(Ordering::Relaxed);
@@ -623,6 +640,9 @@ impl ObjectWriter {
                     DiskLimit { limit },
                 ));
             }
+        }
+        if let Some(checker) = &mut self.checker {
+            checker.feed(data).await;
         }
         self.hasher.update(data);
         self.len += data.len() as u64;
@@ -683,14 +703,29 @@ impl ObjectWriter {
         }
         let mut file = self.file.take().expect("commit once");
         file.flush().await?;
-        if let Some(content) = content {
-            if let Err(e) = self.check_content(content).await? {
-                // Dropping the writer removes the temporary file.
-                return Err(CommitError::Invalid(e));
-            }
+        let downloaded = std::time::Instant::now();
+        let verdict = match (self.checker.take(), content) {
+            (Some(checker), Some(_)) => Some(checker.finish().await?),
+            (_, Some(content)) => Some(self.check_content(content).await?),
+            (_, None) => None,
+        };
+        if let Some(Err(e)) = verdict {
+            // Dropping the writer removes the temporary file.
+            return Err(CommitError::Invalid(e));
         }
+        let checked = std::time::Instant::now();
         file.sync_all().await?;
         drop(file);
+        if self.len >= LOG_PHASES_FROM {
+            log::info!(
+                "stored {actual}: {} MiB; download and SHA-256 {:.2} s, content check {:.2} s, \
+                 fsync {:.2} s",
+                self.len >> 20,
+                downloaded.duration_since(self.started).as_secs_f64(),
+                checked.duration_since(downloaded).as_secs_f64(),
+                checked.elapsed().as_secs_f64()
+            );
+        }
         let dst = self.store.object_path(&actual);
         let parent = dst.parent().expect("objects have a parent");
         tokio::fs::create_dir_all(parent).await?;
