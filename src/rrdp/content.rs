@@ -100,7 +100,7 @@ pub fn read_objects(
 
 /// Reads a whole snapshot or delta and checks it against `expected`.
 pub fn check(input: impl BufRead, expected: &Expected) -> Result<Summary, ContentError> {
-    walk(input, expected, &mut |_, _| Ok(()))
+    walk_with(input, expected, None)
 }
 
 /// Called with each `<publish>` element's URI and Base64 content, and with each
@@ -117,6 +117,21 @@ pub fn walk(
     expected: &Expected,
     visit: &mut Visit<'_>,
 ) -> Result<Summary, ContentError> {
+    walk_with(input, expected, Some(visit))
+}
+
+/// The walk; without a visitor no content is gathered (the check of a 500 MB snapshot copies
+/// nothing it does not need).
+fn walk_with(
+    input: impl BufRead,
+    expected: &Expected,
+    mut visit: Option<&mut Visit<'_>>,
+) -> Result<Summary, ContentError> {
+    let visit_given = visit.is_some();
+    let mut visit = move |uri: &str, b64: &[u8]| match visit.as_mut() {
+        Some(v) => v(uri, b64),
+        None => Ok(()),
+    };
     let mut reader = Reader::from_reader(input);
     // The current publish element's URI and content.
     let mut uri = String::new();
@@ -128,6 +143,7 @@ pub fn walk(
     // Whether the element we are in at depth 2 has had non-empty content.
     let mut content = false;
     let mut in_withdraw = false;
+    let gather = visit_given;
     loop {
         buf.clear();
         let ev = reader
@@ -169,16 +185,25 @@ pub fn walk(
                 _ => return bad("unbalanced end tag"),
             },
             Event::Text(t) => {
-                if t.iter().all(|b| b.is_ascii_whitespace()) {
+                // One pass over the bytes: each is Base64 and whether any is not white space.
+                let (mut base64, mut blank) = (true, true);
+                for b in t.iter() {
+                    let class = CLASS[usize::from(*b)];
+                    base64 &= class != 0;
+                    blank &= class == SPACE;
+                }
+                if blank {
                     continue;
                 }
                 if depth != 2 {
                     return bad("unexpected text content");
                 }
-                if !t.iter().all(|b| is_base64(*b)) {
+                if !base64 {
                     return bad("publish content is not Base64");
                 }
-                text.extend_from_slice(&t);
+                if gather {
+                    text.extend_from_slice(&t);
+                }
                 content = true;
             }
             Event::CData(_) => return bad("unexpected CDATA"),
@@ -196,9 +221,25 @@ pub fn walk(
     }
 }
 
-fn is_base64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=') || b.is_ascii_whitespace()
-}
+/// Byte classes for the text of a publish element: 0 not Base64, [`SPACE`] white space, 1
+/// the Base64 alphabet and padding.
+const SPACE: u8 = 2;
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_whitespace() {
+            SPACE
+        } else if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=' {
+            1
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
 
 fn check_root(s: &BytesStart, expected: &Expected) -> Result<(), ContentError> {
     let name = s.name();
