@@ -629,6 +629,29 @@ mod tests {
     }
 
     #[test]
+    fn many_repositories_are_served_each_under_its_own_path() {
+        let listen = "127.0.0.1:3001".parse().unwrap();
+        let demo = DemoServer::new(listen, None, 3);
+        let first = demo.repository_of("/rrdp/notification.xml").unwrap();
+        assert!(Arc::ptr_eq(first.0, &demo.repo));
+        let third = demo.repository_of("/rrdp-3/notification.xml").unwrap();
+        assert!(Arc::ptr_eq(third.0, &demo.more[1]));
+        assert_eq!(third.1, "notification.xml");
+        // Each names its own base in its notification.
+        let n = third.0.lock().unwrap().notification();
+        assert!(std::str::from_utf8(&n)
+            .unwrap()
+            .contains("http://127.0.0.1:3001/rrdp-3/"));
+        for none in [
+            "/rrdp-1/notification.xml",
+            "/rrdp-4/notification.xml",
+            "/rrdp-x/a",
+        ] {
+            assert!(demo.repository_of(none).is_none(), "{none}");
+        }
+    }
+
+    #[test]
     fn the_demo_generator_writes_valid_files() {
         let mut repo = Repository::new("http://127.0.0.1/rrdp/");
         repo.advance();

@@ -266,6 +266,26 @@ async fn admin_refresh_polls_now() {
     let status = http(proxy.admin_port, "GET", "/status", &[]).await;
     let v: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
     assert_eq!(v["repositories"][0]["serial"], 2);
+    // Where a published round's time went: its phases, which are parts of the round.
+    let r = &v["repositories"][0];
+    let phases = &r["last_round_seconds"];
+    let names = [
+        "notification",
+        "snapshot",
+        "count_objects",
+        "deltas",
+        "validate_before",
+        "publish",
+    ];
+    let sum: f64 = names
+        .iter()
+        .map(|n| {
+            phases[n]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{n} in {phases}"))
+        })
+        .sum();
+    assert!(sum <= r["last_publish_seconds"].as_f64().unwrap(), "{r}");
     let health = http(proxy.admin_port, "GET", "/healthz", &[]).await;
     assert_eq!(health.status, 200);
     // The admin endpoints are not on the public listener.
