@@ -175,8 +175,9 @@ peak_rss_during() { # peak_rss_during "PIDS" CMD...
   echo $peak >"$work/peak"
 }
 # wrk: requests/s and p99 latency in ms.
-wrk_run() { # wrk_run URL -> "reqs p99ms"
-  "${on_load[@]}" wrk -t1 -c64 -d"${DURATION}s" --latency "$1" >"$work/wrk.out" 2>&1
+wrk_run() { # wrk_run URL [WRK_ARGS...] -> "reqs p99ms"
+  local url=$1; shift
+  "${on_load[@]}" wrk -t1 -c64 -d"${DURATION}s" --latency "$@" "$url" >"$work/wrk.out" 2>&1
   local reqs p99
   reqs=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk.out")
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$work/wrk.out")
@@ -230,13 +231,6 @@ done
 # wrk over TLS 1.3 with keep-alive; wrk with "Connection: close" (a new connection, so a full
 # TLS handshake, per request, as many RPs behave); h2load over HTTP/2 (64 connections, 10
 # streams each).
-wrk_close() { # wrk_close URL -> "reqs p99ms", a new connection per request
-  "${on_load[@]}" wrk -t1 -c64 -d"${DURATION}s" --latency -H "Connection: close" "$1" >"$work/wrk.out" 2>&1
-  local reqs p99
-  reqs=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk.out")
-  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$work/wrk.out")
-  echo "$reqs $p99"
-}
 h2_run() { # h2_run URL -> req/s over HTTP/2
   "${on_load[@]}" h2load -c64 -m10 -D "$DURATION" "$1" >"$work/h2.out" 2>&1 || true
   awk '/^finished in/ {gsub(",", "", $4); print $4}' "$work/h2.out"
@@ -251,7 +245,7 @@ for round in $(seq 1 "$ROUNDS"); do
     eval "$side[tk_n]+=\" $reqs\""
     read -r reqs _ < <(wrk_run "https://127.0.0.1:$t$delta")
     eval "$side[tk_d]+=\" $reqs\""
-    read -r reqs p99 < <(wrk_close "https://127.0.0.1:$t/rrdp/notification.xml")
+    read -r reqs p99 < <(wrk_run "https://127.0.0.1:$t/rrdp/notification.xml" -H "Connection: close")
     eval "$side[hs]+=\" $reqs\"; $side[hs_p99]+=\" $p99\""
     eval "$side[h2_n]+=\" $(h2_run "https://127.0.0.1:$t/rrdp/notification.xml")\""
     eval "$side[h2_d]+=\" $(h2_run "https://127.0.0.1:$t$delta")\""

@@ -127,7 +127,8 @@ fn walk_with(
     expected: &Expected,
     mut visit: Option<&mut Visit<'_>>,
 ) -> Result<Summary, ContentError> {
-    let visit_given = visit.is_some();
+    // Content is gathered only for a visitor.
+    let gather = visit.is_some();
     let mut visit = move |uri: &str, b64: &[u8]| match visit.as_mut() {
         Some(v) => v(uri, b64),
         None => Ok(()),
@@ -143,7 +144,6 @@ fn walk_with(
     // Whether the element we are in at depth 2 has had non-empty content.
     let mut content = false;
     let mut in_withdraw = false;
-    let gather = visit_given;
     loop {
         buf.clear();
         let ev = reader
