@@ -2,7 +2,7 @@
 //! the admin listener and the demo origin, all around one [`Shared`].
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use log::{info, warn};
@@ -13,7 +13,6 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
-use crate::clock::unix_now;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::shared::{Shared, StartError};
@@ -58,8 +57,7 @@ impl BackgroundService for Pollers {
                     _ = tokio::time::sleep(GC_INTERVAL) => {}
                     _ = gc_shutdown.changed() => return,
                 }
-                let live = shared.live_objects(unix_now());
-                match shared.store.collect_garbage(live, SystemTime::now()).await {
+                match shared.collect_garbage().await {
                     Ok(0) => {}
                     Ok(n) => info!("removed {n} objects no longer servable"),
                     Err(e) => warn!("garbage collection failed: {e}"),

@@ -48,6 +48,19 @@ impl Clock {
         }
     }
 
+    /// The wall clock on this clock, to the nanosecond on the system's: what `/status`,
+    /// `/healthz`, the history samples and the published generations' times read, so that a
+    /// test that fixes the clock gets the same answers on any date.
+    pub fn system_now(&self) -> SystemTime {
+        match self {
+            Clock::System => SystemTime::now(),
+            Clock::Manual(m) => {
+                let wall = m.wall_start.unwrap_or_else(unix_now);
+                UNIX_EPOCH + Duration::from_secs(wall) + *m.elapsed.borrow()
+            }
+        }
+    }
+
     /// Returns once this clock reads `deadline` or later.
     pub async fn sleep_until(&self, deadline: Instant) {
         match self {
@@ -69,6 +82,9 @@ impl Clock {
 }
 
 /// A clock for tests: starts at the moment it is made and moves only by [`ManualClock::advance`].
+/// Made with [`ManualClock::new`] its wall clock reads the system's (plus what it was
+/// advanced by); with [`ManualClock::at_unix`] it reads a fixed moment, so nothing it answers
+/// depends on the date the test runs.
 pub struct ManualClock {
     start: Instant,
     /// The wall-clock second it was set to (`None`: the system's).

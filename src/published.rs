@@ -22,7 +22,7 @@ use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::config::RepositoryConfig;
 use crate::rrdp::content::Expected;
 use crate::rrdp::uri::BaseUri;
@@ -656,10 +656,13 @@ pub struct Repo {
     pub file_cache_control: HeaderValue,
     /// File name of this repository's index in the store directory.
     index_name: String,
+    /// The node's clock: when files were first named and when they expire, read at publishing
+    /// and at loading.
+    clock: Clock,
 }
 
 impl Repo {
-    pub fn new(config: RepositoryConfig) -> Arc<Repo> {
+    pub fn new(config: RepositoryConfig, clock: Clock) -> Arc<Repo> {
         let id = Hash::of(config.public.to_string().as_bytes()).to_hex();
         Arc::new(Repo {
             index_name: format!("repository-{}.json", &id[..16]),
@@ -680,6 +683,7 @@ impl Repo {
             rp_lag: Default::default(),
             samples: Default::default(),
             status: watch::Sender::new(RepoStatus::default()),
+            clock,
         })
     }
 
@@ -708,7 +712,11 @@ impl Repo {
         samples.iter().copied().collect()
     }
 
-    /// A short name for logs.
+    /// The node's clock, which this repository's file lifetimes are counted on.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Withholds a refused round's files from clients.
     pub fn withhold(&self, rels: impl IntoIterator<Item = String>) {
         let mut set = self.refused.lock().unwrap_or_else(|e| e.into_inner());
@@ -726,6 +734,7 @@ impl Repo {
         !set.is_empty() && set.contains(rel)
     }
 
+    /// A short name for logs.
     pub fn name(&self) -> String {
         self.config.public.to_string()
     }
@@ -755,7 +764,7 @@ impl Repo {
             round,
             previous.as_deref(),
             &self.config.public,
-            SystemTime::now(),
+            self.clock.system_now(),
             retain,
             HistoryPolicy::of(&self.config),
         );
@@ -790,7 +799,7 @@ impl Repo {
                 index: index(),
                 source,
             })?;
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let mut missing = Vec::new();
         let mut damaged_delta = None;
         generation.files.retain(|rel, f| {
@@ -819,7 +828,8 @@ impl Repo {
                 "{}: the delta of serial {serial} is missing or damaged in the store; the delta list is cut above it",
                 self.name()
             );
-            generation = generation.cut_history(serial, &self.config.public, SystemTime::now());
+            generation =
+                generation.cut_history(serial, &self.config.public, self.clock.system_now());
         }
         Ok(Some(generation.prepared()))
     }

@@ -27,7 +27,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// When this process started (staleness before the first successful poll).
     pub started: SystemTime,
-    /// The clock configured delays run on (`publish_delay`, `notify_delay`).
+    /// The node's one clock: the configured delays (`publish_delay`, `notify_delay`) run on
+    /// it, and every time the node reports or compares (status, health, history, file
+    /// lifetimes, validation) is read from it.
     pub clock: Clock,
     /// The cluster's other nodes, for peer fill.
     pub peers: Option<Arc<peers::Peers>>,
@@ -51,7 +53,7 @@ impl Shared {
         .map_err(StartError::Store)?;
         let mut repos = Vec::new();
         for rc in &config.repositories {
-            let repo = Repo::new(rc.clone());
+            let repo = Repo::new(rc.clone(), clock.clone());
             match repo.restore(&store) {
                 Ok(Some(g)) => info!(
                     "{}: serving stored session {} serial {} until the upstream is polled",
@@ -70,18 +72,27 @@ impl Shared {
         let passthroughs = config
             .passthroughs
             .iter()
-            .map(|p| Passthrough::new(p.clone(), store.clone()))
+            .map(|p| Passthrough::new(p.clone(), store.clone(), clock.clone()))
             .collect();
         Ok(Arc::new(Shared {
             peers: peers::Peers::new(config.cluster.as_ref()),
+            started: clock.system_now(),
             clock,
             config,
             store,
             repos,
             passthroughs,
             metrics: Arc::new(Metrics::default()),
-            started: SystemTime::now(),
         }))
+    }
+
+    /// Removes the stored objects nothing may serve any more (past the store's grace period).
+    /// Which files are live is the node's clock's question; how old an unreferenced object
+    /// is, the file system's: its modification time against the system clock, the one the
+    /// kernel stamped it with.
+    pub async fn collect_garbage(&self) -> std::io::Result<usize> {
+        let live = self.live_objects(self.clock.unix_now());
+        self.store.collect_garbage(live, SystemTime::now()).await
     }
 
     /// Every object something may still serve at `now` (seconds since the epoch; a parameter

@@ -11,7 +11,6 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use crate::clock::unix_now;
 use crate::config::Validate;
 use crate::metrics::Exposition;
 use crate::ops::page;
@@ -48,7 +47,9 @@ fn rp_lag_json(lag: &crate::metrics::RpLag) -> serde_json::Value {
 /// Seconds since a repository's upstream last answered usably (since start if never).
 fn seconds_stale(shared: &Shared, last_success: Option<SystemTime>) -> u64 {
     let since = last_success.unwrap_or(shared.started);
-    SystemTime::now()
+    shared
+        .clock
+        .system_now()
         .duration_since(since)
         .map_or(0, |d| d.as_secs())
 }
@@ -83,7 +84,7 @@ impl Admin {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let now = unix_now();
+        let now = self.shared.clock.unix_now();
         let repos: Vec<_> = self
             .shared
             .repos
@@ -486,5 +487,64 @@ impl ServeHttp for Admin {
             ),
             _ => respond(404, "text/plain; charset=utf-8", "not found\n".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::Config;
+    use crate::objects::health::Due;
+
+    /// A moment well before any date this test runs on (2023-11-14).
+    const AT: u64 = 1_700_000_000;
+
+    fn admin_at(cache: &Path, unix: u64) -> Admin {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n[cache]\ndir = \"{}\"\n\
+             [[repository]]\npublic = \"http://127.0.0.1:8080/rrdp/\"\n\
+             upstream = \"http://127.0.0.1:1/rrdp/\"\n",
+            cache.display()
+        );
+        let config = Config::parse(&text, cache).unwrap();
+        let clock = Clock::Manual(ManualClock::at_unix(unix));
+        Admin {
+            shared: Shared::open_with_clock(config, clock).unwrap(),
+        }
+    }
+
+    /// Regression (issue 29): `/status` read the system clock for its health figures while
+    /// validation read the node's, so a fixed clock gave answers that changed with the date.
+    #[test]
+    fn status_times_are_read_on_the_nodes_clock() {
+        let cache = tempfile::tempdir().unwrap();
+        let admin = admin_at(cache.path(), AT);
+        let mut report = crate::objects::Report::default();
+        report.health.manifest_next_update = Some(Due {
+            uri: "rsync://x/a.mft".into(),
+            at: AT as i64 + 3600,
+        });
+        let repo = &admin.shared.repos[0];
+        repo.status.send_modify(|s| {
+            s.last_success = Some(UNIX_EPOCH + Duration::from_secs(AT - 30));
+            s.validation = Some(Arc::new(ValidationStatus {
+                at: AT,
+                report: Some(report),
+                ..ValidationStatus::default()
+            }));
+        });
+        let v = &admin.status()["repositories"][0];
+        assert_eq!(
+            v["validation"]["health"]["manifest_next_update"]["seconds_left"],
+            3600
+        );
+        assert_eq!(v["seconds_stale"], 30);
+        assert!(admin
+            .metrics()
+            .contains("rrdp_proxy_seconds_stale{repository=\"http://127.0.0.1:8080/rrdp/\"} 30"));
     }
 }

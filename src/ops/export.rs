@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use log::{info, warn};
 
-use crate::clock::{unix_now, Clock};
+use crate::clock::Clock;
 use crate::published::{Generation, Repo};
 use crate::rrdp::content::{self, ContentError, Expected};
 use crate::store::Store;
@@ -84,9 +84,10 @@ pub async fn export_once(
     }
     if let Some(dir) = &cfg.export_rrdp {
         write_rrdp(dir, g, store, cfg.notify_delay, clock).await?;
+        let now = clock.unix_now();
         let removed = blocking({
             let (dir, g) = (dir.clone(), g.clone());
-            move || cleanup_rrdp(&dir, &g, unix_now())
+            move || cleanup_rrdp(&dir, &g, now)
         })
         .await?;
         info!(
@@ -111,6 +112,7 @@ pub async fn export_once(
         let retain = cfg.rsync_retain;
         let name = blocking(move || {
             let name = write_rsync(&dir, &g2, &store2, host)?;
+            // The trees' modification times are the file system's clock, so "now" is too.
             cleanup_rsync(&dir, SystemTime::now(), retain)?;
             Ok(name)
         })
@@ -140,8 +142,8 @@ pub async fn write_rrdp(
     clock: &Clock,
 ) -> io::Result<()> {
     let (d, g2, s) = (dir.to_path_buf(), g.clone(), store.clone());
+    let now = clock.unix_now();
     blocking(move || {
-        let now = unix_now();
         for (rel, f) in &g2.files {
             if !f.is_live(now) {
                 continue;

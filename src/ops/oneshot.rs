@@ -2,9 +2,6 @@
 //! write the exports — then exit with a status a cron job or a systemd timer can act on. A
 //! drop-in for a krill-sync cron job.
 
-use std::time::SystemTime;
-
-use crate::clock::unix_now;
 use crate::config::Config;
 use crate::shared::Shared;
 use crate::sync::{Outcome, Poller};
@@ -92,8 +89,7 @@ pub async fn run(config: Config) -> u8 {
             }
         }
     }
-    let live = shared.live_objects(unix_now());
-    if let Err(e) = shared.store.collect_garbage(live, SystemTime::now()).await {
+    if let Err(e) = shared.collect_garbage().await {
         eprintln!("cache.dir: garbage collection failed: {e}");
     }
     status

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::config::PassthroughConfig;
 use crate::metrics::Outcome;
 use crate::origin::client::{FetchError, Upstream};
@@ -55,11 +55,13 @@ pub struct Passthrough {
     /// One fetch per path at a time serves every concurrent miss.
     inflight: Flights,
     index_name: String,
+    /// The node's clock: freshness is counted on it.
+    clock: Clock,
 }
 
 impl Passthrough {
     /// Creates the tree's cache and loads what a previous run stored.
-    pub fn new(config: PassthroughConfig, store: Arc<Store>) -> Arc<Passthrough> {
+    pub fn new(config: PassthroughConfig, store: Arc<Store>, clock: Clock) -> Arc<Passthrough> {
         let id = Hash::of(config.public.to_string().as_bytes()).to_hex();
         let p = Passthrough {
             upstream: Upstream::new(&config.tls),
@@ -68,6 +70,7 @@ impl Passthrough {
             store,
             entries: Mutex::new(HashMap::new()),
             inflight: Flights::default(),
+            clock,
         };
         p.load();
         Arc::new(p)
@@ -121,15 +124,15 @@ impl Passthrough {
     /// Answers a GET or HEAD for `rel`.
     pub async fn serve(&self, rel: &str) -> Reply {
         if let Some(e) = self.cached(rel) {
-            if e.fresh_until > unix_now() {
-                return reply(&e, Outcome::Hit);
+            if e.fresh_until > self.clock.unix_now() {
+                return reply(&e, Outcome::Hit, self.clock.unix_now());
             }
         }
         let _flight = self.inflight.enter(rel.to_string()).await;
         // Someone else may have refreshed it while we waited.
         if let Some(e) = self.cached(rel) {
-            if e.fresh_until > unix_now() {
-                return reply(&e, Outcome::Hit);
+            if e.fresh_until > self.clock.unix_now() {
+                return reply(&e, Outcome::Hit, self.clock.unix_now());
             }
         }
         match self.fetch(rel).await {
@@ -140,7 +143,7 @@ impl Passthrough {
                         "{}{rel}: upstream failed ({err}); serving stale",
                         self.config.public
                     );
-                    reply(&e, Outcome::Stale)
+                    reply(&e, Outcome::Stale, self.clock.unix_now())
                 }
                 None => error_reply(502, format!("upstream failed: {err}\n")),
             },
@@ -176,12 +179,12 @@ impl Passthrough {
             etag,
             last_modified,
             cache_control,
-            fresh_until: unix_now() + freshness.map_or(0, |d| d.as_secs()),
+            fresh_until: self.clock.unix_now() + freshness.map_or(0, |d| d.as_secs()),
         };
         if freshness.is_some() {
             self.remember(rel, entry.clone()).await;
         }
-        Ok(reply(&entry, Outcome::Miss))
+        Ok(reply(&entry, Outcome::Miss, self.clock.unix_now()))
     }
 
     /// Keeps an entry in memory and on disk (so a restart with the upstream down serves it).
@@ -205,7 +208,8 @@ impl Passthrough {
     }
 }
 
-fn reply(e: &Entry, outcome: Outcome) -> Reply {
+/// The cached response as of `now` (seconds since the epoch: its max-age counts down).
+fn reply(e: &Entry, outcome: Outcome, now: u64) -> Reply {
     let mut headers = Vec::new();
     if let Some(ct) = &e.content_type {
         headers.push(("Content-Type", ct.clone()));
@@ -218,7 +222,7 @@ fn reply(e: &Entry, outcome: Outcome) -> Reply {
     }
     let cc = match &e.cache_control {
         Some(cc) => cc.clone(),
-        None => format!("max-age={}", e.fresh_until.saturating_sub(unix_now())),
+        None => format!("max-age={}", e.fresh_until.saturating_sub(now)),
     };
     headers.push(("Cache-Control", cc));
     Reply {

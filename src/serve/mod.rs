@@ -33,7 +33,6 @@ use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
-use crate::clock::unix_now;
 use crate::config::AccessLog;
 use crate::metrics::{Kind, Outcome};
 use crate::origin::client::{within, FetchError, Upstream};
@@ -139,7 +138,7 @@ impl Known {
     fn of(repo: &Repo, rel: &str) -> Option<Known> {
         let g = repo.peek();
         let g = g.as_ref()?;
-        let f = g.file(rel, unix_now())?;
+        let f = g.file(rel, repo.clock().unix_now())?;
         Some(Known {
             hash: f.hash,
             kind: f.kind,
@@ -576,7 +575,7 @@ impl RrdpProxy {
         let found = self.shared.repos.iter().find_map(|repo| {
             let rel = repo.config.public.relative_path(&path)?;
             let g = repo.current()?;
-            g.file(rel, unix_now()).cloned()
+            g.file(rel, repo.clock().unix_now()).cloned()
         });
         let Some(f) = found else {
             return not_found();
@@ -1080,7 +1079,9 @@ impl HttpServerApp for RrdpProxy {
     }
 }
 
-/// Appends the current time as an HTTP date, formatted once a second per thread.
+/// Appends the current time as an HTTP date, formatted once a second per thread. The system
+/// clock, not the node's injected one: an access log is read beside other systems' logs, and
+/// says when the bytes crossed the wire.
 fn http_date_now(out: &mut String) {
     thread_local! {
         static DATE: std::cell::RefCell<(u64, String)> = const {

@@ -966,8 +966,13 @@ mod tests {
         let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         let live = store.put(b"live").await.unwrap();
         let dead = store.put(b"dead").await.unwrap();
-        // Young objects survive even when unreferenced.
-        let now = SystemTime::now();
+        // Young objects survive even when unreferenced. Age is the file system's: "now" is
+        // the dead object's own modification time (the kernel's clock, which a test clock
+        // such as libfaketime does not move), so this holds whatever the date.
+        let now = std::fs::metadata(store.object_path(&dead))
+            .unwrap()
+            .modified()
+            .unwrap();
         let live_set = || HashSet::from([live]);
         assert_eq!(store.collect_garbage(live_set(), now).await.unwrap(), 0);
         assert_eq!(store.usage(), (8, 2));

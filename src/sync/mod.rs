@@ -25,12 +25,12 @@ pub mod validation;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use rand::Rng;
 
-use crate::clock::{unix_now, Clock};
+use crate::clock::Clock;
 use crate::config::Validate;
 use crate::metrics::Metrics;
 use crate::origin::client::within;
@@ -191,7 +191,7 @@ impl Poller {
     fn record(&self, result: &Result<Outcome, PollError>, failures: &mut u32) {
         let name = self.repo.name();
         // The sample first: whoever sees the round counted in the status finds it.
-        let now = SystemTime::now();
+        let now = self.clock.system_now();
         let last_success = match result {
             Ok(_) => Some(now),
             Err(_) => self.repo.status.borrow().last_success,
@@ -210,7 +210,7 @@ impl Poller {
                 }
                 self.repo.status.send_modify(|s| {
                     s.polls_ok += 1;
-                    s.last_success = Some(SystemTime::now());
+                    s.last_success = Some(now);
                     s.last_error = None;
                     s.last_error_since = None;
                     s.last_error_reason = None;
@@ -238,7 +238,7 @@ impl Poller {
                     s.polls_failed += 1;
                     s.last_error = Some(msg);
                     if changed {
-                        s.last_error_since = Some(SystemTime::now());
+                        s.last_error_since = Some(now);
                     }
                     s.last_error_reason = Some(reason);
                 });
@@ -389,7 +389,12 @@ impl Poller {
     pub async fn apply(&mut self, n: Notification, source: Source) -> Result<Outcome, PollError> {
         let plan = plan::plan(&self.repo.config, &n, self.upstreams.current)?;
         let published = self.repo.current();
-        let step = plan::step(published.as_deref(), &n, self.retain.as_secs(), unix_now())?;
+        let step = plan::step(
+            published.as_deref(),
+            &n,
+            self.retain.as_secs(),
+            self.clock.unix_now(),
+        )?;
         plan::check_history(published.as_deref(), &n)?;
         if let (Step::Same, Some(p)) = (step, &published) {
             self.repair(p, source).await?;
@@ -519,7 +524,7 @@ impl Poller {
     /// published an older serial (it polled later, or waited out publish_delay) sends RPs
     /// here for them after this node has moved on. Adds this notification's files.
     fn remember_pending(&self, n: &Notification, plan: &Plan) {
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let keep_since = now.saturating_sub(self.retain.as_secs());
         let mut pending: HashMap<String, (Hash, Expected, u64)> = self
             .repo

@@ -147,7 +147,7 @@ impl Validator {
         let mut status = ValidationStatus {
             session_id: files.session_id.clone(),
             serial: files.serial,
-            at: crate::clock::unix_now(),
+            at: u64::try_from(now).unwrap_or(0),
             ..ValidationStatus::default()
         };
         if v.validate != Validate::Off {
