@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use log::info;
-use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::config::RepositoryConfig;
 use crate::metrics::Metrics;
@@ -82,6 +82,12 @@ impl Fetcher {
     /// Fetches the listed deltas (at most `concurrency` at a time) and returns the contiguous
     /// newest part that is stored: a delta gone upstream (404/410) cuts the list there. Any
     /// other failure fails the round.
+    ///
+    /// Every download this starts ends with it: at most `concurrency` tasks exist at once,
+    /// they live in a `JoinSet`, and the set aborts whatever still runs when this returns (a
+    /// cut list, an error) or is dropped (the round was cancelled), closing their
+    /// connections. An upstream that lists 10,000 deltas, answers one with 404 and trickles
+    /// the rest leaves nothing behind.
     pub async fn deltas(
         &self,
         name: &str,
@@ -89,42 +95,55 @@ impl Fetcher {
         deltas: &[(DeltaRef, String)],
         concurrency: usize,
     ) -> Result<Vec<(u64, String, Stored)>, PollError> {
-        let sem = Arc::new(Semaphore::new(concurrency));
-        let tasks: Vec<_> = deltas
-            .iter()
-            .map(|(d, rel)| {
-                let (me, sem, d, rel) = (self.clone(), sem.clone(), d.clone(), rel.clone());
+        let concurrency = concurrency.max(1);
+        let mut running = JoinSet::new();
+        let mut next = 0;
+        // Results by list position, taken in list order: the first gap decides.
+        let mut done: Vec<Option<Result<Stored, PollError>>> = Vec::new();
+        done.resize_with(deltas.len(), || None);
+        let mut stored = Vec::with_capacity(deltas.len());
+        while stored.len() < deltas.len() {
+            while next < deltas.len() && running.len() < concurrency {
+                let (d, rel) = &deltas[next];
+                let (me, d, rel) = (self.clone(), d.clone(), rel.clone());
                 let content = Expected {
                     kind: Kind::Delta,
                     session_id: session_id.to_string(),
                     serial: d.serial,
                 };
-                tokio::spawn(async move {
-                    let _permit = sem.acquire_owned().await;
-                    me.ensure(&rel, d.file.hash, Some(&content), &d.file.uri)
-                        .await
-                })
-            })
-            .collect();
-        let mut stored = Vec::with_capacity(tasks.len());
-        for ((d, rel), task) in deltas.iter().zip(tasks) {
-            let result = task
-                .await
-                .map_err(|e| PollError::Store(std::io::Error::other(e)))?;
-            match result {
-                Ok(s) => stored.push((d.serial, rel.clone(), s)),
-                Err(PollError::File {
-                    error: FetchError::Status(404 | 410),
-                    uri,
-                }) => {
-                    info!(
-                        "{name}: delta {} is gone upstream ({uri}); serving the {} newer deltas",
-                        d.serial,
-                        stored.len()
-                    );
-                    break;
+                let i = next;
+                running.spawn(async move {
+                    let r = me
+                        .ensure(&rel, d.file.hash, Some(&content), &d.file.uri)
+                        .await;
+                    (i, r)
+                });
+                next += 1;
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (i, result) = joined.map_err(|e| PollError::Store(std::io::Error::other(e)))?;
+            done[i] = Some(result);
+            // Take what is now contiguous from the newest.
+            while let Some(result) = done.get_mut(stored.len()).and_then(Option::take) {
+                let (d, rel) = &deltas[stored.len()];
+                match result {
+                    Ok(s) => stored.push((d.serial, rel.clone(), s)),
+                    Err(PollError::File {
+                        error: FetchError::Status(404 | 410),
+                        uri,
+                    }) => {
+                        info!(
+                            "{name}: delta {} is gone upstream ({uri}); serving the {} newer deltas",
+                            d.serial,
+                            stored.len()
+                        );
+                        // Dropping `running` aborts the downloads still under way.
+                        return Ok(stored);
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(stored)

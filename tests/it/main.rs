@@ -12,6 +12,7 @@ mod failover;
 mod faults;
 mod fuzz_replay;
 mod history;
+mod hostile;
 mod layers;
 mod lifecycle;
 mod serving;

@@ -61,6 +61,9 @@ pub struct OriginState {
     pub stall_snapshots: Option<Arc<tokio::sync::Notify>>,
     /// Broken transfers, by request path.
     pub faults: HashMap<String, Fault>,
+    /// Connections open now (accepted, not yet closed by either side): a test awaits its
+    /// return to a baseline.
+    pub connections: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// How the fake origin breaks a transfer: each sends the header with the full Content-Length
@@ -71,7 +74,8 @@ pub enum Fault {
     Truncate,
     /// Then resets the connection (RST).
     Reset,
-    /// Then sends nothing more, holding the connection open: a stalled upstream.
+    /// Then sends nothing more, holding the connection open until the client closes it: a
+    /// stalled upstream.
     Stall,
 }
 
@@ -95,6 +99,7 @@ impl Origin {
             advance_after_snapshot: false,
             stall_snapshots: None,
             faults: HashMap::new(),
+            connections: Arc::new(tokio::sync::watch::Sender::new(0)),
         }));
         let mut o = Origin {
             addr,
@@ -134,6 +139,20 @@ impl Origin {
         })
     }
 
+    /// Returns once at most `n` connections are open (fails the test after [`EVENT_TIMEOUT`]).
+    pub async fn until_connections_at_most(&self, n: usize) {
+        let mut open = self.with(|s| s.connections.subscribe());
+        let waited = tokio::time::timeout(EVENT_TIMEOUT, async {
+            let _ = open.wait_for(|open| *open <= n).await;
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "the origin still has {} connections open, expected at most {n}",
+            *open.borrow()
+        );
+    }
+
     /// How many requests paths containing `needle` received.
     pub fn requests_for(&self, needle: &str) -> usize {
         self.with(|s| s.requests.iter().filter(|p| p.contains(needle)).count())
@@ -156,8 +175,26 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<OriginState>>) {
     }
 }
 
+/// Counts a connection open for as long as it lives.
+struct Open(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Open {
+    fn new(state: &Mutex<OriginState>) -> Open {
+        let tx = state.lock().unwrap().connections.clone();
+        tx.send_modify(|n| *n += 1);
+        Open(tx)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
 /// One request per connection, answered with `Connection: close`.
 async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
+    let _open = Open::new(&state);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -252,7 +289,8 @@ async fn handle(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
                 #[allow(deprecated)]
                 let _ = stream.set_linger(Some(Duration::ZERO));
             }
-            Fault::Stall => std::future::pending::<()>().await,
+            // Until the client gives up: it closes, or resets.
+            Fault::Stall => while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {},
         }
         return;
     }

@@ -1,0 +1,45 @@
+//! Hostile or broken upstreams, clients and peers: every resource a node spends on one is
+//! bounded, and the node keeps serving its last good repository.
+
+use bytes::Bytes;
+
+use crate::support::{Fault, Origin, Proxy};
+
+/// Regression (issue 26, item 2): the delta downloads of a round outlived it. An upstream
+/// that answers one delta with 404 and stalls the older ones kept a task and a connection per
+/// stalled delta until `fetch_timeout`, after the round had already ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rounds_delta_downloads_end_with_the_round() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        cache.path(),
+        &origin.base(),
+        "fetch_concurrency = 4\nfetch_timeout = \"10m\"",
+    );
+    proxy.wait_serial(1).await;
+    origin.until_connections_at_most(0).await;
+
+    for _ in 0..20 {
+        origin.advance();
+    }
+    // Newest first: the two newest deltas are served, the third is gone, the rest stall.
+    origin.with(|s| {
+        let paths = s.repo.delta_paths();
+        s.extra.insert(
+            format!("/rrdp/{}", paths[2]),
+            (404, "text/plain", Bytes::from_static(b"gone\n")),
+        );
+        for p in &paths[3..] {
+            s.faults.insert(format!("/rrdp/{p}"), Fault::Stall);
+        }
+    });
+    let st = proxy.poll().await;
+    assert_eq!(st.serial, Some(21), "{st:?}");
+    assert!(
+        origin.requests_for("/rrdp/") > 0,
+        "the round fetched from the origin"
+    );
+    // The stalled downloads were abandoned with the round: their connections are closed.
+    origin.until_connections_at_most(0).await;
+}
