@@ -130,7 +130,11 @@ impl Store {
         }
         let tmp = dir.join("tmp");
         for entry in std::fs::read_dir(&tmp).map_err(|e| ctx("cannot read", &tmp, e))? {
-            let _ = std::fs::remove_file(entry?.path());
+            let entry = entry?;
+            let _ = match entry.file_type()?.is_dir() {
+                true => std::fs::remove_dir_all(entry.path()),
+                false => std::fs::remove_file(entry.path()),
+            };
         }
         let memory = moka::sync::Cache::builder()
             .max_capacity(memory_limit)
@@ -152,6 +156,12 @@ impl Store {
             disk_limit,
             flights: crate::store::flight::Flights::default(),
         }))
+    }
+
+    /// The directory of this store's temporary files (emptied at start): objects being
+    /// written, and the candidate trees of `pre_validate`.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
     }
 
     /// Where an object lives on disk (read it only after [`Store::contains`] said it is there).

@@ -166,7 +166,7 @@ impl Validator {
                     status.from_deltas = from_deltas;
                     status.verified = verified;
                     status.report = Some(report);
-                    return self.finish(v, status, back, started).await;
+                    return self.finish(v, status, back, store.tmp_dir(), started).await;
                 }
                 Ok((_, _, Err(e))) => {
                     // The state is unknown now: the next round starts from its snapshot.
@@ -187,7 +187,8 @@ impl Validator {
                 Ok(status)
             };
         }
-        self.finish(v, status, files, started).await
+        self.finish(v, status, files, store.tmp_dir(), started)
+            .await
     }
 
     /// Runs `pre_validate`, then decides.
@@ -196,10 +197,11 @@ impl Validator {
         v: &crate::config::Validation,
         mut status: ValidationStatus,
         files: RoundFiles,
+        tmp: PathBuf,
         started: Instant,
     ) -> Result<ValidationStatus, ValidationStatus> {
         if let Some(argv) = &v.pre_validate {
-            let pre = pre_validate(argv, v.pre_validate_timeout, files).await;
+            let pre = pre_validate(argv, v.pre_validate_timeout, files, tmp).await;
             status.pre_validate = Some(pre);
         }
         status.seconds = started.elapsed().as_secs_f64();
@@ -453,8 +455,13 @@ fn walk_objects(
 /// Runs the operator's command on the candidate tree (written out in the rsync layout,
 /// `<dir>/<host>/<module>/<path>`, the directory passed as the last argument), with a
 /// deadline. Its output goes to the log and the status.
-async fn pre_validate(argv: &[String], timeout: Duration, files: RoundFiles) -> PreValidated {
-    let dir = match tokio::task::spawn_blocking(move || write_tree(&files)).await {
+async fn pre_validate(
+    argv: &[String],
+    timeout: Duration,
+    files: RoundFiles,
+    tmp: PathBuf,
+) -> PreValidated {
+    let dir = match tokio::task::spawn_blocking(move || write_tree(&files, &tmp)).await {
         Ok(Ok(dir)) => dir,
         Ok(Err(e)) => return PreValidated::failed(format!("cannot write the candidate tree: {e}")),
         Err(e) => return PreValidated::failed(format!("cannot write the candidate tree: {e}")),
@@ -473,8 +480,8 @@ async fn pre_validate(argv: &[String], timeout: Duration, files: RoundFiles) -> 
     result
 }
 
-fn write_tree(files: &RoundFiles) -> io::Result<tempdir::Dir> {
-    let dir = tempdir::Dir::new()?;
+fn write_tree(files: &RoundFiles, tmp: &Path) -> io::Result<tempdir::Dir> {
+    let dir = tempdir::Dir::new(tmp)?;
     let mut made = HashSet::new();
     let mut failed = None;
     walk_snapshot(files, |uri, der| {
@@ -509,6 +516,11 @@ fn write_tree(files: &RoundFiles) -> io::Result<tempdir::Dir> {
     }
 }
 
+/// Runs the command in a process group of its own and reads its stdout and stderr at once
+/// (a command that fills one pipe while this waits on the other would stall forever), keeping
+/// the last [`OUTPUT_KEPT`] bytes of each. At the deadline, and as soon as the command itself
+/// has exited, the whole group is killed: nothing it started holds the round, its pipes or
+/// the candidate tree past that.
 async fn run_command(argv: &[String], dir: &Path, timeout: Duration) -> PreValidated {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -516,40 +528,35 @@ async fn run_command(argv: &[String], dir: &Path, timeout: Duration) -> PreValid
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return PreValidated::failed(format!("cannot run {:?}: {e}", argv[0])),
     };
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-    let collect = async {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_end(&mut a).await;
-        }
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_end(&mut b).await;
-        }
-        let status = child.wait().await;
-        (status, a, b)
+    // Killed on every way out of here: the deadline, an error, the round being dropped.
+    let group = ProcessGroup(std::sync::Mutex::new(child.id()));
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        let exited = async {
+            let status = child.wait().await;
+            // What it left behind (a pipeline's other half, a background job) goes with it,
+            // and closes the pipes read below.
+            group.kill();
+            status
+        };
+        tokio::join!(exited, tail(out), tail(err))
     };
-    match tokio::time::timeout(timeout, collect).await {
+    match tokio::time::timeout(timeout, run).await {
         Err(_) => PreValidated::failed(format!(
-            "{:?} did not finish within pre_validate_timeout ({}s)",
+            "{:?} did not finish within pre_validate_timeout ({}s); its process group was killed",
             argv[0],
             timeout.as_secs()
         )),
         Ok((Err(e), _, _)) => PreValidated::failed(format!("{:?}: {e}", argv[0])),
         Ok((Ok(status), a, b)) => {
-            let mut output = String::from_utf8_lossy(&a).into_owned();
-            output.push_str(&String::from_utf8_lossy(&b));
-            if output.len() > OUTPUT_KEPT {
-                let mut cut = output.len() - OUTPUT_KEPT;
-                while !output.is_char_boundary(cut) {
-                    cut += 1;
-                }
-                output = format!("…{}", &output[cut..]);
-            }
+            let mut output = a;
+            output.push_str(&b);
             PreValidated {
                 ok: status.success(),
                 exit: status.code(),
@@ -560,16 +567,66 @@ async fn run_command(argv: &[String], dir: &Path, timeout: Duration) -> PreValid
     }
 }
 
-/// A temporary directory removed on drop (no extra dependency for one use).
+/// A child's process group (its id is the child's pid), killed with SIGKILL once: when asked,
+/// or on drop. Once only, so that a group id the system has since reused is never signalled.
+struct ProcessGroup(std::sync::Mutex<Option<u32>>);
+
+impl ProcessGroup {
+    fn kill(&self) {
+        let pgid = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(pgid) = pgid.and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: killpg only sends a signal; a group that is gone gives ESRCH.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads a pipe to its end, keeping only its last [`OUTPUT_KEPT`] bytes (a chatty command
+/// costs no more memory than a quiet one), as text, marked with "…" where it was cut.
+async fn tail(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
+    let mut kept = std::collections::VecDeque::with_capacity(OUTPUT_KEPT);
+    let mut cut = false;
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+        for &b in &buf[..n] {
+            if kept.len() == OUTPUT_KEPT {
+                kept.pop_front();
+                cut = true;
+            }
+            kept.push_back(b);
+        }
+    }
+    let bytes: Vec<u8> = kept.into_iter().collect();
+    let text = String::from_utf8_lossy(&bytes);
+    if cut {
+        format!("…{text}")
+    } else {
+        text.into_owned()
+    }
+}
+
+/// A temporary directory removed on drop (no extra dependency for one use). It is made in the
+/// store's `tmp/`: the node's own directory, not a shared `/tmp`, and emptied at start.
 mod tempdir {
     use std::path::{Path, PathBuf};
 
     pub struct Dir(PathBuf);
 
     impl Dir {
-        pub fn new() -> std::io::Result<Dir> {
-            let path = std::env::temp_dir().join(format!(
-                "rrdp-proxy-pre-validate-{}-{}",
+        pub fn new(parent: &Path) -> std::io::Result<Dir> {
+            let path = parent.join(format!(
+                "pre-validate-{}-{}",
                 std::process::id(),
                 rand::random::<u64>()
             ));

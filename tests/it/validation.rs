@@ -282,13 +282,12 @@ async fn pre_validate_sees_the_candidate_tree_and_can_refuse() {
         .as_str()
         .unwrap()
         .contains("R1 missing"));
-    // Its temporary tree is gone.
-    let left = std::fs::read_dir(std::env::temp_dir())
+    // Its temporary tree, in the cache's tmp/, is gone.
+    let left = std::fs::read_dir(cache.path().join("tmp"))
         .unwrap()
         .filter(|e| {
             let name = e.as_ref().unwrap().file_name();
-            name.to_string_lossy()
-                .starts_with(&format!("rrdp-proxy-pre-validate-{}-", std::process::id()))
+            name.to_string_lossy().starts_with("pre-validate-")
         })
         .count();
     assert_eq!(left, 0);
@@ -463,4 +462,62 @@ fn a_manifest_of_100000_entries_is_reported_within_bounds() {
     assert!(report.findings.len() <= MAX_FINDINGS);
     let own = report.findings.iter().find(|f| f.uri == MFT_URI).unwrap();
     assert_eq!(own.check, Check::Signature, "{own:?}");
+}
+
+/// Regression (issue 26, item 12): a hook that wrote 200 KB to stderr stalled the round past
+/// its timeout (stdout was read to its end first, while the hook blocked on a full stderr
+/// pipe). Both are read at once; the status keeps the last 8 KiB of each.
+#[tokio::test]
+async fn a_chatty_pre_validate_hook_neither_stalls_nor_floods() {
+    let cache = tempfile::tempdir().unwrap();
+    let script =
+        "head -c 200000 /dev/zero | tr '\\0' x >&2; head -c 100000 /dev/zero | tr '\\0' y; exit 0";
+    let settings = format!(
+        "validate = \"off\"\npre_validate = [\"sh\", \"-c\", {script:?}]\npre_validate_timeout = \"20s\""
+    );
+    let (_origin, proxy) = setup(cache.path(), &settings).await;
+    proxy.wait_serial(1).await;
+    let v = status(&proxy).await;
+    assert_eq!(v["last"]["pre_validate"]["ok"], true, "{v:#}");
+    let output = v["last"]["pre_validate"]["output"].as_str().unwrap();
+    assert!(
+        output.len() <= 2 * (8 << 10) + 8,
+        "{} bytes kept",
+        output.len()
+    );
+    assert!(output.contains("yyyy") && output.ends_with("xxxx"));
+}
+
+/// A hook that outlives its timeout, with a background process of its own: the round is
+/// refused at the timeout, and the whole process group goes with it.
+#[tokio::test]
+async fn a_pre_validate_hook_past_its_timeout_is_killed_with_its_children() {
+    let cache = tempfile::tempdir().unwrap();
+    let pid_file = cache.path().join("background.pid");
+    let script = format!(
+        "sleep 600 & echo $! > {:?}; sleep 600",
+        pid_file.display().to_string()
+    );
+    let settings = format!(
+        "validate = \"off\"\npre_validate = [\"sh\", \"-c\", {script:?}]\npre_validate_timeout = \"1s\""
+    );
+    let (_origin, proxy) = setup(cache.path().join("cache").as_path(), &settings).await;
+    let s = proxy.wait_first_poll().await;
+    assert_eq!(s.serial, None);
+    assert_eq!(s.last_error_reason, Some("pre_validate"), "{s:?}");
+    let v = status(&proxy).await;
+    assert!(
+        v["last"]["pre_validate"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pre_validate_timeout"),
+        "{v:#}"
+    );
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    // Gone, or a zombie waiting for its new parent to reap it: not running either way.
+    assert!(
+        stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"),
+        "the hook's background process still runs: {stat}"
+    );
 }
