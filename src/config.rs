@@ -158,6 +158,7 @@ struct RawRepository {
     file_max_age: Option<String>,
     max_notification_size: Option<String>,
     max_file_size: Option<String>,
+    max_object_size: Option<String>,
     fetch_concurrency: Option<usize>,
     fetch_timeout: Option<String>,
     min_objects: Option<u64>,
@@ -315,6 +316,9 @@ pub struct RepositoryConfig {
     pub file_max_age: Duration,
     pub max_notification_size: u64,
     pub max_file_size: u64,
+    /// The largest RPKI object (decoded) a snapshot or delta may publish: a larger one
+    /// refuses the round. Bounds the memory one element can cost.
+    pub max_object_size: u64,
     pub fetch_concurrency: usize,
     pub fetch_timeout: Duration,
     /// Read the upstream from this local directory (a Publication Server's RRDP directory)
@@ -423,6 +427,18 @@ impl Validation {
 }
 
 impl RepositoryConfig {
+    /// What a snapshot or delta of this repository must be: `kind`, of `session_id`, at
+    /// `serial`, with objects no larger than `max_object_size`.
+    pub fn expected(
+        &self,
+        kind: crate::rrdp::content::Kind,
+        session_id: &str,
+        serial: u64,
+    ) -> crate::rrdp::content::Expected {
+        crate::rrdp::content::Expected::new(kind, session_id, serial)
+            .with_max_object_size(self.max_object_size)
+    }
+
     /// Whether the object count of each new snapshot is needed (guards, rsync export).
     pub fn counts_objects(&self) -> bool {
         self.min_objects.is_some() || self.max_shrink.is_some()
@@ -849,6 +865,19 @@ fn validate_repository(
             DEFAULT_MAX_NOTIFICATION_SIZE,
         )?,
         max_file_size: size("max_file_size", r.max_file_size, DEFAULT_MAX_FILE_SIZE)?,
+        max_object_size: match size(
+            "max_object_size",
+            r.max_object_size,
+            crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
+        )? {
+            0 => {
+                return Err(ConfigError::new(
+                    key("max_object_size"),
+                    "must be at least 1 byte",
+                ))
+            }
+            n => n,
+        },
         fetch_concurrency: polling.fetch_concurrency,
         fetch_timeout: duration("fetch_timeout", r.fetch_timeout, DEFAULT_FETCH_TIMEOUT)?,
         source_dir,

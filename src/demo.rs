@@ -661,6 +661,7 @@ mod tests {
             kind: Kind::Snapshot,
             session_id: session.clone(),
             serial: 2,
+            max_object_size: crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
         };
         assert!(check(&snap[..], &exp).unwrap().publishes > 0);
         let delta = repo.file(&repo.delta_paths()[0]).unwrap();
@@ -668,6 +669,7 @@ mod tests {
             kind: Kind::Delta,
             session_id: session,
             serial: 2,
+            max_object_size: crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
         };
         assert!(check(&delta[..], &exp).is_ok());
     }

@@ -31,11 +31,8 @@ pub fn content(data: &[u8], session_id: &str) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     for kind in [Kind::Snapshot, Kind::Delta] {
-        let expected = Expected {
-            kind,
-            session_id: session_id.to_string(),
-            serial,
-        };
+        // A small object limit, so that the fuzzer reaches the refusal of large elements.
+        let expected = Expected::new(kind, session_id, serial).with_max_object_size(4096);
         if let Ok(summary) = check(data, &expected) {
             assert!(kind == Kind::Delta || summary.withdraws == 0);
         }
@@ -77,11 +74,7 @@ impl Repository {
         let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let n = Notification::parse(&std::fs::read(dir.join("a/notification.xml"))?)
             .map_err(|e| bad(e.to_string()))?;
-        let expected = Expected {
-            kind: Kind::Snapshot,
-            session_id: n.session_id,
-            serial: n.serial,
-        };
+        let expected = Expected::new(Kind::Snapshot, n.session_id, n.serial);
         let snapshot = std::fs::read(dir.join("a/snapshot.xml"))?;
         let objects = read_objects(snapshot.as_slice(), &expected).map_err(|e| bad(e.0))?;
         let now = objects

@@ -25,6 +25,7 @@ pub fn fixture(which: &str) -> Objects {
         kind: FileKind::Snapshot,
         session_id: n.session_id,
         serial: n.serial,
+        max_object_size: crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
     };
     let text = std::fs::read(dir.join("snapshot.xml")).unwrap();
     content::read_objects(text.as_slice(), &expected).unwrap()

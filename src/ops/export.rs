@@ -275,11 +275,9 @@ pub fn write_rsync(
             .snapshot()
             .ok_or_else(|| io::Error::other("the generation has no snapshot"))?;
         let file = std::fs::File::open(store.object_path(&snapshot.hash))?;
-        let expected = Expected {
-            kind: content::Kind::Snapshot,
-            session_id: g.session_id.clone(),
-            serial: g.serial,
-        };
+        // Checked, `max_object_size` included, when it was stored.
+        let expected = Expected::new(content::Kind::Snapshot, &g.session_id, g.serial)
+            .with_max_object_size(u64::MAX);
         let mut dirs = HashSet::new();
         content::walk(
             io::BufReader::with_capacity(256 << 10, file),

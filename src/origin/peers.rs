@@ -142,11 +142,7 @@ impl Peers {
                     "delta" => content::Kind::Delta,
                     _ => return None,
                 };
-                let expected = Expected {
-                    kind,
-                    session_id: v["session"].as_str()?.to_string(),
-                    serial: v["serial"].as_u64()?,
-                };
+                let expected = repo.expected(kind, v["session"].as_str()?, v["serial"].as_u64()?);
                 Some((hash, expected))
             });
             match found {
@@ -162,19 +158,11 @@ impl Peers {
         for n in self.notifications(repo).await {
             let named = |uri: &str| repo.public.relative(uri) == Some(rel);
             if named(&n.snapshot.uri) {
-                let e = Expected {
-                    kind: content::Kind::Snapshot,
-                    session_id: n.session_id.clone(),
-                    serial: n.serial,
-                };
+                let e = repo.expected(content::Kind::Snapshot, &n.session_id, n.serial);
                 return Some((n.snapshot.hash, e));
             }
             if let Some(d) = n.deltas.iter().find(|d| named(&d.file.uri)) {
-                let e = Expected {
-                    kind: content::Kind::Delta,
-                    session_id: n.session_id.clone(),
-                    serial: d.serial,
-                };
+                let e = repo.expected(content::Kind::Delta, &n.session_id, d.serial);
                 return Some((d.file.hash, e));
             }
         }

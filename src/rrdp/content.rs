@@ -6,9 +6,12 @@
 //! then reject the file (and with it the repository). So before a snapshot or delta is stored
 //! it is read once with quick-xml's pull reader: the root element, namespace, version,
 //! session and serial must match the notification, the children must be `<publish>` (and, in
-//! a delta, `<withdraw>`) with the attributes RFC 8182 gives them and Base64 content. A
-//! DOCTYPE is refused, so no entity is ever expanded. Memory stays bounded whatever the file
-//! size: the reader's buffer holds one element at a time.
+//! a delta, `<withdraw>`) with the attributes RFC 8182 gives them and Base64 content, no
+//! larger than `max_object_size` decoded. A DOCTYPE is refused, so no entity is ever
+//! expanded. Memory stays bounded whatever the file holds: quick-xml reads through
+//! [`Lexer`], which passes it markup of at most 64 KiB a token and classifies text itself as
+//! it streams by, so the check holds one input chunk and one tag, and a walk that gathers
+//! content one object's Base64 at most.
 
 use std::fmt;
 use std::io::BufRead;
@@ -16,7 +19,14 @@ use std::io::BufRead;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+use crate::rrdp::lexer::{self, Lexer};
 use crate::rrdp::{Hash, RRDP_NS};
+
+/// Default `max_object_size`: Routinator's default for the largest RPKI object it accepts
+/// (`max-object-size`, 20 MB). The largest objects published in the RPKI are RIR CRLs and
+/// manifests of a few MB; an RP refuses anything above its own limit, so a larger one is
+/// useless to the RPs and costs the node its memory.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 20_000_000;
 
 /// Which file is expected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +51,26 @@ pub struct Expected {
     pub kind: Kind,
     pub session_id: String,
     pub serial: u64,
+    /// The largest object (decoded) a `<publish>` may hold (`max_object_size`).
+    pub max_object_size: u64,
+}
+
+impl Expected {
+    /// A file of `kind` at `serial` of `session_id`, with objects up to the default size.
+    pub fn new(kind: Kind, session_id: impl Into<String>, serial: u64) -> Expected {
+        Expected {
+            kind,
+            session_id: session_id.into(),
+            serial,
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+        }
+    }
+
+    /// The same with objects up to `max` bytes.
+    pub fn with_max_object_size(mut self, max: u64) -> Expected {
+        self.max_object_size = max;
+        self
+    }
 }
 
 /// What a valid file holds.
@@ -71,8 +101,8 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, ContentError> {
 /// The longest `uri` attribute accepted; rsync URIs of real repositories are far shorter.
 const MAX_URI: usize = 4096;
 
-/// A `<publish>` element's content decoded: Base64 with white space, as [`walk`] hands it
-/// over. `scratch` is reused between calls.
+/// A `<publish>` element's content decoded: Base64 (white space allowed), as [`walk`]
+/// hands it over. `scratch` is reused between calls.
 pub fn decode(b64: &[u8], scratch: &mut Vec<u8>) -> Result<Vec<u8>, ContentError> {
     use base64::Engine;
     scratch.clear();
@@ -108,7 +138,8 @@ pub fn check(input: impl BufRead, expected: &Expected) -> Result<Summary, Conten
 pub type Visit<'a> = dyn FnMut(&str, &[u8]) -> Result<(), ContentError> + 'a;
 
 /// Like [`check`], and hands each `<publish>` element's URI and Base64 content (white space
-/// included), and each `<withdraw>`'s URI with empty content, to `visit` as it is read. An error from `visit` ends the walk.
+/// removed), and each `<withdraw>`'s URI with empty content, to `visit` as it is read. An
+/// error from `visit` ends the walk.
 ///
 /// Long on purpose (about 80 lines): one pull-parser loop whose arms are the document's
 /// states; split, the state would have to travel between functions.
@@ -133,7 +164,8 @@ fn walk_with(
         Some(v) => v(uri, b64),
         None => Ok(()),
     };
-    let mut reader = Reader::from_reader(input);
+    let max_run = lexer::encoded_len(expected.max_object_size);
+    let mut reader = Reader::from_reader(Lexer::new(input, expected.max_object_size, gather));
     // The current publish element's URI and content.
     let mut uri = String::new();
     let mut text: Vec<u8> = Vec::new();
@@ -143,12 +175,18 @@ fn walk_with(
     let mut depth = 0u8;
     // Whether the element we are in at depth 2 has had non-empty content.
     let mut content = false;
+    // Base64 bytes of the element's content so far (it may be cut by comments).
+    let mut content_len = 0u64;
     let mut in_withdraw = false;
     loop {
         buf.clear();
-        let ev = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| ContentError(format!("malformed XML: {e}")))?;
+        let ev = reader.read_event_into(&mut buf).map_err(|e| match e {
+            // The lexer's own refusals (too large, a DOCTYPE) say what they are.
+            quick_xml::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                ContentError(io.to_string())
+            }
+            e => ContentError(format!("malformed XML: {e}")),
+        })?;
         match ev {
             Event::Start(ref s) | Event::Empty(ref s) => {
                 let empty = matches!(ev, Event::Empty(_));
@@ -160,6 +198,7 @@ fn walk_with(
                     1 => {
                         (in_withdraw, uri) = child(s, expected.kind, &mut summary)?;
                         content = false;
+                        content_len = 0;
                         text.clear();
                         if empty {
                             end_child(in_withdraw, false)?;
@@ -185,26 +224,33 @@ fn walk_with(
                 _ => return bad("unbalanced end tag"),
             },
             Event::Text(t) => {
-                // One pass over the bytes: each is Base64 and whether any is not white space.
-                let (mut base64, mut blank) = (true, true);
-                for b in t.iter() {
-                    let class = CLASS[usize::from(*b)];
-                    base64 &= class != 0;
-                    blank &= class == SPACE;
+                // Markers from the lexer, one for each non-blank run of text it read.
+                for _ in 0..t.len() {
+                    let Some(run) = reader.get_mut().take_run() else {
+                        return bad("unexpected text content");
+                    };
+                    if depth != 2 {
+                        return bad("unexpected text content");
+                    }
+                    if !run.base64 {
+                        return bad("publish content is not Base64");
+                    }
+                    content_len += run.len;
+                    if content_len > max_run {
+                        return bad(format!(
+                            "an object is larger than max_object_size ({} bytes)",
+                            expected.max_object_size
+                        ));
+                    }
+                    if gather {
+                        if text.is_empty() {
+                            text = run.text;
+                        } else {
+                            text.extend_from_slice(&run.text);
+                        }
+                    }
+                    content = true;
                 }
-                if blank {
-                    continue;
-                }
-                if depth != 2 {
-                    return bad("unexpected text content");
-                }
-                if !base64 {
-                    return bad("publish content is not Base64");
-                }
-                if gather {
-                    text.extend_from_slice(&t);
-                }
-                content = true;
             }
             Event::CData(_) => return bad("unexpected CDATA"),
             Event::DocType(_) => return bad("a DOCTYPE is not allowed"),
@@ -220,26 +266,6 @@ fn walk_with(
         _ => bad("truncated: the root element is not closed"),
     }
 }
-
-/// Byte classes for the text of a publish element: 0 not Base64, [`SPACE`] white space, 1
-/// the Base64 alphabet and padding.
-const SPACE: u8 = 2;
-const CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = if c.is_ascii_whitespace() {
-            SPACE
-        } else if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=' {
-            1
-        } else {
-            0
-        };
-        b += 1;
-    }
-    t
-};
 
 fn check_root(s: &BytesStart, expected: &Expected) -> Result<(), ContentError> {
     let name = s.name();
@@ -380,6 +406,7 @@ mod tests {
             kind,
             session_id: SESSION.into(),
             serial,
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
         }
     }
 
@@ -489,9 +516,10 @@ mod tests {
                 format!("<!DOCTYPE x [<!ENTITY a \"b\">]>{}", snapshot("")),
                 "DOCTYPE",
             ),
+            // An entity reference is text that is not Base64: never expanded.
             (
                 snapshot("<publish uri=\"rsync://x/a\">&a;</publish>"),
-                "entity",
+                "not Base64",
             ),
             (snapshot("") + "<snapshot/>", "after the root"),
             (String::new(), "no root"),
@@ -506,5 +534,159 @@ mod tests {
             "<withdraw uri=\"rsync://x/a\" hash=\"{h}\">AAAA</withdraw>"
         ));
         assert!(run(&withdraw_with_content, Kind::Delta).is_err());
+    }
+
+    /// Input in pieces of the sizes given, cycled: what a download hands the check.
+    struct Pieces<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl std::io::Read for Pieces<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = std::io::BufRead::fill_buf(self)?.len().min(out.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            std::io::BufRead::consume(self, n);
+            Ok(n)
+        }
+    }
+
+    impl BufRead for Pieces<'_> {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            let size = self.sizes[self.next % self.sizes.len()];
+            Ok(&self.data[..size.min(self.data.len())])
+        }
+
+        fn consume(&mut self, n: usize) {
+            self.data = &self.data[n..];
+            self.next += 1;
+        }
+    }
+
+    /// Property (issue 26, item 1): whatever the sizes of the elements and however the input
+    /// is cut, the verdict and the objects are those of the whole input, an object over
+    /// `max_object_size` is refused, and the check holds no element whole (the lexer's
+    /// output is one tag or marker at a time).
+    #[test]
+    fn any_chunking_and_element_size_gives_the_same_verdict() {
+        use base64::Engine;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(26);
+        for round in 0..60 {
+            let max = rng.gen_range(1..20_000u64);
+            let mut body = String::new();
+            let mut objects = Vec::new();
+            for i in 0..rng.gen_range(1..6) {
+                let size = rng.gen_range(1..(max * 3 / 2 + 2)) as usize;
+                let der: Vec<u8> = (0..size).map(|_| rng.gen()).collect();
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+                // Line breaks and a comment inside the content, as some servers write it.
+                let mut text = String::new();
+                for (j, line) in b64.as_bytes().chunks(rng.gen_range(4..200)).enumerate() {
+                    if j == 1 && rng.gen_bool(0.3) {
+                        text.push_str("<!-- a > b -->");
+                    }
+                    text.push_str(std::str::from_utf8(line).unwrap());
+                    text.push('\n');
+                }
+                body.push_str(&format!(
+                    "<publish uri=\"rsync://x/{i}.roa\">{text}</publish>\n"
+                ));
+                objects.push((format!("rsync://x/{i}.roa"), der));
+            }
+            let doc = snapshot(&body);
+            let e = expected(Kind::Snapshot, 3).with_max_object_size(max);
+            let whole = read_objects(doc.as_bytes(), &e);
+            let too_large = objects.iter().any(|(_, d)| d.len() as u64 > max);
+            match &whole {
+                Ok(found) => {
+                    assert!(
+                        !too_large,
+                        "round {round}: an object over {max} bytes passed"
+                    );
+                    for (uri, der) in &objects {
+                        assert_eq!(&found[uri][..], &der[..], "round {round}");
+                    }
+                }
+                Err(err) => {
+                    assert!(too_large, "round {round}: {err}");
+                    assert!(err.0.contains("max_object_size"), "round {round}: {err}");
+                }
+            }
+            for _ in 0..4 {
+                let sizes: Vec<usize> = (0..7).map(|_| rng.gen_range(1..300)).collect();
+                let pieces = Pieces {
+                    data: doc.as_bytes(),
+                    sizes,
+                    next: 0,
+                };
+                let cut = read_objects(pieces, &e);
+                assert_eq!(cut.is_ok(), whole.is_ok(), "round {round}");
+                if let (Ok(a), Ok(b)) = (&cut, &whole) {
+                    assert_eq!(a, b);
+                }
+                let pieces = Pieces {
+                    data: doc.as_bytes(),
+                    sizes: vec![rng.gen_range(1..64)],
+                    next: 0,
+                };
+                assert_eq!(check(pieces, &e).is_ok(), whole.is_ok(), "round {round}");
+            }
+        }
+    }
+
+    /// The lexer hands quick-xml markers, never the text: a 4 MiB element passes through an
+    /// output buffer that stays at its first size.
+    #[test]
+    fn the_lexer_never_holds_an_element_whole() {
+        let text = "QUJD".repeat(1 << 20);
+        let doc = snapshot(&format!("<publish uri=\"rsync://x/a\">{text}</publish>"));
+        let mut lexer = Lexer::new(doc.as_bytes(), u64::MAX, false);
+        let mut seen = Vec::new();
+        loop {
+            let chunk = lexer.fill_buf().unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            assert!(
+                chunk.len() <= 8192,
+                "the lexer handed over {} bytes at once",
+                chunk.len()
+            );
+            seen.extend_from_slice(chunk);
+            let n = chunk.len();
+            lexer.consume(n);
+        }
+        let seen = String::from_utf8(seen).unwrap();
+        assert!(
+            seen.contains("<publish uri=\"rsync://x/a\">A</publish>"),
+            "{seen}"
+        );
+        let run = lexer.take_run().unwrap();
+        assert_eq!(run.len, text.len() as u64);
+        assert!(run.base64 && run.text.is_empty());
+        // Refused as soon as the run passes the limit, not at its end.
+        let mut lexer = Lexer::new(doc.as_bytes(), 1000, false);
+        let mut err = None;
+        for _ in 0..10 {
+            match lexer.fill_buf() {
+                Ok(c) => {
+                    let n = c.len();
+                    lexer.consume(n)
+                }
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(err.unwrap().to_string().contains("max_object_size"));
+        // A tag longer than 64 KiB (an attribute, say) is refused.
+        let long = format!("<snapshot a=\"{}\"/>", "x".repeat(70_000));
+        assert!(check(long.as_bytes(), &expected(Kind::Snapshot, 3))
+            .unwrap_err()
+            .0
+            .contains("longer than"));
     }
 }

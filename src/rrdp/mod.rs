@@ -8,6 +8,7 @@
 //! Uses nothing else of this crate: every other layer builds on these types.
 
 pub mod content;
+pub mod lexer;
 pub mod notification;
 pub mod uri;
 

@@ -112,6 +112,7 @@ mod tests {
             kind: Kind::Snapshot,
             session_id: SESSION.into(),
             serial: 3,
+            max_object_size: crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
         }
     }
 

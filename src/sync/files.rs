@@ -29,6 +29,8 @@ pub struct Fetcher {
     pub metrics: Arc<Metrics>,
     /// `max_file_size` and `fetch_timeout`.
     pub limits: (u64, std::time::Duration),
+    /// `max_object_size`, which the content check of every snapshot and delta applies.
+    pub max_object_size: u64,
 }
 
 impl Fetcher {
@@ -47,6 +49,7 @@ impl Fetcher {
             store,
             metrics,
             limits: (cfg.max_file_size, cfg.fetch_timeout),
+            max_object_size: cfg.max_object_size,
         }
     }
 
@@ -106,11 +109,8 @@ impl Fetcher {
             while next < deltas.len() && running.len() < concurrency {
                 let (d, rel) = &deltas[next];
                 let (me, d, rel) = (self.clone(), d.clone(), rel.clone());
-                let content = Expected {
-                    kind: Kind::Delta,
-                    session_id: session_id.to_string(),
-                    serial: d.serial,
-                };
+                let content = Expected::new(Kind::Delta, session_id, d.serial)
+                    .with_max_object_size(self.max_object_size);
                 let i = next;
                 running.spawn(async move {
                     let r = me

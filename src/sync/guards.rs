@@ -67,11 +67,7 @@ pub async fn check(
     let Some((_, entry)) = p.snapshot().filter(|_| p.session_id == n.session_id) else {
         return Ok(());
     };
-    let before = Expected {
-        kind: content::Kind::Snapshot,
-        session_id: p.session_id.clone(),
-        serial: p.serial,
-    };
+    let before = cfg.expected(content::Kind::Snapshot, &p.session_id, p.serial);
     let prev = count_objects(store, entry.hash, &before, Some(p)).await?;
     if count < prev && (prev - count) * 100 > prev * u64::from(max) {
         return Err(PollError::Guard(format!(

@@ -534,14 +534,13 @@ impl Poller {
             .filter(|(_, (_, _, since))| *since >= keep_since)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let snapshot = snapshot_content(n);
+        let snapshot = snapshot_content(&self.repo.config, n);
         pending.insert(plan.snapshot_rel.clone(), (n.snapshot.hash, snapshot, now));
         for (d, rel) in &plan.deltas {
-            let content = Expected {
-                kind: content::Kind::Delta,
-                session_id: n.session_id.clone(),
-                serial: d.serial,
-            };
+            let content = self
+                .repo
+                .config
+                .expected(content::Kind::Delta, &n.session_id, d.serial);
             pending.insert(rel.clone(), (d.file.hash, content, now));
         }
         self.repo.pending.store(Arc::new(pending));
@@ -558,7 +557,7 @@ impl Poller {
     ) -> Result<(Round, (f64, f64, f64)), PollError> {
         let cfg = &self.repo.config;
         let fetcher = self.fetcher(source);
-        let expected = snapshot_content(n);
+        let expected = snapshot_content(&self.repo.config, n);
         let started = Instant::now();
         let snapshot = fetcher
             .ensure(
@@ -657,12 +656,8 @@ fn validation_summary(s: &crate::published::ValidationStatus) -> Option<String> 
 }
 
 /// What the snapshot a notification names must be.
-fn snapshot_content(n: &Notification) -> Expected {
-    Expected {
-        kind: content::Kind::Snapshot,
-        session_id: n.session_id.clone(),
-        serial: n.serial,
-    }
+fn snapshot_content(cfg: &crate::config::RepositoryConfig, n: &Notification) -> Expected {
+    cfg.expected(content::Kind::Snapshot, &n.session_id, n.serial)
 }
 
 /// Time to the next poll: the interval with ±10 % jitter, doubled per consecutive failure up

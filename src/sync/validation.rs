@@ -419,15 +419,14 @@ fn walk_objects(
     mut each: impl FnMut(&str, Option<Bytes>),
 ) -> io::Result<()> {
     let file = std::fs::File::open(path)?;
-    let expected = Expected {
-        kind: if snapshot {
-            content::Kind::Snapshot
-        } else {
-            content::Kind::Delta
-        },
-        session_id: session_id.to_string(),
-        serial,
+    let kind = if snapshot {
+        content::Kind::Snapshot
+    } else {
+        content::Kind::Delta
     };
+    // A stored file passed the content check, `max_object_size` included, when it was
+    // stored: it is not held to a limit again (one lowered since would hide it).
+    let expected = Expected::new(kind, session_id, serial).with_max_object_size(u64::MAX);
     let mut scratch = Vec::new();
     content::walk(
         io::BufReader::with_capacity(256 << 10, file),

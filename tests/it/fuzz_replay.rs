@@ -64,6 +64,7 @@ fn the_krill_seeds_are_valid_files() {
         kind: rrdp_proxy::rrdp::content::Kind::Snapshot,
         session_id: n.session_id.clone(),
         serial: n.serial,
+        max_object_size: rrdp_proxy::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
     };
     let summary = rrdp_proxy::rrdp::content::check(&snapshot[..], &expected).unwrap();
     assert!(summary.publishes > 0);

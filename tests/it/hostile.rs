@@ -43,3 +43,26 @@ async fn a_rounds_delta_downloads_end_with_the_round() {
     // The stalled downloads were abandoned with the round: their connections are closed.
     origin.until_connections_at_most(0).await;
 }
+
+/// Issue 26, item 1: an object larger than `max_object_size` (one element holding hundreds of
+/// MiB, in the probe) refuses the round with its reason; the last good serial stays served
+/// and nothing of the refused one is stored. (The memory it costs: tests/memory.rs.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_over_max_object_size_refuses_the_round() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "max_object_size = \"4KiB\"");
+    proxy.wait_serial(1).await;
+
+    let big = vec![7u8; 5000];
+    origin.with(|s| {
+        s.repo
+            .apply([("rsync://x/repo/big.crl".to_string(), Some(big.clone()))])
+    });
+    let st = proxy.poll().await;
+    assert_eq!(st.serial, Some(1), "{st:?}");
+    let err = st.last_error.unwrap();
+    assert!(err.contains("max_object_size"), "{err}");
+    assert_eq!(st.last_error_reason, Some("invalid_content"), "{err}");
+    crate::support::fetch_consistent(proxy.port).await;
+}

@@ -32,6 +32,7 @@ fn recorded(which: &str) -> (BTreeMap<String, Vec<u8>>, u64) {
         kind: Kind::Snapshot,
         session_id: n.session_id,
         serial: n.serial,
+        max_object_size: rrdp_proxy::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
     };
     let text = std::fs::read(dir.join("snapshot.xml")).unwrap();
     let objects = content::read_objects(text.as_slice(), &expected).unwrap();
