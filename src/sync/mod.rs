@@ -22,7 +22,6 @@ pub mod plan;
 pub mod upstreams;
 pub mod validation;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +36,7 @@ use crate::origin::client::within;
 use crate::origin::peers::Peers;
 use crate::published::{Generation, Repo, Round, RoundTimings};
 use crate::rrdp::content::{self, Expected};
-use crate::rrdp::{Hash, Notification};
+use crate::rrdp::Notification;
 use crate::store::Store;
 
 pub use error::PollError;
@@ -524,25 +523,21 @@ impl Poller {
     /// published an older serial (it polled later, or waited out publish_delay) sends RPs
     /// here for them after this node has moved on. Adds this notification's files.
     fn remember_pending(&self, n: &Notification, plan: &Plan) {
-        let now = self.clock.unix_now();
-        let keep_since = now.saturating_sub(self.retain.as_secs());
-        let mut pending: HashMap<String, (Hash, Expected, u64)> = self
-            .repo
-            .pending
-            .load()
-            .iter()
-            .filter(|(_, (_, _, since))| *since >= keep_since)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let snapshot = snapshot_content(&self.repo.config, n);
-        pending.insert(plan.snapshot_rel.clone(), (n.snapshot.hash, snapshot, now));
-        for (d, rel) in &plan.deltas {
-            let content = self
-                .repo
-                .config
-                .expected(content::Kind::Delta, &n.session_id, d.serial);
-            pending.insert(rel.clone(), (d.file.hash, content, now));
-        }
+        let cfg = &self.repo.config;
+        let snapshot = snapshot_content(cfg, n);
+        let named = std::iter::once((plan.snapshot_rel.clone(), n.snapshot.hash, snapshot)).chain(
+            plan.deltas.iter().map(|(d, rel)| {
+                let content = cfg.expected(content::Kind::Delta, &n.session_id, d.serial);
+                (rel.clone(), d.file.hash, content)
+            }),
+        );
+        let pending = plan::remembered(
+            &self.repo.pending.load(),
+            named,
+            self.clock.unix_now(),
+            self.retain.as_secs(),
+            plan::PENDING_KEPT,
+        );
         self.repo.pending.store(Arc::new(pending));
     }
 

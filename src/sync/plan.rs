@@ -4,7 +4,8 @@
 
 use crate::config::RepositoryConfig;
 use crate::published::Generation;
-use crate::rrdp::{DeltaRef, Notification};
+use crate::rrdp::content::Expected;
+use crate::rrdp::{DeltaRef, Hash, Notification};
 use crate::sync::error::PollError;
 
 /// The files a notification names, as paths relative to the repository's base.
@@ -107,6 +108,51 @@ pub fn check_history(published: Option<&Generation>, n: &Notification) -> Result
     }
 }
 
+/// Files named by upstream notifications, by relative path: hash, what the file must be, and
+/// when it was last named (seconds since the epoch).
+pub type Pending = std::collections::HashMap<String, (Hash, Expected, u64)>;
+
+/// The most files the pending map keeps. A notification lists at most 10,000 deltas; an
+/// upstream that names fresh paths at every serial would otherwise grow the map by that much
+/// a poll for `cache.retain` (7.2 million entries at a new serial every 10 s for 2 h).
+pub const PENDING_KEPT: usize = 20_000;
+
+/// The pending map after a notification named `named` at `now`: entries named within
+/// `retain` stay, the notification's own are (re)stamped, and past `kept` entries the ones
+/// named longest ago go first (never the notification's own: it may name more than `kept`).
+pub fn remembered(
+    previous: &Pending,
+    named: impl IntoIterator<Item = (String, Hash, Expected)>,
+    now: u64,
+    retain: u64,
+    kept: usize,
+) -> Pending {
+    let keep_since = now.saturating_sub(retain);
+    let mut pending: Pending = previous
+        .iter()
+        .filter(|(_, (_, _, since))| *since >= keep_since)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut fresh = 0;
+    for (rel, hash, expected) in named {
+        pending.insert(rel, (hash, expected, now));
+        fresh += 1;
+    }
+    if pending.len() > kept.max(fresh) {
+        let mut by_age: Vec<(u64, String)> = pending
+            .iter()
+            .filter(|(_, (_, _, since))| *since < now)
+            .map(|(k, (_, _, since))| (*since, k.clone()))
+            .collect();
+        by_age.sort_unstable();
+        let excess = pending.len() - kept.max(fresh);
+        for (_, rel) in by_age.into_iter().take(excess) {
+            pending.remove(&rel);
+        }
+    }
+    pending
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +217,55 @@ mod tests {
             let err = plan(&config(), &notification(&[foreign]), 0).unwrap_err();
             assert_eq!(err.reason(), "invalid_notification", "{foreign}");
         }
+    }
+
+    /// Regression (issue 26, item 4): an upstream naming fresh delta paths at every serial
+    /// grew the map by a notification's worth a poll for `cache.retain`. Bounded, and what
+    /// the newest notification names is always kept.
+    #[test]
+    fn the_pending_map_is_bounded_and_keeps_the_newest() {
+        use crate::rrdp::content::{Expected, Kind};
+        let mut pending = Pending::new();
+        let retain = 7200;
+        for poll in 0..400u64 {
+            let now = 1_700_000_000 + poll * 10;
+            let named: Vec<_> = (0..100)
+                .map(|i| {
+                    let rel = format!("s/{poll}/{i}/delta.xml");
+                    (
+                        rel,
+                        Hash::of(&poll.to_be_bytes()),
+                        Expected::new(Kind::Delta, "s", poll),
+                    )
+                })
+                .collect();
+            pending = remembered(&pending, named, now, retain, 5_000);
+            assert!(
+                pending.len() <= 5_000,
+                "poll {poll}: {} entries",
+                pending.len()
+            );
+            for i in 0..100 {
+                assert!(pending.contains_key(&format!("s/{poll}/{i}/delta.xml")));
+            }
+        }
+        // The oldest went first: what is kept is the last 50 polls.
+        assert!(pending.contains_key("s/350/0/delta.xml"));
+        assert!(!pending.contains_key("s/349/0/delta.xml"));
+        // A notification that names more than the bound keeps all of its own.
+        let named: Vec<_> = (0..6_000)
+            .map(|i| {
+                (
+                    format!("big/{i}"),
+                    Hash::of(b"x"),
+                    Expected::new(Kind::Delta, "s", 1),
+                )
+            })
+            .collect();
+        let p = remembered(&pending, named, 1_800_000_000, retain, 5_000);
+        assert_eq!(p.len(), 6_000);
+        // Past `retain`, entries go whatever the bound.
+        let p = remembered(&p, Vec::new(), 1_800_000_000 + retain + 1, retain, 5_000);
+        assert!(p.is_empty());
     }
 }
