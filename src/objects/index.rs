@@ -168,7 +168,17 @@ pub struct PointMemo {
 pub struct Cache {
     points: HashMap<String, PointCache>,
     round: u64,
+    /// Findings held in memos, all points together (at most [`FINDINGS_KEPT`]).
+    findings: usize,
 }
+
+/// Findings a point's memo keeps with their detail: a replayed point adds its counts in full,
+/// and these as examples. 1,000 points failing 1,000 ways each held a million findings, each
+/// repeating its URI, between rounds.
+pub const FINDINGS_PER_POINT: usize = 8;
+
+/// Findings all memos together keep; past it a memo keeps only its counts.
+pub const FINDINGS_KEPT: usize = 10_000;
 
 #[derive(Debug, Default)]
 struct PointCache {
@@ -187,6 +197,7 @@ impl Cache {
         let round = self.round;
         let p = self.points.entry(mft_uri.to_string()).or_default();
         if p.chain != *chain {
+            self.findings -= p.memo.as_ref().map_or(0, |m| m.report.findings.len());
             *p = PointCache {
                 chain: *chain,
                 ..PointCache::default()
@@ -233,15 +244,37 @@ impl Cache {
         }
     }
 
-    pub fn remember_point(&mut self, mft_uri: &str, memo: PointMemo) {
+    /// Keeps a point's memo, its findings cut to [`FINDINGS_PER_POINT`] and to what
+    /// [`FINDINGS_KEPT`] leaves (the counts stay whole).
+    pub fn remember_point(&mut self, mft_uri: &str, mut memo: PointMemo) {
         let chain = memo.chain;
-        self.entry(mft_uri, &chain).memo = Some(memo);
+        let held = self.findings;
+        let entry = self.entry(mft_uri, &chain);
+        let before = entry.memo.as_ref().map_or(0, |m| m.report.findings.len());
+        let room = FINDINGS_KEPT.saturating_sub(held - before);
+        memo.report.findings.truncate(FINDINGS_PER_POINT.min(room));
+        memo.report.findings.shrink_to_fit();
+        let after = memo.report.findings.len();
+        entry.memo = Some(memo);
+        self.findings = held - before + after;
+    }
+
+    /// Findings held in memos, all points together.
+    pub fn findings_kept(&self) -> usize {
+        self.findings
     }
 
     /// Forgets what this round did not use, and starts the next round.
     pub fn prune(&mut self) {
         let round = self.round;
-        self.points.retain(|_, p| p.used == round);
+        let findings = &mut self.findings;
+        self.points.retain(|_, p| {
+            let keep = p.used == round;
+            if !keep {
+                *findings -= p.memo.as_ref().map_or(0, |m| m.report.findings.len());
+            }
+            keep
+        });
         for p in self.points.values_mut().filter(|p| p.checked) {
             p.objects.retain(|_, (_, used)| *used == round);
         }
@@ -255,5 +288,62 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::{Check, Finding, Report};
+
+    fn failing_point(point: usize, ways: usize) -> PointMemo {
+        let mut report = Report::default();
+        for i in 0..ways {
+            report.add(Finding {
+                uri: format!(
+                    "rsync://rpki.example.net/repository/ca-{point}/a-rather-long-name-{i}.roa"
+                ),
+                check: Check::Signature,
+                detail: "the signature does not verify with the EE certificate's key".into(),
+            });
+        }
+        PointMemo {
+            mft_hash: [point as u8; 32],
+            chain: [1; 32],
+            until: i64::MAX,
+            report,
+            children: Vec::new(),
+        }
+    }
+
+    /// Regression (issue 26, item 3): each point's memo kept up to 1,000 findings between
+    /// rounds; 1,000 points failing 1,000 ways held a million. Bounded per point and in all,
+    /// with the counts whole.
+    #[test]
+    fn memos_keep_a_bounded_number_of_findings() {
+        let mut cache = Cache::default();
+        for point in 0..2_000 {
+            cache.remember_point(
+                &format!("rsync://x/{point}.mft"),
+                failing_point(point, 1_000),
+            );
+        }
+        assert!(
+            cache.findings_kept() <= FINDINGS_KEPT,
+            "{}",
+            cache.findings_kept()
+        );
+        let memo = cache
+            .point("rsync://x/0.mft", &[0; 32], &[1; 32], 0)
+            .unwrap();
+        assert_eq!(memo.report.findings.len(), FINDINGS_PER_POINT);
+        assert_eq!(memo.report.counts[&Check::Signature], 1_000);
+        // Replacing and pruning give their findings back.
+        cache.remember_point("rsync://x/0.mft", failing_point(0, 1));
+        let expected = FINDINGS_KEPT - FINDINGS_PER_POINT + 1;
+        assert_eq!(cache.findings_kept(), expected);
+        cache.prune();
+        cache.prune();
+        assert_eq!(cache.findings_kept(), 0);
     }
 }
