@@ -23,6 +23,13 @@ use crate::rrdp::Hash;
 use crate::store::flight::Flights;
 use crate::store::Store;
 
+/// The most responses a tree's cache keeps, and their bytes in all: a passthrough tree holds
+/// a TA certificate and a TAL or two, and a client asking for made-up names under it must not
+/// grow the cache (in memory and on disk) without end. Past either, the response that is
+/// fresh for the shortest time goes first.
+pub const ENTRIES_KEPT: usize = 256;
+pub const BYTES_KEPT: u64 = 32 << 20;
+
 /// A cached response.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Entry {
@@ -145,7 +152,15 @@ impl Passthrough {
                     );
                     reply(&e, Outcome::Stale, self.clock.unix_now())
                 }
-                None => error_reply(502, format!("upstream failed: {err}\n")),
+                None => {
+                    // The detail (the upstream's internal address, its error) is the
+                    // operator's: the log has it, the public gets a plain 502.
+                    warn!(
+                        "{}{rel}: upstream failed ({err}), nothing cached to serve",
+                        self.config.public
+                    );
+                    error_reply(502, "upstream unavailable\n".to_string())
+                }
             },
         }
     }
@@ -195,6 +210,7 @@ impl Passthrough {
         let index = {
             let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             map.insert(rel.to_string(), entry);
+            bound(&mut map);
             serde_json::to_vec(&*map)
         };
         if let Ok(index) = index {
@@ -209,6 +225,29 @@ impl Passthrough {
 }
 
 /// The cached response as of `now` (seconds since the epoch: its max-age counts down).
+/// Drops the entries fresh for the shortest time until [`ENTRIES_KEPT`] and [`BYTES_KEPT`]
+/// hold.
+fn bound(map: &mut HashMap<String, Entry>) {
+    let bytes = |m: &HashMap<String, Entry>| m.values().map(|e| e.body.len() as u64).sum::<u64>();
+    while map.len() > ENTRIES_KEPT || (map.len() > 1 && bytes(map) > BYTES_KEPT) {
+        let Some(first) = map
+            .iter()
+            .min_by_key(|(_, e)| e.fresh_until)
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        map.remove(&first);
+    }
+}
+
+impl Passthrough {
+    /// How many responses the cache holds.
+    pub fn cached_count(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
 fn reply(e: &Entry, outcome: Outcome, now: u64) -> Reply {
     let mut headers = Vec::new();
     if let Some(ct) = &e.content_type {

@@ -1101,6 +1101,19 @@ fn http_date_now(out: &mut String) {
     });
 }
 
+/// Appends `s` to a quoted field of the combined log as nginx escapes it: `"`, `\\`, control
+/// characters and non-ASCII bytes as `\xHH`, so that a client's header can neither end the
+/// field nor start a line of its own.
+fn escape_into(line: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = std::fmt::Write::write_fmt(line, format_args!("\\x{b:02X}"));
+        } else {
+            line.push(char::from(b));
+        }
+    }
+}
+
 /// One line per request, to the access-log file if there is one, else to the `access` log
 /// target: the combined log format followed by kind and result, or a JSON object.
 fn access_log(
@@ -1155,21 +1168,19 @@ fn access_log(
             }
             line.push_str(" - - [");
             http_date_now(&mut line);
-            let _ = write!(
-                line,
-                "] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {}",
-                req.method,
-                req.uri,
-                req.version,
-                ctx.status,
-                ctx.bytes,
-                header(http::header::REFERER),
-                header(http::header::USER_AGENT),
-                ctx.kind.as_str(),
-                ctx.outcome.as_str(),
-            );
+            line.push_str("] \"");
+            escape_into(&mut line, req.method.as_str());
+            line.push(' ');
+            escape_into(&mut line, &req.uri.to_string());
+            let _ = write!(line, " {:?}\" {} {} \"", req.version, ctx.status, ctx.bytes);
+            escape_into(&mut line, header(http::header::REFERER));
+            line.push_str("\" \"");
+            escape_into(&mut line, header(http::header::USER_AGENT));
+            let _ = write!(line, "\" {} {}", ctx.kind.as_str(), ctx.outcome.as_str());
             if let Some(e) = e {
-                let _ = write!(line, " error=\"{e}\"");
+                line.push_str(" error=\"");
+                escape_into(&mut line, &e.to_string());
+                line.push('"');
             }
             line
         }
@@ -1190,6 +1201,16 @@ mod tests {
             r.insert_header(k.to_string(), *v).unwrap();
         }
         r
+    }
+
+    /// Regression (issue 26, item 9): a `"` in a client's header ended the field early, so a
+    /// User-Agent could forge the rest of a combined-log line.
+    #[test]
+    fn combined_log_fields_are_escaped() {
+        let mut line = String::new();
+        escape_into(&mut line, "evil\" 200 \"x\\y\nz\u{e9}");
+        assert_eq!(line, "evil\\x22 200 \\x22x\\x5Cy\\x0Az\\xC3\\xA9");
+        assert!(!line.contains('"') && !line.contains('\n'));
     }
 
     #[test]

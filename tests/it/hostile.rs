@@ -66,3 +66,49 @@ async fn an_object_over_max_object_size_refuses_the_round() {
     assert_eq!(st.last_error_reason, Some("invalid_content"), "{err}");
     crate::support::fetch_consistent(proxy.port).await;
 }
+
+/// Issue 26, item 9: the passthrough's 502 told the public the upstream's internal address,
+/// and its cache grew with every made-up name a client asked for that the upstream answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_passthrough_keeps_its_upstream_private_and_its_cache_bounded() {
+    let mut origin = Origin::start().await;
+    let names = rrdp_proxy::origin::passthrough::ENTRIES_KEPT + 20;
+    origin.with(|s| {
+        for i in 0..names {
+            s.extra.insert(
+                format!("/ta/{i}.cer"),
+                (
+                    200,
+                    "application/pkix-cert",
+                    Bytes::from(format!("cert {i}")),
+                ),
+            );
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[[passthrough]]\npublic = \"http://127.0.0.1:1/ta/\"\nupstream = \"http://{}/ta/\"\n",
+        origin.addr
+    );
+    let mut proxy = Proxy::start(cache.path(), &origin.base(), &extra);
+    proxy.wait_serial(1).await;
+    for i in 0..names {
+        assert_eq!(proxy.get(&format!("/ta/{i}.cer")).await.status, 200);
+    }
+    let kept = proxy.shared.passthroughs[0].cached_count();
+    assert_eq!(kept, rrdp_proxy::origin::passthrough::ENTRIES_KEPT);
+
+    origin.stop();
+    let r = proxy.get("/ta/never-seen.cer").await;
+    assert_eq!(r.status, 502);
+    let body = r.text();
+    assert!(
+        !body.contains(&origin.addr.to_string()) && !body.contains("127.0.0.1"),
+        "the 502 shows the upstream: {body}"
+    );
+    // The restart loads no more than was kept.
+    let (text, port, admin) = (proxy.config_text.clone(), proxy.port, proxy.admin_port);
+    proxy.stop();
+    let proxy = Proxy::start_with(text, port, admin);
+    assert!(proxy.shared.passthroughs[0].cached_count() <= kept);
+}
