@@ -168,6 +168,12 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
     server.add_service(pollers);
 
     if let Some(addr) = cfg.server.admin_listen {
+        if !addr.ip().is_loopback() && cfg.server.admin_token.is_none() {
+            warn!(
+                "server.admin_listen {addr} is not a loopback address and server.admin_token is not set: \
+                 anyone who reaches it can read /status and trigger /refresh"
+            );
+        }
         let mut admin = Service::new(
             "rrdp-proxy admin".to_string(),
             ops::admin::Admin {

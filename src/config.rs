@@ -127,6 +127,9 @@ struct RawServer {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     admin_listen: Option<String>,
+    admin_token: Option<String>,
+    #[serde(default)]
+    admin_names: Vec<String>,
     threads: Option<usize>,
     upgrade_sock: Option<PathBuf>,
     request_timeout: Option<String>,
@@ -247,6 +250,12 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The admin listener (/metrics, /status, /healthz, POST /refresh).
     pub admin_listen: Option<SocketAddr>,
+    /// A bearer token every admin request but `/healthz` and the page's static files must
+    /// present (`Authorization: Bearer …`), if set.
+    pub admin_token: Option<String>,
+    /// Host names (besides IP addresses and `localhost`) the admin listener answers to: a
+    /// request with another `Host` is refused (DNS rebinding).
+    pub admin_names: Vec<String>,
     /// Worker threads of the public listener.
     pub threads: usize,
     /// Unix socket over which a new process takes the listening sockets over from this one
@@ -720,11 +729,44 @@ fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigEr
         Some(n) => n as usize,
         None => DEFAULT_WRITE_BUFFER,
     };
+    let admin_token = match raw.admin_token {
+        Some(t) if t.len() < 16 => {
+            return Err(ConfigError::new(
+                "server.admin_token",
+                "must be at least 16 characters (a secret, e.g. from `openssl rand -hex 16`)",
+            ))
+        }
+        Some(t) if t.chars().any(|c| c.is_control() || c.is_whitespace()) => {
+            return Err(ConfigError::new(
+                "server.admin_token",
+                "must not contain white space or control characters",
+            ))
+        }
+        t => t,
+    };
+    for (i, name) in raw.admin_names.iter().enumerate() {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !ok {
+            return Err(ConfigError::new(
+                format!("server.admin_names[{i}]"),
+                "must be a host name (letters, digits, '-' and '.'), without a port",
+            ));
+        }
+    }
     Ok(ServerConfig {
         listen,
         tls_listen,
         tls,
         admin_listen,
+        admin_token,
+        admin_names: raw
+            .admin_names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
         threads,
         upgrade_sock,
         request_timeout,

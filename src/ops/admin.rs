@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::config::Validate;
 use crate::metrics::Exposition;
-use crate::ops::page;
+use crate::ops::{admin_access, page};
 use crate::published::{Generation, RepoStatus, ValidationStatus};
 use crate::shared::Shared;
 
@@ -453,6 +453,15 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_string();
+        let access = admin_access::check(&self.shared.config.server, &method, &path, &req.headers);
+        if let Err((status, why)) = access {
+            let mut r = respond(status, "text/plain; charset=utf-8", format!("{why}\n"));
+            if status == 401 {
+                r.headers_mut()
+                    .insert("WWW-Authenticate", http::HeaderValue::from_static("Bearer"));
+            }
+            return r;
+        }
         match (method.as_str(), path.as_str()) {
             ("GET" | "HEAD", "/healthz") => {
                 let (status, text) = self.health();

@@ -1,7 +1,7 @@
 //! What operators drive and watch: the admin listener, the exports, the one-shot `sync`.
 //!
 //! - [`admin`]: `/metrics`, `/status`, `/history`, `/healthz`, `POST /refresh` on the admin
-//!   listener.
+//!   listener; [`admin_access`]: who may ask (Host, Origin, token).
 //! - [`page`]: the operator's page at `/` on the admin listener.
 //! - [`export`]: static RRDP and rsync trees written after every publish (krill-sync's job).
 //! - [`oneshot`]: `rrdp-proxy sync`, one round and an exit status, for cron.
@@ -10,6 +10,7 @@
 //! poller round, and nothing but `app` and `main` uses it.
 
 pub mod admin;
+pub mod admin_access;
 pub mod export;
 pub mod oneshot;
 pub mod page;

@@ -180,11 +180,16 @@ function repository(r, samples) {
   return section;
 }
 
+// With server.admin_token set, the page is opened as /#token=<token>: the fragment never
+// leaves the browser, and the data requests carry it as a bearer token.
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const asked = { cache: "no-store", headers: token ? { Authorization: "Bearer " + token } : {} };
+
 async function refresh() {
   try {
     const [status, history] = await Promise.all([
-      fetch("/status", { cache: "no-store" }).then((r) => r.json()),
-      fetch("/history", { cache: "no-store" }).then((r) => r.json()),
+      fetch("/status", asked).then((r) => r.json()),
+      fetch("/history", asked).then((r) => r.json()),
     ]);
     const samples = {};
     for (const h of history.repositories || []) samples[h.public] = h.samples;
