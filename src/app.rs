@@ -67,8 +67,14 @@ impl BackgroundService for Pollers {
         for t in tasks {
             let _ = t.await;
         }
+        // Every writer of the cache has stopped: a graceful upgrade's new process may take
+        // the directory over while this one finishes its requests.
+        self.shared.store.release();
     }
 }
+
+/// How long a new process of a graceful upgrade waits for the old one to let go of the cache.
+const UPGRADE_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// Builds the pingora server: public listeners, the pollers, the admin listener, and the demo
 /// origin if configured. Returns the shared state too (tests watch it).
@@ -109,6 +115,12 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
+    if upgrade {
+        // The listening sockets are ours now; the old process is stopping its writers and
+        // lets go of the cache's lock when they have (pollers: at once; see Pollers::start).
+        crate::store::owner::Owner::wait_free(&config.cache.dir, UPGRADE_LOCK_WAIT)
+            .map_err(StartError::Store)?;
+    }
 
     if let Some(demo) = &config.demo {
         add_demo(&mut server, demo.listen, demo.interval, None, 1);

@@ -576,9 +576,10 @@ fn toml_error(err: toml::de::Error, text: &str) -> ConfigError {
 }
 
 fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
-    let server = validate_server(raw.server, base)?;
+    let cache_dir = base.join(raw.cache.dir.unwrap_or_else(|| PathBuf::from("cache")));
+    let server = validate_server(raw.server, base, &cache_dir)?;
     let cache = CacheConfig {
-        dir: base.join(raw.cache.dir.unwrap_or_else(|| PathBuf::from("cache"))),
+        dir: cache_dir,
         memory_limit: opt_size("cache.memory_limit", raw.cache.memory_limit)?
             .unwrap_or(DEFAULT_MEMORY_LIMIT),
         memory_object_max: opt_size("cache.memory_object_max", raw.cache.memory_object_max)?
@@ -690,7 +691,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     })
 }
 
-fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
+fn validate_server(
+    raw: RawServer,
+    base: &Path,
+    cache_dir: &Path,
+) -> Result<ServerConfig, ConfigError> {
     let (listen, tls_listen, admin_listen) =
         server_listeners(&raw.listen, &raw.tls_listen, raw.admin_listen)?;
     let tls = server_tls(raw.tls_cert, raw.tls_key, base)?;
@@ -705,10 +710,13 @@ fn validate_server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigEr
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
-    let upgrade_sock = base.join(
-        raw.upgrade_sock
-            .unwrap_or_else(|| PathBuf::from("/tmp/rrdp-proxy-upgrade.sock")),
-    );
+    // By default in the cache directory, which this process owns: a fixed path in a shared
+    // /tmp could be bound first by any local user, who would then be handed the listening
+    // sockets at the next upgrade.
+    let upgrade_sock = match raw.upgrade_sock {
+        Some(p) => base.join(p),
+        None => cache_dir.join("upgrade.sock"),
+    };
     let request_timeout = match opt_duration("server.request_timeout", raw.request_timeout)? {
         Some(d) if d.is_zero() => {
             return Err(ConfigError::new(
@@ -1409,6 +1417,12 @@ upstream = "http://127.0.0.1:3001/rrdp/"
     fn minimal_config_gets_defaults() {
         let c = Config::parse(MINIMAL, Path::new("/etc/rrdp")).unwrap();
         assert_eq!(c.cache.dir, Path::new("/etc/rrdp/cache"));
+        // Issue 26, item 13: not a fixed path in the shared /tmp.
+        assert_eq!(
+            c.server.upgrade_sock,
+            Path::new("/etc/rrdp/cache/upgrade.sock")
+        );
+        assert_eq!(c.repositories[0].max_object_size, 20_000_000);
         assert_eq!(c.cache.retain, DEFAULT_RETAIN);
         let r = &c.repositories[0];
         assert_eq!(r.notification, "notification.xml");

@@ -19,27 +19,9 @@ pub const LOCAL: u8 = 3;
 /// Runs one round; prints one line per repository to standard output (errors to standard
 /// error) and returns the exit status.
 pub async fn run(config: Config) -> u8 {
-    // Two overlapping runs (a slow one and the next cron tick) must not write the same
-    // cache: the second waits for nothing and says so.
-    let lock_path = config.cache.dir.join("sync.lock");
-    if let Err(e) = std::fs::create_dir_all(&config.cache.dir) {
-        eprintln!("cache.dir: {e}");
-        return LOCAL;
-    }
-    let lock = match std::fs::File::create(&lock_path) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{}: {e}", lock_path.display());
-            return LOCAL;
-        }
-    };
-    if lock.try_lock().is_err() {
-        eprintln!(
-            "{}: another `rrdp-proxy sync` holds the lock; nothing done",
-            lock_path.display()
-        );
-        return LOCAL;
-    }
+    // Two overlapping runs (a slow one and the next cron tick), or a run beside a running
+    // proxy on the same cache, must not write it both: opening the store takes the cache's
+    // lock, and the second waits for nothing and says who holds it.
     let shared = match Shared::open(config) {
         Ok(s) => s,
         Err(e) => {

@@ -15,6 +15,7 @@
 
 mod checker;
 pub mod flight;
+pub mod owner;
 
 use std::collections::HashSet;
 use std::io;
@@ -61,6 +62,9 @@ struct Key {
     gzip: bool,
 }
 
+/// How long after a failed write (a full disk) a gzip variant is not tried again.
+const GZIP_RETRY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A gzip variant is kept only if it saves at least this share of the identity size.
 const GZIP_MIN_SAVING_PERCENT: u64 = 5;
 
@@ -79,6 +83,9 @@ pub struct Store {
     verified: Mutex<HashSet<Key>>,
     /// Objects whose gzip variant was found not worth keeping (so it is not tried again).
     no_gzip: Mutex<HashSet<Hash>>,
+    /// Objects whose gzip variant could not be written, and when: tried again only after
+    /// [`GZIP_RETRY`].
+    gzip_failed: Mutex<std::collections::HashMap<Hash, std::time::Instant>>,
     /// Bytes and number of objects on disk.
     usage: AtomicU64,
     objects: AtomicU64,
@@ -86,6 +93,8 @@ pub struct Store {
     disk_limit: Option<u64>,
     /// Downloads in progress, by what they fill: one per object at a time.
     pub flights: crate::store::flight::Flights,
+    /// This process's lock on `dir`: nothing else writes it.
+    owner: owner::Owner,
 }
 
 /// A write refused by `cache.disk_limit`: carried inside an `io::Error` of kind
@@ -124,6 +133,9 @@ impl Store {
         let ctx = |what: &str, p: &Path, e: io::Error| {
             io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
         };
+        std::fs::create_dir_all(dir).map_err(|e| ctx("cannot create", dir, e))?;
+        // First, before anything in it is touched: another process may be writing it.
+        let owner = owner::Owner::take(dir)?;
         for sub in ["objects", "tmp"] {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p).map_err(|e| ctx("cannot create", &p, e))?;
@@ -151,11 +163,19 @@ impl Store {
             tmp_counter: AtomicU64::new(0),
             verified: Mutex::new(HashSet::new()),
             no_gzip: Mutex::new(HashSet::new()),
+            gzip_failed: Mutex::new(std::collections::HashMap::new()),
             usage: AtomicU64::new(usage),
             objects: AtomicU64::new(objects),
             disk_limit,
             flights: crate::store::flight::Flights::default(),
+            owner,
         }))
+    }
+
+    /// Lets go of the cache directory's lock: this process writes it no more (its writers
+    /// stopped, for a graceful upgrade's new process to take over).
+    pub fn release(&self) {
+        self.owner.release();
     }
 
     /// The directory of this store's temporary files (emptied at start): objects being
@@ -282,12 +302,44 @@ impl Store {
             .dir
             .join("tmp")
             .join(format!("{}-{n}.gz", std::process::id()));
+        if let Some(at) = self
+            .gzip_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+        {
+            if at.elapsed() < GZIP_RETRY {
+                return Ok(false);
+            }
+        }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<bool> {
+        let made = tokio::task::spawn_blocking({
+            let tmp = tmp.clone();
+            move || store.write_gzip(hash, &tmp)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        if made.is_err() {
+            // Nothing half-written stays behind (a full disk stays full otherwise), and the
+            // next try waits: every poll retried it.
+            let _ = std::fs::remove_file(&tmp);
+            self.gzip_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(hash, std::time::Instant::now());
+        }
+        made
+    }
+
+    /// [`Store::make_gzip`]'s work, on a blocking thread, through `tmp`.
+    fn write_gzip(self: &Arc<Self>, hash: Hash, tmp: &Path) -> io::Result<bool> {
+        let store = self;
+        {
             let src_path = store.object_path(&hash);
             let mut src = std::fs::File::open(&src_path)?;
             let src_len = src.metadata()?.len();
-            let out = std::fs::File::create(&tmp)?;
+            let out = std::fs::File::create(tmp)?;
             let mut enc = flate2::write::GzEncoder::new(
                 std::io::BufWriter::with_capacity(1 << 20, out),
                 flate2::Compression::default(),
@@ -297,7 +349,7 @@ impl Store {
             let gz_len = out.metadata()?.len();
             if gz_len * 100 > src_len * (100 - GZIP_MIN_SAVING_PERCENT) {
                 drop(out);
-                let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_file(tmp);
                 store
                     .no_gzip
                     .lock()
@@ -308,14 +360,14 @@ impl Store {
             if let Some(limit) = store.disk_limit {
                 if store.usage.load(Ordering::Relaxed) + gz_len > limit {
                     drop(out);
-                    let _ = std::fs::remove_file(&tmp);
+                    let _ = std::fs::remove_file(tmp);
                     return Ok(false);
                 }
             }
             out.sync_all()?;
             drop(out);
             let dst = store.gzip_path(&hash);
-            std::fs::rename(&tmp, &dst)?;
+            std::fs::rename(tmp, &dst)?;
             if let Some(parent) = dst.parent() {
                 std::fs::File::open(parent)?.sync_all()?;
             }
@@ -323,9 +375,7 @@ impl Store {
             store.objects.fetch_add(1, Ordering::Relaxed);
             store.mark_verified(Key { hash, gzip: true });
             Ok(true)
-        })
-        .await
-        .map_err(io::Error::other)?
+        }
     }
 
     /// Reads an object and checks its hash: for start-up, when its integrity is in doubt.
@@ -481,7 +531,13 @@ impl Store {
 
     /// Writes an index file atomically: temp file, fsync, rename, fsync of the directory.
     pub async fn write_index(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        let tmp = self.dir.join("tmp").join(format!("{name}.new"));
+        // Unique per writer: two writes of one index at once (two passthrough paths stored
+        // together) each rename a whole file; the last one wins.
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{name}.{}-{n}.new", std::process::id()));
         let dst = self.dir.join(name);
         let mut f = tokio::fs::File::create(&tmp).await?;
         f.write_all(data).await?;
@@ -738,7 +794,11 @@ impl ObjectWriter {
         }
         let dst = self.store.object_path(&actual);
         let parent = dst.parent().expect("objects have a parent");
-        tokio::fs::create_dir_all(parent).await?;
+        if !tokio::fs::try_exists(parent).await.unwrap_or(false) {
+            tokio::fs::create_dir_all(parent).await?;
+            // A new `objects/ab` must survive a crash too: its entry in `objects/` is synced.
+            sync_dir(parent.parent().expect("objects/ab is under objects")).await?;
+        }
         let existed = tokio::fs::try_exists(&dst).await.unwrap_or(false);
         tokio::fs::rename(&self.path, &dst).await?;
         self.committed = true;
@@ -992,5 +1052,20 @@ mod tests {
         assert!(store.contains(&live, None));
         assert_eq!(store.usage(), (4, 1));
         assert!(!store.contains(&dead, None));
+    }
+
+    /// Regression (issue 26, item 13): a gzip variant that failed to be written left its
+    /// temporary file behind (on a full disk, for good) and was tried again after every poll.
+    #[tokio::test]
+    async fn a_failed_gzip_leaves_nothing_and_waits_before_trying_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
+        // An "object" the compressor cannot read: a directory where the file should be.
+        let hash = Hash::of(b"unreadable");
+        std::fs::create_dir_all(store.object_path(&hash)).unwrap();
+        assert!(store.make_gzip(hash).await.is_err());
+        let left: Vec<_> = std::fs::read_dir(store.tmp_dir()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!store.make_gzip(hash).await.unwrap(), "tried again at once");
     }
 }

@@ -138,7 +138,12 @@ impl Poller {
             }
             self.repo.status.send_modify(|s| s.rounds_started += 1);
             let round_started = self.clock.now();
-            let result = self.poll_with_barrier().await;
+            // A round in progress at shutdown is dropped: nothing of it is published, its
+            // downloads end, and the cache's lock can be let go of at once.
+            let result = tokio::select! {
+                r = self.poll_with_barrier() => r,
+                _ = shutdown.changed() => return,
+            };
             self.record(&result, &mut failures);
             if result.is_ok() {
                 // Ends with handing back what this round and the compression freed.

@@ -484,14 +484,17 @@ async fn one_shot_sync_exits_with_a_clear_status() {
     origin.advance();
     origin.restart().await;
 
-    // Another run holding the lock: 3, nothing done.
-    let lock = std::fs::File::create(work.path().join("cache/sync.lock")).unwrap();
-    lock.try_lock().unwrap();
+    // Another process owning the cache (a run, or a running proxy): 3, nothing done, and
+    // the message names the owner.
+    let owner = rrdp_proxy::store::owner::Owner::take(&work.path().join("cache")).unwrap();
     let c = config.clone();
     let (code, _, err) = tokio::task::spawn_blocking(move || sync(&c)).await.unwrap();
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("lock"), "{err}");
-    drop(lock);
+    assert!(
+        err.contains(&format!("in use by process {}", std::process::id())),
+        "{err}"
+    );
+    drop(owner);
     let c = config.clone();
     let (code, out, _) = tokio::task::spawn_blocking(move || sync(&c)).await.unwrap();
     assert_eq!((code, check_export(&export)), (0, 2), "{out}");

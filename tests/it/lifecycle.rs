@@ -139,6 +139,21 @@ async fn an_upgrade_hands_over_the_sockets_without_refusing_a_connection() {
         "the old process still serves"
     );
 
+    // A second process on the same cache (not an upgrade) refuses to start, naming the
+    // owner (issue 26, item 10: it used to run beside the first, deleting its files).
+    let second = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second owner started: {err}");
+    assert!(
+        err.contains(&format!("in use by process {}", old.id())),
+        "{err}"
+    );
+    assert!(referenced(port).await.is_some(), "the owner still serves");
+
     // Clients keep connecting while the sockets change hands.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = {

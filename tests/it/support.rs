@@ -437,7 +437,8 @@ impl Proxy {
         }
     }
 
-    /// Stops the server and waits for it to exit.
+    /// Stops the server and waits for it to exit. The cache's lock goes as with the
+    /// process's exit (the test keeps the shared state to look at).
     pub fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -445,6 +446,7 @@ impl Proxy {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.shared.store.release();
     }
 
     pub fn status(&self) -> RepoStatus {
