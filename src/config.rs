@@ -612,6 +612,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         passthroughs.push(validate_passthrough(i, p, base)?);
     }
     check_prefixes_distinct(&repositories, &passthroughs)?;
+    check_directories_apart(&cache.dir, &repositories)?;
     for r in &mut repositories {
         r.validation.ta_sources = r
             .validation
@@ -780,6 +781,79 @@ fn validate_server(
         request_timeout,
         write_buffer,
     })
+}
+
+/// Every directory the node writes (the cache, each export) must be its one writer's alone:
+/// no two the same, none inside another, and none the same as or inside a repository's
+/// `upstream` directory (a Publication Server's own files), or containing one. An export's
+/// cleanup in the cache directory deleted the cache's objects.
+fn check_directories_apart(
+    cache: &Path,
+    repositories: &[RepositoryConfig],
+) -> Result<(), ConfigError> {
+    let mut written: Vec<(String, PathBuf)> = vec![("cache.dir".into(), normalize(cache))];
+    for (i, r) in repositories.iter().enumerate() {
+        for (name, dir) in [
+            ("export_rrdp", &r.export_rrdp),
+            ("export_rsync", &r.export_rsync),
+        ] {
+            if let Some(d) = dir {
+                written.push((format!("repository[{i}].{name}"), normalize(d)));
+            }
+        }
+    }
+    for (n, (key, dir)) in written.iter().enumerate() {
+        for (other_key, other) in &written[..n] {
+            if dir.starts_with(other) || other.starts_with(dir) {
+                return Err(ConfigError::new(
+                    key.clone(),
+                    format!(
+                        "{} overlaps {other_key} ({}): every directory the node writes and cleans up must be its own",
+                        dir.display(),
+                        other.display()
+                    ),
+                ));
+            }
+        }
+        for (i, r) in repositories.iter().enumerate() {
+            let Some(source) = r.source_dir.as_deref().map(normalize) else {
+                continue;
+            };
+            if dir.starts_with(&source) || source.starts_with(dir) {
+                return Err(ConfigError::new(
+                    key.clone(),
+                    format!(
+                        "{} overlaps repository[{i}].upstream ({}), the Publication Server's own directory",
+                        dir.display(),
+                        source.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `p` made absolute against the working directory and without `.` and `..` components,
+/// by its text alone (the directories need not exist yet).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let absolute = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The public listeners (at least one) and the admin listener (never one of them).
@@ -1435,6 +1509,54 @@ upstream = "http://127.0.0.1:3001/rrdp/"
         Config::parse(&text, Path::new("."))
             .unwrap_err()
             .to_string()
+    }
+
+    /// Regression (issue 26, item 11): `check` accepted an export in the cache directory and
+    /// two repositories sharing one export; cleanup then deleted the other's files.
+    #[test]
+    fn directories_the_node_writes_must_not_overlap() {
+        let parse = |text: String| {
+            Config::parse(&text, Path::new("/srv"))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let two = |a: &str, b: &str| {
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:8080\"]\n[cache]\ndir = \"/srv/cache\"\n\
+                 [[repository]]\npublic = \"http://127.0.0.1:8080/a/\"\nupstream = \"http://127.0.0.1:1/a/\"\n{a}\n\
+                 [[repository]]\npublic = \"http://127.0.0.1:8080/b/\"\nupstream = \"http://127.0.0.1:1/b/\"\n{b}\n"
+            )
+        };
+        let e = parse(two("export_rsync = \"/srv/cache\"", "")).unwrap_err();
+        assert!(
+            e.starts_with("repository[0].export_rsync:") && e.contains("cache.dir"),
+            "{e}"
+        );
+        let e = parse(two("export_rrdp = \"cache/rrdp\"", "")).unwrap_err();
+        assert!(e.starts_with("repository[0].export_rrdp:"), "{e}");
+        let e = parse(two(
+            "export_rrdp = \"/srv/out\"",
+            "export_rrdp = \"/srv/out/\"",
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("repository[1].export_rrdp:") && e.contains("repository[0].export_rrdp"),
+            "{e}"
+        );
+        let e = parse(two(
+            "export_rrdp = \"/srv/out\"",
+            "export_rsync = \"/srv/out/../out/rsync\"",
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("repository[1].export_rsync:"), "{e}");
+        // The cache inside an export (a parent directory) is refused as well.
+        let e = parse(two("export_rrdp = \"/srv\"", "")).unwrap_err();
+        assert!(e.starts_with("repository[0].export_rrdp:"), "{e}");
+        parse(two(
+            "export_rrdp = \"/srv/out-a\"",
+            "export_rrdp = \"/srv/out-b\"",
+        ))
+        .unwrap();
     }
 
     #[test]

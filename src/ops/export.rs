@@ -132,8 +132,11 @@ async fn blocking<T: Send + 'static>(
 
 //------------ Static RRDP ---------------------------------------------------------------------
 
-/// Writes every file the generation lists that is not in `dir` yet, then (after `delay`) the
-/// notification.
+/// Writes the generation's servable files into `dir` (those missing or not known to be
+/// right), then, `delay` later, the notification. Every file it writes is first entered in
+/// the directory's record of its own files ([`RECORD`]): cleanup removes only what the
+/// record lists, and a file is skipped only when the record says this exporter wrote it with
+/// that hash (a same-size file of someone else's is overwritten).
 pub async fn write_rrdp(
     dir: &Path,
     g: &Arc<Generation>,
@@ -144,17 +147,25 @@ pub async fn write_rrdp(
     let (d, g2, s) = (dir.to_path_buf(), g.clone(), store.clone());
     let now = clock.unix_now();
     blocking(move || {
-        for (rel, f) in &g2.files {
-            if !f.is_live(now) {
-                continue;
-            }
-            let target = d.join(rel);
-            if std::fs::metadata(&target).is_ok_and(|m| m.len() == f.size) {
-                continue; // content-addressed upstream paths: same name, same bytes
-            }
+        let mut record = Record::load(&d)?;
+        let live: Vec<_> = g2.files.iter().filter(|(_, f)| f.is_live(now)).collect();
+        let todo: Vec<_> = live
+            .into_iter()
+            .filter(|(rel, f)| {
+                let ours = record.files.get(rel.as_str()) == Some(&f.hash.to_hex());
+                !(ours && std::fs::metadata(d.join(rel)).is_ok_and(|m| m.len() == f.size))
+            })
+            .collect();
+        // The record names a file before it is written: a crash leaves nothing unrecorded.
+        for (rel, f) in &todo {
+            record.files.insert(rel.to_string(), f.hash.to_hex());
+        }
+        record.files.insert(NOTIFICATION.to_string(), String::new());
+        record.save(&d)?;
+        for (rel, f) in todo {
             // Copied by the kernel, not through memory: a snapshot can be 500 MB. The store's
             // objects were hashed when written (and at start if referenced).
-            copy_atomic(&s.object_path(&f.hash), &target)
+            copy_atomic(&s.object_path(&f.hash), &d.join(rel))
                 .map_err(|e| io::Error::new(e.kind(), format!("{rel}: {e}")))?;
         }
         Ok(())
@@ -167,9 +178,45 @@ pub async fn write_rrdp(
     blocking(move || write_atomic(&target, &body)).await
 }
 
-/// Removes every file under `dir` that the generation does not list as servable at `now`
-/// (and temporary files left by a crash), then empty directories. Returns how many files
-/// went.
+/// The file in an RRDP export directory that lists what the exporter wrote there (relative
+/// path and SHA-256 in hex), so that cleanup removes its own files and nothing else.
+pub const RECORD: &str = ".rrdp-proxy-export";
+
+/// The record of an export directory's own files.
+#[derive(Default)]
+struct Record {
+    files: std::collections::BTreeMap<String, String>,
+}
+
+impl Record {
+    fn load(dir: &Path) -> io::Result<Record> {
+        let text = match std::fs::read_to_string(dir.join(RECORD)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Record::default()),
+            Err(e) => return Err(e),
+        };
+        let files = text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(hash, rel)| (rel.to_string(), hash.to_string()))
+            .collect();
+        Ok(Record { files })
+    }
+
+    fn save(&self, dir: &Path) -> io::Result<()> {
+        let mut text = String::new();
+        for (rel, hash) in &self.files {
+            let hash = if hash.is_empty() { "-" } else { hash };
+            text.push_str(&format!("{hash} {rel}\n"));
+        }
+        write_atomic(&dir.join(RECORD), text.as_bytes())
+    }
+}
+
+/// Removes the files this exporter wrote under `dir` that the generation no longer lists as
+/// servable at `now`, and temporary files of its own left by a crash; then the directories
+/// those removals emptied. Anything else in `dir` is someone else's and stays. Returns how
+/// many files went.
 pub fn cleanup_rrdp(dir: &Path, g: &Generation, now: u64) -> io::Result<usize> {
     let keep: HashSet<&str> = g
         .files
@@ -178,41 +225,57 @@ pub fn cleanup_rrdp(dir: &Path, g: &Generation, now: u64) -> io::Result<usize> {
         .map(|(rel, _)| rel.as_str())
         .chain([NOTIFICATION])
         .collect();
+    let mut record = Record::load(dir)?;
+    let gone: Vec<String> = record
+        .files
+        .keys()
+        .filter(|rel| !keep.contains(rel.as_str()))
+        .cloned()
+        .collect();
     let mut removed = 0;
-    remove_unlisted(dir, dir, &keep, &mut removed)?;
+    for rel in &gone {
+        // Only relative paths below `dir` (the record is ours, but read from disk).
+        if !crate::rrdp::uri::is_safe_relative(rel) {
+            record.files.remove(rel);
+            continue;
+        }
+        let path = dir.join(rel);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        record.files.remove(rel);
+        // Directories it emptied, up to (not including) `dir`.
+        let mut parent = path.parent();
+        while let Some(p) = parent.filter(|p| *p != dir && p.starts_with(dir)) {
+            if std::fs::remove_dir(p).is_err() {
+                break;
+            }
+            parent = p.parent();
+        }
+    }
+    if !gone.is_empty() {
+        record.save(dir)?;
+    }
+    remove_own_temporaries(dir, &mut removed)?;
     Ok(removed)
 }
 
-fn remove_unlisted(
-    top: &Path,
-    dir: &Path,
-    keep: &HashSet<&str>,
-    removed: &mut usize,
-) -> io::Result<bool> {
-    let mut empty = true;
+/// Removes the temporary files this exporter's crashed writes left (named [`TMP_PREFIX`]…)
+/// in `dir` and below.
+fn remove_own_temporaries(dir: &Path, removed: &mut usize) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let path = entry.path();
+        let name = entry.file_name();
         if entry.file_type()?.is_dir() {
-            if remove_unlisted(top, &path, keep, removed)? {
-                std::fs::remove_dir(&path)?;
-            } else {
-                empty = false;
-            }
-            continue;
-        }
-        let rel = path
-            .strip_prefix(top)
-            .map_err(io::Error::other)?
-            .to_string_lossy();
-        if keep.contains(rel.as_ref()) {
-            empty = false;
-        } else {
-            std::fs::remove_file(&path)?;
+            remove_own_temporaries(&entry.path(), removed)?;
+        } else if name.to_string_lossy().starts_with(TMP_PREFIX) {
+            std::fs::remove_file(entry.path())?;
             *removed += 1;
         }
     }
-    Ok(empty)
+    Ok(())
 }
 
 /// Copies `src` to a temporary file beside `target`, fsyncs it and renames it into place.
@@ -378,6 +441,17 @@ fn switch_current(dir: &Path, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `name` is a tree's name as [`tree_name`] makes it: a session (a UUID) and a serial.
+fn is_tree_name(name: &str) -> bool {
+    let Some((session, serial)) = name.rsplit_once('-') else {
+        return false;
+    };
+    !serial.is_empty()
+        && serial.bytes().all(|b| b.is_ascii_digit())
+        && session.len() == 36
+        && uuid::Uuid::parse_str(session).is_ok()
+}
+
 /// Removes trees that are not current and stopped being current before `now - retain`, and
 /// anything temporary. Returns how many trees went.
 pub fn cleanup_rsync(dir: &Path, now: SystemTime, retain: Duration) -> io::Result<usize> {
@@ -389,10 +463,17 @@ pub fn cleanup_rsync(dir: &Path, now: SystemTime, retain: Duration) -> io::Resul
         if name == CURRENT || current.as_deref() == Some(Path::new(&name)) {
             continue;
         }
+        // Only trees this exporter made (and its temporaries): anything else is someone
+        // else's.
+        let ours = is_tree_name(&name);
+        let tmp = name.starts_with(TMP_PREFIX);
+        if !ours && !tmp {
+            continue;
+        }
         let meta = entry.metadata()?;
         let since = meta.modified()?;
-        let expired = since + retain <= now;
-        let stale_tmp = name.starts_with(TMP_PREFIX) && since + Duration::from_secs(3600) <= now;
+        let expired = ours && since + retain <= now;
+        let stale_tmp = tmp && since + Duration::from_secs(3600) <= now;
         if !meta.is_dir() || !(expired || stale_tmp) {
             continue;
         }

@@ -507,3 +507,50 @@ async fn one_shot_sync_exits_with_a_clear_status() {
     assert_eq!(code, 1);
     assert!(err.contains("repository[0].upstream"), "{err}");
 }
+
+/// Regression (issue 26, item 11): cleanup removed every file its generation did not list,
+/// whoever's it was, and a same-size file at an exported path was taken for the right one.
+/// Now it removes only what its record says it wrote, and skips only files it wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rrdp_export_cleans_up_only_its_own_files() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("rrdp");
+    // Someone else's files, there before the first export: one of them where the next
+    // serial's snapshot goes, the same size as that snapshot.
+    origin.advance();
+    let next_snapshot = origin.with(|s| s.repo.snapshot_path().to_string());
+    let size = origin.with(|s| s.repo.file(&next_snapshot).unwrap().len());
+    std::fs::create_dir_all(dir.join("operator")).unwrap();
+    std::fs::write(dir.join("index.html"), "hello").unwrap();
+    std::fs::write(dir.join("operator/notes.txt"), "mine").unwrap();
+    std::fs::create_dir_all(dir.join(&next_snapshot).parent().unwrap()).unwrap();
+    std::fs::write(dir.join(&next_snapshot), vec![b'x'; size]).unwrap();
+
+    let proxy = Proxy::start(
+        cache.path(),
+        &origin.base(),
+        &format!("export_rrdp = \"{}\"", dir.display()),
+    );
+    proxy.wait_exported(2).await;
+    assert_eq!(
+        check_export(&dir),
+        2,
+        "the same-size stranger was overwritten"
+    );
+    for serial in 3..=5 {
+        origin.advance();
+        proxy.poll().await;
+        proxy.wait_exported(serial).await;
+    }
+    assert_eq!(check_export(&dir), 5);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("index.html")).unwrap(),
+        "hello"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("operator/notes.txt")).unwrap(),
+        "mine"
+    );
+}
