@@ -99,6 +99,7 @@ struct RawCluster {
     ca: Option<PathBuf>,
     #[serde(default)]
     insecure: bool,
+    publish_from_peers: Option<bool>,
 }
 
 /// One upstream base, or several (failover, first preferred).
@@ -232,6 +233,9 @@ pub struct ClusterConfig {
     /// Shared secret the peers' object endpoint requires (`Authorization: Bearer`).
     pub token: String,
     pub tls: UpstreamTls,
+    /// Whether a node whose upstreams all fail publishes a newer serial a peer publishes
+    /// (else peers only fill in files on request).
+    pub publish_from_peers: bool,
 }
 
 /// Where peers fetch objects by SHA-256 from each other (with the cluster token).
@@ -1255,7 +1259,12 @@ fn validate_cluster(c: RawCluster, base: &Path) -> Result<ClusterConfig, ConfigE
             insecure: c.insecure,
         },
     };
-    Ok(ClusterConfig { peers, token, tls })
+    Ok(ClusterConfig {
+        peers,
+        token,
+        tls,
+        publish_from_peers: c.publish_from_peers.unwrap_or(true),
+    })
 }
 
 /// An export directory, relative to the config file. Validating writes nothing (`check` must

@@ -27,6 +27,8 @@ use crate::store::{Store, Stored};
 pub struct Peers {
     client: Arc<Upstream>,
     bases: Vec<BaseUri>,
+    /// `cluster.publish_from_peers`.
+    pub publish: bool,
 }
 
 impl Peers {
@@ -36,6 +38,7 @@ impl Peers {
         Some(Arc::new(Peers {
             client: Upstream::for_peers(c),
             bases: c.peers.clone(),
+            publish: c.publish_from_peers,
         }))
     }
 

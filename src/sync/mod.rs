@@ -343,10 +343,12 @@ impl Poller {
         Ok(last)
     }
 
-    /// Applies the newest notification the peers publish, if it is ahead of ours (within our
-    /// session, or any if nothing is published), fetching its files from the peers.
+    /// Applies the newest notification the peers publish, if it continues ours (see
+    /// [`continues`]; any if nothing is published), fetching its files from the peers. It
+    /// goes through the same checks as the origin's: URIs under the repository, hashes,
+    /// content, `max_object_size`, validation. Off with `cluster.publish_from_peers = false`.
     async fn catch_up_from_peers(&mut self) {
-        let Some(peers) = self.peers.clone() else {
+        let Some(peers) = self.peers.clone().filter(|p| p.publish) else {
             return;
         };
         let published = self.repo.current();
@@ -354,10 +356,7 @@ impl Poller {
             .notifications(&self.repo.config)
             .await
             .into_iter()
-            .filter(|n| match &published {
-                Some(p) => n.session_id == p.session_id && n.serial > p.serial,
-                None => true,
-            })
+            .filter(|n| published.as_deref().is_none_or(|p| continues(p, n)))
             .max_by_key(|n| n.serial);
         let Some(n) = best else {
             return;
@@ -653,6 +652,17 @@ fn validation_summary(s: &crate::published::ValidationStatus) -> Option<String> 
         parts.push(format!("pre_validate: {}", p.detail));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Whether a peer's notification may follow the published generation: the same session, a
+/// higher serial, and a delta list that reaches back to the serial after ours. A peer cannot
+/// jump ahead without listing every delta in between (each checked as it is fetched), so a
+/// peer that announces serial 2^63 is not believed, and cannot leave the origin's real
+/// serials looking like regressions.
+fn continues(published: &Generation, n: &Notification) -> bool {
+    n.session_id == published.session_id
+        && n.serial > published.serial
+        && n.deltas.iter().any(|d| d.serial == published.serial + 1)
 }
 
 /// What the snapshot a notification names must be.

@@ -11,6 +11,18 @@ const TOKEN: &str = "a-cluster-secret-of-some-length";
 /// A node in front of `origin` whose peers are the given ports; both nodes serve the same
 /// public base (as behind one load balancer).
 fn node(cache: &std::path::Path, origin: &Origin, port: u16, admin: u16, peers: &[u16]) -> Proxy {
+    node_with(cache, origin, port, admin, peers, "")
+}
+
+/// [`node`] with more keys in its `[cluster]` table.
+fn node_with(
+    cache: &std::path::Path,
+    origin: &Origin,
+    port: u16,
+    admin: u16,
+    peers: &[u16],
+    cluster: &str,
+) -> Proxy {
     let peers: Vec<String> = peers
         .iter()
         .map(|p| format!("\"http://127.0.0.1:{p}/\""))
@@ -19,7 +31,7 @@ fn node(cache: &std::path::Path, origin: &Origin, port: u16, admin: u16, peers: 
         &format!("http://127.0.0.1:{port}/rrdp/"),
         "http://rrdp.example.net/rrdp/",
     ) + &format!(
-        "[cluster]\npeers = [{}]\ntoken = \"{TOKEN}\"\n",
+        "[cluster]\npeers = [{}]\ntoken = \"{TOKEN}\"\n{cluster}\n",
         peers.join(", ")
     );
     Proxy::start_with(text, port, admin)
@@ -267,5 +279,107 @@ async fn a_superseded_snapshot_a_peer_still_retains_is_filled_from_it() {
             .await
             .status,
         404
+    );
+}
+
+/// Serves `body` as the object with its hash on a fake peer's object endpoint.
+fn peer_object(peer: &Origin, body: bytes::Bytes) -> Hash {
+    let h = Hash::of(&body);
+    peer.with(|s| {
+        s.extra.insert(
+            format!("/.well-known/rrdp-proxy/object/{}", h.to_hex()),
+            (200, "application/octet-stream", body),
+        )
+    });
+    h
+}
+
+/// Issue 26, item 5: with every upstream down, a node published any notification a peer
+/// showed it in its session with a higher serial. A peer announcing serial 2^62 (with a
+/// snapshot that says so) would then make every real serial of the origin a regression. A
+/// peer's notification must now continue ours: its delta list reaches back to our next
+/// serial.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_cannot_jump_the_serial() {
+    let mut origin = Origin::start().await;
+    let evil = Origin::start().await;
+    let cb = tempfile::tempdir().unwrap();
+    let b = node(
+        cb.path(),
+        &origin,
+        free_port(),
+        free_port(),
+        &[evil.addr.port()],
+    );
+    b.wait_serial(1).await;
+    let huge = "4611686018427387904";
+    let snapshot = origin.with(|s| s.repo.snapshot_path().to_string());
+    let real = origin.with(|s| s.repo.file(&snapshot).unwrap());
+    let forged = String::from_utf8(real.to_vec())
+        .unwrap()
+        .replace("serial=\"1\"", &format!("serial=\"{huge}\""));
+    let h = peer_object(&evil, bytes::Bytes::from(forged));
+    let real_hash = Hash::of(&real).to_hex();
+    let notification = String::from_utf8(origin.with(|s| s.repo.notification()).to_vec())
+        .unwrap()
+        .replace("serial=\"1\"", &format!("serial=\"{huge}\""))
+        .replace(&real_hash, &h.to_hex())
+        .replace(&real_hash.to_uppercase(), &h.to_hex());
+    assert!(notification.contains(huge) && notification.contains(&h.to_hex()));
+    evil.with(|s| s.notification_override = Some(notification.into()));
+    origin.stop();
+    let st = b.poll().await;
+    assert_eq!(st.serial, Some(1), "a peer's jump was believed: {st:?}");
+
+    // The origin comes back with its next serial: published, not a regression.
+    origin.restart().await;
+    origin.advance();
+    let st = b.poll().await;
+    assert_eq!(st.serial, Some(2), "{st:?}");
+}
+
+/// `cluster.publish_from_peers = false`: a node never publishes what a peer shows it, even a
+/// well-formed next serial (peers still fill in files on request).
+#[tokio::test(flavor = "multi_thread")]
+async fn publishing_from_peers_can_be_turned_off() {
+    let mut origin = Origin::start().await;
+    let peer = Origin::start().await;
+    let (c1, c2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let off = node_with(
+        c1.path(),
+        &origin,
+        free_port(),
+        free_port(),
+        &[peer.addr.port()],
+        "publish_from_peers = false",
+    );
+    let on = node(
+        c2.path(),
+        &origin,
+        free_port(),
+        free_port(),
+        &[peer.addr.port()],
+    );
+    off.wait_serial(1).await;
+    on.wait_serial(1).await;
+    // The "peer" publishes the origin's next serial, content different from the origin's own
+    // next one (which never comes: the origin is down).
+    origin.advance();
+    let (note, files) = origin.with(|s| {
+        let mut rels = vec![s.repo.snapshot_path().to_string()];
+        rels.extend(s.repo.delta_paths());
+        let files: Vec<_> = rels.iter().map(|r| s.repo.file(r).unwrap()).collect();
+        (s.repo.notification(), files)
+    });
+    for body in files {
+        peer_object(&peer, body);
+    }
+    peer.with(|s| s.notification_override = Some(note));
+    origin.stop();
+    assert_eq!(off.poll().await.serial, Some(1), "published from a peer");
+    assert_eq!(
+        on.poll().await.serial,
+        Some(2),
+        "the default takes the peer's next serial"
     );
 }
