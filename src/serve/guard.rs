@@ -10,8 +10,12 @@
 //! the connection with a read error, which pingora treats as a closed connection.
 //!
 //! It wraps the transport stream that pingora's HTTP/1 server reads from and writes to.
-//! HTTP/2 (by ALPN on TLS) is left alone: its frames interleave reads and writes of many
-//! streams, and its own framing gathers writes.
+//! HTTP/2 (by ALPN on TLS) gets only the first deadline: its 24-byte connection preface must
+//! arrive within `request_timeout` of the accept (pingora's handshake waits for it without
+//! one; a client that negotiated `h2` and sent nothing was connected after 150 s). The
+//! server's own SETTINGS, written before the preface is read, do not stop that clock, and
+//! nothing is held back (h2's framing gathers its writes). After the preface, pingora's
+//! `h2_idle_timeout` closes a connection with no stream open (see `RrdpProxy::new`).
 //!
 //! [`coalesce`]: crate::serve::coalesce
 
@@ -52,8 +56,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         // A kept-alive connection comes back here for its next request: wrap it once.
         let wrapped = (*stream).as_any().is::<ClientStream>();
         let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
-        let stream = if wrapped || h2 {
+        let stream = if wrapped {
             stream
+        } else if h2 {
+            Box::new(ClientStream::h2(stream, self.request_timeout)) as Stream
         } else {
             Box::new(ClientStream::new(
                 stream,
@@ -80,7 +86,13 @@ pub struct ClientStream {
     timer: Option<Pin<Box<Sleep>>>,
     /// A response was written: the next byte read starts the clock again.
     between_requests: bool,
+    /// HTTP/2: bytes of the connection preface still to come (the timer runs until then);
+    /// `None` for HTTP/1.
+    preface_left: Option<usize>,
 }
+
+/// The HTTP/2 client connection preface's length (RFC 9113, 3.4).
+const H2_PREFACE: usize = 24;
 
 impl ClientStream {
     pub fn new(inner: Stream, limit: Duration, coalesce: usize) -> ClientStream {
@@ -92,6 +104,16 @@ impl ClientStream {
             // nothing is as slow as one that sends a byte a minute.
             timer: Some(Box::pin(tokio::time::sleep(limit))),
             between_requests: false,
+            preface_left: None,
+        }
+    }
+
+    /// An HTTP/2 connection: its preface must arrive within `limit`; nothing else is timed
+    /// or held back here.
+    pub fn h2(inner: Stream, limit: Duration) -> ClientStream {
+        ClientStream {
+            preface_left: Some(H2_PREFACE),
+            ..ClientStream::new(inner, limit, 0)
         }
     }
 }
@@ -113,6 +135,15 @@ impl AsyncRead for ClientStream {
         let before = buf.filled().len();
         let this = &mut *self;
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Some(left) = this.preface_left.as_mut() {
+            if matches!(res, Poll::Ready(Ok(()))) {
+                *left = left.saturating_sub(buf.filled().len() - before);
+                if *left == 0 {
+                    this.timer = None;
+                }
+            }
+            return res;
+        }
         if matches!(res, Poll::Ready(Ok(())))
             && buf.filled().len() > before
             && this.between_requests
@@ -134,6 +165,10 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         let res = this.out.poll_write(&mut this.inner, cx, buf);
+        if this.preface_left.is_some() {
+            // HTTP/2: the server's SETTINGS go out before the preface is read.
+            return res;
+        }
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             // The response has started: the request was read in time.
             this.timer = None;

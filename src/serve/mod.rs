@@ -207,6 +207,8 @@ pub struct RrdpProxy {
     /// The access log's file (`log.access_file`); without it, lines go to the `access` log
     /// target (standard error).
     access_file: Option<access_file::AccessFile>,
+    /// pingora's HTTP server options: the HTTP/2 idle deadline.
+    server_options: pingora::apps::HttpServerOptions,
 }
 
 impl RrdpProxy {
@@ -221,10 +223,16 @@ impl RrdpProxy {
             Some(path) => Some(access_file::AccessFile::open(path, shared.metrics.clone())?),
             None => None,
         };
+        // An HTTP/2 connection with no stream open is closed after `request_timeout`, as an
+        // HTTP/1 one that sends no request is: it also bounds a stream whose header block
+        // never completes (it never opens). The preface's deadline is the guard's.
+        let mut server_options = pingora::apps::HttpServerOptions::default();
+        server_options.h2_idle_timeout = Some(shared.config.server.request_timeout);
         Ok(RrdpProxy {
             shared,
             forward,
             access_file,
+            server_options,
         })
     }
 
@@ -1012,6 +1020,10 @@ impl RrdpProxy {
 
 #[async_trait]
 impl HttpServerApp for RrdpProxy {
+    fn server_options(&self) -> Option<&pingora::apps::HttpServerOptions> {
+        Some(&self.server_options)
+    }
+
     /// One request on a connection: read it, answer it, log it, and hand a reusable HTTP/1.1
     /// connection back to pingora for the next one.
     async fn process_new_http(

@@ -206,3 +206,84 @@ poll_interval = "1h"
     assert_eq!(status, "2 200", "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(Hash::of(body.as_bytes()), n.snapshot.hash);
 }
+
+/// An HTTP/2 client as `openssl s_client` makes it: TLS with ALPN `h2`, then `send`, then
+/// nothing, holding the connection open; it exits when the server closes it.
+async fn h2_client(tls: u16, send: &[u8]) -> tokio::process::Child {
+    use tokio::io::AsyncWriteExt;
+    let mut c = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
+        .arg(format!("127.0.0.1:{tls}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl");
+    c.stdin.as_mut().unwrap().write_all(send).await.unwrap();
+    c
+}
+
+/// Whether the server closed the client's connection (which ends the client) within the
+/// tests' event timeout.
+async fn closed_by_server(mut c: tokio::process::Child) -> bool {
+    tokio::time::timeout(crate::support::EVENT_TIMEOUT, c.wait())
+        .await
+        .is_ok()
+}
+
+/// Regression (issue 26, item 6): a TLS client that negotiated `h2` and then sent nothing
+/// was still connected after 150 s; HTTP/2 had no deadline at all. Now its preface must come
+/// within `request_timeout`, and a connection with no stream open is closed after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_connections_get_the_same_deadlines_as_http1() {
+    let origin = Origin::start().await;
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let (port, admin, tls) = (free_port(), free_port(), free_port());
+    let cache = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+tls_listen = ["127.0.0.1:{tls}"]
+tls_cert = "{c}/server.crt"
+tls_key = "{c}/server.key"
+admin_listen = "127.0.0.1:{admin}"
+threads = 1
+request_timeout = "1s"
+[cache]
+dir = "{}"
+[[repository]]
+public = "https://localhost:{tls}/rrdp/"
+upstream = "{}"
+poll_interval = "1h"
+"#,
+        cache.path().display(),
+        origin.base(),
+        c = certs.path().display(),
+    );
+    let proxy = Proxy::start_with(text, port, admin);
+    wait_listening(tls);
+    proxy.wait_serial(1).await;
+    // Nothing after the handshake: closed for want of a preface.
+    assert!(
+        closed_by_server(h2_client(tls, b"").await).await,
+        "silent h2 client kept"
+    );
+    // The preface and an empty SETTINGS frame, then no stream: closed when idle.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    assert!(
+        closed_by_server(h2_client(tls, &hello).await).await,
+        "idle h2 client kept"
+    );
+    // A stream whose header block never ends (HEADERS without END_HEADERS): it never opens,
+    // so the connection is idle and closed as well.
+    let mut partial = hello.clone();
+    partial.extend_from_slice(&[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]);
+    assert!(
+        closed_by_server(h2_client(tls, &partial).await).await,
+        "half a header kept"
+    );
+}
