@@ -101,6 +101,7 @@ pub struct Metrics {
     bytes_served: AtomicU64,
     upstream_fetches: AtomicU64,
     poll_errors: Mutex<BTreeMap<&'static str, u64>>,
+    unknown_names: Mutex<BTreeMap<&'static str, u64>>,
     validation_refusals: Mutex<BTreeMap<&'static str, u64>>,
     hash_mismatches: AtomicU64,
     invalid_contents: AtomicU64,
@@ -174,6 +175,18 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         r.get(reason).copied().unwrap_or(0)
+    }
+
+    /// A request for a name no notification gave: `named` (a refresh named it), `forwarded`
+    /// (within the budget), `refused`.
+    pub fn count_unknown_name(&self, result: &'static str) {
+        let mut m = self.unknown_names.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(result).or_insert(0) += 1;
+    }
+
+    pub fn unknown_names(&self, result: &str) -> u64 {
+        let m = self.unknown_names.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(result).copied().unwrap_or(0)
     }
 
     pub fn poll_errors(&self, reason: &str) -> u64 {
@@ -289,6 +302,12 @@ impl Metrics {
             "Failed poll rounds, by reason.",
             &["reason"],
             by_reason(&self.poll_errors),
+        )?;
+        ex.counters(
+            "rrdp_proxy_unknown_names_total",
+            "Requests for names no notification gave: named by the round they asked for, forwarded within the budget, or refused.",
+            &["result"],
+            by_reason(&self.unknown_names),
         )?;
         ex.counters(
             "rrdp_proxy_validation_refusals_total",

@@ -19,6 +19,7 @@
 pub mod access_file;
 pub mod coalesce;
 pub mod guard;
+pub mod miss;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -209,6 +210,8 @@ pub struct RrdpProxy {
     access_file: Option<access_file::AccessFile>,
     /// pingora's HTTP server options: the HTTP/2 idle deadline.
     server_options: pingora::apps::HttpServerOptions,
+    /// Per repository: what requests for names no notification gives may cost the origin.
+    misses: Vec<miss::MissGate>,
 }
 
 impl RrdpProxy {
@@ -229,6 +232,7 @@ impl RrdpProxy {
         let mut server_options = pingora::apps::HttpServerOptions::default();
         server_options.h2_idle_timeout = Some(shared.config.server.request_timeout);
         Ok(RrdpProxy {
+            misses: shared.repos.iter().map(|_| Default::default()).collect(),
             shared,
             forward,
             access_file,
@@ -283,7 +287,8 @@ impl RrdpProxy {
             // Boxed, as every path that may wait on a download: the future of a request is
             // moved to the heap whole, and a hit, which waits on nothing when its file is in
             // memory, should not pay for copying the largest of them (docs/benchmarks.md).
-            return Box::pin(self.unpublished_file(repo, &self.forward[i], rel, req)).await;
+            let (upstream, gate) = (&self.forward[i], &self.misses[i]);
+            return Box::pin(self.unpublished_file(repo, upstream, gate, rel, req)).await;
         }
         for pass in &self.shared.passthroughs {
             if !path.starts_with(pass.config.public.path()) {
@@ -393,19 +398,41 @@ impl RrdpProxy {
         &self,
         repo: &Repo,
         upstream: &Arc<Upstream>,
+        gate: &miss::MissGate,
         rel: &str,
         req: &RequestHeader,
     ) -> Answer {
         if repo.is_withheld(rel) {
             return Answer::text(404, Kind::File, "not found\n");
         }
-        // Not published (yet, or any more): ask the upstream. If the newest upstream
-        // notification names this file, the bytes must have its hash, and are kept.
-        let pending = repo
-            .pending
-            .load()
-            .get(rel)
-            .map(|(h, e, _)| (*h, e.clone()));
+        // Not published (yet, or any more). If an upstream notification names this file, the
+        // bytes must have its hash, and are kept.
+        let named = || {
+            repo.pending
+                .load()
+                .get(rel)
+                .map(|(h, e, _)| (*h, e.clone()))
+        };
+        let mut pending = named();
+        let metrics = &self.shared.metrics;
+        if pending.is_none() {
+            // A name no notification gives: perhaps one the upstream published since the
+            // last poll (see `miss`). Then within the budget, or not at all.
+            miss::refresh(repo, gate).await;
+            pending = named();
+            match (&pending, Known::of(repo, rel)) {
+                (_, Some(known)) => {
+                    metrics.count_unknown_name("named");
+                    return self.published_file(repo, known, req, None).await;
+                }
+                (Some(_), None) => metrics.count_unknown_name("named"),
+                (None, None) if gate.take() => metrics.count_unknown_name("forwarded"),
+                (None, None) => {
+                    metrics.count_unknown_name("refused");
+                    return Answer::text(404, Kind::File, "not found\n");
+                }
+            }
+        }
         let (fetched, verified) = match pending {
             // Named by the newest upstream notification: one download, shared with every
             // other client asking now and with the poller, hash-checked.

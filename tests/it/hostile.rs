@@ -112,3 +112,54 @@ async fn the_passthrough_keeps_its_upstream_private_and_its_cache_bounded() {
     let proxy = Proxy::start_with(text, port, admin);
     assert!(proxy.shared.passthroughs[0].cached_count() <= kept);
 }
+
+/// Issue 26, item 7: 300 requests for made-up names under a repository's prefix made 600
+/// requests to the origin. Now a flood of them costs the origin at most a notification a
+/// second and a small budget of forwards (under 10 % of the flood), while a client of a real,
+/// newer notification in the middle of the flood still gets its file.
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_names_cost_the_origin_little_and_real_new_files_are_served() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    // A serial the node has not polled yet: an RP got its notification elsewhere.
+    origin.advance();
+    let (snapshot, want) = origin.with(|s| {
+        let p = s.repo.snapshot_path().to_string();
+        let h = rrdp_proxy::rrdp::Hash::of(&s.repo.file(&p).unwrap());
+        (p, h)
+    });
+    let before = origin.with(|s| s.requests.len());
+    let port = proxy.port;
+    let flood: Vec<_> = (0..300)
+        .map(|i| {
+            let path = if i == 150 {
+                format!("/rrdp/{snapshot}")
+            } else {
+                format!("/rrdp/{:016x}/{i}/made-up/delta.xml", rand::random::<u64>())
+            };
+            tokio::spawn(async move { (i, crate::support::http(port, "GET", &path, &[]).await) })
+        })
+        .collect();
+    for task in flood {
+        let (i, r) = task.await.unwrap();
+        if i == 150 {
+            assert_eq!(r.status, 200, "the real new snapshot");
+            assert_eq!(rrdp_proxy::rrdp::Hash::of(&r.body), want);
+        } else {
+            assert_eq!(r.status, 404, "{i}");
+        }
+    }
+    let reached = origin.with(|s| s.requests.len()) - before;
+    assert!(
+        reached <= 30,
+        "{reached} origin requests for a flood of 300"
+    );
+    let m = &proxy.shared.metrics;
+    assert!(
+        m.unknown_names("refused") >= 270,
+        "{}",
+        m.unknown_names("refused")
+    );
+}
