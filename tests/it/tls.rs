@@ -96,6 +96,44 @@ poll_interval = "1h"
     )
 }
 
+/// A proxy serving HTTPS on `tls` (and plain HTTP on `port`) in front of `origin_base`, its
+/// public URIs https://localhost:TLS/rrdp/; `server_extra` goes into `[server]`.
+struct TlsProxy<'a> {
+    port: u16,
+    admin: u16,
+    tls: u16,
+    cache: &'a Path,
+    certs: &'a Path,
+}
+
+impl TlsProxy<'_> {
+    fn config(&self, origin_base: &str, server_extra: &str) -> String {
+        format!(
+            r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+tls_listen = ["127.0.0.1:{tls}"]
+tls_cert = "{c}/server.crt"
+tls_key = "{c}/server.key"
+admin_listen = "127.0.0.1:{admin}"
+threads = 1
+{server_extra}
+[cache]
+dir = "{cache}"
+[[repository]]
+public = "https://localhost:{tls}/rrdp/"
+upstream = "{origin_base}"
+poll_interval = "1h"
+"#,
+            port = self.port,
+            tls = self.tls,
+            admin = self.admin,
+            c = self.certs.display(),
+            cache = self.cache.display(),
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edge_polls_its_parent_over_verified_tls() {
     let origin = Origin::start().await;
@@ -105,26 +143,14 @@ async fn an_edge_polls_its_parent_over_verified_tls() {
     // The parent serves HTTPS; its public URIs are https://localhost:TLS/rrdp/.
     let (port, admin, tls) = (free_port(), free_port(), free_port());
     let parent_cache = tempfile::tempdir().unwrap();
-    let parent_text = format!(
-        r#"
-[server]
-listen = ["127.0.0.1:{port}"]
-tls_listen = ["127.0.0.1:{tls}"]
-tls_cert = "{c}/server.crt"
-tls_key = "{c}/server.key"
-admin_listen = "127.0.0.1:{admin}"
-threads = 1
-[cache]
-dir = "{}"
-[[repository]]
-public = "https://localhost:{tls}/rrdp/"
-upstream = "{}"
-poll_interval = "1h"
-"#,
-        parent_cache.path().display(),
-        origin.base(),
-        c = certs.path().display(),
-    );
+    let parent_text = TlsProxy {
+        port,
+        admin,
+        tls,
+        cache: parent_cache.path(),
+        certs: certs.path(),
+    }
+    .config(&origin.base(), "");
     let parent = Proxy::start_with(parent_text, port, admin);
     wait_listening(tls);
     parent.wait_serial(1).await;
@@ -242,27 +268,14 @@ async fn http2_connections_get_the_same_deadlines_as_http1() {
     make_certs(certs.path());
     let (port, admin, tls) = (free_port(), free_port(), free_port());
     let cache = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-[server]
-listen = ["127.0.0.1:{port}"]
-tls_listen = ["127.0.0.1:{tls}"]
-tls_cert = "{c}/server.crt"
-tls_key = "{c}/server.key"
-admin_listen = "127.0.0.1:{admin}"
-threads = 1
-request_timeout = "1s"
-[cache]
-dir = "{}"
-[[repository]]
-public = "https://localhost:{tls}/rrdp/"
-upstream = "{}"
-poll_interval = "1h"
-"#,
-        cache.path().display(),
-        origin.base(),
-        c = certs.path().display(),
-    );
+    let text = TlsProxy {
+        port,
+        admin,
+        tls,
+        cache: cache.path(),
+        certs: certs.path(),
+    }
+    .config(&origin.base(), "request_timeout = \"1s\"");
     let proxy = Proxy::start_with(text, port, admin);
     wait_listening(tls);
     proxy.wait_serial(1).await;
