@@ -248,15 +248,18 @@ impl Cache {
     /// [`FINDINGS_KEPT`] leaves (the counts stay whole).
     pub fn remember_point(&mut self, mft_uri: &str, mut memo: PointMemo) {
         let chain = memo.chain;
-        let held = self.findings;
-        let entry = self.entry(mft_uri, &chain);
-        let before = entry.memo.as_ref().map_or(0, |m| m.report.findings.len());
-        let room = FINDINGS_KEPT.saturating_sub(held - before);
+        // The entry first: a changed chain empties it, and gives its findings back.
+        let before = self
+            .entry(mft_uri, &chain)
+            .memo
+            .as_ref()
+            .map_or(0, |m| m.report.findings.len());
+        let others = self.findings - before;
+        let room = FINDINGS_KEPT.saturating_sub(others);
         memo.report.findings.truncate(FINDINGS_PER_POINT.min(room));
         memo.report.findings.shrink_to_fit();
-        let after = memo.report.findings.len();
-        entry.memo = Some(memo);
-        self.findings = held - before + after;
+        self.findings = others + memo.report.findings.len();
+        self.entry(mft_uri, &chain).memo = Some(memo);
     }
 
     /// Findings held in memos, all points together.
@@ -338,10 +341,14 @@ mod tests {
             .unwrap();
         assert_eq!(memo.report.findings.len(), FINDINGS_PER_POINT);
         assert_eq!(memo.report.counts[&Check::Signature], 1_000);
-        // Replacing and pruning give their findings back.
+        // Replacing, a changed chain and pruning give their findings back.
         cache.remember_point("rsync://x/0.mft", failing_point(0, 1));
         let expected = FINDINGS_KEPT - FINDINGS_PER_POINT + 1;
         assert_eq!(cache.findings_kept(), expected);
+        let mut other_chain = failing_point(1, 3);
+        other_chain.chain = [2; 32];
+        cache.remember_point("rsync://x/1.mft", other_chain);
+        assert_eq!(cache.findings_kept(), expected - FINDINGS_PER_POINT + 3);
         cache.prune();
         cache.prune();
         assert_eq!(cache.findings_kept(), 0);

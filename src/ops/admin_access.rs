@@ -7,7 +7,9 @@
 //! its upstream URLs, TAL paths and `pre_validate` arguments.
 //!
 //! - **Host**: an IP address (any: a rebinding attack needs a name of its own), `localhost`,
-//!   or one of `server.admin_names`; anything else is 421.
+//!   or one of `server.admin_names`; anything else is 421 (the first one is logged). Not
+//!   checked for `/healthz` (load balancers address nodes by name, and it tells nothing
+//!   secret), nor when `server.admin_token` is set (a rebinding page cannot send the token).
 //! - **Origin**: a request that changes state (anything but GET and HEAD) from a browser must
 //!   come from the listener's own origin: an `Origin` whose host and port are not the
 //!   request's `Host`, or a `Sec-Fetch-Site` of `cross-site` or `same-site`, is 403.
@@ -38,8 +40,15 @@ pub fn check(
 ) -> Result<(), Refusal> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let host = header("host");
-    if let Some(host) = host {
+    if let Some(host) = host.filter(|_| cfg.admin_token.is_none() && path != "/healthz") {
         if !host_allowed(cfg, host) {
+            static LOGGED: std::sync::Once = std::sync::Once::new();
+            LOGGED.call_once(|| {
+                log::warn!(
+                    "admin listener: refused a request for Host {host:?} (421); add the name to \
+                     server.admin_names, or set server.admin_token"
+                )
+            });
             return Err((421, "unknown Host: add the name to server.admin_names"));
         }
     }
@@ -189,6 +198,9 @@ mod tests {
             req(&cfg, "GET", "/status", &[("host", "ops.example.net:9090")]),
             Err(421)
         );
+        // A load balancer's health check by name is answered.
+        let lb = [("host", "node1.example.net")];
+        assert_eq!(req(&cfg, "GET", "/healthz", &lb), Ok(()));
     }
 
     #[test]

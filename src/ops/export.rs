@@ -149,6 +149,15 @@ pub async fn write_rrdp(
     blocking(move || {
         let mut record = Record::load(&d)?;
         let live: Vec<_> = g2.files.iter().filter(|(_, f)| f.is_live(now)).collect();
+        if !d.join(RECORD).exists() {
+            // A directory without a record (exported by a version that kept none): the files
+            // at this generation's paths with its hashes are taken as this exporter's.
+            for (rel, f) in &live {
+                if file_hash(&d.join(rel)).is_ok_and(|h| h == f.hash) {
+                    record.files.insert(rel.to_string(), f.hash.to_hex());
+                }
+            }
+        }
         let todo: Vec<_> = live
             .into_iter()
             .filter(|(rel, f)| {
@@ -176,6 +185,15 @@ pub async fn write_rrdp(
     }
     let (target, body) = (dir.join(NOTIFICATION), g.notification.clone());
     blocking(move || write_atomic(&target, &body)).await
+}
+
+/// The SHA-256 of a file, read in pieces.
+fn file_hash(path: &Path) -> io::Result<crate::rrdp::Hash> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    io::copy(&mut file, &mut hasher)?;
+    Ok(crate::rrdp::Hash(hasher.finalize().into()))
 }
 
 /// The file in an RRDP export directory that lists what the exporter wrote there (relative

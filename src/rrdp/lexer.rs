@@ -39,14 +39,17 @@ pub struct Run {
     pub len: u64,
     /// Whether every byte is Base64 or white space.
     pub base64: bool,
+    /// `=` padding bytes among them.
+    pub pads: u64,
     /// The text itself (white space included), when the lexer gathers; else empty.
     pub text: Vec<u8>,
 }
 
 /// Byte classes for character data: 0 not Base64, [`SPACE`] white space, [`LT`] the `<`
-/// that ends it, 1 the Base64 alphabet and padding.
+/// that ends it, [`PAD`] the `=` padding, 1 the Base64 alphabet.
 const SPACE: u8 = 2;
 const LT: u8 = 3;
+const PAD: u8 = 4;
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
@@ -56,7 +59,9 @@ const CLASS: [u8; 256] = {
             LT
         } else if c.is_ascii_whitespace() {
             SPACE
-        } else if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=' {
+        } else if c == b'=' {
+            PAD
+        } else if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' {
             1
         } else {
             0
@@ -213,7 +218,7 @@ impl<R: BufRead> Lexer<R> {
         let (used, text_ended) = match &mut self.token {
             None => {
                 // One pass: where the text ends, and each byte Base64 or not, white space or not.
-                let (mut base64, mut solid, mut end) = (true, 0u64, None);
+                let (mut base64, mut solid, mut pads, mut end) = (true, 0u64, 0u64, None);
                 for (i, &b) in chunk.iter().enumerate() {
                     let class = CLASS[usize::from(b)];
                     if class == LT {
@@ -222,10 +227,12 @@ impl<R: BufRead> Lexer<R> {
                     }
                     base64 &= class != 0;
                     solid += u64::from(class != SPACE);
+                    pads += u64::from(class == PAD);
                 }
                 let text = &chunk[..end.unwrap_or(chunk.len())];
                 self.run.base64 &= base64;
                 self.run.len += solid;
+                self.run.pads += pads;
                 self.blank &= solid == 0;
                 if self.run.len > self.max_run {
                     return Err(invalid(format!(

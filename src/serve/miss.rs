@@ -20,7 +20,7 @@
 //! `rrdp_proxy_unknown_names_total{result}` counts them: `named` (a refresh named it),
 //! `forwarded`, `refused`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -94,16 +94,19 @@ impl MissGate {
 /// Waits, at most [`REFRESH_WAIT`], for a poll round of the repository that began after this
 /// call to end, asking the poller for one unless another name already has (see
 /// [`MissGate::claim_refresh`]).
-pub async fn refresh(repo: &Repo, gate: &MissGate) {
+pub async fn refresh(repo: &Arc<Repo>, gate: &MissGate) {
     let mut status = repo.status.subscribe();
     // A round under way now (begun, not ended) is not enough: the one after it.
     let started = status.borrow().rounds_started;
-    let ask_at = gate.claim_refresh();
-    let _ = tokio::time::timeout(REFRESH_WAIT, async {
-        if let Some(at) = ask_at {
+    if let Some(at) = gate.claim_refresh() {
+        // Its own task: the names sharing this moment wait for it even if this request goes.
+        let repo = repo.clone();
+        tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             repo.refresh.notify_one();
-        }
+        });
+    }
+    let _ = tokio::time::timeout(REFRESH_WAIT, async {
         let _ = status
             .wait_for(|s| s.polls_ok + s.polls_failed > started)
             .await;

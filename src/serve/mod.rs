@@ -396,7 +396,7 @@ impl RrdpProxy {
     /// or a peer.
     async fn unpublished_file(
         &self,
-        repo: &Repo,
+        repo: &Arc<Repo>,
         upstream: &Arc<Upstream>,
         gate: &miss::MissGate,
         rel: &str,
@@ -415,6 +415,20 @@ impl RrdpProxy {
         };
         let mut pending = named();
         let metrics = &self.shared.metrics;
+        // Fetched for a client already (and still stored): served as before, at no cost.
+        let forwarded = repo
+            .forwarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(rel)
+            .copied()
+            .filter(|h| self.shared.store.contains(h, None));
+        if let (None, Some(hash)) = (&pending, forwarded) {
+            let head = FileHead::of(&hash);
+            return self
+                .object(repo, hash, &head, false, Outcome::Hit, req)
+                .await;
+        }
         if pending.is_none() {
             // A name no notification gives: perhaps one the upstream published since the
             // last poll (see `miss`). Then within the budget, or not at all.

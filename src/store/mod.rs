@@ -62,6 +62,20 @@ struct Key {
     gzip: bool,
 }
 
+/// The process that writes a temporary file, from its name: `<pid>-<n>[.gz]`,
+/// `<index>.<pid>-<n>.new`, `pre-validate-<pid>-<random>`.
+fn writer_pid(name: &str) -> Option<u32> {
+    let rest = match (
+        name.strip_prefix("pre-validate-"),
+        name.strip_suffix(".new"),
+    ) {
+        (Some(rest), _) => rest,
+        (None, Some(index)) => index.rsplit('.').next()?,
+        (None, None) => name,
+    };
+    rest.split('-').next()?.parse().ok()
+}
+
 /// How long after a failed write (a full disk) a gzip variant is not tried again.
 const GZIP_RETRY: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -143,6 +157,13 @@ impl Store {
         let tmp = dir.join("tmp");
         for entry in std::fs::read_dir(&tmp).map_err(|e| ctx("cannot read", &tmp, e))? {
             let entry = entry?;
+            // A process being upgraded away may still be finishing a write of its own (an
+            // object a request fetched); only a dead writer's leftovers go.
+            if writer_pid(&entry.file_name().to_string_lossy()).is_some_and(|pid| {
+                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+            }) {
+                continue;
+            }
             let _ = match entry.file_type()?.is_dir() {
                 true => std::fs::remove_dir_all(entry.path()),
                 false => std::fs::remove_file(entry.path()),
@@ -1067,5 +1088,23 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(store.tmp_dir()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
         assert!(!store.make_gzip(hash).await.unwrap(), "tried again at once");
+    }
+
+    /// At start, only a dead writer's temporary files go: a process being upgraded away may
+    /// still be finishing a write of its own.
+    #[test]
+    fn start_clears_only_dead_writers_temporaries() {
+        assert_eq!(writer_pid("1234-7"), Some(1234));
+        assert_eq!(writer_pid("1234-7.gz"), Some(1234));
+        assert_eq!(writer_pid("repository-12ab.json.1234-7.new"), Some(1234));
+        assert_eq!(writer_pid("pre-validate-1234-99"), Some(1234));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        // pid 1 is alive; 99,999,999 is above any pid_max.
+        std::fs::write(dir.path().join("tmp/1-3"), b"live").unwrap();
+        std::fs::write(dir.path().join("tmp/99999999-3"), b"dead").unwrap();
+        let _store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
+        assert!(dir.path().join("tmp/1-3").exists());
+        assert!(!dir.path().join("tmp/99999999-3").exists());
     }
 }

@@ -5,8 +5,11 @@
 //! temporary files of writes in progress, and garbage collection deletes the objects the
 //! other process's generation lists. A second process now refuses to start, naming the
 //! holder. A graceful upgrade (`--upgrade`) hands the lock over: the old process lets go of it
-//! once its pollers, exporters and garbage collection have stopped, and the new one waits for
-//! it before it opens the store, so at no moment do both write.
+//! once its pollers, exporters and garbage collection (the writers that replace and delete)
+//! have stopped, and the new one waits for it before it opens the store. Requests the old
+//! process is still answering may store an object they fetched: content-addressed, under a
+//! temporary name of its own, which the new process leaves alone while the old one lives
+//! (`Store::open`), so nothing is torn or deleted under either.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};

@@ -67,7 +67,11 @@ pub async fn check(
     let Some((_, entry)) = p.snapshot().filter(|_| p.session_id == n.session_id) else {
         return Ok(());
     };
-    let before = cfg.expected(content::Kind::Snapshot, &p.session_id, p.serial);
+    // Stored, so checked against max_object_size when it came: not held to it again (a limit
+    // lowered since would fail this guard at every round).
+    let before = cfg
+        .expected(content::Kind::Snapshot, &p.session_id, p.serial)
+        .with_max_object_size(u64::MAX);
     let prev = count_objects(store, entry.hash, &before, Some(p)).await?;
     if count < prev && (prev - count) * 100 > prev * u64::from(max) {
         return Err(PollError::Guard(format!(

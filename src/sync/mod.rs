@@ -356,7 +356,7 @@ impl Poller {
             .notifications(&self.repo.config)
             .await
             .into_iter()
-            .filter(|n| published.as_deref().is_none_or(|p| continues(p, n)))
+            .filter(|n| published.as_deref().is_some_and(|p| continues(p, n)))
             .max_by_key(|n| n.serial);
         let Some(n) = best else {
             return;
@@ -407,6 +407,22 @@ impl Poller {
         let (round, (snapshot, count_objects, deltas)) = self
             .store_round(&n, plan, source, published.as_deref())
             .await?;
+        if let (Source::Peers, Some(p)) = (source, &published) {
+            // A peer's serial continues ours by the deltas it actually served, each checked:
+            // a list of made-up deltas it then answers 404 for proves nothing.
+            if !round
+                .deltas
+                .iter()
+                .any(|(serial, _, _)| *serial == p.serial + 1)
+            {
+                return Err(PollError::invalid(format!(
+                    "a peer's serial {} does not continue serial {}: its delta for serial {} was not served",
+                    n.serial,
+                    p.serial,
+                    p.serial + 1
+                )));
+            }
+        }
         self.timings.snapshot = snapshot;
         self.timings.count_objects = count_objects;
         self.timings.deltas = deltas;
@@ -655,10 +671,12 @@ fn validation_summary(s: &crate::published::ValidationStatus) -> Option<String> 
 }
 
 /// Whether a peer's notification may follow the published generation: the same session, a
-/// higher serial, and a delta list that reaches back to the serial after ours. A peer cannot
-/// jump ahead without listing every delta in between (each checked as it is fetched), so a
-/// peer that announces serial 2^63 is not believed, and cannot leave the origin's real
-/// serials looking like regressions.
+/// higher serial, and a delta list that reaches back to the serial after ours (and the round
+/// must then have stored every delta down to it: see `apply`). A peer cannot jump ahead
+/// without serving every delta in between, each checked, so a peer that announces serial
+/// 2^63 is not believed, and cannot leave the origin's real serials looking like
+/// regressions. A node that has published nothing has no serial to continue: it takes nothing
+/// from peers and waits for an upstream.
 fn continues(published: &Generation, n: &Notification) -> bool {
     n.session_id == published.session_id
         && n.serial > published.serial

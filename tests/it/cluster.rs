@@ -331,6 +331,34 @@ async fn a_peer_cannot_jump_the_serial() {
     let st = b.poll().await;
     assert_eq!(st.serial, Some(1), "a peer's jump was believed: {st:?}");
 
+    // The same jump (to serial 5000) with a delta list that reaches back to serial 2, of
+    // made-up deltas the peer then answers 404 for: the deltas prove nothing unless served.
+    let far = 5000u64;
+    let forged = String::from_utf8(real.to_vec())
+        .unwrap()
+        .replace("serial=\"1\"", &format!("serial=\"{far}\""));
+    let h = peer_object(&evil, bytes::Bytes::from(forged));
+    let session = b.status().session_id.unwrap();
+    let base = origin.base();
+    let mut text = format!(
+        "<notification xmlns=\"http://www.ripe.net/rpki/rrdp\" version=\"1\" session_id=\"{session}\" serial=\"{far}\">\n<snapshot uri=\"{base}{snapshot}\" hash=\"{}\"/>\n",
+        h.to_hex()
+    );
+    for serial in 2..=far {
+        let fake = Hash::of(&serial.to_be_bytes()).to_hex();
+        text.push_str(&format!(
+            "<delta serial=\"{serial}\" uri=\"{base}made-up/{serial}/delta.xml\" hash=\"{fake}\"/>\n"
+        ));
+    }
+    text.push_str("</notification>\n");
+    evil.with(|s| s.notification_override = Some(text.into()));
+    let st = b.poll().await;
+    assert_eq!(
+        st.serial,
+        Some(1),
+        "a peer's jump by unserved deltas was believed: {st:?}"
+    );
+
     // The origin comes back with its next serial: published, not a regression.
     origin.restart().await;
     origin.advance();
