@@ -129,6 +129,20 @@ assert 'class="state bad"' in section, "the error state"
 assert re.search(r'class="error"[^>]*>.*?transport', section, re.S), "the reason"
 PY
 check "with the origin down: the error state and its reason, the serial still served" $rc
+rc=0
+python3 - "$work/dom-down.html" <<'PY' || rc=$?
+import re, sys
+dom = open(sys.argv[1]).read()
+# The headline says both: served, and how many upstreams are failing since when (it said
+# "Healthy: every repository is served" in green above a failing upstream).
+head = re.search(r'<p id="overall"[^>]*class="([^"]*)"[^>]*>(.*?)</p>|<p[^>]*class="([^"]*)"[^>]*id="overall"[^>]*>(.*?)</p>', dom, re.S)
+assert head, "the headline"
+cls, text = (head.group(1) or head.group(3)), (head.group(2) or head.group(4))
+assert "upstreams failing since" in text or "upstream failing since" in text, text
+assert "served" in text, text
+assert "state ok" not in cls, cls
+PY
+check "the headline says the repositories are served and the upstreams failing, since when" $rc
 chrome --screenshot="$shots/page-origin-down.png" --window-size=1100,1500 "http://$ADMIN/" >/dev/null
 log "screenshot: $shots/page-origin-down.png"
 

@@ -142,13 +142,37 @@ function rpki(dl, v) {
   }
 }
 
+// The headline says both things an operator asks first: is every repository served, and is
+// every upstream answering (a node serving its last good state is healthy for the load
+// balancer, and still needs the operator).
+function headline(status) {
+  const repos = status.repositories || [];
+  const served = repos.filter((r) => r.serial !== null && r.serial !== undefined).length;
+  const failing = repos.filter((r) => r.last_error);
+  const n = repos.length;
+  const what = n === 1 ? "repository" : "repositories";
+  let text = (status.healthy ? "Healthy: " : "Unhealthy: ") +
+    (served === n ? (n === 1 ? "the repository is served" : `all ${n} repositories are served`) : `${served} of ${n} ${what} served`);
+  if (failing.length) {
+    const since = Math.min(...failing.map((r) => r.last_error_since || Infinity));
+    text += `; ${failing.length} of ${n} upstream${n === 1 ? "" : "s"} failing` +
+      (Number.isFinite(since) ? ` since ${when(since)}` : "") + " (serving the last good state)";
+  } else {
+    text += "; every upstream answering";
+  }
+  const state = !status.healthy ? "bad" : failing.length ? "warn" : "ok";
+  return { state, text: text + "." };
+}
+
 function repository(r, samples) {
   const ok = !r.last_error;
   const id = "repo-" + (r.public || "").replace(/[^A-Za-z0-9]/g, "-");
   const section = el("section", { class: "repo", "aria-labelledby": id, "data-public": r.public, "data-serial": r.serial });
   section.append(el("h2", { id }, r.public));
   const state = el("p", { class: "state " + (ok ? "ok" : "bad") },
-    ok ? "Current: the upstream answered " + ago(r.seconds_stale) : "Upstream failing — serving the last good state");
+    ok ? "Current: the upstream answered " + ago(r.seconds_stale)
+      : r.serial === null || r.serial === undefined ? "Upstream failing — nothing to serve yet"
+      : "Upstream failing — serving the last good state");
   section.append(state);
   if (!ok) {
     section.append(el("p", { class: "error", role: "alert" },
@@ -196,8 +220,9 @@ async function refresh() {
     const main = document.getElementById("repositories");
     main.replaceChildren(...status.repositories.map((r) => repository(r, samples[r.public])));
     const overall = document.getElementById("overall");
-    overall.className = status.healthy ? "state ok" : "state bad";
-    overall.textContent = status.healthy ? "Healthy: every repository is served." : "Unhealthy: see below.";
+    const h = headline(status);
+    overall.className = "state " + h.state;
+    overall.textContent = h.text;
     const cache = document.getElementById("cache");
     cache.replaceChildren();
     row(cache, "On disk", `${bytes(status.cache.disk_bytes)} in ${status.cache.disk_objects} objects` + (status.cache.disk_limit ? ` (limit ${bytes(status.cache.disk_limit)})` : ""));
