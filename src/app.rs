@@ -29,6 +29,11 @@ struct Pollers {
 #[async_trait]
 impl BackgroundService for Pollers {
     async fn start(&self, shutdown: ShutdownWatch) {
+        if let Some(demo) = &self.shared.config.demo {
+            // The built-in demo origin starts beside the pollers: the first poll waits for it
+            // to listen, so a newcomer's first minute shows no connection-refused warning.
+            demo_listening(demo.listen).await;
+        }
         let mut tasks = Vec::new();
         for repo in &self.shared.repos {
             let poller = sync::Poller::new(
@@ -72,6 +77,23 @@ impl BackgroundService for Pollers {
         self.shared.store.release();
     }
 }
+
+/// Returns once something accepts connections on `addr` (the demo origin, a service of this
+/// same server), or after [`DEMO_START_WAIT`]. Another service gives no event to await, so
+/// this tries to connect every few milliseconds.
+async fn demo_listening(addr: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + DEMO_START_WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if tokio::time::Instant::now() >= deadline {
+            warn!("the demo origin is not listening on {addr} yet; polling it anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How long the first poll waits for the demo origin to listen.
+const DEMO_START_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a new process of a graceful upgrade waits for the old one to let go of the cache.
 const UPGRADE_LOCK_WAIT: Duration = Duration::from_secs(60);
