@@ -98,3 +98,63 @@ fn check_writes_nothing() {
     assert!(!ok, "an export under a file was accepted");
     assert!(out.contains("repository[0].export_rrdp:"), "{out}");
 }
+
+/// The example configs in etc/ (installed as examples for the deployments the README names)
+/// pass `check`, with the files they name made real in a temporary directory: a TLS
+/// certificate and key, Krill's TAL, Krill's RRDP directory.
+#[test]
+fn every_example_config_checks_ok() {
+    let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=rrdp.example.net", "-keyout"])
+        .arg(etc.join("privkey.pem"))
+        .arg("-out")
+        .arg(etc.join("fullchain.pem"))
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(etc.join("fullchain.pem"), etc.join("krill-ca.pem")).unwrap();
+    std::fs::copy(
+        top.join("tests/data/krill-testbed/ta.tal"),
+        etc.join("ta.tal"),
+    )
+    .unwrap();
+    let krill = dir.path().join("krill-rrdp");
+    std::fs::create_dir_all(&krill).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(top.join("etc")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("conf") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/etc/rrdp-proxy/", &format!("{}/", etc.display()))
+            .replace(
+                "/var/lib/krill/data/repo/rrdp/",
+                &format!("{}/", krill.display()),
+            )
+            .replace(
+                "/var/lib/rrdp-proxy",
+                &dir.path().join("cache").display().to_string(),
+            )
+            .replace(
+                "/var/www/rrdp",
+                &dir.path().join("www").display().to_string(),
+            );
+        let (ok, out) = check_in(dir.path(), &text);
+        assert!(ok, "{}: {out}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} examples found");
+}
