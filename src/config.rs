@@ -439,6 +439,94 @@ impl Validation {
     }
 }
 
+impl Config {
+    /// What `rrdp-proxy check` checked, one line per part: the listeners, the cache, each
+    /// repository (its upstream, validation and TAL files, exports) and passthrough, the
+    /// cluster.
+    pub fn summary(&self) -> Vec<String> {
+        let s = &self.server;
+        let addrs = |v: &[SocketAddr]| {
+            v.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = Vec::new();
+        let mut listeners = Vec::new();
+        if !s.listen.is_empty() {
+            listeners.push(format!("http {}", addrs(&s.listen)));
+        }
+        if !s.tls_listen.is_empty() {
+            listeners.push(format!("https {}", addrs(&s.tls_listen)));
+        }
+        if let Some(a) = s.admin_listen {
+            let token = if s.admin_token.is_some() {
+                ", token set"
+            } else {
+                ""
+            };
+            listeners.push(format!("admin {a}{token}"));
+        }
+        out.push(format!("listeners: {}", listeners.join("; ")));
+        if let Some((cert, key)) = &s.tls {
+            out.push(format!(
+                "tls: {} and {} readable",
+                cert.display(),
+                key.display()
+            ));
+        }
+        out.push(format!(
+            "cache: {} (memory {} MiB, retain {}s)",
+            self.cache.dir.display(),
+            self.cache.memory_limit >> 20,
+            self.cache.retain.as_secs()
+        ));
+        for r in &self.repositories {
+            let upstream = match &r.source_dir {
+                Some(d) => format!("directory {}", d.display()),
+                None => r
+                    .upstreams
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            let mode = match r.validation.validate {
+                Validate::Off => "off",
+                Validate::Warn => "warn",
+                Validate::Refuse => "refuse",
+            };
+            let mut line = format!("repository {} from {upstream}; validate {mode}", r.public);
+            for t in &r.validation.tals {
+                line.push_str(&format!(", TAL {} read", t.path.display()));
+            }
+            for (name, dir) in [
+                ("export_rrdp", &r.export_rrdp),
+                ("export_rsync", &r.export_rsync),
+            ] {
+                if let Some(d) = dir {
+                    line.push_str(&format!("; {name} {}", d.display()));
+                }
+            }
+            out.push(line);
+        }
+        for p in &self.passthroughs {
+            out.push(format!("passthrough {} from {}", p.public, p.upstream));
+        }
+        if let Some(c) = &self.cluster {
+            out.push(format!(
+                "cluster: {} peers, publish_from_peers {}",
+                c.peers.len(),
+                c.publish_from_peers
+            ));
+        }
+        if let Some(d) = &self.demo {
+            out.push(format!("demo Publication Server on {}", d.listen));
+        }
+        out
+    }
+}
+
 impl RepositoryConfig {
     /// What a snapshot or delta of this repository must be: `kind`, of `session_id`, at
     /// `serial`, with objects no larger than `max_object_size`.

@@ -88,8 +88,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => match Config::load(&cli.config) {
-            Ok(_) => {
+            Ok(config) => {
                 println!("{}: ok", cli.config.display());
+                for line in config.summary() {
+                    println!("  {line}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -48,6 +48,17 @@ fn shipped_config_checks_ok() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It says what it checked: listeners, cache, each repository and passthrough.
+    let said = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "listeners: http 127.0.0.1:8080; admin 127.0.0.1:9090",
+        "cache: ",
+        "repository http://127.0.0.1:8080/rrdp/ from http://127.0.0.1:3001/rrdp/; validate warn",
+        "passthrough http://127.0.0.1:8080/ta/",
+        "demo Publication Server on 127.0.0.1:3001",
+    ] {
+        assert!(said.contains(part), "{part:?} in {said}");
+    }
 }
 
 #[test]
