@@ -14,6 +14,7 @@
 //!   one in tests).
 //! - [`metrics`]: lock-free counters that every layer bumps; rendered by `ops::admin`.
 //! - [`heap`]: bounding what glibc's malloc keeps of freed memory (process-wide).
+//! - [`man`]: the manual page of the configuration file, from docs/configuration.md.
 //! - [`store`]: durable content-addressed objects (atomic writer, gzip variants, memory tier,
 //!   single flights).
 //! - [`origin`]: verified bytes into the store — the upstream/directory client, one fetch over
@@ -36,6 +37,7 @@ pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod heap;
+pub mod man;
 pub mod metrics;
 pub mod objects;
 pub mod ops;

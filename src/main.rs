@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use pingora::server::RunArgs;
 
 use rrdp_proxy::config::{parse_duration, parse_size, Config};
@@ -39,6 +39,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print a manual page in roff: rrdp-proxy(1) (section 1, from these options) or
+    /// rrdp-proxy.conf(5) (section 5, from docs/configuration.md). `rrdp-proxy man | man -l -`
+    /// reads it.
+    Man {
+        /// The section: 1 (the command) or 5 (the configuration file).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+        section: u8,
+        /// Write the page to this file instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Validate the configuration file and exit: 0 if valid, 1 with the key and the reason of
     /// the first error.
     Check,
@@ -46,7 +57,7 @@ enum Command {
     /// to the cache, write the exports (export_rrdp, export_rsync), collect garbage. A
     /// drop-in for a krill-sync cron job. Exit status: 0 all published (new or unchanged),
     /// 1 bad configuration, 2 an upstream failed or was refused (what was exported stays),
-    /// 3 a local failure (cache, export directory, another run holding the lock).
+    /// 3 a local failure (cache, export directory, another process owning the cache).
     Sync,
     /// Run only the built-in demo Publication Server (a generated repository that publishes a
     /// new serial every interval).
@@ -71,6 +82,122 @@ enum Command {
     },
 }
 
+/// rrdp-proxy(1): clap's page of the options and commands, then what an operator looks up
+/// next (exit status, signals, files, examples).
+fn command_page() -> String {
+    let mut page = Vec::new();
+    let cmd = Cli::command().name("rrdp-proxy");
+    let man = clap_mangen::Man::new(cmd);
+    // Writing into a Vec cannot fail.
+    let _ = man.render_title(&mut page);
+    let _ = man.render_name_section(&mut page);
+    let _ = man.render_synopsis_section(&mut page);
+    let _ = man.render_description_section(&mut page);
+    let _ = man.render_options_section(&mut page);
+    let mut page = String::from_utf8_lossy(&page).into_owned();
+    // Each command with its own options, here rather than in pages of their own.
+    page.push_str(".SH COMMANDS\n");
+    for sub in Cli::command().get_subcommands() {
+        let about = sub
+            .get_long_about()
+            .or(sub.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        page.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            sub.get_name(),
+            roff_text(&about)
+        ));
+        for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
+            let Some(long) = arg.get_long() else { continue };
+            let value = arg
+                .get_value_names()
+                .and_then(|v| v.first())
+                .map(|v| format!(" <{v}>"))
+                .unwrap_or_default();
+            let default = arg
+                .get_default_values()
+                .first()
+                .map(|d| format!(" [default: {}]", d.to_string_lossy()))
+                .unwrap_or_default();
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            page.push_str(&format!(
+                ".RS\n.TP\n\\fB\\-\\-{}\\fR{}{}\n{}\n.RE\n",
+                roff_text(long),
+                roff_text(&value),
+                roff_text(&default),
+                roff_text(&help)
+            ));
+        }
+    }
+    page.push_str(COMMAND_PAGE_TAIL);
+    page
+}
+
+/// Text for a roff line: its backslashes and hyphens escaped, no line starting a request.
+fn roff_text(text: &str) -> String {
+    let t = rrdp_proxy::man::escape(text);
+    if t.starts_with('.') || t.starts_with('\'') {
+        format!("\\&{t}")
+    } else {
+        t
+    }
+}
+
+/// The sections of rrdp-proxy(1) that clap does not make.
+const COMMAND_PAGE_TAIL: &str = r#".SH "EXIT STATUS"
+.TP
+B0R
+Stopped cleanly (BcheckR: the configuration is valid; BsyncR: every repository is
+published, new or unchanged, and exported).
+.TP
+B1R
+A bad configuration (the key and the reason are printed), or a failure to start (the cache
+directory is owned by another process, a listener cannot be bound).
+.TP
+B2R
+BsyncR: an upstream failed or was refused; what was exported before stays as it was.
+.TP
+B3R
+BsyncR: a local failure (the cache directory, an export directory, or another process
+owning the cache directory).
+.SH SIGNALS
+.TP
+BSIGTERMR, BSIGINTR
+Stop accepting, let the requests in flight finish (at most 10 seconds), exit.
+.TP
+BSIGQUITR
+Graceful upgrade: hand the listening sockets to a new process started with B\-\-upgradeR
+(on Bserver.upgrade_sockR), finish the requests in flight, exit. The new process takes
+the cache directory over once this one's writers have stopped.
+.TP
+BSIGUSR1R
+Reopen the access-log file (Blog.access_fileR), for logrotate.
+.SH FILES
+.TP
+I/etc/rrdp\-proxy/rrdp\-proxy.confR, I./proxy.tomlR
+The configuration file (Brrdp\-proxy.confR(5)).
+.TP
+Icache.dirR
+The content-addressed store, the published state of each repository, and IlockR (held by
+the one process that owns the directory, with its pid).
+.SH EXAMPLES
+.TP
+Brrdp\-proxy \-\-config /etc/rrdp\-proxy/rrdp\-proxy.confR
+Run.
+.TP
+Brrdp\-proxy check \-\-config /etc/rrdp\-proxy/rrdp\-proxy.confR
+Check a configuration before deploying it.
+.TP
+Brrdp\-proxy \-\-upgrade \-\-config FILE & kill \-QUIT $OLD_PIDR
+Replace a running process with no refused connection.
+.TP
+Brrdp\-proxy sync \-\-config /etc/rrdp\-proxy/krill\-sync.confR
+One round from Krill's RRDP directory to static exports, for a timer or cron job.
+.SH "SEE ALSO"
+Brrdp\-proxy.confR(5), docs/operations.md
+"#;
+
 /// The event log at `level` (RUST_LOG overrides it), the access log on or off.
 fn init_logging(level: &str, access: bool) {
     let default = if access {
@@ -87,6 +214,30 @@ fn main() -> ExitCode {
     rrdp_proxy::heap::limit_arenas();
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Man { section, output }) => {
+            let page = match section {
+                1 => command_page(),
+                5 => rrdp_proxy::man::conf_page(env!("CARGO_PKG_VERSION")),
+                other => {
+                    eprintln!("man: no page in section {other} (1: the command, 5: the configuration file)");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let written = match output {
+                Some(path) => {
+                    std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))
+                }
+                None => std::io::Write::write_all(&mut std::io::stdout(), page.as_bytes())
+                    .map_err(|e| e.to_string()),
+            };
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Check) => match Config::load(&cli.config) {
             Ok(config) => {
                 println!("{}: ok", cli.config.display());

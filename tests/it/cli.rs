@@ -169,3 +169,64 @@ fn every_example_config_checks_ok() {
     }
     assert!(checked >= 4, "only {checked} examples found");
 }
+
+/// The manual pages: rrdp-proxy(1) from the command line's definitions, with every command,
+/// and rrdp-proxy.conf(5) from docs/configuration.md, with every key it documents; groff
+/// (Debian's groff-base, what `man` uses) reads both without a warning.
+#[test]
+fn the_man_pages_render_and_say_everything() {
+    let page = |section: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
+            .args(["man", "--section", section])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (one, five) = (page("1"), page("5"));
+    for command in ["check", "sync", "demo", "man"] {
+        assert!(
+            one.contains(&format!("\\fB{command}\\fR")),
+            "{command} in rrdp-proxy(1)"
+        );
+    }
+    for section in ["EXIT STATUS", "SIGNALS", "FILES", "EXAMPLES"] {
+        assert!(one.contains(section), "{section} in rrdp-proxy(1)");
+    }
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let keys: Vec<&str> = reference
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    assert!(keys.len() > 40, "{} keys", keys.len());
+    for key in keys {
+        let roff_key = key.replace('-', "\\-");
+        assert!(
+            five.contains(&format!("\\fB{roff_key}\\fR")),
+            "{key} in rrdp-proxy.conf(5)"
+        );
+    }
+    for (name, text) in [("rrdp-proxy.1", one), ("rrdp-proxy.conf.5", five)] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&file)
+            .output()
+            .expect("groff (Debian package groff-base)");
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && warnings.is_empty(),
+            "{name}: {warnings}"
+        );
+    }
+}

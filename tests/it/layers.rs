@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first; a module may use only modules of an earlier layer.
 const LAYERS: &[&[&str]] = &[
-    &["rrdp", "clock", "heap", "metrics"],
+    &["rrdp", "clock", "heap", "metrics", "man"],
     &["objects"],
     &["config", "demo"],
     &["fuzz_checks", "store"],
