@@ -14,6 +14,7 @@
 //!   one in tests).
 //! - [`metrics`]: lock-free counters that every layer bumps; rendered by `ops::admin`.
 //! - [`heap`]: bounding what glibc's malloc keeps of freed memory (process-wide).
+//! - [`effective`]: the effective configuration as TOML (`rrdp-proxy config`).
 //! - [`man`]: the manual page of the configuration file, from docs/configuration.md.
 //! - [`store`]: durable content-addressed objects (atomic writer, gzip variants, memory tier,
 //!   single flights).
@@ -34,6 +35,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod effective;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod heap;

@@ -53,6 +53,9 @@ enum Command {
     /// Validate the configuration file and exit: 0 if valid, 1 with the key and the reason of
     /// the first error.
     Check,
+    /// Print the effective configuration: every key, defaults filled in, paths resolved, as a
+    /// config file that `check` accepts and that means the same.
+    Config,
     /// Run one round for every repository and exit: fetch and verify the upstream, publish it
     /// to the cache, write the exports (export_rrdp, export_rsync), collect garbage. A
     /// drop-in for a krill-sync cron job. Exit status: 0 all published (new or unchanged),
@@ -238,6 +241,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Config) => match Config::load(&cli.config) {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", cli.config.display());
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Check) => match Config::load(&cli.config) {
             Ok(config) => {
                 println!("{}: ok", cli.config.display());

@@ -165,6 +165,7 @@ fn every_example_config_checks_ok() {
             );
         let (ok, out) = check_in(dir.path(), &text);
         assert!(ok, "{}: {out}", path.display());
+        round_trip(dir.path(), &text);
         checked += 1;
     }
     assert!(checked >= 4, "only {checked} examples found");
@@ -188,7 +189,7 @@ fn the_man_pages_render_and_say_everything() {
         String::from_utf8(out.stdout).unwrap()
     };
     let (one, five) = (page("1"), page("5"));
-    for command in ["check", "sync", "demo", "man"] {
+    for command in ["check", "config", "sync", "demo", "man"] {
         assert!(
             one.contains(&format!("\\fB{command}\\fR")),
             "{command} in rrdp-proxy(1)"
@@ -229,4 +230,53 @@ fn the_man_pages_render_and_say_everything() {
             "{name}: {warnings}"
         );
     }
+}
+
+/// `rrdp-proxy config` on `text` (written as `dir/proxy.toml`).
+fn effective(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
+        .args(["config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The effective configuration of `text` passes `check`, and means the same: read again,
+/// it prints the same.
+fn round_trip(dir: &std::path::Path, text: &str) {
+    let first = effective(dir, text);
+    let (ok, out) = check_in(dir, &first);
+    assert!(ok, "the effective config is refused: {out}\n{first}");
+    assert_eq!(effective(dir, &first), first);
+}
+
+#[test]
+fn the_effective_config_fills_every_default_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"))
+        .unwrap()
+        .replace(
+            "\"./cache\"",
+            &format!("\"{}/cache\"", dir.path().display()),
+        );
+    let text = effective(dir.path(), &shipped);
+    // Keys the shipped file does not set are there, with their defaults.
+    for line in [
+        "max_object_size = \"20000000B\"",
+        "retain = \"7200s\"",
+        "notification_max_age = \"60s\"",
+        "request_timeout = \"10s\"",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    round_trip(dir.path(), &shipped);
+    round_trip(dir.path(), GOOD);
 }

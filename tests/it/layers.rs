@@ -9,6 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["rrdp", "clock", "heap", "metrics", "man"],
     &["objects"],
     &["config", "demo"],
+    &["effective"],
     &["fuzz_checks", "store"],
     &["origin"],
     &["published"],
