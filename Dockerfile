@@ -7,6 +7,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY patches ./patches
 COPY src ./src
+# The binary embeds the configuration reference (rrdp-proxy man --section 5).
+COPY docs ./docs
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim

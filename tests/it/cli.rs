@@ -176,18 +176,7 @@ fn every_example_config_checks_ok() {
 /// (Debian's groff-base, what `man` uses) reads both without a warning.
 #[test]
 fn the_man_pages_render_and_say_everything() {
-    let page = |section: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
-            .args(["man", "--section", section])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let page = |section: &str| stdout_of(&["man", "--section", section]);
     let (one, five) = (page("1"), page("5"));
     for command in ["check", "config", "sync", "demo", "man"] {
         assert!(
@@ -236,9 +225,13 @@ fn the_man_pages_render_and_say_everything() {
 fn effective(dir: &std::path::Path, text: &str) -> String {
     let path = dir.join("proxy.toml");
     std::fs::write(&path, text).unwrap();
+    stdout_of(&["config", "--config", path.to_str().unwrap()])
+}
+
+/// What the binary prints with these arguments; it must succeed.
+fn stdout_of(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
-        .args(["config", "--config"])
-        .arg(&path)
+        .args(args)
         .output()
         .unwrap();
     assert!(
