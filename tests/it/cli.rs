@@ -273,3 +273,69 @@ fn the_effective_config_fills_every_default_and_round_trips() {
     round_trip(dir.path(), &shipped);
     round_trip(dir.path(), GOOD);
 }
+
+/// The Debian package's /etc/rrdp-proxy/rrdp-proxy.conf: it passes `check`, it names every
+/// key the configuration reference documents, and every default it shows commented out is
+/// the default (uncommented, the effective configuration is the same).
+#[test]
+fn the_packaged_config_names_every_key_with_its_true_default() {
+    let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(top.join("debian/rrdp-proxy.conf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = check_in(dir.path(), &text);
+    assert!(ok, "{out}");
+    let reference = std::fs::read_to_string(top.join("docs/configuration.md")).unwrap();
+    // Every table's keys but the demo's (a package runs no demo origin).
+    let mut demo = false;
+    for line in reference.lines() {
+        if line.starts_with("## ") {
+            demo = line.contains("[demo]");
+        }
+        if demo || !line.starts_with("| `") {
+            continue;
+        }
+        let cell = line.split(" | ").next().unwrap();
+        for key in cell.split('`').skip(1).step_by(2) {
+            assert!(
+                text.contains(&format!("\n{key} = ")) || text.contains(&format!("\n# {key} = ")),
+                "{key} is not in debian/rrdp-proxy.conf"
+            );
+        }
+    }
+    // Uncomment the defaults of the tables that are in force ([server], [cache], …; not the
+    // optional ones, whose headers are commented too).
+    let mut in_force = true;
+    let uncommented: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with('[') {
+                in_force = true;
+            } else if l.starts_with("# [") {
+                in_force = false;
+            }
+            match l.strip_prefix("# ") {
+                Some(setting)
+                    if in_force
+                        && setting.split_once(" = ").is_some_and(|(k, _)| {
+                            k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        })
+                        && !setting.contains('#')
+                        && !setting.contains("(none)")
+                        && !setting.starts_with("threads") =>
+                {
+                    setting.to_string()
+                }
+                _ => l.to_string(),
+            }
+        })
+        .collect();
+    let uncommented = uncommented.join("\n") + "\n";
+    assert!(
+        uncommented.contains("\nrequest_timeout = "),
+        "{uncommented}"
+    );
+    assert_eq!(
+        effective(dir.path(), &uncommented),
+        effective(dir.path(), &text)
+    );
+}
