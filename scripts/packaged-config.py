@@ -37,12 +37,15 @@ sections={}; cur=None
 for line in doc.split('\n'):
     m=re.match(r'^## `\[\[?(\w+)\]\]?`',line)
     if m: cur=m.group(1); sections[cur]=[]; continue
+    if cur and line.startswith('| key |'):
+        header=[c.strip() for c in line.strip().strip('|').split(' | ')]
     if cur and line.startswith('| `'):
         cells=[c.strip() for c in line.strip().strip('|').split(' | ')]
         keys=re.findall(r'`([a-z_]+)`', cells[0])
-        meaning=re.sub(r'`([^`]*)`', r'\1', cells[2]); meaning=re.sub(r'\[([^\]]*)\]\([^)]*\)', r'\1', meaning)
+        default, meaning = cells[header.index('default')], cells[header.index('meaning')]
+        meaning=re.sub(r'`([^`]*)`', r'\1', meaning); meaning=re.sub(r'\[([^\]]*)\]\([^)]*\)', r'\1', meaning)
         first=re.split(r'(?<=\.)\s', meaning, maxsplit=1)[0]
-        for k in keys: sections[cur].append((k, cells[1], first))
+        for k in keys: sections[cur].append((k, default, first))
 active={'server':{'listen','admin_listen'},'cache':{'dir'},'repository':{'public','upstream'}}
 examples={'tls_cert':'"/etc/rrdp-proxy/fullchain.pem"','tls_key':'"/etc/rrdp-proxy/privkey.pem"','admin_token':'"<openssl rand -hex 16>"',
  'disk_limit':'"50GiB"','max_stale':'"15m"','access_file':'"/var/log/rrdp-proxy/access.log"','max_deltas':'100','min_objects':'10','max_shrink':'50',

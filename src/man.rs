@@ -53,10 +53,16 @@ pub fn markdown_to_roff(md: &str) -> String {
                 Some(header) => {
                     out.push_str(".TP\n");
                     let mut first = inline(&cells[0]);
-                    for (name, cell) in header.iter().zip(&cells).skip(1).take(1) {
-                        if cells.len() > 2 {
-                            first.push_str(&format!(" ({}: {})", name, inline(cell)));
-                        }
+                    // The columns between the key and its meaning (type, default).
+                    let middle: Vec<String> = header
+                        .iter()
+                        .zip(&cells)
+                        .take(cells.len().saturating_sub(1))
+                        .skip(1)
+                        .map(|(name, cell)| format!("{}: {}", name, inline(cell)))
+                        .collect();
+                    if !middle.is_empty() {
+                        first.push_str(&format!(" ({})", middle.join("; ")));
                     }
                     out.push_str(&first);
                     out.push('\n');
@@ -171,6 +177,13 @@ mod tests {
             "{roff}"
         );
         assert!(roff.contains(".IP \\(bu 2\none\n"), "{roff}");
+        let typed = markdown_to_roff(
+            "| key | type | default | meaning |\n|---|---|---|---|\n| `a` | size | `1` | A. |\n",
+        );
+        assert!(
+            typed.contains("\\fBa\\fR (type: size; default: \\fB1\\fR)\nA.\n"),
+            "{typed}"
+        );
         assert!(roff.contains("\\&.dot at start"), "{roff}");
     }
 }
