@@ -377,6 +377,17 @@ pub enum Validate {
     Refuse,
 }
 
+impl Validate {
+    /// The value as the config file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Validate::Off => "off",
+            Validate::Warn => "warn",
+            Validate::Refuse => "refuse",
+        }
+    }
+}
+
 /// A repository's RPKI validation settings.
 #[derive(Clone, Debug)]
 pub struct Validation {
@@ -491,11 +502,7 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(", "),
             };
-            let mode = match r.validation.validate {
-                Validate::Off => "off",
-                Validate::Warn => "warn",
-                Validate::Refuse => "refuse",
-            };
+            let mode = r.validation.validate.as_str();
             let mut line = format!("repository {} from {upstream}; validate {mode}", r.public);
             for t in &r.validation.tals {
                 line.push_str(&format!(", TAL {} read", t.path.display()));
@@ -928,7 +935,7 @@ fn check_directories_apart(
 
 /// `p` made absolute against the working directory and without `.` and `..` components,
 /// by its text alone (the directories need not exist yet).
-fn normalize(p: &Path) -> PathBuf {
+pub(crate) fn normalize(p: &Path) -> PathBuf {
     use std::path::Component;
     let absolute = if p.is_absolute() {
         p.to_path_buf()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use crate::config::{AccessLog, Config, RepositoryConfig, UpstreamTls, Validate};
+use crate::config::{normalize, AccessLog, Config, RepositoryConfig, UpstreamTls};
 
 impl Config {
     /// The effective configuration as TOML: every key, defaults included, the tables in the
@@ -203,12 +203,7 @@ fn repository(r: &RepositoryConfig) -> Table {
         (r.delta_history_max as i64).into(),
     );
     let v = &r.validation;
-    let mode = match v.validate {
-        Validate::Off => "off",
-        Validate::Warn => "warn",
-        Validate::Refuse => "refuse",
-    };
-    t.insert("validate".into(), mode.into());
+    t.insert("validate".into(), v.validate.as_str().into());
     if !v.tals.is_empty() {
         t.insert(
             "tal".into(),
@@ -243,25 +238,10 @@ fn strings(items: impl Iterator<Item = String>) -> Value {
     Value::Array(items.map(Value::from).collect())
 }
 
-/// A path made absolute against the working directory (a relative one in the config is
-/// already relative to it: the config file's directory was joined when it was read).
+/// A path made absolute (a relative one in the config is already relative to the working
+/// directory: the config file's directory was joined when it was read).
 fn path(p: &Path) -> Value {
-    let absolute = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir().unwrap_or_default().join(p)
-    };
-    let mut clean = std::path::PathBuf::new();
-    for c in absolute.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                clean.pop();
-            }
-            other => clean.push(other),
-        }
-    }
-    clean.display().to_string().into()
+    normalize(p).display().to_string().into()
 }
 
 /// A duration as the config writes it: whole seconds, else milliseconds.

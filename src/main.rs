@@ -109,7 +109,7 @@ fn command_page() -> String {
         page.push_str(&format!(
             ".TP\n\\fB{}\\fR\n{}\n",
             sub.get_name(),
-            roff_text(&about)
+            rrdp_proxy::man::text(&about)
         ));
         for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
             let Some(long) = arg.get_long() else { continue };
@@ -126,25 +126,15 @@ fn command_page() -> String {
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
             page.push_str(&format!(
                 ".RS\n.TP\n\\fB\\-\\-{}\\fR{}{}\n{}\n.RE\n",
-                roff_text(long),
-                roff_text(&value),
-                roff_text(&default),
-                roff_text(&help)
+                rrdp_proxy::man::text(long),
+                rrdp_proxy::man::text(&value),
+                rrdp_proxy::man::text(&default),
+                rrdp_proxy::man::text(&help)
             ));
         }
     }
     page.push_str(COMMAND_PAGE_TAIL);
     page
-}
-
-/// Text for a roff line: its backslashes and hyphens escaped, no line starting a request.
-fn roff_text(text: &str) -> String {
-    let t = rrdp_proxy::man::escape(text);
-    if t.starts_with('.') || t.starts_with('\'') {
-        format!("\\&{t}")
-    } else {
-        t
-    }
 }
 
 /// The sections of rrdp-proxy(1) that clap does not make.

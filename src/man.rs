@@ -150,6 +150,11 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// Plain text as a line of roff: its special characters escaped, and no request read into it.
+pub fn text(line: &str) -> String {
+    escape_line(&escape(line))
+}
+
 /// A line may not start with `.` or `'` (roff would read a request).
 fn escape_line(line: &str) -> String {
     if line.starts_with('.') || line.starts_with('\'') {

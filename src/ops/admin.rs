@@ -11,7 +11,6 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use crate::config::Validate;
 use crate::metrics::Exposition;
 use crate::ops::{admin_access, page};
 use crate::published::{Generation, RepoStatus, ValidationStatus};
@@ -280,11 +279,7 @@ fn validation_json(
     v: Option<&ValidationStatus>,
     now: u64,
 ) -> serde_json::Value {
-    let mode = match cfg.validation.validate {
-        Validate::Off => "off",
-        Validate::Warn => "warn",
-        Validate::Refuse => "refuse",
-    };
+    let mode = cfg.validation.validate.as_str();
     let tals: Vec<_> = cfg
         .validation
         .tals

@@ -148,6 +148,7 @@ pub async fn write_rrdp(
     let now = clock.unix_now();
     blocking(move || {
         let mut record = Record::load(&d)?;
+        let loaded = record.files.clone();
         let live: Vec<_> = g2.files.iter().filter(|(_, f)| f.is_live(now)).collect();
         if !d.join(RECORD).exists() {
             // A directory without a record (exported by a version that kept none): the files
@@ -170,7 +171,9 @@ pub async fn write_rrdp(
             record.files.insert(rel.to_string(), f.hash.to_hex());
         }
         record.files.insert(NOTIFICATION.to_string(), String::new());
-        record.save(&d)?;
+        if record.files != loaded {
+            record.save(&d)?;
+        }
         for (rel, f) in todo {
             // Copied by the kernel, not through memory: a snapshot can be 500 MB. The store's
             // objects were hashed when written (and at start if referenced).

@@ -120,6 +120,11 @@ impl Passthrough {
             .collect()
     }
 
+    /// How many responses the cache holds.
+    pub fn cached_count(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     fn cached(&self, rel: &str) -> Option<Entry> {
         self.entries
             .lock()
@@ -130,17 +135,15 @@ impl Passthrough {
 
     /// Answers a GET or HEAD for `rel`.
     pub async fn serve(&self, rel: &str) -> Reply {
-        if let Some(e) = self.cached(rel) {
-            if e.fresh_until > self.clock.unix_now() {
-                return reply(&e, Outcome::Hit, self.clock.unix_now());
-            }
+        let fresh = |now: u64| self.cached(rel).filter(|e| e.fresh_until > now);
+        if let Some(e) = fresh(self.clock.unix_now()) {
+            return reply(&e, Outcome::Hit, self.clock.unix_now());
         }
         let _flight = self.inflight.enter(rel.to_string()).await;
         // Someone else may have refreshed it while we waited.
-        if let Some(e) = self.cached(rel) {
-            if e.fresh_until > self.clock.unix_now() {
-                return reply(&e, Outcome::Hit, self.clock.unix_now());
-            }
+        let now = self.clock.unix_now();
+        if let Some(e) = fresh(now) {
+            return reply(&e, Outcome::Hit, now);
         }
         match self.fetch(rel).await {
             Ok(r) => r,
@@ -224,12 +227,11 @@ impl Passthrough {
     }
 }
 
-/// The cached response as of `now` (seconds since the epoch: its max-age counts down).
 /// Drops the entries fresh for the shortest time until [`ENTRIES_KEPT`] and [`BYTES_KEPT`]
 /// hold.
 fn bound(map: &mut HashMap<String, Entry>) {
-    let bytes = |m: &HashMap<String, Entry>| m.values().map(|e| e.body.len() as u64).sum::<u64>();
-    while map.len() > ENTRIES_KEPT || (map.len() > 1 && bytes(map) > BYTES_KEPT) {
+    let mut bytes: u64 = map.values().map(|e| e.body.len() as u64).sum();
+    while map.len() > ENTRIES_KEPT || (map.len() > 1 && bytes > BYTES_KEPT) {
         let Some(first) = map
             .iter()
             .min_by_key(|(_, e)| e.fresh_until)
@@ -237,17 +239,13 @@ fn bound(map: &mut HashMap<String, Entry>) {
         else {
             return;
         };
-        map.remove(&first);
+        if let Some(e) = map.remove(&first) {
+            bytes -= e.body.len() as u64;
+        }
     }
 }
 
-impl Passthrough {
-    /// How many responses the cache holds.
-    pub fn cached_count(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
+/// The cached response as of `now` (seconds since the epoch: its max-age counts down).
 fn reply(e: &Entry, outcome: Outcome, now: u64) -> Reply {
     let mut headers = Vec::new();
     if let Some(ct) = &e.content_type {

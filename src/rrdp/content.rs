@@ -221,10 +221,7 @@ fn walk_with(
                     // Exactly: the early refusal counts whole Base64 groups.
                     let decoded = (content_len / 4 * 3).saturating_sub(content_pads);
                     if decoded > expected.max_object_size {
-                        return bad(format!(
-                            "an object is larger than max_object_size ({} bytes)",
-                            expected.max_object_size
-                        ));
+                        return Err(lexer::too_large(expected.max_object_size));
                     }
                     // A withdraw as empty content: a publish is never empty.
                     visit(&uri, if in_withdraw { &[] } else { &text })?;
@@ -248,10 +245,7 @@ fn walk_with(
                     content_len += run.len;
                     content_pads += run.pads;
                     if content_len > max_run {
-                        return bad(format!(
-                            "an object is larger than max_object_size ({} bytes)",
-                            expected.max_object_size
-                        ));
+                        return Err(lexer::too_large(expected.max_object_size));
                     }
                     if gather {
                         if text.is_empty() {

@@ -235,10 +235,7 @@ impl<R: BufRead> Lexer<R> {
                 self.run.pads += pads;
                 self.blank &= solid == 0;
                 if self.run.len > self.max_run {
-                    return Err(invalid(format!(
-                        "an object is larger than max_object_size ({} bytes)",
-                        self.max_object
-                    )));
+                    return Err(invalid(too_large(self.max_object).0));
                 }
                 if self.gather && solid > 0 {
                     // Grown by doubling, but never past the limit: one object's Base64 and
@@ -314,6 +311,13 @@ impl<R: BufRead> BufRead for Lexer<R> {
     fn consume(&mut self, n: usize) {
         self.pos = (self.pos + n).min(self.out.len());
     }
+}
+
+/// Why a file is refused for an object larger than `max_object_size`.
+pub fn too_large(max_object_size: u64) -> crate::rrdp::content::ContentError {
+    crate::rrdp::content::ContentError(format!(
+        "an object is larger than max_object_size ({max_object_size} bytes)"
+    ))
 }
 
 /// The most Base64 characters an object of `max_object_size` bytes is written with.

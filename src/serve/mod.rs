@@ -416,14 +416,7 @@ impl RrdpProxy {
         let mut pending = named();
         let metrics = &self.shared.metrics;
         // Fetched for a client already (and still stored): served as before, at no cost.
-        let forwarded = repo
-            .forwarded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(rel)
-            .copied()
-            .filter(|h| self.shared.store.contains(h, None));
-        if let (None, Some(hash)) = (&pending, forwarded) {
+        if let (None, Some(hash)) = (&pending, self.forwarded(repo, rel)) {
             let head = FileHead::of(&hash);
             return self
                 .object(repo, hash, &head, false, Outcome::Hit, req)
@@ -497,6 +490,17 @@ impl RrdpProxy {
         ensure_object(sources, store, rel, hash, Some(content), limits, metrics).await
     }
 
+    /// The object a file no notification names was fetched into for a client, if it is
+    /// still stored.
+    fn forwarded(&self, repo: &Repo, rel: &str) -> Option<Hash> {
+        repo.forwarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(rel)
+            .copied()
+            .filter(|h| self.shared.store.contains(h, None))
+    }
+
     /// A file no upstream notification names: fetched from the upstream once per path (later
     /// clients queued behind the download are served what it stored), else from a peer that
     /// publishes it, by the hash its notification gives.
@@ -506,14 +510,7 @@ impl RrdpProxy {
             .flights
             .enter(crate::store::flight::path_key(rel))
             .await;
-        let done = repo
-            .forwarded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(rel)
-            .copied()
-            .filter(|h| store.contains(h, None));
-        if let Some(hash) = done {
+        if let Some(hash) = self.forwarded(repo, rel) {
             return Forwarded::Queued(hash);
         }
         self.shared.metrics.count_upstream_fetch();
@@ -1167,6 +1164,17 @@ fn escape_into(line: &mut String, s: &str) {
     }
 }
 
+/// A `fmt::Write` that appends to a quoted log field through [`escape_into`]: a value is
+/// escaped as it is formatted, with no copy of it.
+struct Escaped<'a>(&'a mut String);
+
+impl std::fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
+    }
+}
+
 /// One line per request, to the access-log file if there is one, else to the `access` log
 /// target: the combined log format followed by kind and result, or a JSON object.
 fn access_log(
@@ -1224,7 +1232,7 @@ fn access_log(
             line.push_str("] \"");
             escape_into(&mut line, req.method.as_str());
             line.push(' ');
-            escape_into(&mut line, &req.uri.to_string());
+            let _ = write!(Escaped(&mut line), "{}", req.uri);
             let _ = write!(line, " {:?}\" {} {} \"", req.version, ctx.status, ctx.bytes);
             escape_into(&mut line, header(http::header::REFERER));
             line.push_str("\" \"");
@@ -1232,7 +1240,7 @@ fn access_log(
             let _ = write!(line, "\" {} {}", ctx.kind.as_str(), ctx.outcome.as_str());
             if let Some(e) = e {
                 line.push_str(" error=\"");
-                escape_into(&mut line, &e.to_string());
+                let _ = write!(Escaped(&mut line), "{e}");
                 line.push('"');
             }
             line

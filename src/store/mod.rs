@@ -318,11 +318,6 @@ impl Store {
         {
             return Ok(false);
         }
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}-{n}.gz", std::process::id()));
         if let Some(at) = self
             .gzip_failed
             .lock()
@@ -333,6 +328,11 @@ impl Store {
                 return Ok(false);
             }
         }
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{}-{n}.gz", std::process::id()));
         let store = self.clone();
         let made = tokio::task::spawn_blocking({
             let tmp = tmp.clone();
@@ -341,62 +341,60 @@ impl Store {
         .await
         .map_err(io::Error::other)
         .and_then(|r| r);
+        let mut failed = self.gzip_failed.lock().unwrap_or_else(|e| e.into_inner());
         if made.is_err() {
             // Nothing half-written stays behind (a full disk stays full otherwise), and the
-            // next try waits: every poll retried it.
+            // next try waits: every poll retried it. Failures older than that are forgotten,
+            // so the map holds at most the objects that failed within GZIP_RETRY.
             let _ = std::fs::remove_file(&tmp);
-            self.gzip_failed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(hash, std::time::Instant::now());
+            failed.retain(|_, at| at.elapsed() < GZIP_RETRY);
+            failed.insert(hash, std::time::Instant::now());
+        } else {
+            failed.remove(&hash);
         }
         made
     }
 
     /// [`Store::make_gzip`]'s work, on a blocking thread, through `tmp`.
-    fn write_gzip(self: &Arc<Self>, hash: Hash, tmp: &Path) -> io::Result<bool> {
-        let store = self;
-        {
-            let src_path = store.object_path(&hash);
-            let mut src = std::fs::File::open(&src_path)?;
-            let src_len = src.metadata()?.len();
-            let out = std::fs::File::create(tmp)?;
-            let mut enc = flate2::write::GzEncoder::new(
-                std::io::BufWriter::with_capacity(1 << 20, out),
-                flate2::Compression::default(),
-            );
-            std::io::copy(&mut src, &mut enc)?;
-            let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
-            let gz_len = out.metadata()?.len();
-            if gz_len * 100 > src_len * (100 - GZIP_MIN_SAVING_PERCENT) {
+    fn write_gzip(&self, hash: Hash, tmp: &Path) -> io::Result<bool> {
+        let src_path = self.object_path(&hash);
+        let mut src = std::fs::File::open(&src_path)?;
+        let src_len = src.metadata()?.len();
+        let out = std::fs::File::create(tmp)?;
+        let mut enc = flate2::write::GzEncoder::new(
+            std::io::BufWriter::with_capacity(1 << 20, out),
+            flate2::Compression::default(),
+        );
+        std::io::copy(&mut src, &mut enc)?;
+        let out = enc.finish()?.into_inner().map_err(|e| e.into_error())?;
+        let gz_len = out.metadata()?.len();
+        if gz_len * 100 > src_len * (100 - GZIP_MIN_SAVING_PERCENT) {
+            drop(out);
+            let _ = std::fs::remove_file(tmp);
+            self.no_gzip
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(hash);
+            return Ok(false);
+        }
+        if let Some(limit) = self.disk_limit {
+            if self.usage.load(Ordering::Relaxed) + gz_len > limit {
                 drop(out);
                 let _ = std::fs::remove_file(tmp);
-                store
-                    .no_gzip
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(hash);
                 return Ok(false);
             }
-            if let Some(limit) = store.disk_limit {
-                if store.usage.load(Ordering::Relaxed) + gz_len > limit {
-                    drop(out);
-                    let _ = std::fs::remove_file(tmp);
-                    return Ok(false);
-                }
-            }
-            out.sync_all()?;
-            drop(out);
-            let dst = store.gzip_path(&hash);
-            std::fs::rename(tmp, &dst)?;
-            if let Some(parent) = dst.parent() {
-                std::fs::File::open(parent)?.sync_all()?;
-            }
-            store.usage.fetch_add(gz_len, Ordering::Relaxed);
-            store.objects.fetch_add(1, Ordering::Relaxed);
-            store.mark_verified(Key { hash, gzip: true });
-            Ok(true)
         }
+        out.sync_all()?;
+        drop(out);
+        let dst = self.gzip_path(&hash);
+        std::fs::rename(tmp, &dst)?;
+        if let Some(parent) = dst.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        self.usage.fetch_add(gz_len, Ordering::Relaxed);
+        self.objects.fetch_add(1, Ordering::Relaxed);
+        self.mark_verified(Key { hash, gzip: true });
+        Ok(true)
     }
 
     /// Reads an object and checks its hash: for start-up, when its integrity is in doubt.

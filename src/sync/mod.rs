@@ -344,7 +344,7 @@ impl Poller {
     }
 
     /// Applies the newest notification the peers publish, if it continues ours (see
-    /// [`continues`]; any if nothing is published), fetching its files from the peers. It
+    /// [`continues`]; none while nothing is published), fetching its files from the peers. It
     /// goes through the same checks as the origin's: URIs under the repository, hashes,
     /// content, `max_object_size`, validation. Off with `cluster.publish_from_peers = false`.
     async fn catch_up_from_peers(&mut self) {
@@ -572,7 +572,7 @@ impl Poller {
     ) -> Result<(Round, (f64, f64, f64)), PollError> {
         let cfg = &self.repo.config;
         let fetcher = self.fetcher(source);
-        let expected = snapshot_content(&self.repo.config, n);
+        let expected = snapshot_content(cfg, n);
         let started = Instant::now();
         let snapshot = fetcher
             .ensure(

@@ -35,21 +35,12 @@ upstream = "http://127.0.0.1:3001/rrdp/"
 
 #[test]
 fn shipped_config_checks_ok() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rrdp-proxy"))
-        .args([
-            "check",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = stdout_of(&[
+        "check",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"),
+    ]);
     // It says what it checked: listeners, cache, each repository and passthrough.
-    let said = String::from_utf8_lossy(&out.stdout);
     for part in [
         "listeners: http 127.0.0.1:8080; admin 127.0.0.1:9090",
         "cache: ",
