@@ -21,18 +21,13 @@ use std::str::FromStr;
 
 use base64::Engine;
 use bytes::Bytes;
-use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::RsaKeyPair;
-use rpki::crypto::signer::{KeyError, Signer, SigningError};
-use rpki::crypto::{DigestAlgorithm, PublicKey, PublicKeyFormat, Signature, SignatureAlgorithm};
 use rpki::repository::cert::{KeyUsage, Overclaim, TbsCert};
-use rpki::repository::crl::TbsCertList;
-use rpki::repository::manifest::{FileAndHash, ManifestContent};
 use rpki::repository::resources::{Asn, Prefix};
 use rpki::repository::roa::RoaBuilder;
 use rpki::repository::sigobj::SignedObjectBuilder;
 use rpki::repository::x509::{Serial, Time, Validity};
 use rpki::uri;
+use rrdp_proxy::demo::signed::{rsync, sign_point, KeySigner, Point};
 use sha2::{Digest, Sha256};
 
 const RSYNC: &str = "rsync://bench.test/repo/";
@@ -45,97 +40,25 @@ const PREFIXES: u16 = 150;
 /// ROAs a later serial replaces.
 const CHANGED: u32 = 10;
 
-/// RSA keys from files, signing with ring.
-struct RingSigner {
-    keys: Vec<(RsaKeyPair, PublicKey)>,
-    ee: usize,
-    rng: SystemRandom,
-}
-
-impl RingSigner {
-    fn load(dir: &Path, names: &[String]) -> RingSigner {
-        let keys = names
-            .iter()
-            .map(|n| {
-                let p8 = std::fs::read(dir.join(format!("{n}.p8"))).expect("key file");
-                let spki = std::fs::read(dir.join(format!("{n}.spki"))).expect("key file");
-                (
-                    RsaKeyPair::from_pkcs8(&p8).expect("an RSA PKCS#8 key"),
-                    PublicKey::decode(spki.as_slice()).expect("a SubjectPublicKeyInfo"),
-                )
-            })
-            .collect::<Vec<_>>();
-        RingSigner {
-            ee: keys.len() - 1,
-            keys,
-            rng: SystemRandom::new(),
-        }
-    }
-
-    fn raw_sign(&self, key: usize, data: &[u8]) -> Result<Bytes, String> {
-        let pair = &self.keys[key].0;
-        let mut sig = vec![0; pair.public().modulus_len()];
-        pair.sign(
-            &ring::signature::RSA_PKCS1_SHA256,
-            &self.rng,
-            data,
-            &mut sig,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(Bytes::from(sig))
-    }
-}
-
-impl Signer for RingSigner {
-    type KeyId = usize;
-    type Error = String;
-
-    fn create_key(&self, _: PublicKeyFormat) -> Result<usize, String> {
-        Err("keys come from files".into())
-    }
-
-    fn get_key_info(&self, key: &usize) -> Result<PublicKey, KeyError<String>> {
-        self.keys
-            .get(*key)
-            .map(|k| k.1.clone())
-            .ok_or(KeyError::KeyNotFound)
-    }
-
-    fn destroy_key(&self, _: &usize) -> Result<(), KeyError<String>> {
-        Ok(())
-    }
-
-    fn sign<Alg: SignatureAlgorithm, D: AsRef<[u8]> + ?Sized>(
-        &self,
-        key: &usize,
-        algorithm: Alg,
-        data: &D,
-    ) -> Result<Signature<Alg>, SigningError<String>> {
-        let sig = self.raw_sign(*key, data.as_ref())?;
-        Ok(Signature::new(algorithm, sig))
-    }
-
-    fn sign_one_off<Alg: SignatureAlgorithm, D: AsRef<[u8]> + ?Sized>(
-        &self,
-        algorithm: Alg,
-        data: &D,
-    ) -> Result<(Signature<Alg>, PublicKey), String> {
-        let sig = self.raw_sign(self.ee, data.as_ref())?;
-        Ok((Signature::new(algorithm, sig), self.keys[self.ee].1.clone()))
-    }
-
-    fn rand(&self, target: &mut [u8]) -> Result<(), String> {
-        self.rng.fill(target).map_err(|e| e.to_string())
-    }
-}
-
-fn rsync(s: &str) -> uri::Rsync {
-    uri::Rsync::from_str(s).expect("an rsync URI")
+/// The keys from files: `<name>.p8` and `<name>.spki` in `dir`, for each name.
+fn load_keys(dir: &Path, names: &[String]) -> KeySigner {
+    let files: Vec<(Vec<u8>, Vec<u8>)> = names
+        .iter()
+        .map(|n| {
+            let read = |ext: &str| std::fs::read(dir.join(format!("{n}.{ext}"))).expect("key file");
+            (read("p8"), read("spki"))
+        })
+        .collect();
+    let keys: Vec<(&[u8], &[u8])> = files
+        .iter()
+        .map(|(a, b)| (a.as_slice(), b.as_slice()))
+        .collect();
+    KeySigner::new(&keys).expect("the keys")
 }
 
 /// The repository being built: objects by URI, and what the next serial needs.
 struct Repo {
-    signer: RingSigner,
+    signer: KeySigner,
     cas: usize,
     roas_per_ca: u32,
     objects: BTreeMap<String, Bytes>,
@@ -161,13 +84,13 @@ impl Repo {
     fn ca_tbs(&self, key: usize, issuer: usize, years: i32, dir: &str, mft: &str) -> TbsCert {
         let mut cert = TbsCert::new(
             self.serial(),
-            self.signer.keys[issuer].1.to_subject_name(),
+            self.signer.public(issuer).to_subject_name(),
             Validity::new(
                 self.now - chrono::Duration::days(1),
                 Time::years_from_now(years),
             ),
             None,
-            self.signer.keys[key].1.clone(),
+            self.signer.public(key).clone(),
             KeyUsage::Ca,
             Overclaim::Refuse,
         );
@@ -196,7 +119,7 @@ impl Repo {
 
     /// CA `ca`'s certificate, issued by the TA: the IPv6 block 2001:<ca>::/32.
     fn ca_cert(&self, ca: usize) -> Bytes {
-        let ta_key = self.signer.keys[0].1.clone();
+        let ta_key = self.signer.public(0).clone();
         let dir = Repo::point(ca);
         let mut cert = self.ca_tbs(1 + ca, 0, 1, &dir, &format!("{dir}ca{ca}.mft"));
         cert.set_authority_key_identifier(Some(ta_key.key_identifier()));
@@ -242,54 +165,21 @@ impl Repo {
     /// A publication point's CRL and manifest (over what is in `self.objects` under `dir`),
     /// signed by `key`.
     fn sign_point(&mut self, dir: &str, name: &str, key: usize, crl_issuer: &str) {
-        let pubkey = self.signer.keys[key].1.clone();
-        let crl = TbsCertList::new(
-            Default::default(),
-            pubkey.to_subject_name(),
-            self.now - chrono::Duration::hours(1),
-            self.now + chrono::Duration::days(2),
-            Vec::new(),
-            pubkey.key_identifier(),
-            Serial::from(self.manifest_number),
+        let point = Point {
+            dir,
+            name,
+            key,
+            ca_cert: crl_issuer,
+        };
+        let serial = self.serial();
+        sign_point(
+            &self.signer,
+            &mut self.objects,
+            &point,
+            self.manifest_number,
+            serial,
+            self.now,
         );
-        let crl = crl.into_crl(&self.signer, &key).expect("signed");
-        let crl_uri = format!("{dir}{name}.crl");
-        self.objects
-            .insert(crl_uri.clone(), crl.to_captured().into_bytes());
-        let mft_uri = format!("{dir}{name}.mft");
-        let listed: Vec<FileAndHash<Bytes, Bytes>> = self
-            .objects
-            .range(dir.to_string()..)
-            .take_while(|(u, _)| u.starts_with(dir))
-            .filter(|(u, _)| **u != mft_uri && !u[dir.len()..].contains('/'))
-            .map(|(u, d)| {
-                FileAndHash::new(
-                    Bytes::from(u[dir.len()..].to_string()),
-                    Bytes::copy_from_slice(&Sha256::digest(d)),
-                )
-            })
-            .collect();
-        let content = ManifestContent::new(
-            Serial::from(self.manifest_number),
-            self.now - chrono::Duration::hours(1),
-            self.now + chrono::Duration::days(2),
-            DigestAlgorithm::default(),
-            listed.iter(),
-        );
-        let sigobj = SignedObjectBuilder::new(
-            self.serial(),
-            Validity::new(
-                self.now - chrono::Duration::hours(1),
-                self.now + chrono::Duration::days(2),
-            ),
-            rsync(&crl_uri),
-            rsync(crl_issuer),
-            rsync(&mft_uri),
-        );
-        let mft = content
-            .into_manifest(sigobj, &self.signer, &key)
-            .expect("signed");
-        self.objects.insert(mft_uri, mft.to_captured().into_bytes());
     }
 
     /// ROAs `range` of CA `ca`, made on both cores.
@@ -399,7 +289,7 @@ fn main() {
     names.extend((0..cas).map(|i| format!("ca-{i}")));
     names.push("ee".to_string());
     let mut repo = Repo {
-        signer: RingSigner::load(keys, &names),
+        signer: load_keys(keys, &names),
         cas,
         roas_per_ca: 0,
         objects: BTreeMap::new(),
@@ -438,7 +328,7 @@ fn main() {
     std::fs::create_dir_all(out.join("ta")).unwrap();
     let ta = repo.ta_cert();
     std::fs::write(out.join("ta/ta.cer"), &ta).unwrap();
-    let spki = repo.signer.keys[0].1.to_info_bytes();
+    let spki = repo.signer.public(0).to_info_bytes();
     let mut tal = format!("{TA_URI}\n\n");
     for line in b64(&spki).as_bytes().chunks(64) {
         tal.push_str(std::str::from_utf8(line).unwrap());

@@ -43,6 +43,13 @@ ok "the unit is enabled (and not started: the operator starts it after editing t
 if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify /usr/lib/systemd/system/rrdp-proxy.service || fail "systemd-analyze verify"
   ok "systemd-analyze verify accepts the unit"
+  # The krill-sync replacement's timer and service, as an operator copies them.
+  units=$(mktemp -d)
+  cp /usr/share/doc/rrdp-proxy/examples/rrdp-proxy-sync.service /usr/share/doc/rrdp-proxy/examples/rrdp-proxy-sync.timer "$units/"
+  systemd-analyze verify "$units/rrdp-proxy-sync.service" "$units/rrdp-proxy-sync.timer" \
+    || fail "systemd-analyze verify (the sync timer and service)"
+  rm -rf "$units"
+  ok "systemd-analyze verify accepts the example sync service and timer"
 else
   echo "package: systemd-analyze is not installed: the unit is not verified"
 fi

@@ -6,7 +6,7 @@ set -euo pipefail
 bin=$(realpath "${1:-target/release/rrdp-proxy}")
 top=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-cp "$top/proxy.toml" "$work/"
+cp "$top/proxy.toml" "$top/demo.tal" "$work/"
 cd "$work"
 "$bin" check --config proxy.toml
 "$bin" --config proxy.toml >proxy.log 2>&1 &
@@ -39,4 +39,14 @@ else
 fi
 serial=$(grep -m1 -o 'serial="[0-9]*"' notification.xml)
 echo "smoke: $serial served by the shipped config, every referenced file verified"
+# The demo publishes a signed tree and the shipped config validates it from demo.tal with
+# validate = "refuse": what is served was validated, every point reached from the anchor.
+curl -sf http://127.0.0.1:9090/status | python3 -c '
+import json, sys
+v = json.load(sys.stdin)["repositories"][0]["validation"]
+last = v["last"]
+assert v["mode"] == "refuse", v["mode"]
+assert last and last["findings"] == 0 and last["points_from_anchor"] >= 3, last
+print("smoke: validated from demo.tal: %d points from the anchor, no findings" % last["points_from_anchor"])
+'
 echo "smoke: 1 passed, 0 failed"

@@ -231,10 +231,9 @@ pub fn add_demo(
 ) {
     let demo = demo::DemoServer::new(listen, large, repositories);
     let ticker = demo::DemoTicker {
-        repos: std::iter::once(&demo.repo)
-            .chain(&demo.more)
-            .cloned()
-            .collect(),
+        repo: demo.repo.clone(),
+        signed: demo.signed.clone(),
+        more: demo.more.clone(),
         interval,
     };
     let mut svc = Service::new("demo publication server".to_string(), demo);

@@ -1809,8 +1809,12 @@ upstream = "http://127.0.0.1:3001/rrdp/"
     #[test]
     fn shipped_config_is_valid() {
         let text = include_str!("../proxy.toml");
-        let c = Config::parse(text, Path::new(".")).unwrap();
+        let c = Config::parse(text, Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(c.demo.is_some(), "the shipped config runs the demo origin");
+        // A newcomer sees the whole product: the demo's signed tree validated from its TAL.
+        let v = &c.repositories[0].validation;
+        assert_eq!(v.validate, Validate::Refuse);
+        assert_eq!(v.tals.len(), 1);
         assert_eq!(c.repositories.len(), 1);
         assert_eq!(c.passthroughs.len(), 1);
     }

@@ -202,12 +202,22 @@ impl Validator<'_> {
     /// A trust anchor: its certificate against the TAL, then everything below it.
     fn anchor(&mut self, a: &Anchor) {
         let tal = a.tal.path.display().to_string();
-        let uri = a.tal.uris().into_iter().next().unwrap_or_default();
-        let Some(der) = a.cert.clone() else {
+        let found = match &a.cert {
+            Some(der) => Some((
+                a.tal.uris().into_iter().next().unwrap_or_default(),
+                der.clone(),
+            )),
+            None => self.published_anchor(a),
+        };
+        let Some((uri, der)) = found else {
             self.finding(
                 &tal,
                 Check::TrustAnchor,
-                format!("no trust anchor certificate could be fetched from {uri}"),
+                format!(
+                    "no trust anchor certificate could be fetched from, or found in this \
+                     repository at, {}",
+                    a.tal.uris().join(", ")
+                ),
             );
             return;
         };
@@ -234,6 +244,16 @@ impl Validator<'_> {
             Ok(ta) => self.walk(&ta, &uri, chain, 0),
             Err(e) => self.finding(&uri, Check::TrustAnchor, e.to_string()),
         }
+    }
+
+    /// The trust anchor certificate as the repository itself publishes it, at one of the
+    /// TAL's rsync URIs (as ARIN's and APNIC's do): then no fetch is needed. The copy is
+    /// trusted only if it carries the TAL's key, which [`Self::anchor`] checks.
+    fn published_anchor(&self, a: &Anchor) -> Option<(String, Bytes)> {
+        a.tal.uris().into_iter().find_map(|uri| {
+            let der = self.index.kept(&uri)?.clone();
+            Some((uri, der))
+        })
     }
 
     /// A validated CA: its publication point, then the CAs below it.

@@ -359,3 +359,43 @@ fn unchanged_points_are_replayed_until_something_they_depend_on_changes() {
         fifth.counts
     );
 }
+
+#[test]
+fn a_trust_anchor_the_repository_publishes_at_the_tals_rsync_uri() {
+    // A TAL naming only an rsync URI, where the repository itself carries the certificate
+    // (as ARIN's and APNIC's do): validation needs no fetch.
+    let ta = std::fs::read(Path::new(DIR).join("ta.cer")).unwrap();
+    let tal = std::fs::read_to_string(Path::new(DIR).join("ta.tal")).unwrap();
+    let key = tal.split("\n\n").nth(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("published.tal");
+    std::fs::write(&path, format!("rsync://rrdp.test/repo/ta.cer\n\n{key}")).unwrap();
+    let a = Anchor {
+        tal: TalFile::read(&path).unwrap(),
+        cert: None,
+    };
+    let mut objects = fixture("a");
+    let report = run(&objects, std::slice::from_ref(&a));
+    assert_eq!(
+        checks(&report)[0].1,
+        Check::TrustAnchor,
+        "nothing published yet"
+    );
+    assert!(report.findings[0]
+        .detail
+        .contains("rsync://rrdp.test/repo/ta.cer"));
+    objects.insert("rsync://rrdp.test/repo/ta.cer".into(), Bytes::from(ta));
+    let report = run(&objects, std::slice::from_ref(&a));
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!((report.points_from_anchor, report.points), (3, 3));
+    // A copy with another key is no anchor.
+    let other =
+        objects["rsync://rrdp.test/repo/2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.cer"].clone();
+    objects.insert("rsync://rrdp.test/repo/ta.cer".into(), other);
+    let report = run(&objects, &[a]);
+    assert!(report
+        .findings
+        .iter()
+        .any(|f| f.check == Check::TrustAnchor && f.detail.contains("public key")));
+    assert_eq!(report.points_from_anchor, 0);
+}

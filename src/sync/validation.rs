@@ -223,6 +223,11 @@ impl Validator {
             if anchor.cert.is_some() && fetched_at.is_some_and(|t| t.elapsed() < TA_REFRESH) {
                 continue;
             }
+            if self.sources[i].is_empty() {
+                // Only rsync URIs: the certificate can only come from the repository itself
+                // (objects::check looks there), nothing to fetch or warn about here.
+                continue;
+            }
             let mut fetched = None;
             let mut errors = Vec::new();
             for (source, client) in &self.sources[i] {

@@ -437,13 +437,23 @@ for i in 0 1; do
   else want=">0"; ok=$([ "$got" -gt 0 ] && echo pass || echo FAIL); fi
   record "$name" "snapshot gzip-encoded (asks: $asks)" "$want" "$got" "$ok"
   # A new serial: the RP with a warm cache fetches the delta, gzip-encoded if it asks.
+  # rpki-client 9.x now and then drops its state on purpose and takes the snapshot instead
+  # (it logs "reinitializing"; seen in CI): that run says nothing about deltas, so a new
+  # serial is made and the RP runs again, at most three times.
   before=$(gzip_in_log delta "$ua")
-  roa_add "198.51.$((100 + i)).0/24" 24 "$((64510 + i))"
-  sync_proxy
-  # The gzip variants are made in the background after publishing (until then the delta is
-  # served as it is, which is correct but not what this checks): wait for them.
-  wait_compressed
-  check_rp "rpki-client:$i" "new serial (delta, gzip if it asks)"
+  for try in 0 1 2; do
+    roa_add "198.51.$((100 + 3 * i + try)).0/24" 24 "$((64510 + i))"
+    sync_proxy
+    # The gzip variants are made in the background after publishing (until then the delta is
+    # served as it is, which is correct but not what this checks): wait for them.
+    wait_compressed
+    lines=$(wc -l <"$LAB/rpki-client-$i/log")
+    check_rp "rpki-client:$i" "new serial (delta, gzip if it asks)"
+    # (grep -c, not -q: an early exit would fail the pipe.)
+    reinit=$(tail -n +"$((lines + 1))" "$LAB/rpki-client-$i/log" | { grep -c reinitializing || true; })
+    [ "$reinit" -gt 0 ] || break
+    log "$name reinitialized on its own (a snapshot, not a delta): once more"
+  done
   got=$(( $(gzip_in_log delta "$ua") - before ))
   if [ "$asks" = no ]; then want=0; ok=$([ "$got" = 0 ] && echo pass || echo FAIL)
   else want=">0"; ok=$([ "$got" -gt 0 ] && echo pass || echo FAIL); fi

@@ -44,7 +44,8 @@ fn shipped_config_checks_ok() {
     for part in [
         "listeners: http 127.0.0.1:8080; admin 127.0.0.1:9090",
         "cache: ",
-        "repository http://127.0.0.1:8080/rrdp/ from http://127.0.0.1:3001/rrdp/; validate warn",
+        "repository http://127.0.0.1:8080/rrdp/ from http://127.0.0.1:3001/rrdp/; validate refuse, TAL ",
+        "/demo.tal read",
         "passthrough http://127.0.0.1:8080/ta/",
         "demo Publication Server on 127.0.0.1:3001",
     ] {
@@ -250,6 +251,10 @@ fn the_effective_config_fills_every_default_and_round_trips() {
         .replace(
             "\"./cache\"",
             &format!("\"{}/cache\"", dir.path().display()),
+        )
+        .replace(
+            "\"demo.tal\"",
+            concat!("\"", env!("CARGO_MANIFEST_DIR"), "/demo.tal\""),
         );
     let text = effective(dir.path(), &shipped);
     // Keys the shipped file does not set are there, with their defaults.

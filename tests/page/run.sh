@@ -72,6 +72,7 @@ dir = "$work/cache"
 public = "http://127.0.0.1:$PUBLIC/rrdp/"
 upstream = "http://$ORIGIN/rrdp/"
 poll_interval = "1s"
+tal = "$top/demo.tal"
 [[repository]]
 public = "http://it's.test:$PUBLIC/hostile/"
 upstream = "http://$HOSTILE/hostile/"
@@ -104,8 +105,8 @@ rc=0; grep -qF "&lt;script&gt;document.title='pwned'&lt;/script&gt;" "$work/dom-
 check "the hostile error message is shown as text" $rc
 rc=0; grep -qF "data-public=\"http://it's.test:$PUBLIC/hostile/\"" "$work/dom-up.html" || rc=$?
 check "the name with a quote is shown as it is" $rc
-rc=0; grep -qF 'no manifest, so no publication point to validate' "$work/dom-up.html" || rc=$?
-check "RPKI validation's result is shown (the demo publishes no manifest)" $rc
+rc=0; grep -qF 'nothing an RP would reject in 3 publication point(s) (3 from a TAL)' "$work/dom-up.html" || rc=$?
+check "RPKI validation's result is shown (the demo's signed tree, from demo.tal)" $rc
 n=$(grep -o '<script' "$work/dom-up.html" | wc -l)
 rc=0; { [ "$n" = 1 ] && ! grep -q 'pwned</title>' "$work/dom-up.html"; } || rc=1
 check "no element was injected (script elements: $n, the page's own)" $rc

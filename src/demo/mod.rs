@@ -7,6 +7,12 @@
 //! notification and `max-age=86400` on files, no ETag or Last-Modified, HEAD answered with
 //! 405, superseded files deleted at once, and `/ta/ta.cer` with no Cache-Control.
 //! The test suite's fake origin uses the same [`Repository`] generator.
+//!
+//! Its first repository holds a small, validly signed RPKI tree ([`signed`]) whose TAL ships
+//! as `demo.tal`, so the demo validates as a real repository does; the others, and the
+//! `large` ones benchmarks ask for, hold random bytes (only the RRDP transport is exercised).
+
+pub mod signed;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -404,9 +410,9 @@ fn random_bytes(rng: &mut impl Rng, len: usize) -> Vec<u8> {
 /// Object size in a [`Repository::large`].
 const LARGE_OBJECT: u64 = 16 << 10;
 
-/// The bytes the demo serves as its TA certificate (not a real certificate: the demo
-/// repository is not signed, it exercises the RRDP transport only).
-pub const DEMO_TA_CER: &[u8] = b"demo trust anchor certificate placeholder\n";
+/// The bytes served as the TA certificate by a demo that holds no signed repository (a
+/// `large` one, for benchmarks).
+const PLACEHOLDER_TA_CER: &[u8] = b"demo trust anchor certificate placeholder\n";
 
 //------------ The HTTP side -------------------------------------------------------------------
 
@@ -415,6 +421,10 @@ pub const DEMO_TA_CER: &[u8] = b"demo trust anchor certificate placeholder\n";
 /// which an edge node fronts many CAs, for benchmarks).
 pub struct DemoServer {
     pub repo: Arc<Mutex<Repository>>,
+    /// The signed tree the first repository publishes (none in a `large` one).
+    pub signed: Option<Arc<Mutex<signed::SignedDemo>>>,
+    /// What `/ta/ta.cer` serves.
+    ta_cert: Bytes,
     /// Repositories 2, 3, … (under `/rrdp-<n>/`).
     pub more: Vec<Arc<Mutex<Repository>>>,
     /// GET requests per path, for benchmarks (`GET /_stats`).
@@ -430,10 +440,20 @@ impl DemoServer {
         repositories: usize,
     ) -> DemoServer {
         let base = format!("http://{listen}/rrdp/");
-        let repo = match large {
-            Some((bytes, deltas)) => Repository::large(&base, bytes, deltas),
-            None => Repository::new(&base),
+        let (repo, signed) = match large {
+            Some((bytes, deltas)) => (Repository::large(&base, bytes, deltas), None),
+            None => {
+                let signed = signed::SignedDemo::new();
+                (
+                    Repository::with_objects(&base, signed.objects()),
+                    Some(signed),
+                )
+            }
         };
+        let ta_cert = signed.as_ref().map_or(
+            Bytes::from_static(PLACEHOLDER_TA_CER),
+            signed::SignedDemo::ta_cert_der,
+        );
         let more = (2..=repositories)
             .map(|n| {
                 let base = format!("http://{listen}/rrdp-{n}/");
@@ -442,6 +462,8 @@ impl DemoServer {
             .collect();
         DemoServer {
             repo: Arc::new(Mutex::new(repo)),
+            signed: signed.map(|s| Arc::new(Mutex::new(s))),
+            ta_cert,
             more,
             requests: Mutex::new(HashMap::new()),
         }
@@ -482,9 +504,8 @@ impl ServeHttp for DemoServer {
             for other in &self.more {
                 other.lock().unwrap_or_else(|e| e.into_inner()).advance();
             }
-            let mut repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
-            repo.advance();
-            let body = format!("serial {}\n", repo.serial());
+            let serial = advance(&self.repo, self.signed.as_ref());
+            let body = format!("serial {serial}\n");
             return reply(202, None, Bytes::from(body));
         }
         if req.method != http::Method::GET {
@@ -509,7 +530,7 @@ impl ServeHttp for DemoServer {
             .entry(path.to_string())
             .or_default() += 1;
         if path == "/ta/ta.cer" {
-            return reply(200, None, Bytes::from_static(DEMO_TA_CER));
+            return reply(200, None, self.ta_cert.clone());
         }
         let Some((repo, rel)) = self.repository_of(path) else {
             return reply(404, None, Bytes::from_static(b"not found\n"));
@@ -550,9 +571,26 @@ fn parse_simple_range(v: &str) -> Option<(usize, usize)> {
     (a <= b).then_some((a, b))
 }
 
+/// Publishes the next serial of `repo`: the signed tree's next change when it holds one,
+/// else random objects. Returns the serial.
+fn advance(repo: &Mutex<Repository>, signed: Option<&Arc<Mutex<signed::SignedDemo>>>) -> u64 {
+    // The signing happens before the repository's lock is taken: readers never wait for it.
+    let changes = signed.map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).advance());
+    let mut repo = repo.lock().unwrap_or_else(|e| e.into_inner());
+    match changes {
+        Some(changes) => repo.apply(changes),
+        None => repo.advance(),
+    }
+    repo.serial()
+}
+
 /// Publishes a new serial of every repository every `interval`.
 pub struct DemoTicker {
-    pub repos: Vec<Arc<Mutex<Repository>>>,
+    /// The first repository, and the signed tree it publishes if any.
+    pub repo: Arc<Mutex<Repository>>,
+    pub signed: Option<Arc<Mutex<signed::SignedDemo>>>,
+    /// The others.
+    pub more: Vec<Arc<Mutex<Repository>>>,
     pub interval: Duration,
 }
 
@@ -564,13 +602,11 @@ impl BackgroundService for DemoTicker {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.changed() => return,
             }
-            for (i, repo) in self.repos.iter().enumerate() {
-                let mut repo = repo.lock().unwrap_or_else(|e| e.into_inner());
-                repo.advance();
-                if i == 0 {
-                    log::info!(target: "demo", "demo origin published serial {}", repo.serial());
-                }
+            for repo in &self.more {
+                repo.lock().unwrap_or_else(|e| e.into_inner()).advance();
             }
+            let serial = advance(&self.repo, self.signed.as_ref());
+            log::info!(target: "demo", "demo origin published serial {serial}");
         }
     }
 }
