@@ -153,7 +153,7 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
 
     if cfg.log.access_file.is_some() {
         // logrotate's postrotate sends SIGUSR1: the writer reopens the file.
-        serve::access_file::reopen_on_sigusr1();
+        serve::access_log::reopen_on_sigusr1();
     }
     let mut proxy = Service::new(
         "rrdp-proxy public".to_string(),

@@ -14,9 +14,9 @@
 //! The read side: it uses `shared` (the node's state), `published` (what to answer),
 //! `store` (the bytes), `origin` (a forwarded miss, peer fill) and `metrics`; never `sync`.
 //! Besides this app: [`guard`] (the whole-request deadline), [`coalesce`] (header and body in
-//! one write), [`access_file`] (the access log to a file).
+//! one write), [`access_log`] (the access log to a file).
 
-pub mod access_file;
+pub mod access_log;
 pub mod coalesce;
 pub mod guard;
 pub mod miss;
@@ -207,7 +207,7 @@ pub struct RrdpProxy {
     forward: Vec<Arc<Upstream>>,
     /// The access log's file (`log.access_file`); without it, lines go to the `access` log
     /// target (standard error).
-    access_file: Option<access_file::AccessFile>,
+    access_file: Option<access_log::AccessFile>,
     /// pingora's HTTP server options: the HTTP/2 idle deadline.
     server_options: pingora::apps::HttpServerOptions,
     /// Per repository: what requests for names no notification gives may cost the origin.
@@ -223,7 +223,7 @@ impl RrdpProxy {
             .map(|r| Upstream::for_repository(&r.config))
             .collect();
         let access_file = match &shared.config.log.access_file {
-            Some(path) => Some(access_file::AccessFile::open(path, shared.metrics.clone())?),
+            Some(path) => Some(access_log::AccessFile::open(path, shared.metrics.clone())?),
             None => None,
         };
         // An HTTP/2 connection with no stream open is closed after `request_timeout`, as an
@@ -1182,7 +1182,7 @@ fn access_log(
     ctx: &Ctx,
     e: Option<&pingora::Error>,
     format: AccessLog,
-    file: Option<&access_file::AccessFile>,
+    file: Option<&access_log::AccessFile>,
 ) {
     if format == AccessLog::Off
         || (file.is_none() && !log::log_enabled!(target: "access", log::Level::Info))
