@@ -25,7 +25,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::published::Repo;
+use log::info;
+use pingora::http::RequestHeader;
+
+use super::answer::Answer;
+use super::files::Known;
+use super::RrdpProxy;
+use crate::metrics::{Kind, Outcome};
+use crate::origin::client::{within, FetchError, Upstream};
+use crate::origin::fetch::{ensure_object, fetch_object, Sources};
+use crate::published::{FileHead, Repo};
+use crate::rrdp::content::Expected;
+use crate::rrdp::Hash;
+use crate::store::Stored;
 
 /// The most often an unknown name makes the poller run a round.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
@@ -112,4 +124,193 @@ pub async fn refresh(repo: &Arc<Repo>, gate: &MissGate) {
             .await;
     })
     .await;
+}
+
+//------------ Forwarding a miss ------------------------------------------------------------------
+
+/// How many forwarded paths a repository remembers (then it starts over).
+const MAX_FORWARDED: usize = 10_000;
+
+/// What forwarding a file no notification names gave.
+pub(super) enum Forwarded {
+    /// A download of the same path, queued ahead of this client, stored this object.
+    Queued(Hash),
+    /// This client's download (from the upstream, or from a peer), and whether the bytes
+    /// were checked against a hash a notification gave.
+    Fetched(Result<Stored, FetchError>, bool),
+}
+
+impl RrdpProxy {
+    /// A file the published generation does not list (yet, or any more): from the upstream,
+    /// or a peer.
+    pub(super) async fn unpublished_file(
+        &self,
+        repo: &Arc<Repo>,
+        upstream: &Arc<Upstream>,
+        gate: &MissGate,
+        rel: &str,
+        req: &RequestHeader,
+    ) -> Answer {
+        if repo.is_withheld(rel) {
+            return Answer::text(404, Kind::File, "not found\n");
+        }
+        // Not published (yet, or any more). If an upstream notification names this file, the
+        // bytes must have its hash, and are kept.
+        let named = || {
+            repo.pending
+                .load()
+                .get(rel)
+                .map(|(h, e, _)| (*h, e.clone()))
+        };
+        let mut pending = named();
+        let metrics = &self.shared.metrics;
+        // Fetched for a client already (and still stored): served as before, at no cost.
+        if let (None, Some(hash)) = (&pending, self.forwarded(repo, rel)) {
+            let head = FileHead::of(&hash);
+            return self
+                .object(repo, hash, &head, false, Outcome::Hit, req)
+                .await;
+        }
+        if pending.is_none() {
+            // A name no notification gives: perhaps one the upstream published since the
+            // last poll (see `miss`). Then within the budget, or not at all.
+            refresh(repo, gate).await;
+            pending = named();
+            match (&pending, Known::of(repo, rel)) {
+                (_, Some(known)) => {
+                    metrics.count_unknown_name("named");
+                    return self.published_file(repo, known, req, None).await;
+                }
+                (Some(_), None) => metrics.count_unknown_name("named"),
+                (None, None) if gate.take() => metrics.count_unknown_name("forwarded"),
+                (None, None) => {
+                    metrics.count_unknown_name("refused");
+                    return Answer::text(404, Kind::File, "not found\n");
+                }
+            }
+        }
+        let (fetched, verified) = match pending {
+            // Named by the newest upstream notification: one download, shared with every
+            // other client asking now and with the poller, hash-checked.
+            Some((hash, content)) => {
+                let sources = Sources {
+                    upstream,
+                    bases: &repo.config.upstreams,
+                    peers: self.shared.peers.as_deref(),
+                };
+                (self.ensure(repo, &sources, rel, hash, &content).await, true)
+            }
+            None => match self.forward(repo, upstream, rel).await {
+                Forwarded::Queued(hash) => {
+                    let head = FileHead::of(&hash);
+                    return self
+                        .object(repo, hash, &head, false, Outcome::Hit, req)
+                        .await;
+                }
+                Forwarded::Fetched(fetched, verified) => (fetched, verified),
+            },
+        };
+        match fetched {
+            Ok(stored) => {
+                let (hash, head) = (stored.hash(), FileHead::of(&stored.hash()));
+                self.object(repo, hash, &head, verified, Outcome::Miss, req)
+                    .await
+            }
+            Err(FetchError::Status(404 | 410)) => Answer::text(404, Kind::File, "not found\n"),
+            Err(e) => {
+                // (A hash mismatch was counted where it was found.)
+                info!("{}{rel}: forwarding failed: {e}", repo.config.public);
+                Answer::text(502, Kind::File, "upstream failed\n")
+            }
+        }
+    }
+
+    /// One verified download of an object whose hash and content are known.
+    pub(super) async fn ensure(
+        &self,
+        repo: &Repo,
+        sources: &Sources<'_>,
+        rel: &str,
+        hash: Hash,
+        content: &Expected,
+    ) -> Result<Stored, FetchError> {
+        let limits = (repo.config.max_file_size, repo.config.fetch_timeout);
+        let (store, metrics) = (&self.shared.store, &self.shared.metrics);
+        ensure_object(sources, store, rel, hash, Some(content), limits, metrics).await
+    }
+
+    /// The object a file no notification names was fetched into for a client, if it is
+    /// still stored.
+    pub(super) fn forwarded(&self, repo: &Repo, rel: &str) -> Option<Hash> {
+        repo.forwarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(rel)
+            .copied()
+            .filter(|h| self.shared.store.contains(h, None))
+    }
+
+    /// A file no upstream notification names: fetched from the upstream once per path (later
+    /// clients queued behind the download are served what it stored), else from a peer that
+    /// publishes it, by the hash its notification gives.
+    pub(super) async fn forward(
+        &self,
+        repo: &Repo,
+        upstream: &Arc<Upstream>,
+        rel: &str,
+    ) -> Forwarded {
+        let store = &self.shared.store;
+        let flight = store
+            .flights
+            .enter(crate::store::flight::path_key(rel))
+            .await;
+        if let Some(hash) = self.forwarded(repo, rel) {
+            return Forwarded::Queued(hash);
+        }
+        self.shared.metrics.count_upstream_fetch();
+        let cfg = &repo.config;
+        let fetched = within(
+            cfg.fetch_timeout,
+            fetch_object(
+                upstream,
+                store,
+                &cfg.upstream,
+                rel,
+                None,
+                None,
+                cfg.max_file_size,
+            ),
+        )
+        .await;
+        if let Ok(stored) = &fetched {
+            let mut map = repo.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= MAX_FORWARDED {
+                map.clear();
+            }
+            map.insert(rel.to_string(), stored.hash());
+        }
+        // Released before asking peers: that takes the object key, and the lock order is
+        // object, then path (see origin::fetch::ensure_object).
+        drop(flight);
+        let error = match fetched {
+            Ok(stored) => return Forwarded::Fetched(Ok(stored), false),
+            Err(e) => e,
+        };
+        // The origin failed (down, or the file is gone there): a peer that published it
+        // names its hash, and serves the bytes by that hash.
+        let Some(peers) = self.shared.peers.as_deref() else {
+            return Forwarded::Fetched(Err(error), false);
+        };
+        let Some((hash, content)) = peers.lookup(&repo.config, rel).await else {
+            return Forwarded::Fetched(Err(error), false);
+        };
+        let sources = Sources {
+            upstream,
+            bases: &[],
+            peers: Some(peers),
+        };
+        let got = self.ensure(repo, &sources, rel, hash, &content).await;
+        let verified = got.is_ok();
+        Forwarded::Fetched(got, verified)
+    }
 }

@@ -1,0 +1,130 @@
+//! Writing an answer: the header, then the body from memory or from a stored file in
+//! [`CHUNK`]s (read on the blocking pool unless the pages are cached).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
+
+use super::answer::{Answer, Body};
+
+/// Size of the pieces a file is sent in from disk.
+const CHUNK: usize = 256 << 10;
+
+/// Writes an answer; returns the body bytes sent.
+pub(super) async fn send(session: &mut ServerSession, a: Answer) -> Result<u64> {
+    let head = session.req_header().method == http::Method::HEAD;
+    let len = a.body.len();
+    let mut h = ResponseHeader::build(a.status, Some(a.headers.len() + 1))?;
+    for (k, v) in a.headers {
+        h.insert_header(k, v)?;
+    }
+    if a.status != 304 {
+        // Always an explicit length: a response without one falls back to close-delimited.
+        h.insert_header("Content-Length", HeaderValue::from(len))?;
+    }
+    let no_body = head || a.status == 304 || len == 0;
+    session.write_response_header(Box::new(h)).await?;
+    if no_body {
+        return Ok(0);
+    }
+    match a.body {
+        Body::Empty => Ok(0),
+        Body::Bytes(b) => {
+            session.write_response_body(b, true).await?;
+            Ok(len)
+        }
+        Body::File { file, start, len } => Box::pin(send_file(session, file, start, len)).await,
+    }
+}
+
+/// Streams `len` bytes of a stored file from `start`; returns the bytes sent.
+pub(super) async fn send_file(
+    session: &mut ServerSession,
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+) -> Result<u64> {
+    let file = Arc::new(file);
+    let mut sent = 0u64;
+    while sent < len {
+        let want = CHUNK.min((len - sent) as usize);
+        let chunk = read_chunk(&file, start + sent, want).await?;
+        sent += chunk.len() as u64;
+        session.write_response_body(chunk, sent == len).await?;
+    }
+    Ok(sent)
+}
+
+/// Reads up to `want` bytes of a stored object at `offset`. What the page cache holds is read
+/// right here (`preadv2` with `RWF_NOWAIT`, which never waits for the disk), the way nginx
+/// reads its cache files; only what would wait for the disk goes to the blocking pool. With
+/// every chunk sent through the blocking pool, the two thread switches per 256 KiB cost more
+/// CPU than the copies (docs/benchmarks.md).
+pub(super) async fn read_chunk(
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    want: usize,
+) -> Result<Bytes> {
+    let fail = |e: std::io::Error| Error::because(ReadError, "reading a stored object", e);
+    match read_cached(file, offset, want) {
+        Ok(Some(chunk)) => return Ok(chunk),
+        Ok(None) => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; want];
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Err(short_object());
+        }
+        buf.truncate(n);
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(|e| Error::because(ReadError, "reading a stored object", e))?
+    .map_err(fail)
+}
+
+/// The part of `want` bytes at `offset` that the page cache holds, or `None` if reading it
+/// would wait for the disk (or the file system cannot say). The buffer is not zeroed first:
+/// for a 1 MiB delta that was a quarter of the extra cost of not holding it in memory.
+pub(super) fn read_cached(
+    file: &std::fs::File,
+    offset: u64,
+    want: usize,
+) -> std::io::Result<Option<Bytes>> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(want);
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    let offset = i64::try_from(offset).map_err(std::io::Error::other)?;
+    // SAFETY: the kernel writes at most `iov_len` bytes into the vector's spare capacity, which
+    // has that size; the length is then set to what it reports having written.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    match n {
+        0 => Err(short_object()),
+        n if n > 0 => {
+            // SAFETY: the first `n` bytes were written by the read above.
+            unsafe { buf.set_len(n as usize) };
+            Ok(Some(Bytes::from(buf)))
+        }
+        // EAGAIN: not cached; EOPNOTSUPP: a file system without RWF_NOWAIT; EINTR: try the
+        // blocking read, which retries. Any other error shows there again.
+        _ => Ok(None),
+    }
+}
+
+pub(super) fn short_object() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "stored object shorter than its length",
+    )
+}
