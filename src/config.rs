@@ -28,9 +28,9 @@ pub const DEFAULT_RETAIN: Duration = Duration::from_secs(2 * 3600);
 /// Memory tier size.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 /// Largest object kept in the memory tier by default. RRDP deltas are mostly a few KiB (a
-/// manifest, a CRL, a few ROAs), and for those the memory tier saves about a third of the CPU
-/// of a request; larger files are read from the page cache, as nginx does, rather than held
-/// twice (docs/benchmarks.md).
+/// manifest, a CRL, a few ROAs), and for those the memory tier saves much of the CPU of a
+/// request; larger files are read from the page cache, as nginx does, rather than held twice
+/// (docs/benchmarks.md has the figures).
 pub const DEFAULT_MEMORY_OBJECT_MAX: u64 = 64 << 10;
 /// The most `cache.memory_object_max` may be.
 pub const MAX_MEMORY_OBJECT_MAX: u64 = 64 << 20;

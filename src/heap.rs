@@ -3,8 +3,8 @@
 //! glibc's malloc gives each thread that allocates its own arena, up to eight per core, and an
 //! arena keeps what is freed in it for reuse. After a buffer of a MiB or more has been freed,
 //! its trim threshold rises to twice that, so each of the blocking-pool threads that fetched,
-//! hashed or gzip-compressed files kept 2–3 MiB: 29 MiB of a process that held nothing (no
-//! memory tier, nothing being served) after one sync of a 20 MiB repository. Two arenas
+//! hashed or gzip-compressed files kept a few MiB, and a process that held nothing kept tens
+//! of MiB after one sync (docs/benchmarks.md has the figures). Two arenas
 //! are plenty for a proxy whose serving threads allocate little, and the bursts of background
 //! work (a sync round and the compression after it) end with a trim that returns what they
 //! freed.

@@ -162,9 +162,9 @@ pub struct Upstream {
 }
 
 /// One connector per set of trusted CAs, shared by every client that trusts the same. A
-/// connector holds its parsed root certificates (the system's: over half a MiB) and a pool
-/// of idle connections keyed by peer; one per client cost a node fronting a thousand
-/// repositories about a GiB (docs/benchmarks.md, repositories per node).
+/// connector holds its parsed root certificates (the system's) and a pool of idle
+/// connections keyed by peer; one per client made memory grow with the repositories a node
+/// fronts (docs/benchmarks.md, growth curves, has the figures).
 fn shared_connector(ca: Option<&std::path::Path>) -> Arc<Connector> {
     type Connectors = std::collections::HashMap<Option<std::path::PathBuf>, Arc<Connector>>;
     static CONNECTORS: std::sync::OnceLock<std::sync::Mutex<Connectors>> =

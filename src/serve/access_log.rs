@@ -150,7 +150,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 /// The writer thread: every `FLUSH_EVERY` it takes what the queue holds, writes it through
 /// the buffer and flushes; it ends once every sender is gone and the queue is empty. It never
 /// blocks on the queue, so a request's `try_send` never has a thread to wake (a wake-up per
-/// line cost more than a third of the throughput, measured with bench/ab.sh).
+/// line cost much of the throughput: docs/benchmarks.md, access log).
 fn write_lines(lines: Receiver<String>, mut target: Target, metrics: Arc<Metrics>) {
     let mut failing = false;
     let mut reopens = REOPENS.load(Ordering::Relaxed);

@@ -3,8 +3,8 @@
 //! pingora's HTTP/1 server writes a response as separate writes: the serialized header, then
 //! the body in one or more pieces, then a flush. Sent as they come, a notification goes out in
 //! two `send`s, each waking the client; behind a write buffer large enough for both, it is
-//! copied once more in user space (a 30 KiB notification: 6 % of the CPU of a request,
-//! measured in docs/benchmarks.md). Instead, the first write after a flush (the header) is
+//! copied once more in user space (a measurable part of a notification request's CPU:
+//! docs/benchmarks.md has the figures). Instead, the first write after a flush (the header) is
 //! held if it is small, and sent together with the next write in one vectored write
 //! (`writev`), the way nginx sends a response: no copy of the body, one system call.
 //!

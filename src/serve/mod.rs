@@ -2,8 +2,8 @@
 //!
 //! It sits directly on pingora's HTTP server sessions (HTTP/1.1 and HTTP/2, plain and TLS)
 //! rather than on pingora's proxy framework: nothing here is ever proxied blindly, and the
-//! framework's per-request machinery (cache, module and retry state, its phases) cost about
-//! 7 % of the CPU of a notification request (docs/benchmarks.md).
+//! framework's per-request machinery (cache, module and retry state, its phases) cost a
+//! measurable part of a notification request's CPU (docs/benchmarks.md has the profile).
 //!
 //! Routing is by path prefix. Under a repository prefix the notification comes from the
 //! published generation and snapshots/deltas from the store; a file the store does not have

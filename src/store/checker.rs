@@ -1,10 +1,10 @@
 //! The content check of a snapshot or delta, run beside its download.
 //!
-//! Checked after the download, a 500 MB snapshot was read back from the page cache and
-//! parsed while nothing else happened: 1.9 s of a 4.3 s round, on top of 1.6 s of download
-//! and SHA-256 (docs/benchmarks.md, big snapshots). Fed the same chunks as they arrive, the
-//! check runs on a blocking thread (another core) while the download goes on, and is done
-//! shortly after the last byte.
+//! Checked after the download, a big snapshot was read back from the page cache and parsed
+//! while nothing else happened, which made up much of a round (docs/benchmarks.md, big
+//! snapshots, has the figures). Fed the same chunks as they arrive, the check runs on a
+//! blocking thread (another core) while the download goes on, and is done shortly after the
+//! last byte.
 
 use std::io;
 
