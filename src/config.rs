@@ -539,7 +539,7 @@ impl RepositoryConfig {
     /// `serial`, with objects no larger than `max_object_size`.
     pub fn expected(
         &self,
-        kind: crate::rrdp::content::Kind,
+        kind: crate::rrdp::content::Document,
         session_id: &str,
         serial: u64,
     ) -> crate::rrdp::content::Expected {

@@ -3,7 +3,7 @@
 //! very same checks. Each function panics when a property does not hold.
 
 use crate::config::Config;
-use crate::rrdp::content::{check, Expected, Kind};
+use crate::rrdp::content::{check, Document, Expected};
 use crate::rrdp::{render_notification, Notification};
 
 /// The notification parser never panics, and what it accepts renders to a notification that
@@ -30,11 +30,11 @@ pub fn content(data: &[u8], session_id: &str) {
         .and_then(|s| s.split('"').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    for kind in [Kind::Snapshot, Kind::Delta] {
+    for kind in [Document::Snapshot, Document::Delta] {
         // A small object limit, so that the fuzzer reaches the refusal of large elements.
         let expected = Expected::new(kind, session_id, serial).with_max_object_size(4096);
         if let Ok(summary) = check(data, &expected) {
-            assert!(kind == Kind::Delta || summary.withdraws == 0);
+            assert!(kind == Document::Delta || summary.withdraws == 0);
         }
     }
 }
@@ -59,27 +59,29 @@ pub fn config(data: &[u8]) {
 
 /// A real repository to put a fuzzed object into: its objects, trust anchors, and a time at
 /// which it is valid.
-pub struct Repository {
+pub struct Testbed {
     pub objects: crate::objects::Objects,
     pub anchors: Vec<crate::objects::Anchor>,
     pub now: i64,
 }
 
-impl Repository {
+impl Testbed {
     /// The recorded Krill testbed repository in `dir` (tests/data/krill-testbed): serial a,
     /// its TAL and TA certificate, and a minute after its newest manifest was made.
-    pub fn krill_testbed(dir: &std::path::Path) -> std::io::Result<Repository> {
+    pub fn krill_testbed(dir: &std::path::Path) -> std::io::Result<Testbed> {
         use crate::objects::{Anchor, TalFile};
         use crate::rrdp::content::read_objects;
         let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let n = Notification::parse(&std::fs::read(dir.join("a/notification.xml"))?)
             .map_err(|e| bad(e.to_string()))?;
-        let expected = Expected::new(Kind::Snapshot, n.session_id, n.serial);
+        let expected = Expected::new(Document::Snapshot, n.session_id, n.serial);
         let snapshot = std::fs::read(dir.join("a/snapshot.xml"))?;
         let objects = read_objects(snapshot.as_slice(), &expected).map_err(|e| bad(e.0))?;
         let now = objects
             .iter()
-            .filter(|(u, _)| crate::objects::Kind::of(u) == crate::objects::Kind::Manifest)
+            .filter(|(u, _)| {
+                crate::objects::ObjectKind::of(u) == crate::objects::ObjectKind::Manifest
+            })
             .filter_map(|(u, d)| crate::objects::made_at(u, d))
             .max()
             .ok_or_else(|| bad("no manifest".into()))?
@@ -88,7 +90,7 @@ impl Repository {
             tal: TalFile::read(&dir.join("ta.tal")).map_err(bad)?,
             cert: Some(std::fs::read(dir.join("ta.cer"))?.into()),
         };
-        Ok(Repository {
+        Ok(Testbed {
             objects,
             anchors: vec![anchor],
             now,
@@ -109,7 +111,7 @@ const REPLACED: [&str; 4] = [
 /// An RPKI object in place of one of a real repository's (tests/data/krill-testbed): reading
 /// its time and validating the repository never panic, and unless the bytes are the
 /// original's, a finding names the object.
-pub fn object(data: &[u8], repo: &Repository) {
+pub fn object(data: &[u8], repo: &Testbed) {
     for name in ["x.cer", "x.crl", "x.mft", "x.roa", "x.asa", "x.gbr"] {
         let _ = crate::objects::made_at(name, data);
     }

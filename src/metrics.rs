@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 /// What a request was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
+pub enum RequestKind {
     Notification,
     Snapshot,
     Delta,
@@ -21,31 +21,31 @@ pub enum Kind {
     Other,
 }
 
-impl Kind {
-    const ALL: [Kind; 6] = [
-        Kind::Notification,
-        Kind::Snapshot,
-        Kind::Delta,
-        Kind::File,
-        Kind::Passthrough,
-        Kind::Other,
+impl RequestKind {
+    const ALL: [RequestKind; 6] = [
+        RequestKind::Notification,
+        RequestKind::Snapshot,
+        RequestKind::Delta,
+        RequestKind::File,
+        RequestKind::Passthrough,
+        RequestKind::Other,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Notification => "notification",
-            Kind::Snapshot => "snapshot",
-            Kind::Delta => "delta",
-            Kind::File => "file",
-            Kind::Passthrough => "passthrough",
-            Kind::Other => "other",
+            RequestKind::Notification => "notification",
+            RequestKind::Snapshot => "snapshot",
+            RequestKind::Delta => "delta",
+            RequestKind::File => "file",
+            RequestKind::Passthrough => "passthrough",
+            RequestKind::Other => "other",
         }
     }
 }
 
 /// How a request was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Outcome {
+pub enum RequestResult {
     /// From the store or the published generation.
     Hit,
     /// From a passthrough cache entry past its freshness, because the upstream failed.
@@ -56,15 +56,20 @@ pub enum Outcome {
     Pass,
 }
 
-impl Outcome {
-    const ALL: [Outcome; 4] = [Outcome::Hit, Outcome::Stale, Outcome::Miss, Outcome::Pass];
+impl RequestResult {
+    const ALL: [RequestResult; 4] = [
+        RequestResult::Hit,
+        RequestResult::Stale,
+        RequestResult::Miss,
+        RequestResult::Pass,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Hit => "hit",
-            Outcome::Stale => "stale",
-            Outcome::Miss => "miss",
-            Outcome::Pass => "pass",
+            RequestResult::Hit => "hit",
+            RequestResult::Stale => "stale",
+            RequestResult::Miss => "miss",
+            RequestResult::Pass => "pass",
         }
     }
 }
@@ -81,7 +86,9 @@ fn status_slot(status: u16) -> usize {
 
 /// Request counters: one atomic per kind × result × status, so counting a request takes no
 /// lock on the hot path.
-struct RequestCounters([AtomicU64; Kind::ALL.len() * Outcome::ALL.len() * STATUSES.len()]);
+struct RequestCounters(
+    [AtomicU64; RequestKind::ALL.len() * RequestResult::ALL.len() * STATUSES.len()],
+);
 
 impl Default for RequestCounters {
     fn default() -> Self {
@@ -90,8 +97,9 @@ impl Default for RequestCounters {
 }
 
 impl RequestCounters {
-    fn slot(kind: Kind, outcome: Outcome, status_slot: usize) -> usize {
-        ((kind as usize) * Outcome::ALL.len() + outcome as usize) * STATUSES.len() + status_slot
+    fn slot(kind: RequestKind, outcome: RequestResult, status_slot: usize) -> usize {
+        ((kind as usize) * RequestResult::ALL.len() + outcome as usize) * STATUSES.len()
+            + status_slot
     }
 }
 
@@ -113,7 +121,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn count_request(&self, kind: Kind, outcome: Outcome, status: u16, bytes: u64) {
+    pub fn count_request(
+        &self,
+        kind: RequestKind,
+        outcome: RequestResult,
+        status: u16,
+        bytes: u64,
+    ) {
         self.requests.0[RequestCounters::slot(kind, outcome, status_slot(status))]
             .fetch_add(1, Ordering::Relaxed);
         self.bytes_served.fetch_add(bytes, Ordering::Relaxed);
@@ -208,11 +222,11 @@ impl Metrics {
     }
 
     /// How many requests of these kinds were answered with this status (tests, status).
-    pub fn requests_with_status(&self, kinds: &[Kind], status: u16) -> u64 {
+    pub fn requests_with_status(&self, kinds: &[RequestKind], status: u16) -> u64 {
         let slot = status_slot(status);
         kinds
             .iter()
-            .flat_map(|k| Outcome::ALL.map(|o| RequestCounters::slot(*k, o, slot)))
+            .flat_map(|k| RequestResult::ALL.map(|o| RequestCounters::slot(*k, o, slot)))
             .map(|i| self.requests.0[i].load(Ordering::Relaxed))
             .sum()
     }
@@ -222,8 +236,8 @@ impl Metrics {
     /// Long on purpose (about 85 lines): mostly the table of counters with their help texts.
     pub fn collect_into(&self, ex: &mut Exposition) -> prometheus::Result<()> {
         let mut requests = Vec::new();
-        for k in Kind::ALL {
-            for o in Outcome::ALL {
+        for k in RequestKind::ALL {
+            for o in RequestResult::ALL {
                 for (slot, status) in STATUSES.iter().enumerate() {
                     let n =
                         self.requests.0[RequestCounters::slot(k, o, slot)].load(Ordering::Relaxed);

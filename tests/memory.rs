@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rrdp_proxy::rrdp::content::{check, walk, Expected, Kind};
+use rrdp_proxy::rrdp::content::{check, walk, Document, Expected};
 
 struct Counting;
 
@@ -112,7 +112,8 @@ fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
 #[test]
 fn one_huge_element_costs_a_fixed_amount_of_memory() {
     const MIB: u64 = 1 << 20;
-    let expected = |max: u64| Expected::new(Kind::Snapshot, SESSION, 1).with_max_object_size(max);
+    let expected =
+        |max: u64| Expected::new(Document::Snapshot, SESSION, 1).with_max_object_size(max);
     // The check (no content gathered) of a 96 MiB element under a 100 MiB limit: it passes,
     // and holds no more than the lexer's and quick-xml's buffers.
     let (verdict, peak) = peak_during(|| check(HugeSnapshot::new(96 * MIB), &expected(100 * MIB)));
@@ -126,7 +127,7 @@ fn one_huge_element_costs_a_fixed_amount_of_memory() {
     let (verdict, peak) = peak_during(|| {
         check(
             HugeSnapshot::new(768 * MIB),
-            &Expected::new(Kind::Snapshot, SESSION, 1),
+            &Expected::new(Document::Snapshot, SESSION, 1),
         )
     });
     let err = verdict.unwrap_err();

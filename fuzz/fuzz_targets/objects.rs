@@ -5,13 +5,13 @@
 
 use std::sync::OnceLock;
 
-use rrdp_proxy::fuzz_checks::Repository;
+use rrdp_proxy::fuzz_checks::Testbed;
 
-fn repository() -> &'static Repository {
-    static REPO: OnceLock<Repository> = OnceLock::new();
+fn repository() -> &'static Testbed {
+    static REPO: OnceLock<Testbed> = OnceLock::new();
     REPO.get_or_init(|| {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/krill-testbed");
-        Repository::krill_testbed(std::path::Path::new(dir)).expect("the recorded repository")
+        Testbed::krill_testbed(std::path::Path::new(dir)).expect("the recorded repository")
     })
 }
 

@@ -6,7 +6,7 @@
 //! (`<session>/<serial>/<random>/snapshot.xml`), `Cache-Control: max-age=60` on the
 //! notification and `max-age=86400` on files, no ETag or Last-Modified, HEAD answered with
 //! 405, superseded files deleted at once, and `/ta/ta.cer` with no Cache-Control.
-//! The test suite's fake origin uses the same [`Repository`] generator.
+//! The test suite's fake origin uses the same [`Publisher`] generator.
 //!
 //! Its first repository holds a small, validly signed RPKI tree ([`signed`]) whose TAL ships
 //! as `demo.tal`, so the demo validates as a real repository does; the others, and the
@@ -40,7 +40,7 @@ const OBJECT_BASE: &str = "rsync://demo.test/repo/";
 
 /// A generated RRDP repository.
 #[derive(Clone)]
-pub struct Repository {
+pub struct Publisher {
     /// Base URI the files are published under, ending in `/`.
     base_uri: String,
     session_id: String,
@@ -60,10 +60,10 @@ pub struct Repository {
     max_objects: usize,
 }
 
-impl Repository {
+impl Publisher {
     /// A new session at serial 1 with a few objects.
-    pub fn new(base_uri: &str) -> Repository {
-        let mut r = Repository {
+    pub fn new(base_uri: &str) -> Publisher {
+        let mut r = Publisher {
             base_uri: base_uri.to_string(),
             session_id: uuid::Uuid::new_v4().to_string(),
             serial: 0,
@@ -82,12 +82,12 @@ impl Repository {
 
     /// A repository shaped like a large RIR's: a snapshot of about `snapshot_bytes` (objects of
     /// 16 KiB) and `deltas` listed deltas of 1 KiB to 1 MiB each. For benchmarks.
-    pub fn large(base_uri: &str, snapshot_bytes: u64, deltas: usize) -> Repository {
+    pub fn large(base_uri: &str, snapshot_bytes: u64, deltas: usize) -> Publisher {
         let mut rng = rand::thread_rng();
-        let mut r = Repository {
+        let mut r = Publisher {
             keep_deltas: deltas.max(1),
             max_objects: usize::MAX,
-            ..Repository::new(base_uri)
+            ..Publisher::new(base_uri)
         };
         r.reset_session();
         // Objects published by the deltas end up in the snapshot too: draw their sizes
@@ -311,8 +311,8 @@ impl Repository {
     }
 
     /// A new session whose first serial publishes exactly `objects`.
-    pub fn with_objects(base_uri: &str, objects: BTreeMap<String, Vec<u8>>) -> Repository {
-        let mut r = Repository::new(base_uri);
+    pub fn with_objects(base_uri: &str, objects: BTreeMap<String, Vec<u8>>) -> Publisher {
+        let mut r = Publisher::new(base_uri);
         r.session_id = uuid::Uuid::new_v4().to_string();
         r.serial = 1;
         r.deltas.clear();
@@ -407,7 +407,7 @@ fn random_bytes(rng: &mut impl Rng, len: usize) -> Vec<u8> {
     v
 }
 
-/// Object size in a [`Repository::large`].
+/// Object size in a [`Publisher::large`].
 const LARGE_OBJECT: u64 = 16 << 10;
 
 /// The bytes served as the TA certificate by a demo that holds no signed repository (a
@@ -416,24 +416,24 @@ const PLACEHOLDER_TA_CER: &[u8] = b"demo trust anchor certificate placeholder\n"
 
 //------------ The HTTP side -------------------------------------------------------------------
 
-/// Serves a [`Repository`] under `/rrdp/` and a TA certificate under `/ta/`; with more than
+/// Serves a [`Publisher`] under `/rrdp/` and a TA certificate under `/ta/`; with more than
 /// one repository, the others (small ones) under `/rrdp-2/`, `/rrdp-3/`, … (an origin behind
 /// which an edge node fronts many CAs, for benchmarks).
 pub struct DemoServer {
-    pub repo: Arc<Mutex<Repository>>,
+    pub repo: Arc<Mutex<Publisher>>,
     /// The signed tree the first repository publishes (none in a `large` one).
     pub signed: Option<Arc<Mutex<signed::SignedDemo>>>,
     /// What `/ta/ta.cer` serves.
     ta_cert: Bytes,
     /// Repositories 2, 3, … (under `/rrdp-<n>/`).
-    pub more: Vec<Arc<Mutex<Repository>>>,
+    pub more: Vec<Arc<Mutex<Publisher>>>,
     /// GET requests per path, for benchmarks (`GET /_stats`).
     requests: Mutex<HashMap<String, u64>>,
 }
 
 impl DemoServer {
     /// A demo server whose files are published under `http://<listen>/rrdp/`; with `large`
-    /// (snapshot bytes, deltas), a repository of that shape (see [`Repository::large`]).
+    /// (snapshot bytes, deltas), a repository of that shape (see [`Publisher::large`]).
     pub fn new(
         listen: std::net::SocketAddr,
         large: Option<(u64, usize)>,
@@ -441,11 +441,11 @@ impl DemoServer {
     ) -> DemoServer {
         let base = format!("http://{listen}/rrdp/");
         let (repo, signed) = match large {
-            Some((bytes, deltas)) => (Repository::large(&base, bytes, deltas), None),
+            Some((bytes, deltas)) => (Publisher::large(&base, bytes, deltas), None),
             None => {
                 let signed = signed::SignedDemo::new();
                 (
-                    Repository::with_objects(&base, signed.objects()),
+                    Publisher::with_objects(&base, signed.objects()),
                     Some(signed),
                 )
             }
@@ -457,7 +457,7 @@ impl DemoServer {
         let more = (2..=repositories)
             .map(|n| {
                 let base = format!("http://{listen}/rrdp-{n}/");
-                Arc::new(Mutex::new(Repository::new(&base)))
+                Arc::new(Mutex::new(Publisher::new(&base)))
             })
             .collect();
         DemoServer {
@@ -472,7 +472,7 @@ impl DemoServer {
 
 impl DemoServer {
     /// The repository a path is under, and the path relative to it.
-    fn repository_of<'a>(&self, path: &'a str) -> Option<(&Arc<Mutex<Repository>>, &'a str)> {
+    fn repository_of<'a>(&self, path: &'a str) -> Option<(&Arc<Mutex<Publisher>>, &'a str)> {
         if let Some(rel) = path.strip_prefix("/rrdp/") {
             return Some((&self.repo, rel));
         }
@@ -573,7 +573,7 @@ fn parse_simple_range(v: &str) -> Option<(usize, usize)> {
 
 /// Publishes the next serial of `repo`: the signed tree's next change when it holds one,
 /// else random objects. Returns the serial.
-fn advance(repo: &Mutex<Repository>, signed: Option<&Arc<Mutex<signed::SignedDemo>>>) -> u64 {
+fn advance(repo: &Mutex<Publisher>, signed: Option<&Arc<Mutex<signed::SignedDemo>>>) -> u64 {
     // The signing happens before the repository's lock is taken: readers never wait for it.
     let changes = signed.map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).advance());
     let mut repo = repo.lock().unwrap_or_else(|e| e.into_inner());
@@ -587,10 +587,10 @@ fn advance(repo: &Mutex<Repository>, signed: Option<&Arc<Mutex<signed::SignedDem
 /// Publishes a new serial of every repository every `interval`.
 pub struct DemoTicker {
     /// The first repository, and the signed tree it publishes if any.
-    pub repo: Arc<Mutex<Repository>>,
+    pub repo: Arc<Mutex<Publisher>>,
     pub signed: Option<Arc<Mutex<signed::SignedDemo>>>,
     /// The others.
-    pub more: Vec<Arc<Mutex<Repository>>>,
+    pub more: Vec<Arc<Mutex<Publisher>>>,
     pub interval: Duration,
 }
 
@@ -614,18 +614,18 @@ impl BackgroundService for DemoTicker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rrdp::content::{check, Expected, Kind};
+    use crate::rrdp::content::{check, Document, Expected};
     use crate::rrdp::Notification;
 
     /// The body the repository serves for a URI under its base.
-    fn served(r: &Repository, uri: &str) -> Bytes {
+    fn served(r: &Publisher, uri: &str) -> Bytes {
         let rel = uri.strip_prefix("http://127.0.0.1:3001/rrdp/").unwrap();
         r.file(rel).unwrap()
     }
 
     #[test]
     fn a_large_repository_has_the_requested_shape() {
-        let r = Repository::large("http://127.0.0.1:3001/rrdp/", 16 << 20, 20);
+        let r = Publisher::large("http://127.0.0.1:3001/rrdp/", 16 << 20, 20);
         let n = Notification::parse(&r.notification()).unwrap();
         assert_eq!(n.deltas.len(), 20);
         let snap = r.file(r.snapshot_path()).unwrap();
@@ -649,7 +649,7 @@ mod tests {
 
     #[test]
     fn generated_notifications_are_valid_and_hashes_match() {
-        let mut r = Repository::new("http://127.0.0.1:3001/rrdp/");
+        let mut r = Publisher::new("http://127.0.0.1:3001/rrdp/");
         for _ in 0..15 {
             r.advance();
         }
@@ -689,12 +689,12 @@ mod tests {
 
     #[test]
     fn the_demo_generator_writes_valid_files() {
-        let mut repo = Repository::new("http://127.0.0.1/rrdp/");
+        let mut repo = Publisher::new("http://127.0.0.1/rrdp/");
         repo.advance();
         let session = repo.session_id().to_string();
         let snap = repo.file(repo.snapshot_path()).unwrap();
         let exp = Expected {
-            kind: Kind::Snapshot,
+            kind: Document::Snapshot,
             session_id: session.clone(),
             serial: 2,
             max_object_size: crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
@@ -702,7 +702,7 @@ mod tests {
         assert!(check(&snap[..], &exp).unwrap().publishes > 0);
         let delta = repo.file(&repo.delta_paths()[0]).unwrap();
         let exp = Expected {
-            kind: Kind::Delta,
+            kind: Document::Delta,
             session_id: session,
             serial: 2,
             max_object_size: crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,

@@ -21,7 +21,7 @@
 //! Incremental: a publication point whose manifest, issuer chain and directory did not change
 //! since the last round, and for which no time a check depends on has come (a nextUpdate, a
 //! certificate's end, one entering the expiry window), replays its last findings. The others
-//! are checked from the [`Index`] (certificates, manifests, CRLs), their signed objects through
+//! are checked from the [`ObjectIndex`] (certificates, manifests, CRLs), their signed objects through
 //! the [`Cache`]: the DER of a signed object is asked for only when it has no result.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -33,8 +33,8 @@ use rpki::repository::sigobj::SignedObject;
 use rpki::repository::x509::{Time, Validity};
 use rpki::repository::{Aspa, Cert, Manifest, ResourceCert, Roa};
 
-use super::index::{sha, Cache, Ee, Index, PointMemo, Sha, Verified};
-use super::{Anchor, Check, Finding, Health, Kind, Objects, Report};
+use super::index::{sha, Cache, Ee, ObjectIndex, PointMemo, Sha, Verified};
+use super::{Anchor, Check, Finding, Health, ObjectKind, Objects, Report};
 
 /// RPs validate leniently by default (Routinator's `strict = false`): so do we, so that what
 /// is refused here is what they reject.
@@ -46,7 +46,7 @@ pub const MAX_DEPTH: usize = 32;
 /// Validates `objects` at `now` (seconds since the epoch), from scratch; certificates
 /// expiring within `expiry_window` seconds are counted in the health.
 pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: i64) -> Report {
-    let index = Index::from_objects(objects);
+    let index = ObjectIndex::from_objects(objects);
     let mut cache = Cache::default();
     let mut fetch = |wanted: &HashSet<String>, give: &mut dyn FnMut(&str, Bytes)| {
         for uri in wanted {
@@ -66,7 +66,7 @@ pub type Fetch<'a> = dyn FnMut(&HashSet<String>, &mut dyn FnMut(&str, Bytes)) + 
 /// to date for the next round); the DER of signed objects the cache has no result for comes
 /// from `fetch`, in one call.
 pub fn validate_with(
-    index: &Index,
+    index: &ObjectIndex,
     cache: &mut Cache,
     fetch: &mut Fetch<'_>,
     anchors: &[Anchor],
@@ -89,7 +89,7 @@ pub fn validate_with(
         until: i64::MAX,
     };
     for uri in index.uris() {
-        v.report.health.count(Kind::of(uri));
+        v.report.health.count(ObjectKind::of(uri));
     }
     for a in anchors {
         v.anchor(a);
@@ -169,7 +169,7 @@ struct Point {
 }
 
 struct Validator<'a> {
-    index: &'a Index,
+    index: &'a ObjectIndex,
     cache: &'a mut Cache,
     now: i64,
     time: Time,
@@ -339,8 +339,8 @@ impl Validator<'_> {
         let p = self.context(mft_uri, issuer, chain, point.crl);
         let mut children = Vec::new();
         for uri in &point.listed {
-            match Kind::of(uri) {
-                Kind::Certificate => {
+            match ObjectKind::of(uri) {
+                ObjectKind::Certificate => {
                     let Some(der) = self.index.kept(uri).cloned() else {
                         continue;
                     };
@@ -349,8 +349,8 @@ impl Validator<'_> {
                         children.push((uri.clone(), child, chain));
                     }
                 }
-                Kind::Roa | Kind::Aspa | Kind::Signed => self.signed(uri, p),
-                Kind::Crl | Kind::Manifest | Kind::Other => {}
+                ObjectKind::Roa | ObjectKind::Aspa | ObjectKind::Signed => self.signed(uri, p),
+                ObjectKind::Crl | ObjectKind::Manifest | ObjectKind::Other => {}
             }
         }
         children
@@ -371,8 +371,8 @@ impl Validator<'_> {
         let mut cas: HashMap<KeyIdentifier, (Sha, Cert)> = HashMap::new();
         let mut manifests = Vec::new();
         for uri in self.index.uris() {
-            match Kind::of(uri) {
-                Kind::Certificate => {
+            match ObjectKind::of(uri) {
+                ObjectKind::Certificate => {
                     let der = self.index.kept(uri).expect("certificates are kept");
                     if let Ok(c) = Cert::decode(der.clone()) {
                         if c.is_ca() {
@@ -380,7 +380,7 @@ impl Validator<'_> {
                         }
                     }
                 }
-                Kind::Manifest if !self.done.contains(uri) => manifests.push(uri.clone()),
+                ObjectKind::Manifest if !self.done.contains(uri) => manifests.push(uri.clone()),
                 _ => {}
             }
         }
@@ -470,7 +470,7 @@ impl Validator<'_> {
                 self.finding(&uri, Check::ManifestHash, detail);
                 // Checked on all the same: what else is wrong with it helps the operator.
             }
-            if Kind::of(&uri) == Kind::Crl {
+            if ObjectKind::of(&uri) == ObjectKind::Crl {
                 crls.push(uri);
             } else {
                 listed.push(uri);
@@ -538,7 +538,7 @@ impl Validator<'_> {
     fn valid_between(&mut self, uri: &str, not_before: i64, not_after: i64) -> bool {
         self.changes_at(not_before);
         self.changes_at(not_after.saturating_add(1));
-        if Kind::of(uri) != Kind::Manifest {
+        if ObjectKind::of(uri) != ObjectKind::Manifest {
             self.report.health.certificate(uri, not_after, self.now);
             self.changes_at(not_after.saturating_sub(self.window));
         }
@@ -681,9 +681,11 @@ impl Validator<'_> {
             Err(e) => return parse_error(format!("not a signed object: {e}")),
         };
         // The content, parsed as its kind (this also checks the content type).
-        let content = match Kind::of(uri) {
-            Kind::Roa => Roa::decode(der.clone(), STRICT).map(|r| Content::Roa(Box::new(r))),
-            Kind::Aspa => Aspa::decode(der.clone(), STRICT).map(|a| Content::Aspa(Box::new(a))),
+        let content = match ObjectKind::of(uri) {
+            ObjectKind::Roa => Roa::decode(der.clone(), STRICT).map(|r| Content::Roa(Box::new(r))),
+            ObjectKind::Aspa => {
+                Aspa::decode(der.clone(), STRICT).map(|a| Content::Aspa(Box::new(a)))
+            }
             _ => Ok(Content::Other),
         };
         let content = match content {

@@ -62,7 +62,7 @@ impl Health {
         }
     }
 
-    pub fn count(&mut self, kind: super::Kind) {
+    pub fn count(&mut self, kind: super::ObjectKind) {
         *self.objects.entry(kind.label()).or_insert(0) += 1;
     }
 

@@ -1,7 +1,7 @@
 //! What validation keeps of a repository state between rounds, so that a new serial costs
 //! what changed, not the whole repository again.
 //!
-//! - [`Index`]: every object's SHA-256 by URI, and the DER of the few objects the tree walk
+//! - [`ObjectIndex`]: every object's SHA-256 by URI, and the DER of the few objects the tree walk
 //!   reads each round (certificates, manifests, CRLs). Signed objects — most of a repository
 //!   — are not kept: their DER is asked for only when the [`Cache`] has no result for them.
 //! - [`Cache`]: the verification result of each signed object, by its hash and the hash of
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use rpki::repository::x509::Serial;
 use sha2::{Digest, Sha256};
 
-use super::{Check, Kind, Objects};
+use super::{Check, ObjectKind, Objects};
 
 pub type Sha = [u8; 32];
 
@@ -25,17 +25,17 @@ pub fn sha(data: &[u8]) -> Sha {
 
 /// One repository state as validation reads it.
 #[derive(Clone, Debug, Default)]
-pub struct Index {
+pub struct ObjectIndex {
     hashes: BTreeMap<String, Sha>,
     kept: HashMap<String, Bytes>,
     /// Directories (URIs up to the last `/`) with an object published or withdrawn since
-    /// [`Index::clean`]: their publication points are checked again.
+    /// [`ObjectIndex::clean`]: their publication points are checked again.
     dirty: HashSet<String>,
 }
 
-impl Index {
-    pub fn from_objects(objects: &Objects) -> Index {
-        let mut index = Index::default();
+impl ObjectIndex {
+    pub fn from_objects(objects: &Objects) -> ObjectIndex {
+        let mut index = ObjectIndex::default();
         for (uri, der) in objects {
             index.publish(uri, der.clone());
         }
@@ -43,8 +43,11 @@ impl Index {
     }
 
     /// Whether the tree walk reads an object of this kind each round.
-    fn keeps(kind: Kind) -> bool {
-        matches!(kind, Kind::Certificate | Kind::Manifest | Kind::Crl)
+    fn keeps(kind: ObjectKind) -> bool {
+        matches!(
+            kind,
+            ObjectKind::Certificate | ObjectKind::Manifest | ObjectKind::Crl
+        )
     }
 
     fn touch(&mut self, uri: &str) {
@@ -55,7 +58,7 @@ impl Index {
     }
 
     /// Whether anything under the directory URI `dir` (not below it) changed since
-    /// [`Index::clean`].
+    /// [`ObjectIndex::clean`].
     pub fn is_dirty(&self, dir: &str) -> bool {
         self.dirty.contains(dir)
     }
@@ -69,7 +72,7 @@ impl Index {
     pub fn publish(&mut self, uri: &str, der: Bytes) {
         self.touch(uri);
         self.hashes.insert(uri.to_string(), sha(&der));
-        if Index::keeps(Kind::of(uri)) {
+        if ObjectIndex::keeps(ObjectKind::of(uri)) {
             self.kept.insert(uri.to_string(), der);
         } else {
             self.kept.remove(uri);

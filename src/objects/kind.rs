@@ -7,7 +7,7 @@ use rpki::repository::Cert;
 /// The kinds of object an RPKI repository publishes, by file name extension (the IANA "RPKI
 /// Repository Name Schemes" registry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
+pub enum ObjectKind {
     /// `.cer`: a CA certificate, or a BGPsec router certificate.
     Certificate,
     Crl,
@@ -20,50 +20,50 @@ pub enum Kind {
     Other,
 }
 
-impl Kind {
+impl ObjectKind {
     /// The kind of the object at `uri` (a path or URI), by its extension.
-    pub fn of(uri: &str) -> Kind {
+    pub fn of(uri: &str) -> ObjectKind {
         // Called several times per object and round: no allocation.
         let ext = uri.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
         let is = |e: &str| ext.eq_ignore_ascii_case(e);
         if is("cer") {
-            Kind::Certificate
+            ObjectKind::Certificate
         } else if is("crl") {
-            Kind::Crl
+            ObjectKind::Crl
         } else if is("mft") {
-            Kind::Manifest
+            ObjectKind::Manifest
         } else if is("roa") {
-            Kind::Roa
+            ObjectKind::Roa
         } else if is("asa") {
-            Kind::Aspa
+            ObjectKind::Aspa
         } else if ["gbr", "sig", "tak", "spl"].iter().any(|e| is(e)) {
-            Kind::Signed
+            ObjectKind::Signed
         } else {
-            Kind::Other
+            ObjectKind::Other
         }
     }
 
     /// The label in `/status` and `/metrics`.
     pub fn label(self) -> &'static str {
         match self {
-            Kind::Certificate => "certificate",
-            Kind::Crl => "crl",
-            Kind::Manifest => "manifest",
-            Kind::Roa => "roa",
-            Kind::Aspa => "aspa",
-            Kind::Signed => "other_signed",
-            Kind::Other => "unknown",
+            ObjectKind::Certificate => "certificate",
+            ObjectKind::Crl => "crl",
+            ObjectKind::Manifest => "manifest",
+            ObjectKind::Roa => "roa",
+            ObjectKind::Aspa => "aspa",
+            ObjectKind::Signed => "other_signed",
+            ObjectKind::Other => "unknown",
         }
     }
 
-    pub const ALL: [Kind; 7] = [
-        Kind::Certificate,
-        Kind::Crl,
-        Kind::Manifest,
-        Kind::Roa,
-        Kind::Aspa,
-        Kind::Signed,
-        Kind::Other,
+    pub const ALL: [ObjectKind; 7] = [
+        ObjectKind::Certificate,
+        ObjectKind::Crl,
+        ObjectKind::Manifest,
+        ObjectKind::Roa,
+        ObjectKind::Aspa,
+        ObjectKind::Signed,
+        ObjectKind::Other,
     ];
 }
 
@@ -76,12 +76,12 @@ impl Kind {
 /// tree was written anew.
 pub fn made_at(name: &str, der: &[u8]) -> Option<i64> {
     let der = bytes::Bytes::copy_from_slice(der);
-    match Kind::of(name) {
-        Kind::Certificate => Cert::decode(der)
+    match ObjectKind::of(name) {
+        ObjectKind::Certificate => Cert::decode(der)
             .ok()
             .map(|c| c.validity().not_before().timestamp()),
-        Kind::Crl => Crl::decode(der).ok().map(|c| c.this_update().timestamp()),
-        Kind::Manifest | Kind::Roa | Kind::Aspa | Kind::Signed => {
+        ObjectKind::Crl => Crl::decode(der).ok().map(|c| c.this_update().timestamp()),
+        ObjectKind::Manifest | ObjectKind::Roa | ObjectKind::Aspa | ObjectKind::Signed => {
             let signed = SignedObject::decode(der, false).ok()?;
             // An absent signing time decodes as the epoch; the EE certificate says better.
             let t = signed.signing_time().timestamp();
@@ -91,6 +91,6 @@ pub fn made_at(name: &str, der: &[u8]) -> Option<i64> {
                 signed.cert().validity().not_before().timestamp()
             })
         }
-        Kind::Other => None,
+        ObjectKind::Other => None,
     }
 }

@@ -31,8 +31,8 @@ use serde::Serialize;
 pub use anchor::{Anchor, TalFile};
 pub use check::{validate, validate_with, Fetch};
 pub use health::Health;
-pub use index::{Cache, Index};
-pub use kind::{made_at, Kind};
+pub use index::{Cache, ObjectIndex};
+pub use kind::{made_at, ObjectKind};
 
 /// One repository state: every published object, by rsync URI.
 pub type Objects = BTreeMap<String, Bytes>;

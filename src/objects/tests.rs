@@ -7,7 +7,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::*;
-use crate::rrdp::content::{self, Expected, Kind as FileKind};
+use crate::rrdp::content::{self, Document, Expected};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/krill-testbed");
 const TESTBED: &str = "rsync://rrdp.test/repo/testbed/0/";
@@ -22,7 +22,7 @@ pub fn fixture(which: &str) -> Objects {
     let n = crate::rrdp::Notification::parse(&std::fs::read(dir.join("notification.xml")).unwrap())
         .unwrap();
     let expected = Expected {
-        kind: FileKind::Snapshot,
+        kind: Document::Snapshot,
         session_id: n.session_id,
         serial: n.serial,
         max_object_size: crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
@@ -45,7 +45,7 @@ pub fn anchor() -> Anchor {
 fn capture_time(objects: &Objects) -> i64 {
     objects
         .iter()
-        .filter(|(u, _)| Kind::of(u) == Kind::Manifest)
+        .filter(|(u, _)| ObjectKind::of(u) == ObjectKind::Manifest)
         .filter_map(|(u, d)| made_at(u, d))
         .max()
         .unwrap()
@@ -266,7 +266,7 @@ fn a_new_serial_checks_only_what_changed() {
             }
         };
         validate_with(
-            &Index::from_objects(objects),
+            &ObjectIndex::from_objects(objects),
             cache,
             &mut fetch,
             &[anchor()],
@@ -311,10 +311,10 @@ fn unchanged_points_are_replayed_until_something_they_depend_on_changes() {
     *der.last_mut().unwrap() ^= 0x01;
     objects.insert(uri.clone(), Bytes::from(der));
     let now = capture_time(&objects);
-    let mut index = Index::from_objects(&objects);
+    let mut index = ObjectIndex::from_objects(&objects);
     let mut cache = Cache::default();
     let asked = std::cell::RefCell::new(0usize);
-    let run_at = |index: &Index, cache: &mut Cache, at: i64| {
+    let run_at = |index: &ObjectIndex, cache: &mut Cache, at: i64| {
         let mut fetch = |wanted: &std::collections::HashSet<String>,
                          give: &mut dyn FnMut(&str, Bytes)| {
             *asked.borrow_mut() += wanted.len();

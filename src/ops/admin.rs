@@ -387,7 +387,7 @@ fn validation_metrics(
         "RPKI objects in the last validated round, by kind.",
         &["repository", "kind"],
         with_report().flat_map(|(name, r)| {
-            crate::objects::Kind::ALL.iter().map(move |k| {
+            crate::objects::ObjectKind::ALL.iter().map(move |k| {
                 let n = r.health.objects.get(k.label()).copied().unwrap_or(0);
                 (vec![name.clone(), k.label().to_string()], n as f64)
             })

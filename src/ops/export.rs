@@ -360,7 +360,7 @@ pub fn write_rsync(
             .ok_or_else(|| io::Error::other("the generation has no snapshot"))?;
         let file = std::fs::File::open(store.object_path(&snapshot.hash))?;
         // Checked, `max_object_size` included, when it was stored.
-        let expected = Expected::new(content::Kind::Snapshot, &g.session_id, g.serial)
+        let expected = Expected::new(content::Document::Snapshot, &g.session_id, g.serial)
             .with_max_object_size(u64::MAX);
         let mut dirs = HashSet::new();
         content::walk(

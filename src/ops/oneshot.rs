@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::shared::Shared;
-use crate::sync::{Outcome, Poller};
+use crate::sync::{Poller, RoundOutcome};
 
 /// Exit status: every repository is published (new or unchanged) and exported.
 pub const OK: u8 = 0;
@@ -47,10 +47,10 @@ pub async fn run(config: Config) -> u8 {
             result = poller.poll_with_barrier().await;
         }
         match result {
-            Ok(Outcome::Published { session_id, serial }) => {
+            Ok(RoundOutcome::Published { session_id, serial }) => {
                 println!("{name}: published session {session_id} serial {serial}");
             }
-            Ok(Outcome::Unchanged) => {
+            Ok(RoundOutcome::Unchanged) => {
                 let serial = repo.peek().as_ref().map_or(0, |g| g.serial);
                 println!("{name}: unchanged at serial {serial}");
             }

@@ -151,7 +151,7 @@ pub async fn within<T, E: From<FetchError>>(
 }
 
 /// A client for one upstream: a host with its TLS settings, or a local directory.
-pub struct Upstream {
+pub struct Client {
     connector: Arc<Connector>,
     tls: UpstreamTls,
     /// Read files from this directory instead (a Publication Server's RRDP directory on the
@@ -185,9 +185,9 @@ fn shared_connector(ca: Option<&std::path::Path>) -> Arc<Connector> {
 /// Idle upstream connections kept, across all clients sharing a connector.
 const CONNECTION_POOL: usize = 64;
 
-impl Upstream {
-    pub fn new(tls: &UpstreamTls) -> Arc<Upstream> {
-        Arc::new(Upstream {
+impl Client {
+    pub fn new(tls: &UpstreamTls) -> Arc<Client> {
+        Arc::new(Client {
             connector: shared_connector(tls.ca.as_deref()),
             tls: tls.clone(),
             dir: None,
@@ -196,16 +196,16 @@ impl Upstream {
     }
 
     /// The client for a cluster's peers: their TLS settings, the token on every request.
-    pub fn for_peers(cluster: &crate::config::ClusterConfig) -> Arc<Upstream> {
-        let mut u = Upstream::new(&cluster.tls);
+    pub fn for_peers(cluster: &crate::config::ClusterConfig) -> Arc<Client> {
+        let mut u = Client::new(&cluster.tls);
         Arc::get_mut(&mut u).expect("just made").authorization =
             Some(format!("Bearer {}", cluster.token));
         u
     }
 
     /// The client for a repository: its directory if it has one, else HTTP.
-    pub fn for_repository(config: &crate::config::RepositoryConfig) -> Arc<Upstream> {
-        let mut u = Upstream::new(&config.tls);
+    pub fn for_repository(config: &crate::config::RepositoryConfig) -> Arc<Client> {
+        let mut u = Client::new(&config.tls);
         if let Some(dir) = &config.source_dir {
             Arc::get_mut(&mut u).expect("just made").dir = Some(dir.clone());
         }
@@ -343,7 +343,7 @@ impl Upstream {
 
 /// A response whose header has arrived; read the body with [`Response::chunk`].
 pub struct Response {
-    upstream: Arc<Upstream>,
+    upstream: Arc<Client>,
     peer: Option<HttpPeer>,
     session: Option<HttpSession>,
     /// The body of a local file.
@@ -353,7 +353,7 @@ pub struct Response {
 
 impl Response {
     fn local(
-        upstream: Arc<Upstream>,
+        upstream: Arc<Client>,
         header: ResponseHeader,
         file: Option<tokio::fs::File>,
     ) -> Response {

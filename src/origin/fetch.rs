@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-use crate::origin::client::{within, FetchError, Upstream};
+use crate::origin::client::{within, Client, FetchError};
 use crate::origin::peers::Peers;
 use crate::rrdp::content::Expected;
 use crate::rrdp::uri::BaseUri;
@@ -15,7 +15,7 @@ use crate::store::{Store, Stored};
 /// Downloads `base+rel` into the store, verifying `expected` and `content` if given. 404 and
 /// 410 come back as `FetchError::Status`.
 pub async fn fetch_object(
-    upstream: &Arc<Upstream>,
+    upstream: &Arc<Client>,
     store: &Arc<Store>,
     base: &BaseUri,
     rel: &str,
@@ -70,7 +70,7 @@ fn looks_like_xml(start: &[u8]) -> bool {
 /// Where a missing object may come from, in order: the upstream bases (the same relative
 /// path under each), then the peers (by hash).
 pub struct Sources<'a> {
-    pub upstream: &'a Arc<Upstream>,
+    pub upstream: &'a Arc<Client>,
     pub bases: &'a [BaseUri],
     pub peers: Option<&'a Peers>,
 }

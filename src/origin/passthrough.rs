@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::config::PassthroughConfig;
-use crate::metrics::Outcome;
-use crate::origin::client::{FetchError, Upstream};
+use crate::metrics::RequestResult;
+use crate::origin::client::{Client, FetchError};
 use crate::rrdp::Hash;
 use crate::store::flight::Flights;
 use crate::store::Store;
@@ -50,13 +50,13 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
-    pub outcome: Outcome,
+    pub outcome: RequestResult,
 }
 
 /// One `[[passthrough]]` tree and its cache.
 pub struct Passthrough {
     pub config: PassthroughConfig,
-    upstream: Arc<Upstream>,
+    upstream: Arc<Client>,
     store: Arc<Store>,
     entries: Mutex<HashMap<String, Entry>>,
     /// One fetch per path at a time serves every concurrent miss.
@@ -71,7 +71,7 @@ impl Passthrough {
     pub fn new(config: PassthroughConfig, store: Arc<Store>, clock: Clock) -> Arc<Passthrough> {
         let id = Hash::of(config.public.to_string().as_bytes()).to_hex();
         let p = Passthrough {
-            upstream: Upstream::new(&config.tls),
+            upstream: Client::new(&config.tls),
             index_name: format!("passthrough-{}.json", &id[..16]),
             config,
             store,
@@ -137,13 +137,13 @@ impl Passthrough {
     pub async fn serve(&self, rel: &str) -> Reply {
         let fresh = |now: u64| self.cached(rel).filter(|e| e.fresh_until > now);
         if let Some(e) = fresh(self.clock.unix_now()) {
-            return reply(&e, Outcome::Hit, self.clock.unix_now());
+            return reply(&e, RequestResult::Hit, self.clock.unix_now());
         }
         let _flight = self.inflight.enter(rel.to_string()).await;
         // Someone else may have refreshed it while we waited.
         let now = self.clock.unix_now();
         if let Some(e) = fresh(now) {
-            return reply(&e, Outcome::Hit, now);
+            return reply(&e, RequestResult::Hit, now);
         }
         match self.fetch(rel).await {
             Ok(r) => r,
@@ -153,7 +153,7 @@ impl Passthrough {
                         "{}{rel}: upstream failed ({err}); serving stale",
                         self.config.public
                     );
-                    reply(&e, Outcome::Stale, self.clock.unix_now())
+                    reply(&e, RequestResult::Stale, self.clock.unix_now())
                 }
                 None => {
                     // The detail (the upstream's internal address, its error) is the
@@ -202,7 +202,7 @@ impl Passthrough {
         if freshness.is_some() {
             self.remember(rel, entry.clone()).await;
         }
-        Ok(reply(&entry, Outcome::Miss, self.clock.unix_now()))
+        Ok(reply(&entry, RequestResult::Miss, self.clock.unix_now()))
     }
 
     /// Keeps an entry in memory and on disk (so a restart with the upstream down serves it).
@@ -246,7 +246,7 @@ fn bound(map: &mut HashMap<String, Entry>) {
 }
 
 /// The cached response as of `now` (seconds since the epoch: its max-age counts down).
-fn reply(e: &Entry, outcome: Outcome, now: u64) -> Reply {
+fn reply(e: &Entry, outcome: RequestResult, now: u64) -> Reply {
     let mut headers = Vec::new();
     if let Some(ct) = &e.content_type {
         headers.push(("Content-Type", ct.clone()));
@@ -279,7 +279,7 @@ pub fn error_reply(status: u16, text: String) -> Reply {
             ("Content-Type", "text/plain; charset=utf-8".to_string()),
         ],
         body: Bytes::from(text),
-        outcome: Outcome::Pass,
+        outcome: RequestResult::Pass,
     }
 }
 

@@ -16,7 +16,7 @@ use log::debug;
 
 use crate::config::{ClusterConfig, RepositoryConfig, PEER_LOOKUP_PATH, PEER_OBJECT_PATH};
 use crate::metrics::Metrics;
-use crate::origin::client::{within, FetchError, Upstream};
+use crate::origin::client::{within, Client, FetchError};
 use crate::origin::fetch::fetch_object;
 use crate::rrdp::content::{self, Expected};
 use crate::rrdp::uri::BaseUri;
@@ -25,7 +25,7 @@ use crate::store::{Store, Stored};
 
 /// The peers of this node.
 pub struct Peers {
-    client: Arc<Upstream>,
+    client: Arc<Client>,
     bases: Vec<BaseUri>,
     /// `cluster.publish_from_peers`.
     pub publish: bool,
@@ -36,7 +36,7 @@ impl Peers {
     pub fn new(cluster: Option<&ClusterConfig>) -> Option<Arc<Peers>> {
         let c = cluster.filter(|c| !c.peers.is_empty())?;
         Some(Arc::new(Peers {
-            client: Upstream::for_peers(c),
+            client: Client::for_peers(c),
             bases: c.peers.clone(),
             publish: c.publish_from_peers,
         }))
@@ -141,8 +141,8 @@ impl Peers {
                 let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
                 let hash = Hash::from_hex(v["sha256"].as_str()?)?;
                 let kind = match v["kind"].as_str()? {
-                    "snapshot" => content::Kind::Snapshot,
-                    "delta" => content::Kind::Delta,
+                    "snapshot" => content::Document::Snapshot,
+                    "delta" => content::Document::Delta,
                     _ => return None,
                 };
                 let expected = repo.expected(kind, v["session"].as_str()?, v["serial"].as_u64()?);
@@ -161,11 +161,11 @@ impl Peers {
         for n in self.notifications(repo).await {
             let named = |uri: &str| repo.public.relative(uri) == Some(rel);
             if named(&n.snapshot.uri) {
-                let e = repo.expected(content::Kind::Snapshot, &n.session_id, n.serial);
+                let e = repo.expected(content::Document::Snapshot, &n.session_id, n.serial);
                 return Some((n.snapshot.hash, e));
             }
             if let Some(d) = n.deltas.iter().find(|d| named(&d.file.uri)) {
-                let e = repo.expected(content::Kind::Delta, &n.session_id, d.serial);
+                let e = repo.expected(content::Document::Delta, &n.session_id, d.serial);
                 return Some((d.file.hash, e));
             }
         }

@@ -30,16 +30,16 @@ pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 20_000_000;
 
 /// Which file is expected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum Document {
     Snapshot,
     Delta,
 }
 
-impl Kind {
+impl Document {
     fn element(self) -> &'static [u8] {
         match self {
-            Kind::Snapshot => b"snapshot",
-            Kind::Delta => b"delta",
+            Document::Snapshot => b"snapshot",
+            Document::Delta => b"delta",
         }
     }
 }
@@ -48,7 +48,7 @@ impl Kind {
 /// the file under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected {
-    pub kind: Kind,
+    pub kind: Document,
     pub session_id: String,
     pub serial: u64,
     /// The largest object (decoded) a `<publish>` may hold (`max_object_size`).
@@ -57,7 +57,7 @@ pub struct Expected {
 
 impl Expected {
     /// A file of `kind` at `serial` of `session_id`, with objects up to the default size.
-    pub fn new(kind: Kind, session_id: impl Into<String>, serial: u64) -> Expected {
+    pub fn new(kind: Document, session_id: impl Into<String>, serial: u64) -> Expected {
         Expected {
             kind,
             session_id: session_id.into(),
@@ -332,12 +332,12 @@ fn check_root(s: &BytesStart, expected: &Expected) -> Result<(), ContentError> {
 /// URI.
 fn child(
     s: &BytesStart,
-    kind: Kind,
+    kind: Document,
     summary: &mut Summary,
 ) -> Result<(bool, String), ContentError> {
     let withdraw = match s.name().as_ref() {
         b"publish" => false,
-        b"withdraw" if kind == Kind::Delta => true,
+        b"withdraw" if kind == Document::Delta => true,
         other => {
             return bad(format!(
                 "unexpected element <{}>",
@@ -381,7 +381,7 @@ fn child(
     if withdraw && hash.is_none() {
         return bad("<withdraw> without hash");
     }
-    if kind == Kind::Snapshot && hash.is_some() {
+    if kind == Document::Snapshot && hash.is_some() {
         return bad("<publish> in a snapshot carries a hash");
     }
     if withdraw {
@@ -406,7 +406,7 @@ mod tests {
 
     const SESSION: &str = "9df4b597-af9e-4dca-bdda-719cce2c4e28";
 
-    fn expected(kind: Kind, serial: u64) -> Expected {
+    fn expected(kind: Document, serial: u64) -> Expected {
         Expected {
             kind,
             session_id: SESSION.into(),
@@ -427,7 +427,7 @@ mod tests {
         )
     }
 
-    fn run(doc: &str, kind: Kind) -> Result<Summary, ContentError> {
+    fn run(doc: &str, kind: Document) -> Result<Summary, ContentError> {
         check(doc.as_bytes(), &expected(kind, 3))
     }
 
@@ -435,7 +435,7 @@ mod tests {
     fn accepts_snapshots_and_deltas() {
         let s = snapshot("<publish uri=\"rsync://x/a.cer\">AAAA\nBBBB==</publish>\n<publish uri=\"rsync://x/b.roa\">QUJD</publish>\n");
         assert_eq!(
-            run(&s, Kind::Snapshot).unwrap(),
+            run(&s, Document::Snapshot).unwrap(),
             Summary {
                 publishes: 2,
                 withdraws: 0
@@ -446,14 +446,14 @@ mod tests {
             "<publish uri=\"rsync://x/a.cer\" hash=\"{h}\">AAAA</publish><withdraw uri=\"rsync://x/c.roa\" hash=\"{h}\"/>"
         ));
         assert_eq!(
-            run(&d, Kind::Delta).unwrap(),
+            run(&d, Document::Delta).unwrap(),
             Summary {
                 publishes: 1,
                 withdraws: 1
             }
         );
         // An empty snapshot is a valid (if useless) repository.
-        assert_eq!(run(&snapshot(""), Kind::Snapshot).unwrap().publishes, 0);
+        assert_eq!(run(&snapshot(""), Document::Snapshot).unwrap().publishes, 0);
     }
 
     #[test]
@@ -461,21 +461,21 @@ mod tests {
         let s = snapshot("<publish uri=\"rsync://x/a.cer\">AAAA</publish>");
         let other_session = s.replace(SESSION, "11111111-2222-4333-8444-555555555555");
         let cases = [
-            (s.clone(), Kind::Delta, "root element"),
-            (other_session, Kind::Snapshot, "session_id"),
+            (s.clone(), Document::Delta, "root element"),
+            (other_session, Document::Snapshot, "session_id"),
             (
                 s.replace("serial=\"3\"", "serial=\"4\""),
-                Kind::Snapshot,
+                Document::Snapshot,
                 "serial",
             ),
             (
                 s.replace(RRDP_NS, "http://example.com/"),
-                Kind::Snapshot,
+                Document::Snapshot,
                 "namespace",
             ),
             (
                 s.replace("version=\"1\"", "version=\"2\""),
-                Kind::Snapshot,
+                Document::Snapshot,
                 "version",
             ),
         ];
@@ -530,15 +530,15 @@ mod tests {
             (String::new(), "no root"),
         ];
         for (doc, want) in cases {
-            let e = run(&doc, Kind::Snapshot).unwrap_err();
+            let e = run(&doc, Document::Snapshot).unwrap_err();
             assert!(e.0.contains(want), "{want}: {e}");
         }
         let withdraw_without_hash = delta("<withdraw uri=\"rsync://x/a\"/>");
-        assert!(run(&withdraw_without_hash, Kind::Delta).is_err());
+        assert!(run(&withdraw_without_hash, Document::Delta).is_err());
         let withdraw_with_content = delta(&format!(
             "<withdraw uri=\"rsync://x/a\" hash=\"{h}\">AAAA</withdraw>"
         ));
-        assert!(run(&withdraw_with_content, Kind::Delta).is_err());
+        assert!(run(&withdraw_with_content, Document::Delta).is_err());
     }
 
     /// Input in pieces of the sizes given, cycled: what a download hands the check.
@@ -601,7 +601,7 @@ mod tests {
                 objects.push((format!("rsync://x/{i}.roa"), der));
             }
             let doc = snapshot(&body);
-            let e = expected(Kind::Snapshot, 3).with_max_object_size(max);
+            let e = expected(Document::Snapshot, 3).with_max_object_size(max);
             let whole = read_objects(doc.as_bytes(), &e);
             let too_large = objects.iter().any(|(_, d)| d.len() as u64 > max);
             match &whole {
@@ -689,7 +689,7 @@ mod tests {
         assert!(err.unwrap().to_string().contains("max_object_size"));
         // A tag longer than 64 KiB (an attribute, say) is refused.
         let long = format!("<snapshot a=\"{}\"/>", "x".repeat(70_000));
-        assert!(check(long.as_bytes(), &expected(Kind::Snapshot, 3))
+        assert!(check(long.as_bytes(), &expected(Document::Snapshot, 3))
             .unwrap_err()
             .0
             .contains("longer than"));

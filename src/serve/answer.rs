@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
-use crate::metrics::{Kind, Outcome};
+use crate::metrics::{RequestKind, RequestResult};
 use crate::published::gzip_etag;
 use crate::store::Object;
 
@@ -56,12 +56,12 @@ pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) headers: Vec<(&'static str, HeaderValue)>,
     pub(super) body: Body,
-    pub(super) kind: Kind,
-    pub(super) outcome: Outcome,
+    pub(super) kind: RequestKind,
+    pub(super) outcome: RequestResult,
 }
 
 impl Answer {
-    pub(super) fn text(status: u16, kind: Kind, text: &str) -> Answer {
+    pub(super) fn text(status: u16, kind: RequestKind, text: &str) -> Answer {
         Answer {
             status,
             headers: vec![
@@ -74,7 +74,7 @@ impl Answer {
             ],
             body: Body::Bytes(Bytes::copy_from_slice(text.as_bytes())),
             kind,
-            outcome: Outcome::Pass,
+            outcome: RequestResult::Pass,
         }
     }
 }
@@ -183,7 +183,7 @@ const MAX_HEADERS: usize = 64;
 pub(super) fn refuse(req: &RequestHeader) -> Option<Answer> {
     let target = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target > MAX_URI {
-        return Some(Answer::text(414, Kind::Other, "URI too long\n"));
+        return Some(Answer::text(414, RequestKind::Other, "URI too long\n"));
     }
     let header_bytes: usize = req
         .headers
@@ -193,7 +193,7 @@ pub(super) fn refuse(req: &RequestHeader) -> Option<Answer> {
     if header_bytes > MAX_HEADER_BYTES || req.headers.len() > MAX_HEADERS {
         return Some(Answer::text(
             431,
-            Kind::Other,
+            RequestKind::Other,
             "request header fields too large\n",
         ));
     }
@@ -205,14 +205,14 @@ pub(super) fn refuse(req: &RequestHeader) -> Option<Answer> {
     if has_body {
         return Some(Answer::text(
             400,
-            Kind::Other,
+            RequestKind::Other,
             "a request body is not accepted\n",
         ));
     }
     None
 }
 
-pub(super) fn method_not_allowed(kind: Kind) -> Answer {
+pub(super) fn method_not_allowed(kind: RequestKind) -> Answer {
     let mut a = Answer::text(405, kind, "only GET and HEAD\n");
     a.headers
         .push(("Allow", HeaderValue::from_static("GET, HEAD")));

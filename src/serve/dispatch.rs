@@ -8,7 +8,7 @@ use super::answer::{
 };
 use super::files::Known;
 use super::RrdpProxy;
-use crate::metrics::Kind;
+use crate::metrics::RequestKind;
 use pingora::protocols::http::ServerSession;
 
 impl RrdpProxy {
@@ -36,9 +36,9 @@ impl RrdpProxy {
                 continue;
             };
             let kind = if rest == repo.config.notification {
-                Kind::Notification
+                RequestKind::Notification
             } else {
-                Kind::File
+                RequestKind::File
             };
             if !is_get_or_head {
                 return method_not_allowed(kind);
@@ -46,7 +46,7 @@ impl RrdpProxy {
             let Some(rel) = repo.config.public.relative_path(path) else {
                 return Answer::text(404, kind, "not found\n");
             };
-            if kind == Kind::Notification {
+            if kind == RequestKind::Notification {
                 return self.notification(repo, req);
             }
             let client = session
@@ -67,10 +67,10 @@ impl RrdpProxy {
                 continue;
             }
             if !is_get_or_head {
-                return method_not_allowed(Kind::Passthrough);
+                return method_not_allowed(RequestKind::Passthrough);
             }
             let Some(rel) = pass.config.public.relative_path(path) else {
-                return Answer::text(404, Kind::Passthrough, "not found\n");
+                return Answer::text(404, RequestKind::Passthrough, "not found\n");
             };
             let r = Box::pin(pass.serve(rel)).await;
             let mut a = Answer {
@@ -81,7 +81,7 @@ impl RrdpProxy {
                     .filter_map(|(k, v)| HeaderValue::try_from(v).ok().map(|v| (k, v)))
                     .collect(),
                 body: Body::Bytes(r.body),
-                kind: Kind::Passthrough,
+                kind: RequestKind::Passthrough,
                 outcome: r.outcome,
             };
             if a.status == 200 && not_modified(req, header(&a, "ETag"), header(&a, "Last-Modified"))
@@ -90,6 +90,6 @@ impl RrdpProxy {
             }
             return a;
         }
-        Answer::text(404, Kind::Other, "not found\n")
+        Answer::text(404, RequestKind::Other, "not found\n")
     }
 }

@@ -12,7 +12,7 @@ use super::answer::{
     accepts_gzip, not_modified, not_modified_answer, requested_range, Answer, Body,
 };
 use super::RrdpProxy;
-use crate::metrics::{Kind, Outcome};
+use crate::metrics::{RequestKind, RequestResult};
 use crate::published::{header_value, FileHead, FileKind, Generation, Repo};
 use crate::rrdp::Hash;
 
@@ -67,7 +67,7 @@ impl RrdpProxy {
         let Some(generation) = repo.current() else {
             let mut a = Answer::text(
                 503,
-                Kind::Notification,
+                RequestKind::Notification,
                 "no repository state fetched from the upstream yet\n",
             );
             let retry = repo.config.poll_interval.as_secs().max(1);
@@ -94,8 +94,8 @@ impl RrdpProxy {
                 ("Vary", HeaderValue::from_static("Accept-Encoding")),
             ],
             body: Body::Bytes(generation.notification.clone()),
-            kind: Kind::Notification,
-            outcome: Outcome::Hit,
+            kind: RequestKind::Notification,
+            outcome: RequestResult::Hit,
         };
         if let Some(gz) = gzip {
             a.body = Body::Bytes(gz.clone());
@@ -117,13 +117,13 @@ impl RrdpProxy {
         client: Option<std::net::IpAddr>,
     ) -> Answer {
         let mut a = self
-            .object(repo, known.hash, &known.head, true, Outcome::Hit, req)
+            .object(repo, known.hash, &known.head, true, RequestResult::Hit, req)
             .await;
         if a.status < 500 {
             a.kind = match known.kind {
-                FileKind::Snapshot => Kind::Snapshot,
-                FileKind::Delta => Kind::Delta,
-                FileKind::Other => Kind::File,
+                FileKind::Snapshot => RequestKind::Snapshot,
+                FileKind::Delta => RequestKind::Delta,
+                FileKind::Other => RequestKind::File,
             };
         }
         // Whole downloads only: a client fetching ranges would count once per range.
@@ -142,7 +142,7 @@ impl RrdpProxy {
         hash: Hash,
         head: &FileHead,
         verified: bool,
-        outcome: Outcome,
+        outcome: RequestResult,
         req: &RequestHeader,
     ) -> Answer {
         let etag = head.etag_text();
@@ -161,7 +161,7 @@ impl RrdpProxy {
                 ("Vary", HeaderValue::from_static("Accept-Encoding")),
             ],
             body: Body::Empty,
-            kind: Kind::File,
+            kind: RequestKind::File,
             outcome,
         };
         if not_modified(req, Some(etag), None) {
@@ -198,8 +198,11 @@ impl RrdpProxy {
                 // keep the error, and have the poller fetch it again if still referenced.
                 error!("{}: object {hash} not servable: {e}", repo.config.public);
                 repo.refresh.notify_one();
-                let mut a =
-                    Answer::text(503, Kind::File, "stored file damaged; fetching it again\n");
+                let mut a = Answer::text(
+                    503,
+                    RequestKind::File,
+                    "stored file damaged; fetching it again\n",
+                );
                 a.headers.push(("Retry-After", HeaderValue::from(5u32)));
                 return a;
             }
@@ -216,7 +219,7 @@ impl RrdpProxy {
                 a.body = Body::slice(object, start, len);
             }
             Some(None) => {
-                let mut e = Answer::text(416, Kind::File, "range not satisfiable\n");
+                let mut e = Answer::text(416, RequestKind::File, "range not satisfiable\n");
                 e.headers
                     .push(("Content-Range", header_value(&format!("bytes */{total}"))));
                 return e;

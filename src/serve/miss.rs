@@ -31,8 +31,8 @@ use pingora::http::RequestHeader;
 use super::answer::Answer;
 use super::files::Known;
 use super::RrdpProxy;
-use crate::metrics::{Kind, Outcome};
-use crate::origin::client::{within, FetchError, Upstream};
+use crate::metrics::{RequestKind, RequestResult};
+use crate::origin::client::{within, Client, FetchError};
 use crate::origin::fetch::{ensure_object, fetch_object, Sources};
 use crate::published::{FileHead, Repo};
 use crate::rrdp::content::Expected;
@@ -146,13 +146,13 @@ impl RrdpProxy {
     pub(super) async fn unpublished_file(
         &self,
         repo: &Arc<Repo>,
-        upstream: &Arc<Upstream>,
+        upstream: &Arc<Client>,
         gate: &MissGate,
         rel: &str,
         req: &RequestHeader,
     ) -> Answer {
         if repo.is_withheld(rel) {
-            return Answer::text(404, Kind::File, "not found\n");
+            return Answer::text(404, RequestKind::File, "not found\n");
         }
         // Not published (yet, or any more). If an upstream notification names this file, the
         // bytes must have its hash, and are kept.
@@ -168,7 +168,7 @@ impl RrdpProxy {
         if let (None, Some(hash)) = (&pending, self.forwarded(repo, rel)) {
             let head = FileHead::of(&hash);
             return self
-                .object(repo, hash, &head, false, Outcome::Hit, req)
+                .object(repo, hash, &head, false, RequestResult::Hit, req)
                 .await;
         }
         if pending.is_none() {
@@ -185,7 +185,7 @@ impl RrdpProxy {
                 (None, None) if gate.take() => metrics.count_unknown_name("forwarded"),
                 (None, None) => {
                     metrics.count_unknown_name("refused");
-                    return Answer::text(404, Kind::File, "not found\n");
+                    return Answer::text(404, RequestKind::File, "not found\n");
                 }
             }
         }
@@ -204,7 +204,7 @@ impl RrdpProxy {
                 Forwarded::Queued(hash) => {
                     let head = FileHead::of(&hash);
                     return self
-                        .object(repo, hash, &head, false, Outcome::Hit, req)
+                        .object(repo, hash, &head, false, RequestResult::Hit, req)
                         .await;
                 }
                 Forwarded::Fetched(fetched, verified) => (fetched, verified),
@@ -213,14 +213,16 @@ impl RrdpProxy {
         match fetched {
             Ok(stored) => {
                 let (hash, head) = (stored.hash(), FileHead::of(&stored.hash()));
-                self.object(repo, hash, &head, verified, Outcome::Miss, req)
+                self.object(repo, hash, &head, verified, RequestResult::Miss, req)
                     .await
             }
-            Err(FetchError::Status(404 | 410)) => Answer::text(404, Kind::File, "not found\n"),
+            Err(FetchError::Status(404 | 410)) => {
+                Answer::text(404, RequestKind::File, "not found\n")
+            }
             Err(e) => {
                 // (A hash mismatch was counted where it was found.)
                 info!("{}{rel}: forwarding failed: {e}", repo.config.public);
-                Answer::text(502, Kind::File, "upstream failed\n")
+                Answer::text(502, RequestKind::File, "upstream failed\n")
             }
         }
     }
@@ -256,7 +258,7 @@ impl RrdpProxy {
     pub(super) async fn forward(
         &self,
         repo: &Repo,
-        upstream: &Arc<Upstream>,
+        upstream: &Arc<Client>,
         rel: &str,
     ) -> Forwarded {
         let store = &self.shared.store;

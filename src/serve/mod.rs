@@ -38,8 +38,8 @@ use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
-use crate::metrics::{Kind, Outcome};
-use crate::origin::client::Upstream;
+use crate::metrics::{RequestKind, RequestResult};
+use crate::origin::client::Client;
 use crate::shared::Shared;
 use answer::header;
 
@@ -55,8 +55,8 @@ const STOPPING_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// Per-request state for logging.
 pub struct Ctx {
-    kind: Kind,
-    outcome: Outcome,
+    kind: RequestKind,
+    outcome: RequestResult,
     status: u16,
     bytes: u64,
     /// Sent with Content-Encoding: gzip.
@@ -66,8 +66,8 @@ pub struct Ctx {
 impl Default for Ctx {
     fn default() -> Ctx {
         Ctx {
-            kind: Kind::Other,
-            outcome: Outcome::Pass,
+            kind: RequestKind::Other,
+            outcome: RequestResult::Pass,
             status: 0,
             bytes: 0,
             gzip: false,
@@ -80,7 +80,7 @@ pub struct RrdpProxy {
     shared: Arc<Shared>,
     /// One client per repository for requests forwarded on a miss (this service's runtime
     /// owns its pooled connections).
-    forward: Vec<Arc<Upstream>>,
+    forward: Vec<Arc<Client>>,
     /// The access log's file (`log.access_file`); without it, lines go to the `access` log
     /// target (standard error).
     access_file: Option<access_log::AccessFile>,
@@ -96,7 +96,7 @@ impl RrdpProxy {
         let forward = shared
             .repos
             .iter()
-            .map(|r| Upstream::for_repository(&r.config))
+            .map(|r| Client::for_repository(&r.config))
             .collect();
         let access_file = match &shared.config.log.access_file {
             Some(path) => Some(access_log::AccessFile::open(path, shared.metrics.clone())?),

@@ -9,14 +9,14 @@ use pingora::http::RequestHeader;
 
 use super::answer::{Answer, Body};
 use super::RrdpProxy;
-use crate::metrics::{Kind, Outcome};
+use crate::metrics::{RequestKind, RequestResult};
 use crate::rrdp::Hash;
 
 impl RrdpProxy {
     /// A stored object by its SHA-256, for a peer that presents the cluster token. Anyone else
     /// gets the same 404 as for a path that does not exist.
     pub(super) async fn peer_object(&self, req: &RequestHeader, hex: &str) -> Answer {
-        let not_found = || Answer::text(404, Kind::Other, "not found\n");
+        let not_found = || Answer::text(404, RequestKind::Other, "not found\n");
         if !self.is_peer(req) {
             return not_found();
         }
@@ -39,8 +39,8 @@ impl RrdpProxy {
                         ("Cache-Control", HeaderValue::from_static("no-store")),
                     ],
                     body: Body::from_object(object),
-                    kind: Kind::Other,
-                    outcome: Outcome::Hit,
+                    kind: RequestKind::Other,
+                    outcome: RequestResult::Hit,
                 }
             }
             Err(_) => not_found(),
@@ -66,7 +66,7 @@ impl RrdpProxy {
     /// session and serial. The peer then fetches the bytes by hash and checks them against
     /// both. Anyone else gets the same 404 as for a path that does not exist.
     pub(super) fn peer_lookup(&self, req: &RequestHeader, public: &str) -> Answer {
-        let not_found = || Answer::text(404, Kind::Other, "not found\n");
+        let not_found = || Answer::text(404, RequestKind::Other, "not found\n");
         if !self.is_peer(req) {
             return not_found();
         }
@@ -94,8 +94,8 @@ impl RrdpProxy {
                 ("Cache-Control", HeaderValue::from_static("no-store")),
             ],
             body: Body::Bytes(body.into()),
-            kind: Kind::Other,
-            outcome: Outcome::Hit,
+            kind: RequestKind::Other,
+            outcome: RequestResult::Hit,
         }
     }
 }

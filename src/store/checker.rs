@@ -92,7 +92,7 @@ impl io::BufRead for ChannelReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rrdp::content::Kind;
+    use crate::rrdp::content::Document;
 
     const SESSION: &str = "9df4b597-af9e-4dca-bdda-719cce2c4e28";
 
@@ -109,7 +109,7 @@ mod tests {
 
     fn expected() -> Expected {
         Expected {
-            kind: Kind::Snapshot,
+            kind: Document::Snapshot,
             session_id: SESSION.into(),
             serial: 3,
             max_object_size: crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,

@@ -9,10 +9,10 @@ use tokio::task::JoinSet;
 
 use crate::config::RepositoryConfig;
 use crate::metrics::Metrics;
-use crate::origin::client::{FetchError, Upstream};
+use crate::origin::client::{Client, FetchError};
 use crate::origin::fetch::{ensure_object, Sources};
 use crate::origin::peers::Peers;
-use crate::rrdp::content::{Expected, Kind};
+use crate::rrdp::content::{Document, Expected};
 use crate::rrdp::uri::BaseUri;
 use crate::rrdp::{DeltaRef, Hash};
 use crate::store::{Store, Stored};
@@ -21,7 +21,7 @@ use crate::sync::error::PollError;
 /// Where a round fetches its files and with which limits.
 #[derive(Clone)]
 pub struct Fetcher {
-    pub upstream: Arc<Upstream>,
+    pub upstream: Arc<Client>,
     /// The upstream bases in the order to try (empty while catching up from peers).
     pub bases: Vec<BaseUri>,
     pub peers: Option<Arc<Peers>>,
@@ -36,7 +36,7 @@ pub struct Fetcher {
 impl Fetcher {
     pub fn new(
         cfg: &RepositoryConfig,
-        upstream: Arc<Upstream>,
+        upstream: Arc<Client>,
         bases: Vec<BaseUri>,
         peers: Option<Arc<Peers>>,
         store: Arc<Store>,
@@ -109,7 +109,7 @@ impl Fetcher {
             while next < deltas.len() && running.len() < concurrency {
                 let (d, rel) = &deltas[next];
                 let (me, d, rel) = (self.clone(), d.clone(), rel.clone());
-                let content = Expected::new(Kind::Delta, session_id, d.serial)
+                let content = Expected::new(Document::Delta, session_id, d.serial)
                     .with_max_object_size(self.max_object_size);
                 let i = next;
                 running.spawn(async move {

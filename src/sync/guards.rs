@@ -70,7 +70,7 @@ pub async fn check(
     // Stored, so checked against max_object_size when it came: not held to it again (a limit
     // lowered since would fail this guard at every round).
     let before = cfg
-        .expected(content::Kind::Snapshot, &p.session_id, p.serial)
+        .expected(content::Document::Snapshot, &p.session_id, p.serial)
         .with_max_object_size(u64::MAX);
     let prev = count_objects(store, entry.hash, &before, Some(p)).await?;
     if count < prev && (prev - count) * 100 > prev * u64::from(max) {

@@ -51,7 +51,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// What one poll round achieved.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RoundOutcome {
     /// The upstream has nothing newer than what is published.
     Unchanged,
     /// A new generation was published.
@@ -179,7 +179,7 @@ impl Poller {
     }
 
     /// One round, then the held rounds that are due, if the upstream answered in this round.
-    pub async fn poll_with_barrier(&mut self) -> Result<Outcome, PollError> {
+    pub async fn poll_with_barrier(&mut self) -> Result<RoundOutcome, PollError> {
         let result = self.poll_once().await;
         match (result, self.barrier.due(self.clock.now())) {
             (Ok(outcome), Some(_)) => Ok(self.publish_held().await?.unwrap_or(outcome)),
@@ -192,7 +192,7 @@ impl Poller {
     }
 
     /// Logs state changes (not every retry), counts, and updates the status.
-    fn record(&self, result: &Result<Outcome, PollError>, failures: &mut u32) {
+    fn record(&self, result: &Result<RoundOutcome, PollError>, failures: &mut u32) {
         let name = self.repo.name();
         // The sample first: whoever sees the round counted in the status finds it.
         let now = self.clock.system_now();
@@ -208,7 +208,7 @@ impl Poller {
                 if let Some(prev) = previous_error {
                     info!("{name}: upstream usable again (was: {prev})");
                 }
-                if let Outcome::Published { session_id, serial } = outcome {
+                if let RoundOutcome::Published { session_id, serial } = outcome {
                     self.metrics.count_publish();
                     info!("{name}: published session {session_id} serial {serial}");
                 }
@@ -251,7 +251,7 @@ impl Poller {
     }
 
     /// One round: fetch, verify, store, publish.
-    pub async fn poll_once(&mut self) -> Result<Outcome, PollError> {
+    pub async fn poll_once(&mut self) -> Result<RoundOutcome, PollError> {
         let started = Instant::now();
         self.timings = RoundTimings::default();
         let (i, (validators, body)) = self.poll_upstreams().await?;
@@ -259,12 +259,12 @@ impl Poller {
             if let Some(p) = self.repo.current() {
                 self.repair(&p, Source::Upstream(i)).await?;
             }
-            return Ok(Outcome::Unchanged);
+            return Ok(RoundOutcome::Unchanged);
         };
         let notification = Notification::parse(&body).map_err(PollError::Invalid)?;
         self.timings.notification = started.elapsed().as_secs_f64();
         let outcome = self.apply(notification, Source::Upstream(i)).await?;
-        if matches!(outcome, Outcome::Published { .. }) {
+        if matches!(outcome, RoundOutcome::Published { .. }) {
             let secs = started.elapsed().as_secs_f64();
             let timings = self.timings.clone();
             info!(
@@ -328,7 +328,7 @@ impl Poller {
     /// Publishes the held rounds whose publish_delay has passed (the caller polled the
     /// upstream successfully just before), oldest first; a round no newer than what is
     /// published by then is dropped.
-    async fn publish_held(&mut self) -> Result<Option<Outcome>, PollError> {
+    async fn publish_held(&mut self) -> Result<Option<RoundOutcome>, PollError> {
         let mut last = None;
         for round in self.barrier.take_due(self.clock.now()) {
             let stale = self
@@ -362,11 +362,11 @@ impl Poller {
             return;
         };
         match self.apply(n, Source::Peers).await {
-            Ok(Outcome::Published { serial, .. }) => info!(
+            Ok(RoundOutcome::Published { serial, .. }) => info!(
                 "{}: the upstream is down; caught up to serial {serial} from peers",
                 self.repo.name()
             ),
-            Ok(Outcome::Unchanged) => {}
+            Ok(RoundOutcome::Unchanged) => {}
             Err(e) => warn!("{}: catching up from peers: {e}", self.repo.name()),
         }
     }
@@ -389,7 +389,11 @@ impl Poller {
 
     /// Brings a validated notification into the store and publishes it (or, from an
     /// upstream with `publish_delay`, holds it at the barrier).
-    pub async fn apply(&mut self, n: Notification, source: Source) -> Result<Outcome, PollError> {
+    pub async fn apply(
+        &mut self,
+        n: Notification,
+        source: Source,
+    ) -> Result<RoundOutcome, PollError> {
         let plan = plan::plan(&self.repo.config, &n, self.upstreams.current)?;
         let published = self.repo.current();
         let step = plan::step(
@@ -401,7 +405,7 @@ impl Poller {
         plan::check_history(published.as_deref(), &n)?;
         if let (Step::Same, Some(p)) = (step, &published) {
             self.repair(p, source).await?;
-            return Ok(Outcome::Unchanged);
+            return Ok(RoundOutcome::Unchanged);
         }
         self.remember_pending(&n, &plan);
         let (round, (snapshot, count_objects, deltas)) = self
@@ -453,7 +457,7 @@ impl Poller {
                     self.repo.name()
                 );
             }
-            Outcome::Unchanged
+            RoundOutcome::Unchanged
         };
         if let (Some(files), false) = (&files, gates) {
             // Reports only: `warn` never refuses.
@@ -547,7 +551,7 @@ impl Poller {
         let snapshot = snapshot_content(cfg, n);
         let named = std::iter::once((plan.snapshot_rel.clone(), n.snapshot.hash, snapshot)).chain(
             plan.deltas.iter().map(|(d, rel)| {
-                let content = cfg.expected(content::Kind::Delta, &n.session_id, d.serial);
+                let content = cfg.expected(content::Document::Delta, &n.session_id, d.serial);
                 (rel.clone(), d.file.hash, content)
             }),
         );
@@ -617,7 +621,7 @@ impl Poller {
 
     /// Publishes a stored round: its generation is built now, against what is published now,
     /// so it retains the files of every generation published before it.
-    async fn publish(&mut self, round: Round) -> Result<Outcome, PollError> {
+    async fn publish(&mut self, round: Round) -> Result<RoundOutcome, PollError> {
         let previous = self.repo.current();
         let generation = self
             .repo
@@ -633,7 +637,7 @@ impl Poller {
                 p.serial
             );
         }
-        Ok(Outcome::Published { session_id, serial })
+        Ok(RoundOutcome::Published { session_id, serial })
     }
 
     /// Fetches again any file the published generation references that is no longer in the
@@ -685,7 +689,7 @@ fn continues(published: &Generation, n: &Notification) -> bool {
 
 /// What the snapshot a notification names must be.
 fn snapshot_content(cfg: &crate::config::RepositoryConfig, n: &Notification) -> Expected {
-    cfg.expected(content::Kind::Snapshot, &n.session_id, n.serial)
+    cfg.expected(content::Document::Snapshot, &n.session_id, n.serial)
 }
 
 /// Time to the next poll: the interval with ±10 % jitter, doubled per consecutive failure up

@@ -224,7 +224,7 @@ mod tests {
     /// the newest notification names is always kept.
     #[test]
     fn the_pending_map_is_bounded_and_keeps_the_newest() {
-        use crate::rrdp::content::{Expected, Kind};
+        use crate::rrdp::content::{Document, Expected};
         let mut pending = Pending::new();
         let retain = 7200;
         for poll in 0..400u64 {
@@ -235,7 +235,7 @@ mod tests {
                     (
                         rel,
                         Hash::of(&poll.to_be_bytes()),
-                        Expected::new(Kind::Delta, "s", poll),
+                        Expected::new(Document::Delta, "s", poll),
                     )
                 })
                 .collect();
@@ -258,7 +258,7 @@ mod tests {
                 (
                     format!("big/{i}"),
                     Hash::of(b"x"),
-                    Expected::new(Kind::Delta, "s", 1),
+                    Expected::new(Document::Delta, "s", 1),
                 )
             })
             .collect();

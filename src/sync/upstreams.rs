@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::RepositoryConfig;
-use crate::origin::client::{FetchError, Upstream};
+use crate::origin::client::{Client, FetchError};
 use crate::rrdp::uri::BaseUri;
 use crate::sync::error::PollError;
 use crate::sync::MAX_BACKOFF;
@@ -23,7 +23,7 @@ pub type Answer = (Validators, Option<Bytes>);
 
 /// The configured upstreams of one repository and what the poller learnt of each.
 pub struct Upstreams {
-    pub client: Arc<Upstream>,
+    pub client: Arc<Client>,
     bases: Vec<BaseUri>,
     /// Per upstream: its notification's validators, once a round with it completed.
     validators: Vec<Option<Validators>>,
@@ -37,7 +37,7 @@ impl Upstreams {
     pub fn new(config: &RepositoryConfig) -> Upstreams {
         let n = config.upstreams.len();
         Upstreams {
-            client: Upstream::for_repository(config),
+            client: Client::for_repository(config),
             bases: config.upstreams.clone(),
             validators: vec![None; n],
             down_until: vec![None; n],
@@ -79,7 +79,7 @@ impl Upstreams {
         self.validators[i] = Some(validators);
     }
 
-    /// Upstream `i`'s notification validators and body; no body if it answered 304.
+    /// Client `i`'s notification validators and body; no body if it answered 304.
     pub async fn fetch_notification(
         &self,
         cfg: &RepositoryConfig,

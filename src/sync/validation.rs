@@ -25,8 +25,8 @@ use log::{info, warn};
 use tokio::io::AsyncReadExt;
 
 use crate::config::{RepositoryConfig, TaSource, Validate};
-use crate::objects::{self, Anchor, Cache, Index, Kind, Report};
-use crate::origin::client::{within, Upstream};
+use crate::objects::{self, Anchor, Cache, ObjectIndex, ObjectKind, Report};
+use crate::origin::client::{within, Client};
 use crate::published::{PreValidated, Round, ValidationStatus};
 use crate::rrdp::content::{self, ContentError, Expected};
 use crate::rrdp::Hash;
@@ -49,7 +49,7 @@ pub struct Validator {
     /// Per TAL: the last good trust anchor certificate.
     anchors: Vec<Anchor>,
     /// Per TAL: the clients for its sources.
-    sources: Vec<Vec<(TaSource, Arc<Upstream>)>>,
+    sources: Vec<Vec<(TaSource, Arc<Client>)>>,
     /// Per TAL: when its certificate was last fetched, and the last fetch error (logged
     /// when it changes).
     fetched: Vec<(Option<Instant>, Option<String>)>,
@@ -59,7 +59,7 @@ pub struct Validator {
 #[derive(Default)]
 struct Core {
     at: Option<(String, u64)>,
-    index: Index,
+    index: ObjectIndex,
     cache: Cache,
 }
 
@@ -120,7 +120,7 @@ impl Validator {
             .iter()
             .map(|list| {
                 list.iter()
-                    .map(|s| (s.clone(), Upstream::new(&s.tls)))
+                    .map(|s| (s.clone(), Client::new(&s.tls)))
                     .collect()
             })
             .collect();
@@ -285,7 +285,7 @@ fn matches_tal(der: &Bytes, anchor: &Anchor) -> bool {
         .is_ok_and(|c| c.subject_public_key_info() == anchor.tal.tal.key_info())
 }
 
-async fn fetch_ta(source: &TaSource, client: &Arc<Upstream>) -> Result<Bytes, String> {
+async fn fetch_ta(source: &TaSource, client: &Arc<Client>) -> Result<Bytes, String> {
     let fetch = async {
         let resp = client.get(&source.base, &source.rel, &[]).await?;
         if resp.status() != 200 {
@@ -377,8 +377,8 @@ impl Core {
                         Some(der) => {
                             index.publish(uri, der.clone());
                             if !matches!(
-                                Kind::of(uri),
-                                Kind::Certificate | Kind::Manifest | Kind::Crl
+                                ObjectKind::of(uri),
+                                ObjectKind::Certificate | ObjectKind::Manifest | ObjectKind::Crl
                             ) {
                                 fresh.insert(uri.to_string(), der);
                             }
@@ -392,7 +392,7 @@ impl Core {
             }
             return Ok(true);
         }
-        let mut index = Index::default();
+        let mut index = ObjectIndex::default();
         walk_snapshot(files, |uri, der| {
             if let Some(der) = der {
                 index.publish(uri, der);
@@ -425,9 +425,9 @@ fn walk_objects(
 ) -> io::Result<()> {
     let file = std::fs::File::open(path)?;
     let kind = if snapshot {
-        content::Kind::Snapshot
+        content::Document::Snapshot
     } else {
-        content::Kind::Delta
+        content::Document::Delta
     };
     // A stored file passed the content check, `max_object_size` included, when it was
     // stored: it is not held to a limit again (one lowered since would hide it).

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rrdp_proxy::clock::unix_now;
-use rrdp_proxy::demo::Repository;
+use rrdp_proxy::demo::Publisher;
 use rrdp_proxy::ops::export;
 use rrdp_proxy::rrdp::{Hash, Notification};
 
@@ -219,7 +219,7 @@ impl Drop for RsyncDaemon {
 }
 
 /// The snapshot's objects as an rsync tree would hold them (module/path → bytes).
-fn objects_as_tree(repo: &Repository) -> BTreeMap<String, Vec<u8>> {
+fn objects_as_tree(repo: &Publisher) -> BTreeMap<String, Vec<u8>> {
     repo.objects()
         .iter()
         .map(|(uri, data)| (export::rsync_path(uri, false).unwrap(), data.clone()))
@@ -311,7 +311,7 @@ async fn a_publication_servers_directory_is_a_source() {
     let (port, admin) = (free_port(), free_port());
     // The Publication Server names its files under the public URI the proxy serves.
     let public = format!("http://127.0.0.1:{port}/rrdp/");
-    let mut repo = Repository::new(&public);
+    let mut repo = Publisher::new(&public);
     repo.write_to(rrdp.path()).unwrap();
     let source = format!("{}/", rrdp.path().display());
     let text =
@@ -411,7 +411,7 @@ async fn content_guards_refuse_a_shrunk_snapshot_but_not_a_declared_reset() {
     // A declared session reset may be small: published.
     origin.with(|s| {
         s.notification_override = None;
-        s.repo = Repository::new(s.repo.base_uri());
+        s.repo = Publisher::new(s.repo.base_uri());
     });
     let st = proxy.poll().await;
     assert_eq!(st.last_error, None);

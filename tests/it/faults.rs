@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use rrdp_proxy::demo::Repository;
+use rrdp_proxy::demo::Publisher;
 use rrdp_proxy::rrdp::Hash;
 
 use crate::support::{fetch_consistent, Fault, Origin, OriginState, Proxy};
@@ -512,7 +512,7 @@ async fn a_session_flipping_back_and_forth_is_not_followed_back() {
     let first = origin.with(|s| s.repo.session_id().to_string());
 
     // A second replica, a new session: published once its snapshot is stored.
-    let mut other = Repository::new(&origin.base());
+    let mut other = Publisher::new(&origin.base());
     other.advance();
     let second = other.session_id().to_string();
     let mut first_repo = origin.with(|s| std::mem::replace(&mut s.repo, other));

@@ -47,9 +47,9 @@ fn fuzz_seeds_and_regressions_pass_the_fuzz_checks() {
 }
 
 /// The repository the objects target puts its input into.
-fn krill_testbed() -> fuzz_checks::Repository {
+fn krill_testbed() -> fuzz_checks::Testbed {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/krill-testbed");
-    fuzz_checks::Repository::krill_testbed(&dir).unwrap()
+    fuzz_checks::Testbed::krill_testbed(&dir).unwrap()
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn the_krill_seeds_are_valid_files() {
     let n = rrdp_proxy::rrdp::Notification::parse(&n).unwrap();
     let snapshot = std::fs::read(top.join("content/krill-snapshot.xml")).unwrap();
     let expected = rrdp_proxy::rrdp::content::Expected {
-        kind: rrdp_proxy::rrdp::content::Kind::Snapshot,
+        kind: rrdp_proxy::rrdp::content::Document::Snapshot,
         session_id: n.session_id.clone(),
         serial: n.serial,
         max_object_size: rrdp_proxy::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
@@ -70,7 +70,7 @@ fn the_krill_seeds_are_valid_files() {
     assert!(summary.publishes > 0);
     let delta = std::fs::read(top.join(format!("content/krill-delta-{}.xml", n.serial))).unwrap();
     let expected = rrdp_proxy::rrdp::content::Expected {
-        kind: rrdp_proxy::rrdp::content::Kind::Delta,
+        kind: rrdp_proxy::rrdp::content::Document::Delta,
         ..expected
     };
     rrdp_proxy::rrdp::content::check(&delta[..], &expected).unwrap();

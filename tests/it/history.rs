@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rrdp_proxy::demo::Repository;
+use rrdp_proxy::demo::Publisher;
 use rrdp_proxy::rrdp::{Hash, Notification};
 
 use crate::support::{fetch_consistent, http, Origin, Proxy};
@@ -14,7 +14,7 @@ use crate::support::{fetch_consistent, http, Origin, Proxy};
 async fn origin() -> Origin {
     let origin = Origin::start().await;
     let base = origin.base();
-    origin.with(|s| s.repo = Repository::large(&base, 1 << 20, 0));
+    origin.with(|s| s.repo = Publisher::large(&base, 1 << 20, 0));
     origin
 }
 

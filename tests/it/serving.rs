@@ -1,6 +1,6 @@
 //! What clients see: headers, validators, 304, HEAD, 405, 404 and 503.
 
-use rrdp_proxy::metrics::Kind;
+use rrdp_proxy::metrics::RequestKind;
 use rrdp_proxy::rrdp::{Hash, Notification};
 
 use crate::support::{config_text, free_port, http, path_of, Origin, Proxy};
@@ -220,7 +220,7 @@ async fn unknown_files_under_a_prefix_are_forwarded_and_404s_are_never_cached() 
         proxy
             .shared
             .metrics
-            .requests_with_status(&[Kind::File], 404),
+            .requests_with_status(&[RequestKind::File], 404),
         2
     );
 }
@@ -562,7 +562,7 @@ async fn large_files_stream_from_disk_whole_and_in_ranges_across_chunks() {
     let origin = Origin::start().await;
     // A snapshot of about 1 MiB: several of the 256 KiB pieces a stored file is sent in.
     origin.state.lock().unwrap().repo =
-        rrdp_proxy::demo::Repository::large(&origin.base(), 1 << 20, 2);
+        rrdp_proxy::demo::Publisher::large(&origin.base(), 1 << 20, 2);
     let cache = tempfile::tempdir().unwrap();
     // A 64 KiB memory tier keeps nothing over 8 KiB: the snapshot is served from its file.
     let (port, admin) = (free_port(), free_port());

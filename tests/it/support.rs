@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rrdp_proxy::clock::{Clock, ManualClock};
 use rrdp_proxy::config::Config;
-use rrdp_proxy::demo::Repository;
+use rrdp_proxy::demo::Publisher;
 use rrdp_proxy::published::RepoStatus;
 use rrdp_proxy::Shared;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,7 +44,7 @@ pub fn free_port() -> u16 {
 
 /// What the fake origin serves.
 pub struct OriginState {
-    pub repo: Repository,
+    pub repo: Publisher,
     /// Served instead of the repository's notification, if set.
     pub notification_override: Option<Bytes>,
     /// Extra paths (absolute request paths) → (status, content type, body).
@@ -91,7 +91,7 @@ impl Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(OriginState {
-            repo: Repository::new(&format!("http://{addr}/rrdp/")),
+            repo: Publisher::new(&format!("http://{addr}/rrdp/")),
             notification_override: None,
             extra: HashMap::new(),
             requests: Vec::new(),
@@ -586,7 +586,7 @@ pub fn path_of(uri: &str) -> String {
     rest[rest.find('/').unwrap()..].to_string()
 }
 
-//------------ Repository checks ---------------------------------------------------------------
+//------------ Publisher checks ---------------------------------------------------------------
 
 /// The served notification and the (path, hash) of every file it references; `None` while the
 /// proxy answers 503 (nothing published).

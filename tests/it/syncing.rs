@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rrdp_proxy::metrics::Kind;
+use rrdp_proxy::metrics::RequestKind;
 use rrdp_proxy::rrdp::{Hash, Notification};
 
 use crate::support::{Origin, Proxy, EVENT_TIMEOUT};
@@ -204,17 +204,17 @@ async fn a_client_polling_during_churn_never_sees_a_missing_file() {
         "the client saw the repository change: {seen:?}"
     );
     assert_eq!(
-        proxy
-            .shared
-            .metrics
-            .requests_with_status(&[Kind::File, Kind::Snapshot, Kind::Delta], 404),
+        proxy.shared.metrics.requests_with_status(
+            &[RequestKind::File, RequestKind::Snapshot, RequestKind::Delta],
+            404
+        ),
         0
     );
     assert_eq!(
         proxy
             .shared
             .metrics
-            .requests_with_status(&[Kind::Notification], 503),
+            .requests_with_status(&[RequestKind::Notification], 503),
         0
     );
 

@@ -192,11 +192,11 @@ async fn an_edge_polls_its_parent_over_verified_tls() {
 
     // With nothing new, the edge's next poll costs the parent a 304 (its ETag and
     // Last-Modified), and the edge keeps serial 1.
-    use rrdp_proxy::metrics::Kind;
+    use rrdp_proxy::metrics::RequestKind;
     let notmod = |p: &Proxy| {
         p.shared
             .metrics
-            .requests_with_status(&[Kind::Notification], 304)
+            .requests_with_status(&[RequestKind::Notification], 304)
     };
     let before = notmod(&parent);
     let st = edge.poll().await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rrdp_proxy::clock::{Clock, ManualClock};
-use rrdp_proxy::demo::Repository;
-use rrdp_proxy::rrdp::content::{self, Expected, Kind};
+use rrdp_proxy::demo::Publisher;
+use rrdp_proxy::rrdp::content::{self, Document, Expected};
 use rrdp_proxy::rrdp::Notification;
 use serde_json::Value;
 
@@ -29,7 +29,7 @@ fn recorded(which: &str) -> (BTreeMap<String, Vec<u8>>, u64) {
     let dir = fixture_dir().join(which);
     let n = Notification::parse(&std::fs::read(dir.join("notification.xml")).unwrap()).unwrap();
     let expected = Expected {
-        kind: Kind::Snapshot,
+        kind: Document::Snapshot,
         session_id: n.session_id,
         serial: n.serial,
         max_object_size: rrdp_proxy::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
@@ -60,7 +60,7 @@ async fn setup_with_clock(cache: &Path, settings: &str) -> (Origin, Proxy, Arc<M
     let base = origin.base();
     let ta = Bytes::from(std::fs::read(fixture_dir().join("ta.cer")).unwrap());
     origin.with(|s| {
-        s.repo = Repository::with_objects(&base, objects);
+        s.repo = Publisher::with_objects(&base, objects);
         s.extra
             .insert("/ta/ta.cer".into(), (200, "application/pkix-cert", ta));
     });
@@ -451,7 +451,7 @@ async fn every_bad_input_is_refused_under_refuse_and_reported_under_warn() {
 #[test]
 fn a_manifest_of_100000_entries_is_reported_within_bounds() {
     use rrdp_proxy::objects::{validate, Check, MAX_FINDINGS};
-    let repo = rrdp_proxy::fuzz_checks::Repository::krill_testbed(&fixture_dir()).unwrap();
+    let repo = rrdp_proxy::fuzz_checks::Testbed::krill_testbed(&fixture_dir()).unwrap();
     let mut objects = repo.objects.clone();
     let big = rrdp_proxy::fuzz_checks::manifest_with_entries(&objects[MFT_URI], 100_000);
     assert!(big.len() > 2_000_000);
