@@ -155,6 +155,28 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
         // logrotate's postrotate sends SIGUSR1: the writer reopens the file.
         serve::access_log::reopen_on_sigusr1();
     }
+    server.add_service(public_service(&shared)?);
+
+    let mut pollers = background_service(
+        "rrdp-proxy pollers",
+        Pollers {
+            shared: shared.clone(),
+        },
+    );
+    pollers.threads = Some(2);
+    server.add_service(pollers);
+
+    if let Some(addr) = cfg.server.admin_listen {
+        server.add_service(admin_service(&shared, addr));
+    }
+    Ok((server, shared))
+}
+
+/// The public listeners (plain and TLS) and the app that answers on them.
+fn public_service(
+    shared: &Arc<Shared>,
+) -> Result<Service<serve::guard::Guarded<serve::RrdpProxy>>, StartError> {
+    let cfg = &shared.config;
     let mut proxy = Service::new(
         "rrdp-proxy public".to_string(),
         serve::guard::Guarded {
@@ -190,35 +212,26 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
             );
         }
     }
-    server.add_service(proxy);
+    Ok(proxy)
+}
 
-    let mut pollers = background_service(
-        "rrdp-proxy pollers",
-        Pollers {
+/// The admin listener: /metrics, /status, /healthz, the page.
+fn admin_service(shared: &Arc<Shared>, addr: std::net::SocketAddr) -> Service<ops::admin::Admin> {
+    if !addr.ip().is_loopback() && shared.config.server.admin_token.is_none() {
+        warn!(
+            "server.admin_listen {addr} is not a loopback address and server.admin_token is not set: \
+             anyone who reaches it can read /status and trigger /refresh"
+        );
+    }
+    let mut admin = Service::new(
+        "rrdp-proxy admin".to_string(),
+        ops::admin::Admin {
             shared: shared.clone(),
         },
     );
-    pollers.threads = Some(2);
-    server.add_service(pollers);
-
-    if let Some(addr) = cfg.server.admin_listen {
-        if !addr.ip().is_loopback() && cfg.server.admin_token.is_none() {
-            warn!(
-                "server.admin_listen {addr} is not a loopback address and server.admin_token is not set: \
-                 anyone who reaches it can read /status and trigger /refresh"
-            );
-        }
-        let mut admin = Service::new(
-            "rrdp-proxy admin".to_string(),
-            ops::admin::Admin {
-                shared: shared.clone(),
-            },
-        );
-        admin.add_tcp(&addr.to_string());
-        admin.threads = Some(1);
-        server.add_service(admin);
-    }
-    Ok((server, shared))
+    admin.add_tcp(&addr.to_string());
+    admin.threads = Some(1);
+    admin
 }
 
 /// Adds the demo Publication Server's listener and its publishing task to `server`.

@@ -302,6 +302,19 @@ pub enum AccessLog {
     Off,
 }
 
+impl std::str::FromStr for AccessLog {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AccessLog, String> {
+        match s {
+            "combined" => Ok(AccessLog::Combined),
+            "json" => Ok(AccessLog::Json),
+            "off" => Ok(AccessLog::Off),
+            other => Err(format!("{other:?} is not one of combined, json, off")),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
     pub dir: PathBuf,
@@ -675,27 +688,14 @@ fn toml_error(err: toml::de::Error, text: &str) -> ConfigError {
 }
 
 fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
-    let cache_dir = base.join(raw.cache.dir.unwrap_or_else(|| PathBuf::from("cache")));
+    let cache_dir = base.join(
+        raw.cache
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("cache")),
+    );
     let server = validate_server(raw.server, base, &cache_dir)?;
-    let cache = CacheConfig {
-        dir: cache_dir,
-        memory_limit: opt_size("cache.memory_limit", raw.cache.memory_limit)?
-            .unwrap_or(DEFAULT_MEMORY_LIMIT),
-        memory_object_max: opt_size("cache.memory_object_max", raw.cache.memory_object_max)?
-            .unwrap_or(DEFAULT_MEMORY_OBJECT_MAX),
-        retain: opt_duration("cache.retain", raw.cache.retain)?.unwrap_or(DEFAULT_RETAIN),
-        disk_limit: opt_size("cache.disk_limit", raw.cache.disk_limit)?,
-    };
-    if cache.memory_object_max > MAX_MEMORY_OBJECT_MAX {
-        return Err(ConfigError::new(
-            "cache.memory_object_max",
-            format!(
-                "{} bytes is more than the memory tier can hold per object (at most 64MiB; larger \
-                 files are always read from disk)",
-                cache.memory_object_max
-            ),
-        ));
-    }
+    let cache = validate_cache(raw.cache, cache_dir)?;
     if raw.repository.is_empty() {
         return Err(ConfigError::new(
             "repository",
@@ -723,25 +723,70 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let health = HealthConfig {
         max_stale: opt_duration("health.max_stale", raw.health.max_stale)?,
     };
-    let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+    let log = validate_log(raw.log, base)?;
+    let demo = match raw.demo {
+        None => None,
+        Some(d) => Some(DemoConfig {
+            listen: socket_addr("demo.listen", &d.listen)?,
+            interval: opt_duration("demo.interval", d.interval)?.unwrap_or(Duration::from_secs(5)),
+        }),
+    };
+    let cluster = match raw.cluster {
+        None => None,
+        Some(c) => Some(validate_cluster(c, base)?),
+    };
+    Ok(Config {
+        cluster,
+        server,
+        cache,
+        repositories,
+        passthroughs,
+        health,
+        log,
+        demo,
+    })
+}
+
+/// `[cache]`, its directory already resolved.
+fn validate_cache(raw: RawCache, dir: PathBuf) -> Result<CacheConfig, ConfigError> {
+    let cache = CacheConfig {
+        dir,
+        memory_limit: opt_size("cache.memory_limit", raw.memory_limit)?
+            .unwrap_or(DEFAULT_MEMORY_LIMIT),
+        memory_object_max: opt_size("cache.memory_object_max", raw.memory_object_max)?
+            .unwrap_or(DEFAULT_MEMORY_OBJECT_MAX),
+        retain: opt_duration("cache.retain", raw.retain)?.unwrap_or(DEFAULT_RETAIN),
+        disk_limit: opt_size("cache.disk_limit", raw.disk_limit)?,
+    };
+    if cache.memory_object_max > MAX_MEMORY_OBJECT_MAX {
+        return Err(ConfigError::new(
+            "cache.memory_object_max",
+            format!(
+                "{} bytes is more than the memory tier can hold per object (at most 64MiB; larger \
+                 files are always read from disk)",
+                cache.memory_object_max
+            ),
+        ));
+    }
+    Ok(cache)
+}
+
+/// `[log]`: the level, the access log's form and file.
+fn validate_log(raw: RawLog, base: &Path) -> Result<LogConfig, ConfigError> {
+    let level = raw.level.unwrap_or_else(|| "info".to_string());
     if !["off", "error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
         return Err(ConfigError::new(
             "log.level",
             format!("{level:?} is not one of off, error, warn, info, debug, trace"),
         ));
     }
-    let access = match raw.log.access.as_deref().unwrap_or("combined") {
-        "combined" => AccessLog::Combined,
-        "json" => AccessLog::Json,
-        "off" => AccessLog::Off,
-        other => {
-            return Err(ConfigError::new(
-                "log.access",
-                format!("{other:?} is not one of combined, json, off"),
-            ))
-        }
-    };
-    let access_file = match raw.log.access_file {
+    let access: AccessLog = raw
+        .access
+        .as_deref()
+        .unwrap_or("combined")
+        .parse()
+        .map_err(|e| ConfigError::new("log.access", e))?;
+    let access_file = match raw.access_file {
         None => None,
         Some(_) if access == AccessLog::Off => {
             return Err(ConfigError::new(
@@ -768,27 +813,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         access,
         access_file,
     };
-    let demo = match raw.demo {
-        None => None,
-        Some(d) => Some(DemoConfig {
-            listen: socket_addr("demo.listen", &d.listen)?,
-            interval: opt_duration("demo.interval", d.interval)?.unwrap_or(Duration::from_secs(5)),
-        }),
-    };
-    let cluster = match raw.cluster {
-        None => None,
-        Some(c) => Some(validate_cluster(c, base)?),
-    };
-    Ok(Config {
-        cluster,
-        server,
-        cache,
-        repositories,
-        passthroughs,
-        health,
-        log,
-        demo,
-    })
+    Ok(log)
 }
 
 fn validate_server(
@@ -837,33 +862,15 @@ fn validate_server(
         Some(n) => n as usize,
         None => DEFAULT_WRITE_BUFFER,
     };
-    let admin_token = match raw.admin_token {
-        Some(t) if t.len() < 16 => {
-            return Err(ConfigError::new(
-                "server.admin_token",
-                "must be at least 16 characters (a secret, e.g. from `openssl rand -hex 16`)",
-            ))
-        }
-        Some(t) if t.chars().any(|c| c.is_control() || c.is_whitespace()) => {
-            return Err(ConfigError::new(
-                "server.admin_token",
-                "must not contain white space or control characters",
-            ))
-        }
-        t => t,
-    };
-    for (i, name) in raw.admin_names.iter().enumerate() {
-        let ok = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-        if !ok {
-            return Err(ConfigError::new(
-                format!("server.admin_names[{i}]"),
-                "must be a host name (letters, digits, '-' and '.'), without a port",
-            ));
-        }
+    if let Some(t) = &raw.admin_token {
+        check_secret(
+            "server.admin_token",
+            t,
+            "must be at least 16 characters (a secret, e.g. from `openssl rand -hex 16`)",
+        )?;
     }
+    let admin_token = raw.admin_token;
+    check_admin_names(&raw.admin_names)?;
     Ok(ServerConfig {
         listen,
         tls_listen,
@@ -880,6 +887,38 @@ fn validate_server(
         request_timeout,
         write_buffer,
     })
+}
+
+/// A shared secret (`server.admin_token`, `cluster.token`): at least 16 characters, and no
+/// white space or control characters (it is sent in an `Authorization` header).
+fn check_secret(key: &str, token: &str, too_short: &str) -> Result<(), ConfigError> {
+    if token.len() < 16 {
+        return Err(ConfigError::new(key, too_short));
+    }
+    if token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ConfigError::new(
+            key,
+            "must not contain white space or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// `server.admin_names`: host names, without ports.
+fn check_admin_names(names: &[String]) -> Result<(), ConfigError> {
+    for (i, name) in names.iter().enumerate() {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !ok {
+            return Err(ConfigError::new(
+                format!("server.admin_names[{i}]"),
+                "must be a host name (letters, digits, '-' and '.'), without a port",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every directory the node writes (the cache, each export) must be its one writer's alone:
@@ -1325,18 +1364,11 @@ fn repository_upstreams(
 
 fn validate_cluster(c: RawCluster, base: &Path) -> Result<ClusterConfig, ConfigError> {
     let token = c.token.unwrap_or_default();
-    if token.len() < 16 {
-        return Err(ConfigError::new(
-            "cluster.token",
-            "a shared secret of at least 16 characters is needed (every node's the same)",
-        ));
-    }
-    if token.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(ConfigError::new(
-            "cluster.token",
-            "must not contain white space or control characters",
-        ));
-    }
+    check_secret(
+        "cluster.token",
+        &token,
+        "a shared secret of at least 16 characters is needed (every node's the same)",
+    )?;
     let mut peers = Vec::new();
     for (i, p) in c.peers.iter().enumerate() {
         let p = if p.ends_with('/') {

@@ -207,103 +207,32 @@ fn main() -> ExitCode {
     rrdp_proxy::heap::limit_arenas();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Man { section, output }) => {
-            let page = match section {
-                1 => command_page(),
-                5 => rrdp_proxy::man::conf_page(env!("CARGO_PKG_VERSION")),
-                other => {
-                    eprintln!("man: no page in section {other} (1: the command, 5: the configuration file)");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let written = match output {
-                Some(path) => {
-                    std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))
-                }
-                None => std::io::Write::write_all(&mut std::io::stdout(), page.as_bytes())
-                    .map_err(|e| e.to_string()),
-            };
-            match written {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("man: {e}");
-                    ExitCode::FAILURE
-                }
+        Some(Command::Man { section, output }) => man(section, output),
+        Some(Command::Config) => with_config(&cli.config, |config| {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }),
+        Some(Command::Check) => with_config(&cli.config, |config| {
+            println!("{}: ok", cli.config.display());
+            for line in config.summary() {
+                println!("  {line}");
             }
-        }
-        Some(Command::Config) => match Config::load(&cli.config) {
-            Ok(config) => {
-                print!("{}", config.to_toml());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", cli.config.display());
-                ExitCode::FAILURE
-            }
-        },
-        Some(Command::Check) => match Config::load(&cli.config) {
-            Ok(config) => {
-                println!("{}: ok", cli.config.display());
-                for line in config.summary() {
-                    println!("  {line}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", cli.config.display());
-                ExitCode::FAILURE
-            }
-        },
-        Some(Command::Sync) => {
-            let config = match Config::load(&cli.config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{}: {e}", cli.config.display());
-                    return ExitCode::from(rrdp_proxy::ops::oneshot::CONFIG);
-                }
-            };
-            init_logging(&config.log.level, false);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::from(rrdp_proxy::ops::oneshot::LOCAL);
-                }
-            };
-            ExitCode::from(runtime.block_on(rrdp_proxy::ops::oneshot::run(config)))
-        }
+            ExitCode::SUCCESS
+        }),
+        Some(Command::Sync) => sync(&cli.config),
         Some(Command::Demo {
             listen,
             interval,
             snapshot_size,
             deltas,
             repositories,
-        }) => {
-            init_logging("info", true);
-            // Exit promptly on SIGTERM (pingora's default grace period is five minutes).
-            let conf = pingora::server::configuration::ServerConf {
-                grace_period_seconds: Some(1),
-                graceful_shutdown_timeout_seconds: Some(5),
-                ..Default::default()
-            };
-            let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
-            server.bootstrap();
-            let large = snapshot_size.map(|s| (s, deltas));
-            rrdp_proxy::add_demo(&mut server, listen, interval, large, repositories);
-            server.run(RunArgs::default());
-            ExitCode::SUCCESS
-        }
-        None => {
-            let config = match Config::load(&cli.config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{}: {e}", cli.config.display());
-                    return ExitCode::FAILURE;
-                }
-            };
+        }) => demo(
+            listen,
+            interval,
+            snapshot_size.map(|s| (s, deltas)),
+            repositories,
+        ),
+        None => with_config(&cli.config, |config| {
             init_logging(
                 &config.log.level,
                 config.log.access != rrdp_proxy::config::AccessLog::Off,
@@ -318,6 +247,87 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }),
+    }
+}
+
+/// Runs `then` with the configuration at `path`; a bad one is said with the path, and fails.
+fn with_config(path: &std::path::Path, then: impl FnOnce(Config) -> ExitCode) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => then(config),
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
         }
     }
+}
+
+/// `rrdp-proxy man`: a manual page, to standard output or a file.
+fn man(section: u8, output: Option<PathBuf>) -> ExitCode {
+    let page = match section {
+        1 => command_page(),
+        5 => rrdp_proxy::man::conf_page(env!("CARGO_PKG_VERSION")),
+        other => {
+            eprintln!(
+                "man: no page in section {other} (1: the command, 5: the configuration file)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = match output {
+        Some(path) => std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display())),
+        None => std::io::Write::write_all(&mut std::io::stdout(), page.as_bytes())
+            .map_err(|e| e.to_string()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("man: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rrdp-proxy sync`: one round for every repository, with its own exit codes.
+fn sync(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(rrdp_proxy::ops::oneshot::CONFIG);
+        }
+    };
+    init_logging(&config.log.level, false);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(rrdp_proxy::ops::oneshot::LOCAL);
+        }
+    };
+    ExitCode::from(runtime.block_on(rrdp_proxy::ops::oneshot::run(config)))
+}
+
+/// `rrdp-proxy demo`: only the demo Publication Server.
+fn demo(
+    listen: std::net::SocketAddr,
+    interval: std::time::Duration,
+    large: Option<(u64, usize)>,
+    repositories: usize,
+) -> ExitCode {
+    init_logging("info", true);
+    // Exit promptly on SIGTERM (pingora's default grace period is five minutes).
+    let conf = pingora::server::configuration::ServerConf {
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..Default::default()
+    };
+    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    rrdp_proxy::add_demo(&mut server, listen, interval, large, repositories);
+    server.run(RunArgs::default());
+    ExitCode::SUCCESS
 }

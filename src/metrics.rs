@@ -235,6 +235,38 @@ impl Metrics {
     ///
     /// Long on purpose (about 85 lines): mostly the table of counters with their help texts.
     pub fn collect_into(&self, ex: &mut Exposition) -> prometheus::Result<()> {
+        ex.counters(
+            "rrdp_proxy_requests_total",
+            "Requests answered, by kind, result and status.",
+            &["kind", "result", "status"],
+            self.request_rows(),
+        )?;
+        for (name, help, v) in self.plain_counters() {
+            let value = v.load(Ordering::Relaxed);
+            ex.counters(name, help, &[], [(Vec::new(), value)])?;
+        }
+        ex.counters(
+            "rrdp_proxy_poll_errors_total",
+            "Failed poll rounds, by reason.",
+            &["reason"],
+            by_reason(&self.poll_errors),
+        )?;
+        ex.counters(
+            "rrdp_proxy_unknown_names_total",
+            "Requests for names no notification gave: named by the round they asked for, forwarded within the budget, or refused.",
+            &["result"],
+            by_reason(&self.unknown_names),
+        )?;
+        ex.counters(
+            "rrdp_proxy_validation_refusals_total",
+            "Rounds refused by RPKI validation, once per check that failed in them (pre_validate: the operator's command).",
+            &["reason"],
+            by_reason(&self.validation_refusals),
+        )
+    }
+
+    /// `rrdp_proxy_requests_total`'s samples: every kind, result and status seen.
+    fn request_rows(&self) -> Vec<(Vec<String>, u64)> {
         let mut requests = Vec::new();
         for k in RequestKind::ALL {
             for o in RequestResult::ALL {
@@ -255,13 +287,12 @@ impl Metrics {
                 }
             }
         }
-        ex.counters(
-            "rrdp_proxy_requests_total",
-            "Requests answered, by kind, result and status.",
-            &["kind", "result", "status"],
-            requests,
-        )?;
-        for (name, help, v) in [
+        requests
+    }
+
+    /// The counters without labels: name, help, value.
+    fn plain_counters(&self) -> [(&'static str, &'static str, &AtomicU64); 9] {
+        [
             (
                 "rrdp_proxy_bytes_served_total",
                 "Body bytes sent to clients.",
@@ -307,28 +338,7 @@ impl Metrics {
                 "Access-log lines dropped because the file could not keep up or be written.",
                 &self.access_log_dropped,
             ),
-        ] {
-            let value = v.load(Ordering::Relaxed);
-            ex.counters(name, help, &[], [(Vec::new(), value)])?;
-        }
-        ex.counters(
-            "rrdp_proxy_poll_errors_total",
-            "Failed poll rounds, by reason.",
-            &["reason"],
-            by_reason(&self.poll_errors),
-        )?;
-        ex.counters(
-            "rrdp_proxy_unknown_names_total",
-            "Requests for names no notification gave: named by the round they asked for, forwarded within the budget, or refused.",
-            &["result"],
-            by_reason(&self.unknown_names),
-        )?;
-        ex.counters(
-            "rrdp_proxy_validation_refusals_total",
-            "Rounds refused by RPKI validation, once per check that failed in them (pre_validate: the operator's command).",
-            &["reason"],
-            by_reason(&self.validation_refusals),
-        )
+        ]
     }
 }
 

@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use bytes::Bytes;
 use rpki::crypto::KeyIdentifier;
 use rpki::repository::crl::Crl;
+use rpki::repository::manifest::ManifestContent;
 use rpki::repository::sigobj::SignedObject;
 use rpki::repository::x509::{Time, Validity};
 use rpki::repository::{Aspa, Cert, Manifest, ResourceCert, Roa};
@@ -448,6 +449,16 @@ impl Validator<'_> {
                 self.finding(mft_uri, Check::Signature, e);
             }
         }
+        let (listed, crls) = self.listed(mft_uri, &content);
+        let crl = self.crl(mft_uri, &ee, &crls, issuer);
+        if crl.as_ref().is_some_and(|c| c.contains(ee.serial_number())) {
+            self.finding(mft_uri, Check::Revoked, "its EE certificate is on the CRL");
+        }
+        Some(Point { listed, crl })
+    }
+
+    /// The files a manifest lists, checked against what is published: (the files, its CRLs).
+    fn listed(&mut self, mft_uri: &str, content: &ManifestContent) -> (Vec<String>, Vec<String>) {
         let dir = &mft_uri[..mft_uri.rfind('/').map_or(0, |i| i + 1)];
         let mut listed = Vec::new();
         let mut crls = Vec::new();
@@ -476,11 +487,7 @@ impl Validator<'_> {
                 listed.push(uri);
             }
         }
-        let crl = self.crl(mft_uri, &ee, &crls, issuer);
-        if crl.as_ref().is_some_and(|c| c.contains(ee.serial_number())) {
-            self.finding(mft_uri, Check::Revoked, "its EE certificate is on the CRL");
-        }
-        Some(Point { listed, crl })
+        (listed, crls)
     }
 
     /// The publication point's CRL: the one the manifest's EE certificate names, listed on

@@ -169,108 +169,133 @@ impl Admin {
     fn collect(&self, ex: &mut Exposition) -> prometheus::Result<()> {
         let shared = &self.shared;
         shared.metrics.collect_into(ex)?;
-        let (disk_bytes, disk_objects) = shared.store.usage();
-        let (mem_bytes, mem_objects) = shared.store.memory_usage();
-        for (name, help, v) in [
-            (
-                "rrdp_proxy_disk_bytes",
-                "Bytes of objects in the cache directory.",
-                disk_bytes,
-            ),
-            (
-                "rrdp_proxy_disk_objects",
-                "Objects in the cache directory.",
-                disk_objects,
-            ),
-            (
-                "rrdp_proxy_memory_bytes",
-                "Bytes of objects in the memory tier.",
-                mem_bytes,
-            ),
-            (
-                "rrdp_proxy_memory_objects",
-                "Objects in the memory tier.",
-                mem_objects,
-            ),
-        ] {
-            ex.gauges(name, help, &[], [(Vec::new(), v as f64)])?;
-        }
+        store_metrics(ex, shared)?;
         let repos: Vec<_> = shared
             .repos
             .iter()
             .map(|r| (r.name(), r.status.borrow().clone(), r.current()))
             .collect();
-        ex.gauges(
-            "rrdp_proxy_serial",
-            "Published serial per repository.",
-            &["repository", "session"],
-            repos.iter().filter_map(|(name, _, g)| {
-                let g = g.as_ref()?;
-                Some((vec![name.clone(), g.session_id.clone()], g.serial as f64))
-            }),
-        )?;
-        ex.gauges(
-            "rrdp_proxy_publish_duration_seconds",
-            "How long the last publishing round took (poll, fetch, verify, store, switch).",
-            &["repository"],
-            repos
-                .iter()
-                .filter_map(|(name, s, _)| Some((vec![name.clone()], s.last_publish_seconds?))),
-        )?;
-        ex.gauges(
-            "rrdp_proxy_seconds_stale",
-            "Seconds since the upstream last answered usably.",
-            &["repository"],
-            repos.iter().map(|(name, s, _)| {
-                let stale = seconds_stale(shared, s.last_success);
-                (vec![name.clone()], stale as f64)
-            }),
-        )?;
-        ex.histograms(
-            "rrdp_proxy_rp_lag_serials",
-            "How many serials behind the current one the RPs asking for deltas are (a delta for serial N while S is current: S - N + 1).",
-            &["repository"],
-            shared
-                .repos
-                .iter()
-                .map(|r| (vec![r.name()], r.rp_lag.counts())),
-        );
-        let snapshot_rows: Vec<_> = shared
+        repository_metrics(ex, shared, &repos)?;
+        rp_lag_metrics(ex, shared)?;
+        validation_metrics(ex, &repos)
+    }
+}
+
+/// A repository's name, status and published generation, as a scrape reads them once.
+type RepoRow = (String, RepoStatus, Option<Arc<Generation>>);
+
+/// The store's size on disk and in memory.
+fn store_metrics(ex: &mut Exposition, shared: &Shared) -> prometheus::Result<()> {
+    let (disk_bytes, disk_objects) = shared.store.usage();
+    let (mem_bytes, mem_objects) = shared.store.memory_usage();
+    for (name, help, v) in [
+        (
+            "rrdp_proxy_disk_bytes",
+            "Bytes of objects in the cache directory.",
+            disk_bytes,
+        ),
+        (
+            "rrdp_proxy_disk_objects",
+            "Objects in the cache directory.",
+            disk_objects,
+        ),
+        (
+            "rrdp_proxy_memory_bytes",
+            "Bytes of objects in the memory tier.",
+            mem_bytes,
+        ),
+        (
+            "rrdp_proxy_memory_objects",
+            "Objects in the memory tier.",
+            mem_objects,
+        ),
+    ] {
+        ex.gauges(name, help, &[], [(Vec::new(), v as f64)])?;
+    }
+    Ok(())
+}
+
+/// Per repository: the published serial, how long publishing took, staleness, the delta
+/// history, the upstream's last answer.
+fn repository_metrics(
+    ex: &mut Exposition,
+    shared: &Shared,
+    repos: &[RepoRow],
+) -> prometheus::Result<()> {
+    ex.gauges(
+        "rrdp_proxy_serial",
+        "Published serial per repository.",
+        &["repository", "session"],
+        repos.iter().filter_map(|(name, _, g)| {
+            let g = g.as_ref()?;
+            Some((vec![name.clone(), g.session_id.clone()], g.serial as f64))
+        }),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_publish_duration_seconds",
+        "How long the last publishing round took (poll, fetch, verify, store, switch).",
+        &["repository"],
+        repos
+            .iter()
+            .filter_map(|(name, s, _)| Some((vec![name.clone()], s.last_publish_seconds?))),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_seconds_stale",
+        "Seconds since the upstream last answered usably.",
+        &["repository"],
+        repos.iter().map(|(name, s, _)| {
+            let stale = seconds_stale(shared, s.last_success);
+            (vec![name.clone()], stale as f64)
+        }),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_delta_history_entries",
+        "Deltas the served notification lists.",
+        &["repository"],
+        repos.iter().filter_map(|(name, _, g)| {
+            Some((vec![name.clone()], g.as_ref()?.history.len() as f64))
+        }),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_last_success_timestamp_seconds",
+        "When the upstream last answered usably.",
+        &["repository"],
+        repos
+            .iter()
+            .filter_map(|(name, s, _)| Some((vec![name.clone()], secs(s.last_success?) as f64))),
+    )
+}
+
+/// What the RPs' requests say of how far behind they are.
+fn rp_lag_metrics(ex: &mut Exposition, shared: &Shared) -> prometheus::Result<()> {
+    ex.histograms(
+        "rrdp_proxy_rp_lag_serials",
+        "How many serials behind the current one the RPs asking for deltas are (a delta for serial N while S is current: S - N + 1).",
+        &["repository"],
+        shared
             .repos
             .iter()
-            .flat_map(|r| {
-                let name = r.name();
-                r.rp_lag
-                    .counts()
-                    .snapshots
-                    .into_iter()
-                    .map(move |(path, n)| (vec![name.clone(), path.as_str().to_string()], n))
-            })
-            .collect();
-        ex.counters(
-            "rrdp_proxy_snapshot_downloads_total",
-            "Snapshot downloads, by whether the client had a delta path (it fetched a delta still listed before).",
-            &["repository", "delta_path"],
-            snapshot_rows,
-        )?;
-        ex.gauges(
-            "rrdp_proxy_delta_history_entries",
-            "Deltas the served notification lists.",
-            &["repository"],
-            repos.iter().filter_map(|(name, _, g)| {
-                Some((vec![name.clone()], g.as_ref()?.history.len() as f64))
-            }),
-        )?;
-        validation_metrics(ex, &repos)?;
-        ex.gauges(
-            "rrdp_proxy_last_success_timestamp_seconds",
-            "When the upstream last answered usably.",
-            &["repository"],
-            repos.iter().filter_map(|(name, s, _)| {
-                Some((vec![name.clone()], secs(s.last_success?) as f64))
-            }),
-        )
-    }
+            .map(|r| (vec![r.name()], r.rp_lag.counts())),
+    );
+    let snapshot_rows: Vec<_> = shared
+        .repos
+        .iter()
+        .flat_map(|r| {
+            let name = r.name();
+            r.rp_lag
+                .counts()
+                .snapshots
+                .into_iter()
+                .map(move |(path, n)| (vec![name.clone(), path.as_str().to_string()], n))
+        })
+        .collect();
+    ex.counters(
+        "rrdp_proxy_snapshot_downloads_total",
+        "Snapshot downloads, by whether the client had a delta path (it fetched a delta still listed before).",
+        &["repository", "delta_path"],
+        snapshot_rows,
+    )?;
+    Ok(())
 }
 
 /// A repository's validation settings and what its last validated round found.
@@ -339,10 +364,7 @@ fn validation_json(
 }
 
 /// The repositories' validation and health gauges, from their last validated round.
-fn validation_metrics(
-    ex: &mut Exposition,
-    repos: &[(String, RepoStatus, Option<Arc<Generation>>)],
-) -> prometheus::Result<()> {
+fn validation_metrics(ex: &mut Exposition, repos: &[RepoRow]) -> prometheus::Result<()> {
     let reports: Vec<(&String, &ValidationStatus, Option<&crate::objects::Report>)> = repos
         .iter()
         .filter_map(|(name, s, _)| {
@@ -393,44 +415,48 @@ fn validation_metrics(
             })
         }),
     )?;
-    ex.gauges(
+    for (metric, help, figure) in HEALTH_GAUGES {
+        ex.gauges(
+            metric,
+            help,
+            &["repository"],
+            with_report().filter_map(|(name, r)| Some((vec![name.clone()], figure(r)?))),
+        )?;
+    }
+    Ok(())
+}
+
+/// A repository's health figure from its last validated round, if it has one.
+type HealthFigure = fn(&crate::objects::Report) -> Option<f64>;
+
+/// The health gauges with one value per repository: name, help, figure.
+const HEALTH_GAUGES: [(&str, &str, HealthFigure); 5] = [
+    (
         "rrdp_proxy_manifest_next_update_timestamp_seconds",
         "The earliest nextUpdate of any manifest: when it passes, RPs reject that publication point.",
-        &["repository"],
-        with_report().filter_map(|(name, r)| {
-            Some((vec![name.clone()], r.health.manifest_next_update.as_ref()?.at as f64))
-        }),
-    )?;
-    ex.gauges(
+        |r| Some(r.health.manifest_next_update.as_ref()?.at as f64),
+    ),
+    (
         "rrdp_proxy_crl_next_update_timestamp_seconds",
         "The earliest nextUpdate of any CRL.",
-        &["repository"],
-        with_report().filter_map(|(name, r)| {
-            Some((
-                vec![name.clone()],
-                r.health.crl_next_update.as_ref()?.at as f64,
-            ))
-        }),
-    )?;
-    ex.gauges(
+        |r| Some(r.health.crl_next_update.as_ref()?.at as f64),
+    ),
+    (
         "rrdp_proxy_stale_manifests",
         "Manifests not current (nextUpdate passed or thisUpdate ahead) in the last validated round.",
-        &["repository"],
-        with_report().map(|(name, r)| (vec![name.clone()], r.health.stale_manifests as f64)),
-    )?;
-    ex.gauges(
+        |r| Some(r.health.stale_manifests as f64),
+    ),
+    (
         "rrdp_proxy_missing_manifests",
         "Publication points whose manifest a CA certificate names but that is not published.",
-        &["repository"],
-        with_report().map(|(name, r)| (vec![name.clone()], r.health.missing_manifests as f64)),
-    )?;
-    ex.gauges(
+        |r| Some(r.health.missing_manifests as f64),
+    ),
+    (
         "rrdp_proxy_certificates_expiring",
         "Certificates (CA, router, EE of signed objects) expiring within expiry_window.",
-        &["repository"],
-        with_report().map(|(name, r)| (vec![name.clone()], r.health.expiring as f64)),
-    )
-}
+        |r| Some(r.health.expiring as f64),
+    ),
+];
 
 pub(crate) fn respond(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
     Response::builder()

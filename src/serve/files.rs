@@ -9,12 +9,13 @@ use log::error;
 use pingora::http::RequestHeader;
 
 use super::answer::{
-    accepts_gzip, not_modified, not_modified_answer, requested_range, Answer, Body,
+    accepts_gzip, not_modified, not_modified_answer, requested_range, Answer, Body, ByteRange,
 };
 use super::RrdpProxy;
 use crate::metrics::{RequestKind, RequestResult};
 use crate::published::{header_value, FileHead, FileKind, Generation, Repo};
 use crate::rrdp::Hash;
+use crate::store::Object;
 
 /// Content type of RRDP files (what Krill and RIPE NCC send).
 const RRDP_CONTENT_TYPE: &str = "application/xml";
@@ -184,47 +185,58 @@ impl RrdpProxy {
             }
         }
         a.headers.push(("ETag", head.etag.clone()));
-        // From memory without waiting; the disk path (which may verify the file or read it
-        // into memory) is boxed, so a memory hit does not carry its future.
+        let object = match self.stored(repo, hash).await {
+            Ok(o) => o,
+            Err(damaged) => return damaged,
+        };
+        with_range(a, object, range)
+    }
+
+    /// A stored object: from memory without waiting; the disk path (which may verify the file
+    /// or read it into memory) is boxed, so a memory hit does not carry its future. A damaged
+    /// or unreadable object gives the answer to send instead.
+    async fn stored(&self, repo: &Repo, hash: Hash) -> Result<Object, Answer> {
         let in_memory = self.shared.store.get_in_memory(&hash, false).map(Ok);
         let object = match in_memory {
             Some(o) => o,
             None => Box::pin(self.shared.store.get(&hash)).await,
         };
-        let object = match object {
-            Ok(o) => o,
-            Err(e) => {
-                // Damaged on disk (now removed) or unreadable: say so loudly, let no cache
-                // keep the error, and have the poller fetch it again if still referenced.
-                error!("{}: object {hash} not servable: {e}", repo.config.public);
-                repo.refresh.notify_one();
-                let mut a = Answer::text(
-                    503,
-                    RequestKind::File,
-                    "stored file damaged; fetching it again\n",
-                );
-                a.headers.push(("Retry-After", HeaderValue::from(5u32)));
-                return a;
-            }
-        };
-        let total = object.len();
-        match range.map(|r| r.resolve(total)) {
-            None => a.body = Body::from_object(object),
-            Some(Some((start, len))) => {
-                a.status = 206;
-                a.headers.push((
-                    "Content-Range",
-                    header_value(&format!("bytes {start}-{}/{total}", start + len - 1)),
-                ));
-                a.body = Body::slice(object, start, len);
-            }
-            Some(None) => {
-                let mut e = Answer::text(416, RequestKind::File, "range not satisfiable\n");
-                e.headers
-                    .push(("Content-Range", header_value(&format!("bytes */{total}"))));
-                return e;
-            }
-        }
-        a
+        object.map_err(|e| {
+            // Damaged on disk (now removed) or unreadable: say so loudly, let no cache keep
+            // the error, and have the poller fetch it again if still referenced.
+            error!("{}: object {hash} not servable: {e}", repo.config.public);
+            repo.refresh.notify_one();
+            let mut a = Answer::text(
+                503,
+                RequestKind::File,
+                "stored file damaged; fetching it again\n",
+            );
+            a.headers.push(("Retry-After", HeaderValue::from(5u32)));
+            a
+        })
     }
+}
+
+/// `a` with the object as its body: whole, or the part a satisfiable range asks for (206), or
+/// 416 for one that is not.
+fn with_range(mut a: Answer, object: Object, range: Option<ByteRange>) -> Answer {
+    let total = object.len();
+    match range.map(|r| r.resolve(total)) {
+        None => a.body = Body::from_object(object),
+        Some(Some((start, len))) => {
+            a.status = 206;
+            a.headers.push((
+                "Content-Range",
+                header_value(&format!("bytes {start}-{}/{total}", start + len - 1)),
+            ));
+            a.body = Body::slice(object, start, len);
+        }
+        Some(None) => {
+            let mut e = Answer::text(416, RequestKind::File, "range not satisfiable\n");
+            e.headers
+                .push(("Content-Range", header_value(&format!("bytes */{total}"))));
+            return e;
+        }
+    }
+    a
 }

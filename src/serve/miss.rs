@@ -210,6 +210,19 @@ impl RrdpProxy {
                 Forwarded::Fetched(fetched, verified) => (fetched, verified),
             },
         };
+        self.answer_fetched(repo, rel, fetched, verified, req).await
+    }
+
+    /// The answer for a file fetched for a client: served from the store (immutable if its
+    /// hash came from a notification), or the upstream's 404, or 502.
+    async fn answer_fetched(
+        &self,
+        repo: &Repo,
+        rel: &str,
+        fetched: Result<Stored, FetchError>,
+        verified: bool,
+        req: &RequestHeader,
+    ) -> Answer {
         match fetched {
             Ok(stored) => {
                 let (hash, head) = (stored.hash(), FileHead::of(&stored.hash()));
