@@ -1072,25 +1072,10 @@ fn validate_repository(
     let (source_dir, upstreams) = repository_upstreams(i, &public, r.upstream)?;
     let upstream = upstreams[0].clone();
     if source_dir.is_some() && (r.upstream_ca.is_some() || r.upstream_insecure) {
-        return Err(ConfigError::new(
-            key("upstream_ca"),
-            "upstream_ca and upstream_insecure only make sense with an https upstream",
-        ));
+        let reason = "upstream_ca and upstream_insecure only make sense with an https upstream";
+        return Err(ConfigError::new(key("upstream_ca"), reason));
     }
-    if let Some(p) = r.max_shrink.filter(|p| *p > 100) {
-        return Err(ConfigError::new(
-            key("max_shrink"),
-            format!("{p} is not a percentage (0 to 100)"),
-        ));
-    }
-    let export_rrdp = export_dir(&key("export_rrdp"), r.export_rrdp, base)?;
-    let export_rsync = export_dir(&key("export_rsync"), r.export_rsync, base)?;
-    if export_rrdp.is_some() && export_rrdp == export_rsync {
-        return Err(ConfigError::new(
-            key("export_rsync"),
-            "must not be the same directory as export_rrdp",
-        ));
-    }
+    let (export_rrdp, export_rsync) = exports(&key, r.export_rrdp, r.export_rsync, base)?;
     let polling = repository_polling(
         &key,
         r.notification,
@@ -1127,24 +1112,12 @@ fn validate_repository(
             DEFAULT_MAX_NOTIFICATION_SIZE,
         )?,
         max_file_size: size("max_file_size", r.max_file_size, DEFAULT_MAX_FILE_SIZE)?,
-        max_object_size: match size(
-            "max_object_size",
-            r.max_object_size,
-            crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE,
-        )? {
-            0 => {
-                return Err(ConfigError::new(
-                    key("max_object_size"),
-                    "must be at least 1 byte",
-                ))
-            }
-            n => n,
-        },
+        max_object_size: max_object_size(&key, r.max_object_size)?,
         fetch_concurrency: polling.fetch_concurrency,
         fetch_timeout: duration("fetch_timeout", r.fetch_timeout, DEFAULT_FETCH_TIMEOUT)?,
         source_dir,
         min_objects: r.min_objects,
-        max_shrink: r.max_shrink,
+        max_shrink: max_shrink(&key, r.max_shrink)?,
         export_rrdp,
         notify_delay: duration("notify_delay", r.notify_delay, Duration::ZERO)?,
         export_rsync,
@@ -1166,6 +1139,48 @@ fn validate_repository(
             base,
         )?,
     })
+}
+
+/// A repository's export directories (`export_rrdp`, `export_rsync`): each checked, and not
+/// the same one.
+fn exports(
+    key: &dyn Fn(&str) -> String,
+    rrdp: Option<PathBuf>,
+    rsync: Option<PathBuf>,
+    base: &Path,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), ConfigError> {
+    let rrdp = export_dir(&key("export_rrdp"), rrdp, base)?;
+    let rsync = export_dir(&key("export_rsync"), rsync, base)?;
+    if rrdp.is_some() && rrdp == rsync {
+        return Err(ConfigError::new(
+            key("export_rsync"),
+            "must not be the same directory as export_rrdp",
+        ));
+    }
+    Ok((rrdp, rsync))
+}
+
+/// `max_shrink`: a percentage.
+fn max_shrink(key: &dyn Fn(&str) -> String, v: Option<u8>) -> Result<Option<u8>, ConfigError> {
+    match v {
+        Some(p) if p > 100 => Err(ConfigError::new(
+            key("max_shrink"),
+            format!("{p} is not a percentage (0 to 100)"),
+        )),
+        v => Ok(v),
+    }
+}
+
+/// `max_object_size`: at least one byte.
+fn max_object_size(key: &dyn Fn(&str) -> String, v: Option<String>) -> Result<u64, ConfigError> {
+    match opt_size(&key("max_object_size"), v)? {
+        Some(0) => Err(ConfigError::new(
+            key("max_object_size"),
+            "must be at least 1 byte",
+        )),
+        Some(n) => Ok(n),
+        None => Ok(crate::rrdp::content::DEFAULT_MAX_OBJECT_SIZE),
+    }
 }
 
 /// The validation keys of one repository, as written.

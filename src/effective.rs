@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use crate::config::{normalize, AccessLog, Config, RepositoryConfig, UpstreamTls};
+use crate::config::{normalize, AccessLog, Config, RepositoryConfig, UpstreamTls, Validation};
 
 impl Config {
     /// The effective configuration as TOML: every key, defaults included, the tables in the
@@ -202,7 +202,12 @@ fn repository(r: &RepositoryConfig) -> Table {
         "delta_history_max".into(),
         (r.delta_history_max as i64).into(),
     );
-    let v = &r.validation;
+    validation(&mut t, &r.validation);
+    t
+}
+
+/// A repository's validation keys.
+fn validation(t: &mut Table, v: &Validation) {
     t.insert("validate".into(), v.validate.as_str().into());
     if !v.tals.is_empty() {
         t.insert(
@@ -212,7 +217,7 @@ fn repository(r: &RepositoryConfig) -> Table {
     }
     t.insert("expiry_window".into(), duration(v.expiry_window));
     opt(
-        &mut t,
+        t,
         "pre_validate",
         v.pre_validate.clone().map(|a| strings(a.into_iter())),
     );
@@ -220,7 +225,6 @@ fn repository(r: &RepositoryConfig) -> Table {
         "pre_validate_timeout".into(),
         duration(v.pre_validate_timeout),
     );
-    t
 }
 
 fn tls(t: &mut Table, tls: &UpstreamTls, ca: &str, insecure: &str) {

@@ -128,3 +128,95 @@ fn the_check_sees_a_dependency() {
     assert_eq!(uses("use crate::{demo, ops::admin};"), ["demo", "ops"]);
     assert!(layer_of("sync").unwrap() > layer_of("origin").unwrap());
 }
+
+/// The longest a function outside test modules may be, in lines from its `fn` line to its
+/// closing brace, and the two parsers allowed past it: each reads best as one loop over its
+/// input (`rrdp::content::walk_with`, the snapshot/delta walk; `rrdp::notification::parse`).
+const LONGEST_FN: usize = 80;
+const LONG_ALLOWED: &[(&str, &str)] = &[
+    ("src/rrdp/content.rs", "walk_with"),
+    ("src/rrdp/notification.rs", "parse"),
+];
+
+/// The functions of `text` longer than `LONGEST_FN` lines, outside `#[cfg(test)] mod`s,
+/// counted by brace matching from the `fn` line (braces in strings and comments count too:
+/// the code base has few, and a miscount errs on the long side).
+fn long_functions(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let block_end = |from: usize| {
+        let mut depth = 0i64;
+        let mut opened = false;
+        for (k, l) in lines.iter().enumerate().skip(from) {
+            depth += l.matches('{').count() as i64 - l.matches('}').count() as i64;
+            opened |= l.contains('{');
+            if (opened && depth <= 0) || (!opened && l.trim_end().ends_with(';')) {
+                return k;
+            }
+        }
+        lines.len() - 1
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i].trim_start();
+        if l.starts_with("#[cfg(test)]")
+            && lines
+                .get(i + 1)
+                .is_some_and(|n| n.trim_start().starts_with("mod "))
+        {
+            i = block_end(i + 1) + 1;
+            continue;
+        }
+        let words: Vec<&str> = l.split_whitespace().collect();
+        if let Some(at) = words.iter().position(|w| *w == "fn") {
+            let before_ok = words[..at]
+                .iter()
+                .all(|w| w.starts_with("pub") || ["async", "const", "unsafe"].contains(w));
+            if before_ok {
+                let name: String = words
+                    .get(at + 1)
+                    .unwrap_or(&"")
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                let len = block_end(i) - i + 1;
+                if len > LONGEST_FN {
+                    out.push((name, len));
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_eighty_lines_but_two_parsers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut long = Vec::new();
+    for f in files {
+        let rel = f
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        for (name, len) in long_functions(&std::fs::read_to_string(&f).unwrap()) {
+            if !LONG_ALLOWED.contains(&(rel.as_str(), name.as_str())) {
+                long.push(format!("{rel}: {name} ({len} lines)"));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these (docs/design.md, issue 27):\n{}",
+        long.join("\n")
+    );
+    // The counter itself counts.
+    let sample = format!("fn f() {{\n{}}}\n", "    x();\n".repeat(LONGEST_FN));
+    assert_eq!(
+        long_functions(&sample),
+        vec![("f".to_string(), LONGEST_FN + 2)]
+    );
+}
