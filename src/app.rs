@@ -45,7 +45,8 @@ impl BackgroundService for Pollers {
             .with_peers(self.shared.peers.clone())
             .with_clock(self.shared.clock.clone());
             tasks.push(tokio::spawn(poller.run(shutdown.clone())));
-            if repo.config.export_rrdp.is_some() || repo.config.export_rsync.is_some() {
+            if repo.config.export.export_rrdp.is_some() || repo.config.export.export_rsync.is_some()
+            {
                 tasks.push(tokio::spawn(ops::export::run(
                     repo.clone(),
                     self.shared.store.clone(),

@@ -163,44 +163,55 @@ fn repository(r: &RepositoryConfig) -> Table {
     opt(
         &mut t,
         "max_deltas",
-        r.max_deltas.map(|n| Value::from(n as i64)),
+        r.history.max_deltas.map(|n| Value::from(n as i64)),
     );
     t.insert(
         "notification_max_age".into(),
-        duration(r.notification_max_age),
+        duration(r.headers.notification_max_age),
     );
-    t.insert("file_max_age".into(), duration(r.file_max_age));
+    t.insert("file_max_age".into(), duration(r.headers.file_max_age));
     t.insert(
         "max_notification_size".into(),
-        size(r.max_notification_size),
+        size(r.fetch.max_notification_size),
     );
-    t.insert("max_file_size".into(), size(r.max_file_size));
-    t.insert("max_object_size".into(), size(r.max_object_size));
+    t.insert("max_file_size".into(), size(r.fetch.max_file_size));
+    t.insert("max_object_size".into(), size(r.fetch.max_object_size));
     t.insert(
         "fetch_concurrency".into(),
-        (r.fetch_concurrency as i64).into(),
+        (r.fetch.fetch_concurrency as i64).into(),
     );
-    t.insert("fetch_timeout".into(), duration(r.fetch_timeout));
+    t.insert("fetch_timeout".into(), duration(r.fetch.fetch_timeout));
     opt(
         &mut t,
         "min_objects",
-        r.min_objects.map(|n| Value::from(n as i64)),
+        r.guards.min_objects.map(|n| Value::from(n as i64)),
     );
     opt(
         &mut t,
         "max_shrink",
-        r.max_shrink.map(|n| Value::from(i64::from(n))),
+        r.guards.max_shrink.map(|n| Value::from(i64::from(n))),
     );
-    opt(&mut t, "export_rrdp", r.export_rrdp.as_deref().map(path));
-    t.insert("notify_delay".into(), duration(r.notify_delay));
-    opt(&mut t, "export_rsync", r.export_rsync.as_deref().map(path));
-    t.insert("rsync_include_host".into(), r.rsync_include_host.into());
-    t.insert("rsync_retain".into(), duration(r.rsync_retain));
+    opt(
+        &mut t,
+        "export_rrdp",
+        r.export.export_rrdp.as_deref().map(path),
+    );
+    t.insert("notify_delay".into(), duration(r.export.notify_delay));
+    opt(
+        &mut t,
+        "export_rsync",
+        r.export.export_rsync.as_deref().map(path),
+    );
+    t.insert(
+        "rsync_include_host".into(),
+        r.export.rsync_include_host.into(),
+    );
+    t.insert("rsync_retain".into(), duration(r.export.rsync_retain));
     t.insert("publish_delay".into(), duration(r.publish_delay));
-    t.insert("delta_history".into(), duration(r.delta_history));
+    t.insert("delta_history".into(), duration(r.history.delta_history));
     t.insert(
         "delta_history_max".into(),
-        (r.delta_history_max as i64).into(),
+        (r.history.delta_history_max as i64).into(),
     );
     validation(&mut t, &r.validation);
     t

@@ -50,7 +50,7 @@ pub fn config(data: &[u8]) {
             assert!(config.server.threads >= 1);
             assert!(!config.server.request_timeout.is_zero());
             for r in &config.repositories {
-                assert!(r.fetch_concurrency >= 1);
+                assert!(r.fetch.fetch_concurrency >= 1);
             }
         }
         Err(e) => assert!(!e.reason.is_empty()),

@@ -137,20 +137,38 @@ pub struct CacheConfig {
     pub disk_limit: Option<u64>,
 }
 
+/// One `[[repository]]`, validated: where it is, how it is polled, and its settings in
+/// groups (each built and checked from the raw keys by its own `from_raw` in `repository`).
 #[derive(Clone, Debug)]
 pub struct RepositoryConfig {
     /// Base URI clients use; the served notification names files under it.
     pub public: BaseUri,
     /// The same tree at the Publication Server.
     pub upstream: BaseUri,
+    /// Every upstream base, the preferred (`upstream`) first; failover in this order.
+    pub upstreams: Vec<BaseUri>,
+    /// Read the upstream from this local directory (a Publication Server's RRDP directory)
+    /// instead of over HTTP; `upstream` is then `public`, under which its URIs must lie.
+    pub source_dir: Option<PathBuf>,
+    pub tls: UpstreamTls,
     /// File name of the notification under both bases.
     pub notification: String,
     pub poll_interval: Duration,
-    pub tls: UpstreamTls,
-    /// Serve at most this many (newest) deltas.
-    pub max_deltas: Option<usize>,
-    pub notification_max_age: Duration,
-    pub file_max_age: Duration,
+    /// Hold a new generation this long after its files are stored, and publish it only if the
+    /// upstream still answers then (a publish barrier for nodes polling out of step).
+    pub publish_delay: Duration,
+    pub fetch: FetchLimits,
+    pub history: HistoryConfig,
+    pub headers: ServeHeaders,
+    pub guards: Guards,
+    pub export: Exports,
+    /// RPKI validation of each new generation before it is published.
+    pub validation: Validation,
+}
+
+/// What a round may download, and how.
+#[derive(Clone, Debug)]
+pub struct FetchLimits {
     pub max_notification_size: u64,
     pub max_file_size: u64,
     /// The largest RPKI object (decoded) a snapshot or delta may publish: a larger one
@@ -158,35 +176,48 @@ pub struct RepositoryConfig {
     pub max_object_size: u64,
     pub fetch_concurrency: usize,
     pub fetch_timeout: Duration,
-    /// Read the upstream from this local directory (a Publication Server's RRDP directory)
-    /// instead of over HTTP; `upstream` is then `public`, under which its URIs must lie.
-    pub source_dir: Option<PathBuf>,
-    /// Content guards: never publish a snapshot with fewer objects, or (within a session)
-    /// one that shrank by more than this percentage against the published one.
-    pub min_objects: Option<u64>,
-    pub max_shrink: Option<u8>,
-    /// Write each published generation here as static RRDP files (notification last).
-    pub export_rrdp: Option<PathBuf>,
-    /// Wait this long between writing the files and the notification of an export.
-    pub notify_delay: Duration,
-    /// Materialise each published snapshot here as an rsync tree (`current` symlink).
-    pub export_rsync: Option<PathBuf>,
-    /// Put the rsync URI's host as the first path component of the tree.
-    pub rsync_include_host: bool,
-    /// Keep superseded rsync trees this long after they stop being `current`.
-    pub rsync_retain: Duration,
-    /// Every upstream base, the preferred (`upstream`) first; failover in this order.
-    pub upstreams: Vec<BaseUri>,
-    /// Hold a new generation this long after its files are stored, and publish it only if the
-    /// upstream still answers then (a publish barrier for nodes polling out of step).
-    pub publish_delay: Duration,
+}
+
+/// Which deltas the served notification lists.
+#[derive(Clone, Debug)]
+pub struct HistoryConfig {
+    /// Serve at most this many (newest) deltas.
+    pub max_deltas: Option<usize>,
     /// The served notification lists the session's stored deltas published within this long
     /// (also when the upstream no longer lists them); zero: exactly the upstream's list.
     pub delta_history: Duration,
     /// ... and at most this many of them (and `max_deltas`, if smaller).
     pub delta_history_max: usize,
-    /// RPKI validation of each new generation before it is published.
-    pub validation: Validation,
+}
+
+/// How long clients and caches may keep what is served.
+#[derive(Clone, Debug)]
+pub struct ServeHeaders {
+    pub notification_max_age: Duration,
+    pub file_max_age: Duration,
+}
+
+/// Content guards: never publish a snapshot with fewer objects, or (within a session) one
+/// that shrank by more than this percentage against the published one.
+#[derive(Clone, Debug)]
+pub struct Guards {
+    pub min_objects: Option<u64>,
+    pub max_shrink: Option<u8>,
+}
+
+/// Where each published generation is written besides the store.
+#[derive(Clone, Debug)]
+pub struct Exports {
+    /// Static RRDP files (notification last).
+    pub export_rrdp: Option<PathBuf>,
+    /// Wait this long between writing the files and the notification of an export.
+    pub notify_delay: Duration,
+    /// Each published snapshot as an rsync tree (`current` symlink).
+    pub export_rsync: Option<PathBuf>,
+    /// Put the rsync URI's host as the first path component of the tree.
+    pub rsync_include_host: bool,
+    /// Keep superseded rsync trees this long after they stop being `current`.
+    pub rsync_retain: Duration,
 }
 
 /// What is done with what RPKI validation finds (`validate`).
@@ -318,8 +349,8 @@ impl Config {
                 line.push_str(&format!(", TAL {} read", t.path.display()));
             }
             for (name, dir) in [
-                ("export_rrdp", &r.export_rrdp),
-                ("export_rsync", &r.export_rsync),
+                ("export_rrdp", &r.export.export_rrdp),
+                ("export_rsync", &r.export.export_rsync),
             ] {
                 if let Some(d) = dir {
                     line.push_str(&format!("; {name} {}", d.display()));
@@ -354,12 +385,12 @@ impl RepositoryConfig {
         serial: u64,
     ) -> crate::rrdp::content::Expected {
         crate::rrdp::content::Expected::new(kind, session_id, serial)
-            .with_max_object_size(self.max_object_size)
+            .with_max_object_size(self.fetch.max_object_size)
     }
 
     /// Whether the object count of each new snapshot is needed (guards, rsync export).
     pub fn counts_objects(&self) -> bool {
-        self.min_objects.is_some() || self.max_shrink.is_some()
+        self.guards.min_objects.is_some() || self.guards.max_shrink.is_some()
     }
 }
 
@@ -495,7 +526,7 @@ upstream = "http://127.0.0.1:3001/rrdp/"
             c.server.upgrade_sock,
             Path::new("/etc/rrdp/cache/upgrade.sock")
         );
-        assert_eq!(c.repositories[0].max_object_size, 20_000_000);
+        assert_eq!(c.repositories[0].fetch.max_object_size, 20_000_000);
         assert_eq!(c.cache.retain, DEFAULT_RETAIN);
         let r = &c.repositories[0];
         assert_eq!(r.notification, "notification.xml");
@@ -631,8 +662,8 @@ upstream = "http://127.0.0.1:3001/rrdp/"
     fn the_delta_history_is_bounded_by_what_rps_accept() {
         let c = Config::parse(MINIMAL, Path::new("/etc/rrdp")).unwrap();
         let r = &c.repositories[0];
-        assert_eq!(r.delta_history, DEFAULT_DELTA_HISTORY);
-        assert_eq!(r.delta_history_max, DEFAULT_DELTA_HISTORY_MAX);
+        assert_eq!(r.history.delta_history, DEFAULT_DELTA_HISTORY);
+        assert_eq!(r.history.delta_history_max, DEFAULT_DELTA_HISTORY_MAX);
         for (value, reason) in [("0", "at least 1"), ("501", "Routinator ignores")] {
             let text = format!("{MINIMAL}delta_history_max = {value}\n");
             let e = Config::parse(&text, Path::new("."))

@@ -37,7 +37,7 @@ pub(super) struct RawCluster {
 }
 
 /// One upstream base, or several (failover, first preferred).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum OneOrMany {
     One(String),

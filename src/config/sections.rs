@@ -299,8 +299,8 @@ pub(super) fn check_directories_apart(
     let mut written: Vec<(String, PathBuf)> = vec![("cache.dir".into(), normalize(cache))];
     for (i, r) in repositories.iter().enumerate() {
         for (name, dir) in [
-            ("export_rrdp", &r.export_rrdp),
-            ("export_rsync", &r.export_rsync),
+            ("export_rrdp", &r.export.export_rrdp),
+            ("export_rsync", &r.export.export_rsync),
         ] {
             if let Some(d) = dir {
                 written.push((format!("repository[{i}].{name}"), normalize(d)));

@@ -77,13 +77,16 @@ pub async fn export_once(
 ) -> io::Result<()> {
     let cfg = &repo.config;
     // Created here, not when the config is read: `rrdp-proxy check` writes nothing.
-    for dir in [&cfg.export_rrdp, &cfg.export_rsync].into_iter().flatten() {
+    for dir in [&cfg.export.export_rrdp, &cfg.export.export_rsync]
+        .into_iter()
+        .flatten()
+    {
         tokio::fs::create_dir_all(dir).await.map_err(|e| {
             io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
         })?;
     }
-    if let Some(dir) = &cfg.export_rrdp {
-        write_rrdp(dir, g, store, cfg.notify_delay, clock).await?;
+    if let Some(dir) = &cfg.export.export_rrdp {
+        write_rrdp(dir, g, store, cfg.export.notify_delay, clock).await?;
         let now = clock.unix_now();
         let removed = blocking({
             let (dir, g) = (dir.clone(), g.clone());
@@ -102,14 +105,14 @@ pub async fn export_once(
             }
         );
     }
-    if let Some(dir) = &cfg.export_rsync {
+    if let Some(dir) = &cfg.export.export_rsync {
         let (dir, g2, store2, host) = (
             dir.clone(),
             g.clone(),
             store.clone(),
-            cfg.rsync_include_host,
+            cfg.export.rsync_include_host,
         );
-        let retain = cfg.rsync_retain;
+        let retain = cfg.export.rsync_retain;
         let name = blocking(move || {
             let name = write_rsync(&dir, &g2, &store2, host)?;
             // The trees' modification times are the file system's clock, so "now" is too.

@@ -85,12 +85,12 @@ impl Peers {
         );
         let mut out = Vec::new();
         for base in &self.bases {
-            let fetched = within(repo.fetch_timeout, async {
+            let fetched = within(repo.fetch.fetch_timeout, async {
                 let resp = self.client.get(base, &rel, &[]).await?;
                 if resp.status() != 200 {
                     return Err(FetchError::Status(resp.status()));
                 }
-                resp.body(repo.max_notification_size).await
+                resp.body(repo.fetch.max_notification_size).await
             })
             .await;
             match fetched.map(|b| Notification::parse(&b)) {
@@ -129,7 +129,7 @@ impl Peers {
             rel
         );
         for base in &self.bases {
-            let answer = within(repo.fetch_timeout, async {
+            let answer = within(repo.fetch.fetch_timeout, async {
                 let resp = self.client.get(base, &path, &[]).await?;
                 if resp.status() != 200 {
                     return Err(FetchError::Status(resp.status()));

@@ -129,10 +129,13 @@ pub struct HistoryPolicy {
 impl HistoryPolicy {
     pub fn of(cfg: &RepositoryConfig) -> HistoryPolicy {
         HistoryPolicy {
-            age: cfg.delta_history,
+            age: cfg.history.delta_history,
             max: cfg
+                .history
                 .max_deltas
-                .map_or(cfg.delta_history_max, |m| m.min(cfg.delta_history_max)),
+                .map_or(cfg.history.delta_history_max, |m| {
+                    m.min(cfg.history.delta_history_max)
+                }),
         }
     }
 }

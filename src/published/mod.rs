@@ -91,11 +91,11 @@ impl Repo {
             index_name: format!("repository-{}.json", &id[..16]),
             notification_cache_control: header_value(&format!(
                 "max-age={}",
-                config.notification_max_age.as_secs()
+                config.headers.notification_max_age.as_secs()
             )),
             file_cache_control: header_value(&format!(
                 "public, max-age={}, immutable",
-                config.file_max_age.as_secs()
+                config.headers.file_max_age.as_secs()
             )),
             config,
             published: ArcSwapOption::empty(),

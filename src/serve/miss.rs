@@ -249,7 +249,10 @@ impl RrdpProxy {
         hash: Hash,
         content: &Expected,
     ) -> Result<Stored, FetchError> {
-        let limits = (repo.config.max_file_size, repo.config.fetch_timeout);
+        let limits = (
+            repo.config.fetch.max_file_size,
+            repo.config.fetch.fetch_timeout,
+        );
         let (store, metrics) = (&self.shared.store, &self.shared.metrics);
         ensure_object(sources, store, rel, hash, Some(content), limits, metrics).await
     }
@@ -285,7 +288,7 @@ impl RrdpProxy {
         self.shared.metrics.count_upstream_fetch();
         let cfg = &repo.config;
         let fetched = within(
-            cfg.fetch_timeout,
+            cfg.fetch.fetch_timeout,
             fetch_object(
                 upstream,
                 store,
@@ -293,7 +296,7 @@ impl RrdpProxy {
                 rel,
                 None,
                 None,
-                cfg.max_file_size,
+                cfg.fetch.max_file_size,
             ),
         )
         .await;

@@ -48,8 +48,8 @@ impl Fetcher {
             peers,
             store,
             metrics,
-            limits: (cfg.max_file_size, cfg.fetch_timeout),
-            max_object_size: cfg.max_object_size,
+            limits: (cfg.fetch.max_file_size, cfg.fetch.fetch_timeout),
+            max_object_size: cfg.fetch.max_object_size,
         }
     }
 

@@ -53,7 +53,7 @@ pub async fn check(
     count: u64,
     published: Option<&Generation>,
 ) -> Result<(), PollError> {
-    if let Some(min) = cfg.min_objects {
+    if let Some(min) = cfg.guards.min_objects {
         if count < min {
             return Err(PollError::Guard(format!(
                 "the snapshot of serial {} has {count} objects, fewer than min_objects = {min}",
@@ -61,7 +61,7 @@ pub async fn check(
             )));
         }
     }
-    let (Some(max), Some(p)) = (cfg.max_shrink, published) else {
+    let (Some(max), Some(p)) = (cfg.guards.max_shrink, published) else {
         return Ok(());
     };
     let Some((_, entry)) = p.snapshot().filter(|_| p.session_id == n.session_id) else {

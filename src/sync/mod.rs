@@ -296,7 +296,7 @@ impl Poller {
         let mut first_error = None;
         for i in self.upstreams.order() {
             let fetched = within(
-                cfg.fetch_timeout,
+                cfg.fetch.fetch_timeout,
                 self.upstreams.fetch_notification(&cfg, i),
             )
             .await;
@@ -601,7 +601,7 @@ impl Poller {
                 &self.repo.name(),
                 &n.session_id,
                 &plan.deltas,
-                cfg.fetch_concurrency,
+                cfg.fetch.fetch_concurrency,
             )
             .await?;
         let timings = (

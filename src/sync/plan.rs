@@ -38,7 +38,7 @@ pub fn plan(cfg: &RepositoryConfig, n: &Notification, current: usize) -> Result<
         .iter()
         .map(|d| Ok((d.clone(), rel_of(&d.file.uri)?)))
         .collect::<Result<Vec<_>, PollError>>()?;
-    if let Some(max) = cfg.max_deltas {
+    if let Some(max) = cfg.history.max_deltas {
         deltas.truncate(max);
     }
     Ok(Plan {

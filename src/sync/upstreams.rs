@@ -116,7 +116,7 @@ impl Upstreams {
             resp.header("Last-Modified").map(str::to_string),
         );
         let body = resp
-            .body(cfg.max_notification_size)
+            .body(cfg.fetch.max_notification_size)
             .await
             .map_err(PollError::Notification)?;
         Ok((validators, Some(body)))
