@@ -224,8 +224,9 @@ impl Store {
             .is_some_and(|len| size.is_none_or(|s| s == len))
     }
 
-    /// The object, if it is in the store: the proof a generation is built from. An object
-    /// exists under its name only after it was verified and renamed into place.
+    /// The object, if a file is in the store under its hash: the proof a generation is built
+    /// from (see [`Stored`] for what it does and does not check). An object exists under its
+    /// name only after the writer hashed it and renamed it into place.
     pub fn stored(&self, hash: &Hash) -> Option<Stored> {
         self.size_of(hash).map(|size| Stored { hash: *hash, size })
     }
@@ -627,10 +628,15 @@ impl Store {
     }
 }
 
-/// Proof that an object is in the store, whole, under its SHA-256: only the store makes one
-/// (a commit that verified the bytes, or a look-up of an object on disk, which is there only
-/// once verified). `published` builds the generations clients see only from these, so no
-/// code can publish a file that was not stored and verified.
+/// Proof that an object is in the store under its SHA-256: only the store makes one, in two
+/// ways. [`ObjectWriter::commit`] hashed the bytes as they were written, named the file by
+/// that hash, and (given `Some(expected)`) refused any other; with `None` (a forwarded file
+/// no notification named) the proof says only "stored under the hash of its bytes".
+/// [`Store::stored`] finds a file already under that name: the writer is the only thing that
+/// names files, so it was hashed when written, but the look-up reads only its size; a file
+/// damaged on disk since is caught by hashing (at start for what a generation references,
+/// and before the first byte of a retained file is served), not by this type.
+/// `published` builds the generations clients see only from these proofs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stored {
     hash: Hash,
