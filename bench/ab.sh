@@ -26,21 +26,12 @@ B_MEMORY=${B_MEMORY:-256MiB}
 A_ACCESS=${A_ACCESS:-off}
 B_ACCESS=${B_ACCESS:-off}
 [ "$(nproc)" -ge 2 ] || { echo "needs two cores: servers on one, wrk on the other" >&2; exit 1; }
-work=$(mktemp -d /tmp/rrdp-ab.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/../scripts/lib.sh"
+lib_setup ab
+extra_cleanup() { [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true; }
 ORIGIN=127.0.0.1:3311
 
-"$B_BIN" demo --listen $ORIGIN --interval 24h --snapshot-size 20MiB --deltas 150 >"$work/origin.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 600); do curl -sf "http://$ORIGIN/rrdp/notification.xml" >/dev/null 2>&1 && break; sleep 0.1; done
+start_demo "$B_BIN" "$ORIGIN" 60 --interval 24h --snapshot-size 20MiB --deltas 150
 
 # The [log] table for an access-log mode: off, stderr (combined, to the process's log) or
 # file (combined, [log] access_file).

@@ -13,9 +13,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 cargo build --release -q
 bin=$top/target/release/rrdp-proxy
-work=$(mktemp -d /tmp/rrdp-bench.XXXXXX)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"' EXIT
+. "$top/scripts/lib.sh"
+lib_setup cache
 ORIGIN=127.0.0.1:3101 PORT=8181 ADMIN=127.0.0.1:9191
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -19,21 +19,12 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 cargo build --release -q
 bin=$top/target/release/rrdp-proxy
-work=$(mktemp -d /tmp/rrdp-catchup.XXXXXX)
+. "$top/scripts/lib.sh"
+lib_setup catchup
 ORIGIN=127.0.0.1:3531 PUBLIC=18531 ADMIN=127.0.0.1:19531
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-log() { printf '[catchup %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 log "generating a $SIZE repository that lists $KEEP deltas"
-"$bin" demo --listen "$ORIGIN" --interval 2s --snapshot-size "$SIZE" --deltas "$KEEP" >"$work/origin.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 1200); do curl -sf "http://$ORIGIN/rrdp/notification.xml" >/dev/null 2>&1 && break; sleep 0.1; done
+start_demo "$bin" "$ORIGIN" 120 --interval 2s --snapshot-size "$SIZE" --deltas "$KEEP"
 
 cat >"$work/proxy.toml" <<TOML
 [server]

@@ -29,17 +29,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 cargo build --release -q
 bin=$top/target/release/rrdp-proxy
-work=$(mktemp -d /tmp/rrdp-growth.XXXXXX)
-pids=()
+. "$top/scripts/lib.sh"
+lib_setup growth
 mounts=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-log() { printf '[growth %s] %s\n' "$(date +%T)" "$*" >&2; }
+extra_cleanup() { for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || true; done; }
 ulimit -n 65536 2>/dev/null || true
 
 ORIGIN=127.0.0.1:3401

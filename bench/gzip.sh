@@ -11,19 +11,11 @@ set -euo pipefail
 SIZE=${SIZE:-100MiB}
 ROUNDS=${ROUNDS:-3}
 [ $# -ge 1 ] || { echo "usage: bench/gzip.sh BINARY..." >&2; exit 1; }
-work=$(mktemp -d /tmp/rrdp-gzip.XXXXXX)
+. "$(dirname "$0")/../scripts/lib.sh"
+lib_setup gzip
 ORIGIN=127.0.0.1:3541 PUBLIC=18541 ADMIN=127.0.0.1:19541
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
-"$1" demo --listen "$ORIGIN" --interval 24h --snapshot-size "$SIZE" --deltas 1 >"$work/origin.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 1200); do curl -sf "http://$ORIGIN/rrdp/notification.xml" >/dev/null 2>&1 && break; sleep 0.1; done
+start_demo "$1" "$ORIGIN" 120 --interval 24h --snapshot-size "$SIZE" --deltas 1
 
 field() { curl -sf "http://$ADMIN/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['repositories'][0]['$1'])" 2>/dev/null || echo None; }
 for round in $(seq 1 "$ROUNDS"); do

@@ -7,9 +7,8 @@
 set -euo pipefail
 bin=$(realpath "${1:?usage: bench/huge-element.sh path/to/rrdp-proxy}")
 size=${SIZE_MIB:-768}
-work=$(mktemp -d /tmp/rrdp-huge.XXXXXX)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+. "$(dirname "$0")/../scripts/lib.sh"
+lib_setup huge
 mkdir -p "$work/origin/rrdp"
 python3 - "$work/origin/rrdp" "$size" <<'PY'
 import hashlib, sys, uuid

@@ -50,17 +50,9 @@ shared=""
 for p in hits storm fresh tls syscalls idle; do part $p && shared+=" $p"; done
 [ -n "$shared" ] || exit 0
 bin=$top/target/release/rrdp-proxy
-work=$(mktemp -d /tmp/rrdp-bench.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+. "$top/scripts/lib.sh"
+lib_setup bench
+extra_cleanup() { [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true; }
 
 ORIGIN=127.0.0.1:3201
 P_HTTP=18080 P_TLS=18443 P_ADMIN=127.0.0.1:19090

@@ -21,16 +21,9 @@ cd "$top"
 cargo build --release -q
 cargo build --release -q --example signed_repo
 bin=$top/target/release/rrdp-proxy
-work=$(mktemp -d /tmp/rrdp-validation.XXXXXX)
+. "$top/scripts/lib.sh"
+lib_setup validation
 TA_PORT=3541 PUBLIC=18541 ADMIN=127.0.0.1:19541
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-log() { printf '[validation %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 if [ -n "${REPO:-}" ]; then
   # A repository built before (the generator's OUT directory): reused as it is.

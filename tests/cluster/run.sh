@@ -29,13 +29,8 @@ POLL=${POLL:-5s}
 DELAY=${DELAY:-7s}
 STAGGER=${STAGGER:-1}
 MUST_PASS=${MUST_PASS:-peer_fill publish_delay}
-work=$(mktemp -d /tmp/rrdp-cluster.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$here/../../scripts/lib.sh"
+lib_setup cluster
 TOKEN=cluster-test-token-0123456789
 origin=$(free_port); lb=$(free_port)
 ports=("$(free_port)" "$(free_port)" "$(free_port)")

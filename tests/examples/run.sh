@@ -18,28 +18,8 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$(realpath "${1:-$top/target/debug/rrdp-proxy}")
-work=$(mktemp -d /tmp/rrdp-examples.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -n "${KEEP:-}" ] && log "kept $work" || rm -rf "$work"
-}
-trap cleanup EXIT
-log() { printf '[examples %s] %s\n' "$(date +%T)" "$*" >&2; }
-passed=0 failed=0
-check() { # check NAME EXIT-CODE
-  if [ "$2" = 0 ]; then passed=$((passed + 1)); log "pass: $1"; else failed=$((failed + 1)); log "FAIL: $1"; fi
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# until SECONDS COMMAND...: runs COMMAND every 0.2 s until it succeeds (another process gives
-# no event to await); fails after SECONDS.
-until_ok() {
-  local n=$(($1 * 5)); shift
-  for _ in $(seq 1 "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  return 1
-}
+. "$top/scripts/lib.sh"
+lib_setup examples
 
 # verified BASE [FETCH [CURL-ARGS...]]: the notification at BASE, whose files must all be named
 # under BASE, each fetched and checked against its hash; FETCH (default BASE) is where BASE's

@@ -11,13 +11,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 CLIENTS=${CLIENTS:-2000}
 DURATION=${DURATION:-40}
 LIMIT_MIB=${LIMIT_MIB:-512}
-work=$(mktemp -d /tmp/rrdp-load.XXXXXX)
+. "$here/../../scripts/lib.sh"
+lib_setup load
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-log() { printf '[load %s] %s\n' "$(date +%T)" "$*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 origin=$(free_port); port=$(free_port); admin=$(free_port)
 
 start_origin() {

@@ -15,20 +15,9 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$(realpath "${1:-$top/target/debug/rrdp-proxy}")
 shots=$(realpath -m "${2:-$top/target/page-screenshots}")
 mkdir -p "$shots"
-work=$(mktemp -d /tmp/rrdp-page.XXXXXX)
+. "$top/scripts/lib.sh"
+lib_setup page
 ORIGIN=127.0.0.1:3421 HOSTILE=127.0.0.1:3422 PUBLIC=18491 ADMIN=127.0.0.1:19491
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-log() { printf '[page %s] %s\n' "$(date +%T)" "$*" >&2; }
-passed=0 failed=0
-check() { # check NAME EXIT-CODE
-  if [ "$2" = 0 ]; then passed=$((passed + 1)); log "pass: $1"; else failed=$((failed + 1)); log "FAIL: $1"; fi
-}
 
 browser=$(command -v chromium || command -v chromium-browser || true)
 [ -n "$browser" ] || { echo "page: chromium is not installed (apt-get install chromium)" >&2; exit 1; }
