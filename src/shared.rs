@@ -106,8 +106,7 @@ impl Shared {
             // Files upstream notifications named within `cache.retain` (see `Repo::pending`).
             let retain = self.config.cache.retain.as_secs();
             live.extend(
-                repo.pending
-                    .load()
+                repo.pending()
                     .values()
                     .filter(|(_, _, since)| since + retain > now)
                     .map(|(h, _, _)| *h),

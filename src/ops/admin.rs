@@ -59,7 +59,7 @@ impl Admin {
     pub fn health(&self) -> (u16, String) {
         let mut problems = Vec::new();
         for repo in &self.shared.repos {
-            let status = repo.status.borrow().clone();
+            let status = repo.status();
             if repo.peek().is_none() {
                 problems.push(format!("{}: nothing published yet", repo.name()));
                 continue;
@@ -89,7 +89,7 @@ impl Admin {
             .repos
             .iter()
             .map(|repo| {
-                let s = repo.status.borrow().clone();
+                let s = repo.status();
                 let g = repo.current();
                 json!({
                     "public": repo.config.public.to_string(),
@@ -173,7 +173,7 @@ impl Admin {
         let repos: Vec<_> = shared
             .repos
             .iter()
-            .map(|r| (r.name(), r.status.borrow().clone(), r.current()))
+            .map(|r| (r.name(), r.status(), r.current()))
             .collect();
         repository_metrics(ex, shared, &repos)?;
         rp_lag_metrics(ex, shared)?;
@@ -559,7 +559,7 @@ mod tests {
             at: AT as i64 + 3600,
         });
         let repo = &admin.shared.repos[0];
-        repo.status.send_modify(|s| {
+        repo.report(|s| {
             s.last_success = Some(UNIX_EPOCH + Duration::from_secs(AT - 30));
             s.validation = Some(Arc::new(ValidationStatus {
                 at: AT,

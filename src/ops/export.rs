@@ -40,7 +40,7 @@ pub async fn run(
     clock: Clock,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut status = repo.status.subscribe();
+    let mut status = repo.watch_status();
     let mut done: Option<(String, u64)> = None;
     loop {
         let published = repo.current();
@@ -50,8 +50,7 @@ pub async fn run(
                 match export_once(&repo, &store, &g, &clock).await {
                     Ok(()) => {
                         done = Some(key);
-                        repo.status
-                            .send_modify(|s| s.exported_serial = Some(g.serial));
+                        repo.report(|s| s.exported_serial = Some(g.serial));
                     }
                     Err(e) => warn!(
                         "{}: export of serial {} failed: {e}; retried at the next change",

@@ -46,6 +46,12 @@ const SAMPLE_EVERY: u64 = 60;
 /// ... and this many are kept: six hours.
 const SAMPLES_KEPT: usize = 360;
 
+/// Files upstream notifications named: relative path → (hash, what the file must be, when
+/// first named, seconds since the epoch).
+pub type Pending = HashMap<String, (Hash, Expected, u64)>;
+
+/// How many forwarded paths a repository remembers (then it starts over).
+const FORWARDED_KEPT: usize = 10_000;
 /// How many refused file paths a repository remembers.
 const REFUSED_KEPT: usize = 4096;
 
@@ -59,10 +65,10 @@ pub struct Repo {
     /// upstream notifications of the last `cache.retain` referenced, published or not: a
     /// client's request for one of those is served from the store, or fetched, verified and
     /// kept.
-    pub pending: ArcSwap<HashMap<String, (Hash, Expected, u64)>>,
+    pending: ArcSwap<Pending>,
     /// Files fetched for a client that no notification named yet: relative path → hash, so
     /// that clients queued behind that download are served the stored copy. Bounded.
-    pub forwarded: std::sync::Mutex<HashMap<String, Hash>>,
+    forwarded: std::sync::Mutex<HashMap<String, Hash>>,
     /// Files of rounds that validation refused (relative paths): never served, not even
     /// forwarded to the upstream on request, unless a published generation names them.
     /// Bounded: starts over past [`REFUSED_KEPT`].
@@ -73,7 +79,9 @@ pub struct Repo {
     pub rp_lag: crate::metrics::RpLag,
     /// Serial and staleness over the last hours, for the operator's page. Bounded.
     samples: std::sync::Mutex<std::collections::VecDeque<Sample>>,
-    pub status: watch::Sender<RepoStatus>,
+    /// Private: the published session and serial in it are set only by publishing
+    /// ([`Repo::report`] keeps them).
+    status: watch::Sender<RepoStatus>,
     /// Cache-Control values of the notification and of files, made once.
     pub notification_cache_control: HeaderValue,
     pub file_cache_control: HeaderValue,
@@ -194,6 +202,53 @@ impl Repo {
         let data = serde_json::to_vec(&generation).map_err(std::io::Error::other)?;
         store.write_index(&self.index_name, &data).await?;
         Ok(self.install(generation))
+    }
+
+    /// Updates what the poller reports; the published session and serial stay what
+    /// publishing set (they are not the reporter's to change).
+    pub fn report(&self, f: impl FnOnce(&mut RepoStatus)) {
+        self.status.send_modify(|s| {
+            let published = (s.session_id.clone(), s.serial);
+            f(s);
+            (s.session_id, s.serial) = published;
+        });
+    }
+
+    /// What the poller last reported.
+    pub fn status(&self) -> RepoStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Every change of the status, from now on.
+    pub fn watch_status(&self) -> watch::Receiver<RepoStatus> {
+        self.status.subscribe()
+    }
+
+    /// The files the upstream notifications of the last `cache.retain` named: relative path
+    /// → (hash, what the file must be, when first named).
+    pub fn pending(&self) -> arc_swap::Guard<Arc<Pending>> {
+        self.pending.load()
+    }
+
+    /// Replaces the named files (the poller, after each notification).
+    pub fn set_pending(&self, pending: Pending) {
+        self.pending.store(Arc::new(pending));
+    }
+
+    /// The object a file no notification names was fetched into for a client, if any.
+    pub fn forwarded(&self, rel: &str) -> Option<Hash> {
+        let map = self.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(rel).copied()
+    }
+
+    /// Remembers what a file no notification names was fetched into; bounded (starts over
+    /// past [`FORWARDED_KEPT`]).
+    pub fn remember_forwarded(&self, rel: &str, hash: Hash) {
+        let mut map = self.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= FORWARDED_KEPT {
+            map.clear();
+        }
+        map.insert(rel.to_string(), hash);
     }
 
     /// Makes a generation what clients see (persisted already, or loaded at start), then
@@ -323,5 +378,44 @@ mod tests {
         other.session_id = "4e1e2f5a-4c5f-4a3b-9a4e-3f2b1c0d9e8f".into();
         let g = next(other, Some(&g), 3900, big);
         assert_eq!(serials(&g), [152]);
+    }
+}
+
+#[cfg(test)]
+mod seam_tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// Only publishing sets the published session and serial in the status: a reporter that
+    /// writes them changes nothing there.
+    #[tokio::test]
+    async fn a_report_cannot_change_the_published_serial() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:1\"]\n[cache]\ndir = \"{}\"\n[[repository]]\npublic = \"http://a.test/rrdp/\"\nupstream = \"http://b.test/rrdp/\"\n",
+            dir.path().display()
+        );
+        let config = Config::parse(&text, dir.path()).unwrap();
+        let repo = Repo::new(config.repositories[0].clone(), Clock::System);
+        let store = Store::open(&dir.path().join("cache"), 1 << 20, 1 << 16, None).unwrap();
+        let hash = store.put(b"snapshot").await.unwrap();
+        let round = Round {
+            session_id: "s".into(),
+            serial: 7,
+            snapshot: ("7/snapshot.xml".into(), store.stored(&hash).unwrap()),
+            deltas: Vec::new(),
+            snapshot_objects: None,
+        };
+        repo.publish(&store, round, Duration::from_secs(60))
+            .await
+            .unwrap();
+        repo.report(|s| {
+            s.serial = Some(999);
+            s.session_id = Some("forged".into());
+            s.rounds_started += 1;
+        });
+        let s = repo.status();
+        assert_eq!((s.session_id.as_deref(), s.serial), (Some("s"), Some(7)));
+        assert_eq!(s.rounds_started, 1, "the rest of the report is taken");
     }
 }

@@ -107,7 +107,7 @@ impl MissGate {
 /// call to end, asking the poller for one unless another name already has (see
 /// [`MissGate::claim_refresh`]).
 pub async fn refresh(repo: &Arc<Repo>, gate: &MissGate) {
-    let mut status = repo.status.subscribe();
+    let mut status = repo.watch_status();
     // A round under way now (begun, not ended) is not enough: the one after it.
     let started = status.borrow().rounds_started;
     if let Some(at) = gate.claim_refresh() {
@@ -127,9 +127,6 @@ pub async fn refresh(repo: &Arc<Repo>, gate: &MissGate) {
 }
 
 //------------ Forwarding a miss ------------------------------------------------------------------
-
-/// How many forwarded paths a repository remembers (then it starts over).
-const MAX_FORWARDED: usize = 10_000;
 
 /// What forwarding a file no notification names gave.
 pub(super) enum Forwarded {
@@ -156,12 +153,7 @@ impl RrdpProxy {
         }
         // Not published (yet, or any more). If an upstream notification names this file, the
         // bytes must have its hash, and are kept.
-        let named = || {
-            repo.pending
-                .load()
-                .get(rel)
-                .map(|(h, e, _)| (*h, e.clone()))
-        };
+        let named = || repo.pending().get(rel).map(|(h, e, _)| (*h, e.clone()));
         let mut pending = named();
         let metrics = &self.shared.metrics;
         // Fetched for a client already (and still stored): served as before, at no cost.
@@ -260,11 +252,7 @@ impl RrdpProxy {
     /// The object a file no notification names was fetched into for a client, if it is
     /// still stored.
     pub(super) fn forwarded(&self, repo: &Repo, rel: &str) -> Option<Hash> {
-        repo.forwarded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(rel)
-            .copied()
+        repo.forwarded(rel)
             .filter(|h| self.shared.store.contains(h, None))
     }
 
@@ -301,11 +289,7 @@ impl RrdpProxy {
         )
         .await;
         if let Ok(stored) = &fetched {
-            let mut map = repo.forwarded.lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() >= MAX_FORWARDED {
-                map.clear();
-            }
-            map.insert(rel.to_string(), stored.hash());
+            repo.remember_forwarded(rel, stored.hash());
         }
         // Released before asking peers: that takes the object key, and the lock order is
         // object, then path (see origin::fetch::ensure_object).

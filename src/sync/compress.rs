@@ -33,7 +33,7 @@ pub fn spawn(repo: Arc<Repo>, store: Arc<Store>, running: Arc<AtomicBool>) {
                 }
             }
             let secs = started.elapsed().as_secs_f64();
-            repo.status.send_modify(|s| {
+            repo.report(|s| {
                 s.compressed_serial = Some(g.serial);
                 s.compress_seconds = Some(secs);
             });

@@ -136,7 +136,7 @@ impl Poller {
             if *shutdown.borrow() {
                 return;
             }
-            self.repo.status.send_modify(|s| s.rounds_started += 1);
+            self.repo.report(|s| s.rounds_started += 1);
             let round_started = self.clock.now();
             // A round in progress at shutdown is dropped: nothing of it is published, its
             // downloads end, and the cache's lock can be let go of at once.
@@ -198,10 +198,10 @@ impl Poller {
         let now = self.clock.system_now();
         let last_success = match result {
             Ok(_) => Some(now),
-            Err(_) => self.repo.status.borrow().last_success,
+            Err(_) => self.repo.status().last_success,
         };
         self.repo.sample(now, last_success);
-        let previous_error = self.repo.status.borrow().last_error.clone();
+        let previous_error = self.repo.status().last_error.clone();
         match result {
             Ok(outcome) => {
                 *failures = 0;
@@ -212,7 +212,7 @@ impl Poller {
                     self.metrics.count_publish();
                     info!("{name}: published session {session_id} serial {serial}");
                 }
-                self.repo.status.send_modify(|s| {
+                self.repo.report(|s| {
                     s.polls_ok += 1;
                     s.last_success = Some(now);
                     s.last_error = None;
@@ -238,7 +238,7 @@ impl Poller {
                     }
                 }
                 let reason = e.reason();
-                self.repo.status.send_modify(|s| {
+                self.repo.report(|s| {
                     s.polls_failed += 1;
                     s.last_error = Some(msg);
                     if changed {
@@ -279,7 +279,7 @@ impl Poller {
                 timings.validate_before,
                 timings.publish
             );
-            self.repo.status.send_modify(|s| {
+            self.repo.report(|s| {
                 s.last_publish_seconds = Some(secs);
                 s.last_round = Some(timings);
             });
@@ -490,8 +490,7 @@ impl Poller {
             }
         }
         let status = Arc::new(status);
-        repo.status
-            .send_modify(|s| s.validation = Some(status.clone()));
+        repo.report(|s| s.validation = Some(status.clone()));
         if !refused {
             return Ok(());
         }
@@ -535,11 +534,11 @@ impl Poller {
                 .filter(|(serial, _, _)| *serial > newer_than)
                 .map(|(_, rel, _)| rel.clone()),
         );
-        let mut pending = (**self.repo.pending.load()).clone();
+        let mut pending = (**self.repo.pending()).clone();
         for rel in &withheld {
             pending.remove(rel);
         }
-        self.repo.pending.store(Arc::new(pending));
+        self.repo.set_pending(pending);
         self.repo.withhold(withheld);
     }
 
@@ -556,13 +555,13 @@ impl Poller {
             }),
         );
         let pending = plan::remembered(
-            &self.repo.pending.load(),
+            &self.repo.pending(),
             named,
             self.clock.unix_now(),
             self.retain.as_secs(),
             plan::PENDING_KEPT,
         );
-        self.repo.pending.store(Arc::new(pending));
+        self.repo.set_pending(pending);
     }
 
     /// Fetches and verifies the round's files: the snapshot (or nothing is published), the

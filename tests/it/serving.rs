@@ -320,7 +320,7 @@ poll_interval = "1h"
     );
     let proxy = Proxy::start_with(text, port, admin);
     for (i, serial) in [(0, 1), (1, 2)] {
-        let mut rx = proxy.shared.repos[i].status.subscribe();
+        let mut rx = proxy.shared.repos[i].watch_status();
         tokio::time::timeout(
             crate::support::EVENT_TIMEOUT,
             rx.wait_for(|s| s.serial == Some(serial)),

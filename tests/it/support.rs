@@ -450,12 +450,12 @@ impl Proxy {
     }
 
     pub fn status(&self) -> RepoStatus {
-        self.shared.repos[0].status.borrow().clone()
+        self.shared.repos[0].status()
     }
 
     /// Waits until the repository's status satisfies `f`.
     pub async fn wait(&self, what: &str, f: impl Fn(&RepoStatus) -> bool) -> RepoStatus {
-        let mut rx = self.shared.repos[0].status.subscribe();
+        let mut rx = self.shared.repos[0].watch_status();
         let found = tokio::time::timeout(EVENT_TIMEOUT, async {
             rx.wait_for(|s| f(s)).await.map(|s| s.clone())
         })
