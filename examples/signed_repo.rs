@@ -178,7 +178,7 @@ impl Repo {
             &point,
             self.manifest_number,
             serial,
-            self.now,
+            (self.now, chrono::Duration::days(2)),
         );
     }
 

@@ -8,7 +8,7 @@
 #
 # After lib_setup: $work (a new /tmp/rrdp-NAME.XXXXXX, mode 755), the array pids (add every
 # background process: it is killed at exit), and the functions below. At exit the processes
-# are stopped, `extra_cleanup` runs if the script defines one, and $work is removed unless
+# are stopped, then `extra_cleanup` runs if the script defines one, and $work is removed unless
 # KEEP is set in the environment (then its path is logged).
 
 lib_setup() {
@@ -22,9 +22,10 @@ lib_setup() {
 }
 
 lib_cleanup() {
-  if declare -F extra_cleanup >/dev/null; then extra_cleanup || true; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # After the processes are gone: what they held (a mount, a pid file's server) is free.
+  if declare -F extra_cleanup >/dev/null; then extra_cleanup || true; fi
   if [ -n "${KEEP:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
 }
 

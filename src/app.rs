@@ -243,7 +243,7 @@ pub fn add_demo(
     large: Option<(u64, usize)>,
     repositories: usize,
 ) {
-    let demo = demo::DemoServer::new(listen, large, repositories);
+    let demo = demo::DemoServer::new(listen, interval, large, repositories);
     let ticker = demo::DemoTicker {
         repo: demo.repo.clone(),
         signed: demo.signed.clone(),

@@ -436,6 +436,7 @@ impl DemoServer {
     /// (snapshot bytes, deltas), a repository of that shape (see [`Publisher::large`]).
     pub fn new(
         listen: std::net::SocketAddr,
+        interval: Duration,
         large: Option<(u64, usize)>,
         repositories: usize,
     ) -> DemoServer {
@@ -443,7 +444,7 @@ impl DemoServer {
         let (repo, signed) = match large {
             Some((bytes, deltas)) => (Publisher::large(&base, bytes, deltas), None),
             None => {
-                let signed = signed::SignedDemo::new();
+                let signed = signed::SignedDemo::new(interval);
                 (
                     Publisher::with_objects(&base, signed.objects()),
                     Some(signed),
@@ -574,8 +575,11 @@ fn parse_simple_range(v: &str) -> Option<(usize, usize)> {
 /// Publishes the next serial of `repo`: the signed tree's next change when it holds one,
 /// else random objects. Returns the serial.
 fn advance(repo: &Mutex<Publisher>, signed: Option<&Arc<Mutex<signed::SignedDemo>>>) -> u64 {
-    // The signing happens before the repository's lock is taken: readers never wait for it.
-    let changes = signed.map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).advance());
+    // The signing happens before the repository's lock is taken (readers never wait for it),
+    // and the signed tree stays locked until its changes are applied: two advances at once
+    // (the ticker and POST /advance) apply theirs in the order they were signed.
+    let mut signed = signed.map(|s| s.lock().unwrap_or_else(|e| e.into_inner()));
+    let changes = signed.as_mut().map(|s| s.advance());
     let mut repo = repo.lock().unwrap_or_else(|e| e.into_inner());
     match changes {
         Some(changes) => repo.apply(changes),
@@ -667,7 +671,7 @@ mod tests {
     #[test]
     fn many_repositories_are_served_each_under_its_own_path() {
         let listen = "127.0.0.1:3001".parse().unwrap();
-        let demo = DemoServer::new(listen, None, 3);
+        let demo = DemoServer::new(listen, Duration::from_secs(5), None, 3);
         let first = demo.repository_of("/rrdp/notification.xml").unwrap();
         assert!(Arc::ptr_eq(first.0, &demo.repo));
         let third = demo.repository_of("/rrdp-3/notification.xml").unwrap();

@@ -149,20 +149,17 @@ pub struct Point<'a> {
 
 /// Signs a publication point anew: its CRL (empty) and its manifest over every other file
 /// directly under `point.dir` in `objects`, both numbered `number` and current from `now`
-/// for two days; `ee_serial` is the manifest EE certificate's serial number.
+/// for `valid_for`; `ee_serial` is the manifest EE certificate's serial number.
 pub fn sign_point(
     signer: &KeySigner,
     objects: &mut BTreeMap<String, Bytes>,
     point: &Point,
     number: u64,
     ee_serial: Serial,
-    now: Time,
+    (now, valid_for): (Time, chrono::Duration),
 ) {
     let public = signer.public(point.key).clone();
-    let (this, next) = (
-        now - chrono::Duration::hours(1),
-        now + chrono::Duration::days(2),
-    );
+    let (this, next) = (now - chrono::Duration::hours(1), now + valid_for);
     let crl = TbsCertList::new(
         Default::default(),
         public.to_subject_name(),
@@ -244,19 +241,19 @@ pub struct SignedDemo {
     number: u64,
     /// Which CA changes next.
     turn: usize,
-    /// When the TA's CRL and manifest were last signed (they are current for two days).
+    /// When the TA's CRL and manifest were last signed.
     ta_signed: Time,
-}
-
-impl Default for SignedDemo {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// How long a manifest and CRL stay current: two days, or longer for a demo that
+    /// publishes more rarely (each CA signs anew only every other serial).
+    valid_for: chrono::Duration,
 }
 
 impl SignedDemo {
-    /// The TA, its CAs and their first ROAs, signed now.
-    pub fn new() -> SignedDemo {
+    /// The TA, its CAs and their first ROAs, signed now, for a demo that publishes a serial
+    /// every `interval`.
+    pub fn new(interval: std::time::Duration) -> SignedDemo {
+        let rounds = chrono::Duration::from_std(interval * (2 * CAS as u32 + 2))
+            .unwrap_or(chrono::Duration::MAX);
         let mut d = SignedDemo {
             signer: KeySigner::new(&KEYS).expect("the demo's keys"),
             objects: BTreeMap::new(),
@@ -266,6 +263,7 @@ impl SignedDemo {
             number: 1,
             turn: 0,
             ta_signed: Time::now(),
+            valid_for: rounds.max(chrono::Duration::days(2)),
         };
         let now = d.ta_signed;
         let ta = d.ta_cert(now);
@@ -315,7 +313,7 @@ impl SignedDemo {
         let point = point_dir(ca);
         changed.push(format!("{point}ca{ca}.crl"));
         changed.push(format!("{point}ca{ca}.mft"));
-        if now.timestamp() - self.ta_signed.timestamp() > 12 * 3600 {
+        if now.timestamp() - self.ta_signed.timestamp() > self.valid_for.num_seconds() / 4 {
             // A demo left running: the TA signs its point again well before it goes stale.
             self.sign_ta(now);
             changed.push(format!("{BASE}ta/ta.crl"));
@@ -444,7 +442,7 @@ impl SignedDemo {
             &point,
             self.number,
             serial,
-            now,
+            (now, self.valid_for),
         );
         self.ta_signed = now;
     }
@@ -465,7 +463,7 @@ impl SignedDemo {
             &point,
             self.number,
             serial,
-            now,
+            (now, self.valid_for),
         );
     }
 }
@@ -518,9 +516,24 @@ mod tests {
         assert_eq!(std::fs::read_to_string(path).unwrap(), demo_tal());
     }
 
+    /// A demo that publishes once a day signs for six days, not two: its manifests are
+    /// still current five days on.
+    #[test]
+    fn a_rarely_publishing_demo_signs_for_long_enough() {
+        let demo = SignedDemo::new(std::time::Duration::from_secs(86400));
+        let objects = demo
+            .objects()
+            .into_iter()
+            .map(|(u, d)| (u, Bytes::from(d)))
+            .collect();
+        let later = Time::now().timestamp() + 5 * 86400;
+        let report = objects::validate(&objects, &[anchor()], later, 86400);
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+
     #[test]
     fn the_demo_validates_from_its_tal_serial_after_serial() {
-        let mut demo = SignedDemo::new();
+        let mut demo = SignedDemo::new(std::time::Duration::from_secs(5));
         let now = Time::now().timestamp();
         for serial in 0..12 {
             if serial > 0 {

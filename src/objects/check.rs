@@ -203,14 +203,20 @@ impl Validator<'_> {
     /// A trust anchor: its certificate against the TAL, then everything below it.
     fn anchor(&mut self, a: &Anchor) {
         let tal = a.tal.path.display().to_string();
-        let found = match &a.cert {
-            Some(der) => Some((
-                a.tal.uris().into_iter().next().unwrap_or_default(),
-                der.clone(),
-            )),
-            None => self.published_anchor(a),
-        };
-        let Some((uri, der)) = found else {
+        // The certificate fetched (or kept from an earlier fetch) first, then any copy the
+        // repository publishes at one of the TAL's URIs: the first that would anchor the
+        // walk now is used; when none would, the first one's findings say why.
+        let mut candidates = Vec::new();
+        if let Some(der) = &a.cert {
+            let uri = a.tal.uris().into_iter().next().unwrap_or_default();
+            candidates.push((uri, der.clone()));
+        }
+        candidates.extend(self.published_anchors(a));
+        let usable = candidates
+            .iter()
+            .position(|(_, der)| self.would_anchor(der, a))
+            .unwrap_or(0);
+        let Some((uri, der)) = candidates.into_iter().nth(usable) else {
             self.finding(
                 &tal,
                 Check::TrustAnchor,
@@ -247,14 +253,33 @@ impl Validator<'_> {
         }
     }
 
-    /// The trust anchor certificate as the repository itself publishes it, at one of the
-    /// TAL's rsync URIs (as ARIN's and APNIC's do): then no fetch is needed. The copy is
-    /// trusted only if it carries the TAL's key, which [`Self::anchor`] checks.
-    fn published_anchor(&self, a: &Anchor) -> Option<(String, Bytes)> {
-        a.tal.uris().into_iter().find_map(|uri| {
-            let der = self.index.kept(&uri)?.clone();
-            Some((uri, der))
-        })
+    /// The trust anchor certificates the repository itself publishes, at the TAL's rsync
+    /// URIs (as ARIN's and APNIC's do): then no fetch is needed. A copy is trusted only if it
+    /// carries the TAL's key, which [`Self::anchor`] checks.
+    fn published_anchors(&self, a: &Anchor) -> Vec<(String, Bytes)> {
+        a.tal
+            .uris()
+            .into_iter()
+            .filter_map(|uri| {
+                let der = self.index.kept(&uri)?.clone();
+                Some((uri, der))
+            })
+            .collect()
+    }
+
+    /// Whether `der` would anchor the walk now: a certificate with the TAL's key, current,
+    /// and valid as a trust anchor (self-signed). Records nothing.
+    fn would_anchor(&self, der: &Bytes, a: &Anchor) -> bool {
+        let Ok(cert) = Cert::decode(der.clone()) else {
+            return false;
+        };
+        let v = cert.validity();
+        cert.subject_public_key_info() == a.tal.tal.key_info()
+            && v.not_before().timestamp() <= self.now
+            && self.now <= v.not_after().timestamp()
+            && cert
+                .validate_ta_at(a.tal.tal.info().clone(), STRICT, self.time)
+                .is_ok()
     }
 
     /// A validated CA: its publication point, then the CAs below it.

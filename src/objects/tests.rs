@@ -388,6 +388,15 @@ fn a_trust_anchor_the_repository_publishes_at_the_tals_rsync_uri() {
     let report = run(&objects, std::slice::from_ref(&a));
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     assert_eq!((report.points_from_anchor, report.points), (3, 3));
+    // A certificate kept from an earlier fetch that is not the TAL's does not hide a good
+    // copy in the repository.
+    let mut held = a.clone();
+    held.cert = Some(
+        objects["rsync://rrdp.test/repo/2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.cer"].clone(),
+    );
+    let report = run(&objects, &[held]);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.points_from_anchor, 3);
     // A copy with another key is no anchor.
     let other =
         objects["rsync://rrdp.test/repo/2FB275FEE62EAEB2959A8EEC2A0036ACB5C8E84C.cer"].clone();

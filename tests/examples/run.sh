@@ -25,16 +25,18 @@ lib_setup examples
 # under BASE, each fetched and checked against its hash; FETCH (default BASE) is where BASE's
 # paths are asked for (a node behind a TLS load balancer). Prints the serial.
 verified() {
-  local base=$1 fetch=${2:-$1} n uri hash got
+  local base=$1 fetch=${2:-$1} n uri hash got files=0
   local args=("${@:3}")
   n=$(curl -sf "${args[@]}" "${fetch}notification.xml") || return 1
   while read -r line; do
+    files=$((files + 1))
     uri=$(sed 's/.* uri="\([^"]*\)".*/\1/' <<<"$line")
     hash=$(sed 's/.* hash="\([^"]*\)".*/\1/' <<<"$line")
     [ "${uri#"$base"}" != "$uri" ] || { log "$uri is not under $base"; return 1; }
     got=$(curl -sf "${args[@]}" "$fetch${uri#"$base"}" | sha256sum | cut -d' ' -f1)
     [ "$got" = "$hash" ] || { log "$uri has hash $got, want $hash"; return 1; }
   done < <(grep -o '<\(snapshot\|delta\) [^>]*' <<<"$n")
+  [ "$files" -gt 0 ] || { log "${fetch}notification.xml names no file"; return 1; }
   grep -m1 -o ' serial="[0-9]*"' <<<"$n" | tr -dc 0-9
 }
 
@@ -57,7 +59,9 @@ instance() {
   sed -e "s|/var/lib/rrdp-proxy\"|$work/$name/cache\"|" \
       -e "s|/etc/rrdp-proxy/|$work/etc/|g" \
       "$@" "$top/etc/$example" >"$work/$name/proxy.toml"
-  "$bin" check --config "$work/$name/proxy.toml" >/dev/null
+  # (Inside $(…) errexit is off: the failure is returned explicitly.)
+  "$bin" check --config "$work/$name/proxy.toml" >/dev/null \
+    || { log "$example: rrdp-proxy check refused it as instantiated"; return 1; }
   echo "$work/$name/proxy.toml"
 }
 
@@ -88,7 +92,8 @@ cp "$top/demo.tal" "$work/etc/ta.tal"
   cp ca.pem krill-ca.pem
 ) 2>/dev/null
 tls=(--cacert "$work/etc/ca.pem")
-until_ok 20 curl -sf "http://127.0.0.1:$D/rrdp/notification.xml"
+until_ok 20 curl -sf "http://127.0.0.1:$D/rrdp/notification.xml" \
+  || { log "the demo origin never answered"; cat "$work/demo.log" >&2; exit 1; }
 
 #------------ krill-tls.conf ----------------------------------------------------------------------
 P1=$(free_port) A1=$(free_port)
