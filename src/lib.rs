@@ -14,7 +14,7 @@
 //!   one in tests).
 //! - [`metrics`]: lock-free counters that every layer bumps; rendered by `ops::admin`.
 //! - [`heap`]: bounding what glibc's malloc keeps of freed memory (process-wide).
-//! - [`effective`]: the effective configuration as TOML (`rrdp-proxy config`).
+//! - `effective`: the effective configuration as TOML (`rrdp-proxy config`).
 //! - [`man`]: the manual page of the configuration file, from docs/configuration.md.
 //! - [`store`]: durable content-addressed objects (atomic writer, gzip variants, memory tier,
 //!   single flights).
@@ -22,20 +22,23 @@
 //!   upstreams then peers, peer fill, passthrough caches.
 //! - [`published`]: the seam between the write and the read side — a repository's published
 //!   generation, which only a stored and verified round can replace.
-//! - [`sync`]: the write side — poll, round, publish barrier, building the next generation.
-//! - [`shared`]: one node's state, built at start, read by every listener and task.
+//! - `sync`: the write side — poll, round, publish barrier, building the next generation.
+//! - `shared`: one node's state ([`Shared`]), built at start, read by every listener and task.
 //! - [`serve`]: the read side — routing, answers (304, range, gzip), sending, client guards.
 //! - [`ops`]: admin endpoints, exports, the one-shot `sync`.
-//! - [`app`]: wiring it into a pingora server; [`build_server`] is what both the binary and
+//! - `app`: wiring it into a pingora server; [`build_server`] is what both the binary and
 //!   the tests call.
 //! - [`demo`]: the built-in demo Publication Server (used by the shipped config and tests).
 //! - `fuzz_checks`: the properties the fuzz targets and their replay tests check.
+//!
+//! The modules in backticks without a link are private: nothing outside the crate uses them
+//! but through what is re-exported here.
 
-pub mod app;
+mod app;
 pub mod clock;
 pub mod config;
 pub mod demo;
-pub mod effective;
+mod effective;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod heap;
@@ -47,9 +50,9 @@ pub mod origin;
 pub mod published;
 pub mod rrdp;
 pub mod serve;
-pub mod shared;
+mod shared;
 pub mod store;
-pub mod sync;
+mod sync;
 
 pub use app::{add_demo, build_server, build_server_upgrading, build_server_with_clock};
 pub use shared::Shared;

@@ -294,7 +294,7 @@ impl SignedDemo {
     }
 
     /// The next serial's changes, as Krill makes one: a CA (each in turn) issues a ROA,
-    /// withdraws its oldest beyond [`ROAS_KEPT`], and signs its CRL and manifest anew. Each
+    /// withdraws its oldest beyond `ROAS_KEPT`, and signs its CRL and manifest anew. Each
     /// change is a URI and its new content (`None`: withdrawn).
     pub fn advance(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
         let now = Time::now();

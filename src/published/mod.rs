@@ -242,7 +242,7 @@ impl Repo {
     }
 
     /// Remembers what a file no notification names was fetched into; bounded (starts over
-    /// past [`FORWARDED_KEPT`]).
+    /// past `FORWARDED_KEPT`).
     pub fn remember_forwarded(&self, rel: &str, hash: Hash) {
         let mut map = self.forwarded.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= FORWARDED_KEPT {

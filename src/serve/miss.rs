@@ -105,7 +105,7 @@ impl MissGate {
 
 /// Waits, at most [`REFRESH_WAIT`], for a poll round of the repository that began after this
 /// call to end, asking the poller for one unless another name already has (see
-/// [`MissGate::claim_refresh`]).
+/// `MissGate::claim_refresh`).
 pub async fn refresh(repo: &Arc<Repo>, gate: &MissGate) {
     let mut status = repo.watch_status();
     // A round under way now (begun, not ended) is not enough: the one after it.

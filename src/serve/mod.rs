@@ -14,9 +14,9 @@
 //! The read side: it uses `shared` (the node's state), `published` (what to answer),
 //! `store` (the bytes), `origin` (a forwarded miss, peer fill) and `metrics`; never `sync`.
 //!
-//! The parts: [`dispatch`] (routing), [`files`] (the published generation's answers),
-//! [`miss`] (a file no notification this node holds names), [`peer`] (the cluster endpoints),
-//! [`answer`] (304, Range, gzip: pure), [`send`], [`guard`] (the whole-request deadline),
+//! The parts: `dispatch` (routing), `files` (the published generation's answers),
+//! [`miss`] (a file no notification this node holds names), `peer` (the cluster endpoints),
+//! `answer` (304, Range, gzip: pure), `send`, [`guard`] (the whole-request deadline),
 //! [`coalesce`] (header and body in one write), [`access_log`] (the line and its file).
 
 pub mod access_log;
