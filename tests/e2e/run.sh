@@ -20,23 +20,18 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 proxy_bin=$(realpath "${1:-$top/target/release/rrdp-proxy}")
 PEERS=${PEERS:-/opt/peers}
-LAB=$(mktemp -d /tmp/rrdp-e2e.XXXXXX)
-chmod 755 "$LAB"   # rpki-client drops privileges to _rpki-client
+. "$top/scripts/lib.sh"
+lib_setup e2e
+LAB=$work   # mode 755: rpki-client drops privileges to _rpki-client
 export PATH="$PEERS/bin:/usr/sbin:$PATH"
 KRILL_PORT=3000
 PROXY_TLS=8443
 ADMIN=127.0.0.1:9443
 results=()
 failures=0
-pids=()
-
-log() { printf '[e2e %s] %s\n' "$(date +%T)" "$*" >&2; }
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ "$failures" -eq 0 ] && [ -z "${KEEP_LAB:-}" ]; then rm -rf "$LAB"; else log "lab kept in $LAB"; fi
-}
-trap cleanup EXIT
+# The lab is kept after a failure (the RPs' logs say why) or with KEEP_LAB (or KEEP) set.
+KEEP=${KEEP:-${KEEP_LAB:-}}
+extra_cleanup() { [ "$failures" -eq 0 ] || KEEP=1; }
 
 #------------ Peers ---------------------------------------------------------------------------
 install_peers() {
