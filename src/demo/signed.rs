@@ -428,42 +428,38 @@ impl SignedDemo {
 
     /// Signs the TA's CRL and manifest anew.
     fn sign_ta(&mut self, now: Time) {
-        let serial = self.serial();
-        let dir = format!("{BASE}ta/");
-        let point = Point {
-            dir: &dir,
-            name: "ta",
-            key: 0,
-            ca_cert: TA_CERT_URI,
-        };
-        sign_point(
-            &self.signer,
-            &mut self.objects,
-            &point,
-            self.number,
-            serial,
-            (now, self.valid_for),
-        );
+        self.sign(&format!("{BASE}ta/"), "ta", 0, TA_CERT_URI, now);
         self.ta_signed = now;
     }
 
     /// Signs CA `ca`'s CRL and manifest anew.
     fn sign_ca(&mut self, ca: usize, now: Time) {
+        self.sign(
+            &point_dir(ca),
+            &format!("ca{ca}"),
+            1 + ca,
+            &ca_cert_uri(ca),
+            now,
+        );
+    }
+
+    /// Signs a point's CRL and manifest anew (see [`Point`]), current for `valid_for`.
+    fn sign(&mut self, dir: &str, name: &str, key: usize, ca_cert: &str, now: Time) {
         let serial = self.serial();
-        let (dir, name, cert) = (point_dir(ca), format!("ca{ca}"), ca_cert_uri(ca));
         let point = Point {
-            dir: &dir,
-            name: &name,
-            key: 1 + ca,
-            ca_cert: &cert,
+            dir,
+            name,
+            key,
+            ca_cert,
         };
+        let when = (now, self.valid_for);
         sign_point(
             &self.signer,
             &mut self.objects,
             &point,
             self.number,
             serial,
-            (now, self.valid_for),
+            when,
         );
     }
 }
