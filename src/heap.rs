@@ -20,7 +20,7 @@ pub fn limit_arenas() {
 
 /// Returns the free memory of every arena to the system (after bursts of background work;
 /// it walks the arenas, so not per request).
-pub fn release_free() {
+pub(crate) fn release_free() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory malloc holds free; it takes the arena locks.
     unsafe {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use pingora::server::RunArgs;
 
-use rrdp_proxy::config::{parse_duration, parse_size, Config};
+use rrdp_proxy::{parse_duration, parse_size, Config};
 
 /// A caching reverse proxy for RPKI RRDP repositories.
 ///
@@ -109,7 +109,7 @@ fn command_page() -> String {
         page.push_str(&format!(
             ".TP\n\\fB{}\\fR\n{}\n",
             sub.get_name(),
-            rrdp_proxy::man::text(&about)
+            rrdp_proxy::roff_text(&about)
         ));
         for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
             let Some(long) = arg.get_long() else { continue };
@@ -126,10 +126,10 @@ fn command_page() -> String {
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
             page.push_str(&format!(
                 ".RS\n.TP\n\\fB\\-\\-{}\\fR{}{}\n{}\n.RE\n",
-                rrdp_proxy::man::text(long),
-                rrdp_proxy::man::text(&value),
-                rrdp_proxy::man::text(&default),
-                rrdp_proxy::man::text(&help)
+                rrdp_proxy::roff_text(long),
+                rrdp_proxy::roff_text(&value),
+                rrdp_proxy::roff_text(&default),
+                rrdp_proxy::roff_text(&help)
             ));
         }
     }
@@ -204,7 +204,7 @@ fn init_logging(level: &str, access: bool) {
 }
 
 fn main() -> ExitCode {
-    rrdp_proxy::heap::limit_arenas();
+    rrdp_proxy::limit_arenas();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Man { section, output }) => man(section, output),
@@ -234,8 +234,8 @@ fn main() -> ExitCode {
         ),
         None => with_config(&cli.config, |config| {
             init_logging(
-                &config.log.level,
-                config.log.access != rrdp_proxy::config::AccessLog::Off,
+                config.log_level(),
+                config.access_log() != rrdp_proxy::AccessLog::Off,
             );
             match rrdp_proxy::build_server_upgrading(config, cli.upgrade) {
                 Ok((server, _shared)) => {
@@ -266,7 +266,7 @@ fn with_config(path: &std::path::Path, then: impl FnOnce(Config) -> ExitCode) ->
 fn man(section: u8, output: Option<PathBuf>) -> ExitCode {
     let page = match section {
         1 => command_page(),
-        5 => rrdp_proxy::man::conf_page(env!("CARGO_PKG_VERSION")),
+        5 => rrdp_proxy::conf_page(env!("CARGO_PKG_VERSION")),
         other => {
             eprintln!(
                 "man: no page in section {other} (1: the command, 5: the configuration file)"
@@ -294,10 +294,10 @@ fn sync(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}: {e}", path.display());
-            return ExitCode::from(rrdp_proxy::ops::oneshot::CONFIG);
+            return ExitCode::from(rrdp_proxy::oneshot::CONFIG);
         }
     };
-    init_logging(&config.log.level, false);
+    init_logging(config.log_level(), false);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -305,10 +305,10 @@ fn sync(path: &std::path::Path) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(rrdp_proxy::ops::oneshot::LOCAL);
+            return ExitCode::from(rrdp_proxy::oneshot::LOCAL);
         }
     };
-    ExitCode::from(runtime.block_on(rrdp_proxy::ops::oneshot::run(config)))
+    ExitCode::from(runtime.block_on(rrdp_proxy::oneshot::run(config)))
 }
 
 /// `rrdp-proxy demo`: only the demo Publication Server.

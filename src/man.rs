@@ -3,7 +3,7 @@
 //! command line's own definitions, in the binary: `rrdp-proxy man`.)
 
 /// The configuration reference, Markdown as docs/configuration.md has it.
-pub const CONFIGURATION_MD: &str = include_str!("../docs/configuration.md");
+pub(crate) const CONFIGURATION_MD: &str = include_str!("../docs/configuration.md");
 
 /// `rrdp-proxy.conf(5)` in roff (the man macros).
 pub fn conf_page(version: &str) -> String {
@@ -21,7 +21,7 @@ pub fn conf_page(version: &str) -> String {
 /// The Markdown this project's docs use, as man macros: headings (`##` a section, `###` a
 /// subsection; the `#` title is left to `.TH`), paragraphs, lists, code blocks, and tables
 /// of keys (each row a tagged paragraph: the key with its default, then its meaning).
-pub fn markdown_to_roff(md: &str) -> String {
+pub(crate) fn markdown_to_roff(md: &str) -> String {
     let mut out = String::new();
     let mut in_code = false;
     let mut table_header: Option<Vec<String>> = None;
@@ -137,7 +137,7 @@ fn inline(text: &str) -> String {
 
 /// Escapes roff's special characters in text, and writes what is not ASCII as a Unicode
 /// escape (groff reads its input as Latin-1).
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

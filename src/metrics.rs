@@ -471,7 +471,7 @@ impl Exposition {
 /// Upper bounds of the RP-lag histogram, in serials (a delta for serial N asked for while S is
 /// current lags S − N + 1). 100 is where Routinator takes the snapshot instead, 300 what
 /// rpki-client reads, 500 what Routinator accepts in a notification at all.
-pub const LAG_BUCKETS: [u64; 11] = [1, 2, 3, 5, 10, 20, 50, 100, 200, 300, 500];
+pub(crate) const LAG_BUCKETS: [u64; 11] = [1, 2, 3, 5, 10, 20, 50, 100, 200, 300, 500];
 
 /// Clients are remembered in this many slots, by a hash of their address: lossy (two clients
 /// in one slot overwrite each other; a snapshot download then counts as `unknown` or, rarely,

@@ -20,19 +20,19 @@ use crate::store::Store;
 
 /// State shared by the listeners and the pollers.
 pub struct Shared {
-    pub config: Config,
+    pub(crate) config: Config,
     pub store: Arc<Store>,
     pub repos: Vec<Arc<Repo>>,
     pub passthroughs: Vec<Arc<Passthrough>>,
     pub metrics: Arc<Metrics>,
     /// When this process started (staleness before the first successful poll).
-    pub started: SystemTime,
+    pub(crate) started: SystemTime,
     /// The node's one clock: the configured delays (`publish_delay`, `notify_delay`) run on
     /// it, and every time the node reports or compares (status, health, history, file
     /// lifetimes, validation) is read from it.
-    pub clock: Clock,
+    pub(crate) clock: Clock,
     /// The cluster's other nodes, for peer fill.
-    pub peers: Option<Arc<peers::Peers>>,
+    pub(crate) peers: Option<Arc<peers::Peers>>,
 }
 
 impl Shared {
@@ -84,6 +84,16 @@ impl Shared {
             passthroughs,
             metrics: Arc::new(Metrics::default()),
         }))
+    }
+
+    /// The validated configuration the node runs on.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The node's clock (see the field).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Removes the stored objects nothing may serve any more (past the store's grace period).

@@ -23,30 +23,30 @@ mod repository;
 mod sections;
 mod units;
 
-pub use defaults::*;
 use raw::RawConfig;
-pub use units::{parse_duration, parse_size, ValueError};
+pub use units::parse_duration;
+pub use units::parse_size;
 
 //------------ Validated config ----------------------------------------------------------------
 
 /// The whole validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub server: ServerConfig,
-    pub cache: CacheConfig,
-    pub repositories: Vec<RepositoryConfig>,
-    pub passthroughs: Vec<PassthroughConfig>,
-    pub health: HealthConfig,
-    pub log: LogConfig,
+    pub(crate) server: ServerConfig,
+    pub(crate) cache: CacheConfig,
+    pub(crate) repositories: Vec<RepositoryConfig>,
+    pub(crate) passthroughs: Vec<PassthroughConfig>,
+    pub(crate) health: HealthConfig,
+    pub(crate) log: LogConfig,
     /// When set, this process also runs the built-in demo Publication Server.
-    pub demo: Option<DemoConfig>,
+    pub(crate) demo: Option<DemoConfig>,
     /// Other nodes serving the same repositories (peer fill).
-    pub cluster: Option<ClusterConfig>,
+    pub(crate) cluster: Option<ClusterConfig>,
 }
 
 /// `[cluster]`: the other nodes of a group serving the same repositories.
 #[derive(Clone, Debug)]
-pub struct ClusterConfig {
+pub(crate) struct ClusterConfig {
     /// Base URIs of the peers' public listeners, e.g. `https://node2.example.net:8443/`.
     pub peers: Vec<BaseUri>,
     /// Shared secret the peers' object endpoint requires (`Authorization: Bearer`).
@@ -58,13 +58,13 @@ pub struct ClusterConfig {
 }
 
 /// Where peers fetch objects by SHA-256 from each other (with the cluster token).
-pub const PEER_OBJECT_PATH: &str = "/.well-known/rrdp-proxy/object/";
+pub(crate) const PEER_OBJECT_PATH: &str = "/.well-known/rrdp-proxy/object/";
 /// Where peers ask each other what a public path they still serve (current or retained) is:
 /// followed by the public path without its leading `/` (with the cluster token).
-pub const PEER_LOOKUP_PATH: &str = "/.well-known/rrdp-proxy/lookup/";
+pub(crate) const PEER_LOOKUP_PATH: &str = "/.well-known/rrdp-proxy/lookup/";
 
 #[derive(Clone, Debug)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// Plain HTTP listeners.
     pub listen: Vec<SocketAddr>,
     /// TLS listeners; they need `tls`.
@@ -94,7 +94,7 @@ pub struct ServerConfig {
 
 /// Logging.
 #[derive(Clone, Debug)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// Event log level (`error` … `trace`, or `off`); `RUST_LOG` overrides it.
     pub level: String,
     pub access: AccessLog,
@@ -127,7 +127,7 @@ impl std::str::FromStr for AccessLog {
 }
 
 #[derive(Clone, Debug)]
-pub struct CacheConfig {
+pub(crate) struct CacheConfig {
     pub dir: PathBuf,
     pub memory_limit: u64,
     /// Objects larger than this are never held in the memory tier.
@@ -413,13 +413,13 @@ pub struct UpstreamTls {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct HealthConfig {
+pub(crate) struct HealthConfig {
     /// `/healthz` answers 503 once the last successful poll is older than this.
     pub max_stale: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
-pub struct DemoConfig {
+pub(crate) struct DemoConfig {
     pub listen: SocketAddr,
     pub interval: Duration,
 }
@@ -455,6 +455,21 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// `log.level`: the event log level (`RUST_LOG` overrides it).
+    pub fn log_level(&self) -> &str {
+        &self.log.level
+    }
+
+    /// `log.access`: the access log's format, or off.
+    pub fn access_log(&self) -> AccessLog {
+        self.log.access
+    }
+
+    /// `cache.retain`: how long files no notification names any more stay servable.
+    pub fn retain(&self) -> Duration {
+        self.cache.retain
+    }
+
     /// Reads and validates a config file. Relative paths in it are relative to the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -494,6 +509,7 @@ pub(crate) fn normalize(p: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use super::defaults::*;
     use super::*;
 
     const MINIMAL: &str = r#"

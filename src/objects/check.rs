@@ -42,7 +42,7 @@ use super::{Anchor, Check, Finding, Health, ObjectKind, Objects, Report};
 const STRICT: bool = false;
 
 /// The longest CA chain followed below a trust anchor.
-pub const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// Validates `objects` at `now` (seconds since the epoch), from scratch; certificates
 /// expiring within `expiry_window` seconds are counted in the health.
@@ -61,12 +61,12 @@ pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: 
 
 /// Hands the DER of the signed objects asked for (by URI) to the callback, one at a time, in
 /// any order (a snapshot is read once, never held).
-pub type Fetch<'a> = dyn FnMut(&HashSet<String>, &mut dyn FnMut(&str, Bytes)) + 'a;
+pub(crate) type Fetch<'a> = dyn FnMut(&HashSet<String>, &mut dyn FnMut(&str, Bytes)) + 'a;
 
 /// Validates the state `index` describes, with the verification results in `cache` (kept up
 /// to date for the next round); the DER of signed objects the cache has no result for comes
 /// from `fetch`, in one call.
-pub fn validate_with(
+pub(crate) fn validate_with(
     index: &ObjectIndex,
     cache: &mut Cache,
     fetch: &mut Fetch<'_>,
@@ -189,7 +189,7 @@ struct Validator<'a> {
 
 /// A CA certificate validated in a publication point, its URI and chain hash: where the walk
 /// goes next.
-pub type Child = (String, ResourceCert, Sha);
+pub(crate) type Child = (String, ResourceCert, Sha);
 
 impl Validator<'_> {
     fn finding(&mut self, uri: &str, check: Check, detail: impl Into<String>) {

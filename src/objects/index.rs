@@ -17,15 +17,15 @@ use sha2::{Digest, Sha256};
 
 use super::{Check, ObjectKind, Objects};
 
-pub type Sha = [u8; 32];
+pub(crate) type Sha = [u8; 32];
 
-pub fn sha(data: &[u8]) -> Sha {
+pub(crate) fn sha(data: &[u8]) -> Sha {
     Sha256::digest(data).into()
 }
 
 /// One repository state as validation reads it.
 #[derive(Clone, Debug, Default)]
-pub struct ObjectIndex {
+pub(crate) struct ObjectIndex {
     hashes: BTreeMap<String, Sha>,
     kept: HashMap<String, Bytes>,
     /// Directories (URIs up to the last `/`) with an object published or withdrawn since
@@ -34,7 +34,7 @@ pub struct ObjectIndex {
 }
 
 impl ObjectIndex {
-    pub fn from_objects(objects: &Objects) -> ObjectIndex {
+    pub(crate) fn from_objects(objects: &Objects) -> ObjectIndex {
         let mut index = ObjectIndex::default();
         for (uri, der) in objects {
             index.publish(uri, der.clone());
@@ -59,17 +59,17 @@ impl ObjectIndex {
 
     /// Whether anything under the directory URI `dir` (not below it) changed since
     /// [`ObjectIndex::clean`].
-    pub fn is_dirty(&self, dir: &str) -> bool {
+    pub(crate) fn is_dirty(&self, dir: &str) -> bool {
         self.dirty.contains(dir)
     }
 
     /// Marks the state as validated: nothing is dirty.
-    pub fn clean(&mut self) {
+    pub(crate) fn clean(&mut self) {
         self.dirty.clear();
     }
 
     /// Adds or replaces the object at `uri`.
-    pub fn publish(&mut self, uri: &str, der: Bytes) {
+    pub(crate) fn publish(&mut self, uri: &str, der: Bytes) {
         self.touch(uri);
         self.hashes.insert(uri.to_string(), sha(&der));
         if ObjectIndex::keeps(ObjectKind::of(uri)) {
@@ -79,27 +79,27 @@ impl ObjectIndex {
         }
     }
 
-    pub fn withdraw(&mut self, uri: &str) {
+    pub(crate) fn withdraw(&mut self, uri: &str) {
         self.touch(uri);
         self.hashes.remove(uri);
         self.kept.remove(uri);
     }
 
-    pub fn hash(&self, uri: &str) -> Option<&Sha> {
+    pub(crate) fn hash(&self, uri: &str) -> Option<&Sha> {
         self.hashes.get(uri)
     }
 
     /// The DER of a certificate, manifest or CRL.
-    pub fn kept(&self, uri: &str) -> Option<&Bytes> {
+    pub(crate) fn kept(&self, uri: &str) -> Option<&Bytes> {
         self.kept.get(uri)
     }
 
-    pub fn uris(&self) -> impl Iterator<Item = &String> {
+    pub(crate) fn uris(&self) -> impl Iterator<Item = &String> {
         self.hashes.keys()
     }
 
     /// Whether any object lies under the directory URI `dir`.
-    pub fn has_under(&self, dir: &str) -> bool {
+    pub(crate) fn has_under(&self, dir: &str) -> bool {
         self.hashes
             .range(dir.to_string()..)
             .next()
@@ -110,7 +110,7 @@ impl ObjectIndex {
 /// A signed object's EE certificate, as far as the checks that depend on time and the CRL
 /// need it.
 #[derive(Clone, Debug)]
-pub struct Ee {
+pub(crate) struct Ee {
     pub serial: Serial,
     pub not_before: i64,
     pub not_after: i64,
@@ -118,7 +118,7 @@ pub struct Ee {
 
 /// What checking a signed object against its issuer found.
 #[derive(Clone, Debug)]
-pub struct Verified {
+pub(crate) struct Verified {
     /// `None`: the object did not parse.
     pub ee: Option<Ee>,
     pub outcome: Result<(), (Check, String)>,
@@ -128,7 +128,7 @@ pub struct Verified {
 /// and much cheaper than SipHash over 64 bytes (the cache is probed once per signed object
 /// per round).
 #[derive(Clone, Copy, Default)]
-pub struct ShaHasher(u64);
+pub(crate) struct ShaHasher(u64);
 
 impl std::hash::Hasher for ShaHasher {
     fn finish(&self) -> u64 {
@@ -151,7 +151,7 @@ type ShaMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<ShaHasher>>;
 
 /// What a publication point's checks found, replayed while nothing they depend on changes.
 #[derive(Clone, Debug)]
-pub struct PointMemo {
+pub(crate) struct PointMemo {
     pub mft_hash: Sha,
     pub chain: Sha,
     /// The checks hold until this time (seconds since the epoch).
@@ -168,7 +168,7 @@ pub struct PointMemo {
 /// [`Cache::prune`], and so are the objects a point that was checked again no longer has;
 /// a replayed point keeps all of its results.
 #[derive(Debug, Default)]
-pub struct Cache {
+pub(crate) struct Cache {
     points: HashMap<String, PointCache>,
     round: u64,
     /// Findings held in memos, all points together (at most [`FINDINGS_KEPT`]).
@@ -178,10 +178,10 @@ pub struct Cache {
 /// Findings a point's memo keeps with their detail: a replayed point adds its counts in full,
 /// and these as examples. 1,000 points failing 1,000 ways each held a million findings, each
 /// repeating its URI, between rounds.
-pub const FINDINGS_PER_POINT: usize = 8;
+pub(crate) const FINDINGS_PER_POINT: usize = 8;
 
 /// Findings all memos together keep; past it a memo keeps only its counts.
-pub const FINDINGS_KEPT: usize = 10_000;
+pub(crate) const FINDINGS_KEPT: usize = 10_000;
 
 #[derive(Debug, Default)]
 struct PointCache {
@@ -214,7 +214,7 @@ impl Cache {
     }
 
     /// The result for the signed object `object` of the point at `mft_uri`.
-    pub fn get(&mut self, mft_uri: &str, chain: &Sha, object: &Sha) -> Option<&Verified> {
+    pub(crate) fn get(&mut self, mft_uri: &str, chain: &Sha, object: &Sha) -> Option<&Verified> {
         let round = self.round;
         let p = self.entry(mft_uri, chain);
         p.checked = true;
@@ -224,7 +224,7 @@ impl Cache {
         })
     }
 
-    pub fn insert(&mut self, mft_uri: &str, chain: &Sha, object: Sha, v: Verified) {
+    pub(crate) fn insert(&mut self, mft_uri: &str, chain: &Sha, object: Sha, v: Verified) {
         let round = self.round;
         let p = self.entry(mft_uri, chain);
         p.checked = true;
@@ -233,7 +233,7 @@ impl Cache {
 
     /// The memo of the point at `mft_uri`, if it was made from this manifest and chain and
     /// holds at `now`.
-    pub fn point(
+    pub(crate) fn point(
         &mut self,
         mft_uri: &str,
         mft_hash: &Sha,
@@ -249,7 +249,7 @@ impl Cache {
 
     /// Keeps a point's memo, its findings cut to [`FINDINGS_PER_POINT`] and to what
     /// [`FINDINGS_KEPT`] leaves (the counts stay whole).
-    pub fn remember_point(&mut self, mft_uri: &str, mut memo: PointMemo) {
+    pub(crate) fn remember_point(&mut self, mft_uri: &str, mut memo: PointMemo) {
         let chain = memo.chain;
         // The entry first: a changed chain empties it, and gives its findings back.
         let before = self
@@ -266,12 +266,13 @@ impl Cache {
     }
 
     /// Findings held in memos, all points together.
-    pub fn findings_kept(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn findings_kept(&self) -> usize {
         self.findings
     }
 
     /// Forgets what this round did not use, and starts the next round.
-    pub fn prune(&mut self) {
+    pub(crate) fn prune(&mut self) {
         let round = self.round;
         let findings = &mut self.findings;
         self.points.retain(|_, p| {
@@ -288,12 +289,9 @@ impl Cache {
     }
 
     /// Signed-object results held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.points.values().map(|p| p.objects.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -13,11 +13,11 @@
 //!   nextUpdate, certificates about to expire.
 //! - [`anchor`]: TAL files and the trust anchor certificates they name.
 
-pub mod anchor;
-pub mod check;
-pub mod health;
-pub mod index;
-pub mod kind;
+pub(crate) mod anchor;
+pub(crate) mod check;
+pub(crate) mod health;
+pub(crate) mod index;
+pub(crate) mod kind;
 
 #[cfg(test)]
 mod tests;
@@ -28,14 +28,18 @@ use std::fmt;
 use bytes::Bytes;
 use serde::Serialize;
 
-pub use anchor::{Anchor, TalFile};
-pub use check::{validate, validate_with, Fetch};
-pub use health::Health;
-pub use index::{Cache, ObjectIndex};
-pub use kind::{made_at, ObjectKind};
+pub(crate) use anchor::Anchor;
+pub(crate) use anchor::TalFile;
+pub use check::validate;
+pub(crate) use check::validate_with;
+pub(crate) use health::Health;
+pub(crate) use index::Cache;
+pub(crate) use index::ObjectIndex;
+pub use kind::made_at;
+pub(crate) use kind::ObjectKind;
 
 /// One repository state: every published object, by rsync URI.
-pub type Objects = BTreeMap<String, Bytes>;
+pub(crate) type Objects = BTreeMap<String, Bytes>;
 
 /// Which check an object failed: a stable label for `/status` and `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -17,7 +17,7 @@ const CHILD_ROA: &str =
     "rsync://rrdp.test/repo/child/0/31302e312e302e302f32342d3234203d3e203634353030.roa";
 
 /// The objects of the fixture's snapshot `which` ("a" or "b").
-pub fn fixture(which: &str) -> Objects {
+pub(super) fn fixture(which: &str) -> Objects {
     let dir = Path::new(DIR).join(which);
     let n = crate::rrdp::Notification::parse(&std::fs::read(dir.join("notification.xml")).unwrap())
         .unwrap();
@@ -32,7 +32,7 @@ pub fn fixture(which: &str) -> Objects {
 }
 
 /// The fixture's trust anchor.
-pub fn anchor() -> Anchor {
+pub(super) fn anchor() -> Anchor {
     Anchor {
         tal: TalFile::read(&Path::new(DIR).join("ta.tal")).unwrap(),
         cert: Some(Bytes::from(

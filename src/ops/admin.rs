@@ -19,7 +19,7 @@ use crate::shared::Shared;
 /// The Prometheus text format, as the `prometheus` crate encodes it.
 const METRICS_CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
-pub struct Admin {
+pub(crate) struct Admin {
     pub shared: Arc<Shared>,
 }
 
@@ -56,7 +56,7 @@ fn seconds_stale(shared: &Shared, last_success: Option<SystemTime>) -> u64 {
 impl Admin {
     /// 200 while every repository has something to serve that is no staler than
     /// `health.max_stale`; else 503 and why.
-    pub fn health(&self) -> (u16, String) {
+    pub(crate) fn health(&self) -> (u16, String) {
         let mut problems = Vec::new();
         for repo in &self.shared.repos {
             let status = repo.status();
@@ -82,7 +82,7 @@ impl Admin {
         }
     }
 
-    pub fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let now = self.shared.clock.unix_now();
         let repos: Vec<_> = self
             .shared
@@ -143,7 +143,7 @@ impl Admin {
     }
 
     /// Serial and staleness samples per repository over the last hours (the page's plot).
-    pub fn history(&self) -> serde_json::Value {
+    pub(crate) fn history(&self) -> serde_json::Value {
         let repos: Vec<_> = self
             .shared
             .repos
@@ -154,7 +154,7 @@ impl Admin {
     }
 
     /// `/metrics` in the Prometheus text format, each family one group.
-    pub fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let mut ex = Exposition::default();
         let encoded = self.collect(&mut ex).and_then(|()| ex.encode());
         encoded.unwrap_or_else(|e| {
@@ -502,7 +502,7 @@ impl ServeHttp for Admin {
             ("GET" | "HEAD", "/page.css") => page::respond(page::Asset::Style),
             ("POST", "/refresh") => {
                 for repo in &self.shared.repos {
-                    repo.refresh.notify_one();
+                    repo.poll_now();
                 }
                 respond(
                     202,

@@ -29,10 +29,10 @@ use crate::serve::constant_time_eq;
 const OPEN_PATHS: [&str; 4] = ["/healthz", "/", "/page.js", "/page.css"];
 
 /// Why a request is refused: its status and a line for the body.
-pub type Refusal = (u16, &'static str);
+pub(crate) type Refusal = (u16, &'static str);
 
 /// Checks a request to the admin listener; `Err` with the status and reason to answer.
-pub fn check(
+pub(crate) fn check(
     cfg: &ServerConfig,
     method: &Method,
     path: &str,

@@ -9,8 +9,8 @@
 //! The top of the dependency graph below `app`: it reads the published state and may run a
 //! poller round, and nothing but `app` and `main` uses it.
 
-pub mod admin;
-pub mod admin_access;
+pub(crate) mod admin;
+pub(crate) mod admin_access;
 pub mod export;
 pub mod oneshot;
-pub mod page;
+pub(crate) mod page;

@@ -7,7 +7,7 @@
 use http::Response;
 
 /// The page's files.
-pub enum Asset {
+pub(crate) enum Asset {
     Page,
     Script,
     Style,
@@ -22,7 +22,7 @@ const STYLE: &str = include_str!("page/page.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-pub fn respond(asset: Asset) -> Response<Vec<u8>> {
+pub(crate) fn respond(asset: Asset) -> Response<Vec<u8>> {
     let (content_type, body) = match asset {
         Asset::Page => ("text/html; charset=utf-8", PAGE),
         Asset::Script => ("text/javascript; charset=utf-8", SCRIPT),

@@ -24,19 +24,19 @@ use crate::rrdp::Hash;
 use crate::store::{CommitError, DiskLimit};
 
 /// Connecting (TCP and TLS) must not take longer than this.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A read that brings no byte for this long fails: a stalled upstream.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pooled upstream connections are closed after this idle time.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// What we call ourselves upstream.
-pub const USER_AGENT: &str = concat!("rrdp-proxy/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("rrdp-proxy/", env!("CARGO_PKG_VERSION"));
 
 /// Why a request to the upstream (or a download into the store) failed. The causes are kept
 /// as sources, not flattened into text: [`FetchError::reason`] and the retry logic decide by
 /// type.
 #[derive(Debug)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// DNS, connect, TLS, reset, malformed response: what failed, and the transport's error.
     Transport {
         context: String,
@@ -60,7 +60,7 @@ pub enum FetchError {
 
 impl FetchError {
     /// A short, stable label for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             FetchError::Transport { .. } => "transport",
             FetchError::Status(_) => "status",
@@ -75,7 +75,7 @@ impl FetchError {
     }
 
     /// A transport failure described by `context` alone.
-    pub fn transport(context: impl Into<String>) -> FetchError {
+    pub(crate) fn transport(context: impl Into<String>) -> FetchError {
         FetchError::Transport {
             context: context.into(),
             source: None,
@@ -141,7 +141,7 @@ fn transport<E: std::error::Error + Send + Sync + 'static>(
 
 /// Runs a download under a whole-download deadline: a peer that trickles a byte at a time
 /// must not hold the caller past `limit`. Past it, the error is [`FetchError::Timeout`].
-pub async fn within<T, E: From<FetchError>>(
+pub(crate) async fn within<T, E: From<FetchError>>(
     limit: Duration,
     download: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
@@ -151,7 +151,7 @@ pub async fn within<T, E: From<FetchError>>(
 }
 
 /// A client for one upstream: a host with its TLS settings, or a local directory.
-pub struct Client {
+pub(crate) struct Client {
     connector: Arc<Connector>,
     tls: UpstreamTls,
     /// Read files from this directory instead (a Publication Server's RRDP directory on the
@@ -186,7 +186,7 @@ fn shared_connector(ca: Option<&std::path::Path>) -> Arc<Connector> {
 const CONNECTION_POOL: usize = 64;
 
 impl Client {
-    pub fn new(tls: &UpstreamTls) -> Arc<Client> {
+    pub(crate) fn new(tls: &UpstreamTls) -> Arc<Client> {
         Arc::new(Client {
             connector: shared_connector(tls.ca.as_deref()),
             tls: tls.clone(),
@@ -196,7 +196,7 @@ impl Client {
     }
 
     /// The client for a cluster's peers: their TLS settings, the token on every request.
-    pub fn for_peers(cluster: &crate::config::ClusterConfig) -> Arc<Client> {
+    pub(crate) fn for_peers(cluster: &crate::config::ClusterConfig) -> Arc<Client> {
         let mut u = Client::new(&cluster.tls);
         Arc::get_mut(&mut u).expect("just made").authorization =
             Some(format!("Bearer {}", cluster.token));
@@ -204,7 +204,7 @@ impl Client {
     }
 
     /// The client for a repository: its directory if it has one, else HTTP.
-    pub fn for_repository(config: &crate::config::RepositoryConfig) -> Arc<Client> {
+    pub(crate) fn for_repository(config: &crate::config::RepositoryConfig) -> Arc<Client> {
         let mut u = Client::new(&config.tls);
         if let Some(dir) = &config.source_dir {
             Arc::get_mut(&mut u).expect("just made").dir = Some(dir.clone());
@@ -282,7 +282,7 @@ impl Client {
 
     /// Sends `GET base+rel` with extra request headers and returns once the response header
     /// is in. The body is read from the returned [`Response`].
-    pub async fn get(
+    pub(crate) async fn get(
         self: &Arc<Self>,
         base: &BaseUri,
         rel: &str,
@@ -342,7 +342,7 @@ impl Client {
 }
 
 /// A response whose header has arrived; read the body with [`Response::chunk`].
-pub struct Response {
+pub(crate) struct Response {
     upstream: Arc<Client>,
     peer: Option<HttpPeer>,
     session: Option<HttpSession>,
@@ -366,18 +366,18 @@ impl Response {
         }
     }
 
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.header.status.as_u16()
     }
 
     /// A header's value, if present and text.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.header.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The next piece of the body; `None` at its end (and the connection goes back to the
     /// pool).
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
         if let Some(file) = self.file.as_mut() {
             use tokio::io::AsyncReadExt;
             let mut buf = bytes::BytesMut::with_capacity(64 << 10);
@@ -410,7 +410,7 @@ impl Response {
     }
 
     /// Reads the whole body, refusing more than `limit` bytes.
-    pub async fn body(mut self, limit: u64) -> Result<Bytes, FetchError> {
+    pub(crate) async fn body(mut self, limit: u64) -> Result<Bytes, FetchError> {
         if let Some(len) = self.content_length() {
             if len > limit {
                 return Err(FetchError::TooLarge(limit));
@@ -426,18 +426,18 @@ impl Response {
         Ok(Bytes::from(out))
     }
 
-    pub fn content_length(&self) -> Option<u64> {
+    pub(crate) fn content_length(&self) -> Option<u64> {
         self.header("Content-Length").and_then(|v| v.parse().ok())
     }
 
     /// Whether the response is an HTML page (an error page from a proxy or a login portal).
-    pub fn is_html(&self) -> bool {
+    pub(crate) fn is_html(&self) -> bool {
         self.header("Content-Type")
             .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
     }
 
     /// Refuses responses whose body we could not verify or store as is.
-    pub fn check_identity_encoding(&self) -> Result<(), FetchError> {
+    pub(crate) fn check_identity_encoding(&self) -> Result<(), FetchError> {
         match self.header("Content-Encoding") {
             None => Ok(()),
             Some(e) if e.trim().eq_ignore_ascii_case("identity") => Ok(()),

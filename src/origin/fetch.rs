@@ -14,7 +14,7 @@ use crate::store::{Store, Stored};
 
 /// Downloads `base+rel` into the store, verifying `expected` and `content` if given. 404 and
 /// 410 come back as `FetchError::Status`.
-pub async fn fetch_object(
+pub(crate) async fn fetch_object(
     upstream: &Arc<Client>,
     store: &Arc<Store>,
     base: &BaseUri,
@@ -69,7 +69,7 @@ fn looks_like_xml(start: &[u8]) -> bool {
 
 /// Where a missing object may come from, in order: the upstream bases (the same relative
 /// path under each), then the peers (by hash).
-pub struct Sources<'a> {
+pub(crate) struct Sources<'a> {
     pub upstream: &'a Arc<Client>,
     pub bases: &'a [BaseUri],
     pub peers: Option<&'a Peers>,
@@ -77,7 +77,7 @@ pub struct Sources<'a> {
 
 /// Fetches an object unless the store has it, each attempt within the whole-download
 /// timeout. The error is the first source's (the origin's), which says most.
-pub async fn ensure_object(
+pub(crate) async fn ensure_object(
     src: &Sources<'_>,
     store: &Arc<Store>,
     rel: &str,

@@ -8,7 +8,7 @@
 //! Uses `rrdp`, `store`, `config` and `metrics`; never the write side (`sync`) or the read
 //! side (`serve`), which both fetch through here.
 
-pub mod client;
-pub mod fetch;
-pub mod passthrough;
-pub mod peers;
+pub(crate) mod client;
+pub(crate) mod fetch;
+pub(crate) mod passthrough;
+pub(crate) mod peers;

@@ -28,7 +28,7 @@ use crate::store::Store;
 /// grow the cache (in memory and on disk) without end. Past either, the response that is
 /// fresh for the shortest time goes first.
 pub const ENTRIES_KEPT: usize = 256;
-pub const BYTES_KEPT: u64 = 32 << 20;
+pub(crate) const BYTES_KEPT: u64 = 32 << 20;
 
 /// A cached response.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -271,7 +271,7 @@ fn reply(e: &Entry, outcome: RequestResult, now: u64) -> Reply {
 }
 
 /// A reply that no cache may keep.
-pub fn error_reply(status: u16, text: String) -> Reply {
+pub(crate) fn error_reply(status: u16, text: String) -> Reply {
     Reply {
         status,
         headers: vec![
@@ -285,7 +285,7 @@ pub fn error_reply(status: u16, text: String) -> Reply {
 
 /// How long a 200 may be served from the cache without asking the upstream; `None` if it must
 /// not be stored at all.
-pub fn freshness(cache_control: Option<&str>, default: Duration) -> Option<Duration> {
+pub(crate) fn freshness(cache_control: Option<&str>, default: Duration) -> Option<Duration> {
     let Some(cc) = cache_control else {
         return Some(default);
     };

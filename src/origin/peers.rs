@@ -24,7 +24,7 @@ use crate::rrdp::{Hash, Notification};
 use crate::store::{Store, Stored};
 
 /// The peers of this node.
-pub struct Peers {
+pub(crate) struct Peers {
     client: Arc<Client>,
     bases: Vec<BaseUri>,
     /// `cluster.publish_from_peers`.
@@ -33,7 +33,7 @@ pub struct Peers {
 
 impl Peers {
     /// `None` without a cluster or with no peers listed.
-    pub fn new(cluster: Option<&ClusterConfig>) -> Option<Arc<Peers>> {
+    pub(crate) fn new(cluster: Option<&ClusterConfig>) -> Option<Arc<Peers>> {
         let c = cluster.filter(|c| !c.peers.is_empty())?;
         Some(Arc::new(Peers {
             client: Client::for_peers(c),
@@ -43,7 +43,7 @@ impl Peers {
     }
 
     /// Fetches an object by its hash from the first peer that has it, into the store.
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         store: &Arc<Store>,
         hash: Hash,
@@ -77,7 +77,7 @@ impl Peers {
     }
 
     /// The notifications the peers publish for a repository (those that answer and parse).
-    pub async fn notifications(&self, repo: &RepositoryConfig) -> Vec<Notification> {
+    pub(crate) async fn notifications(&self, repo: &RepositoryConfig) -> Vec<Notification> {
         let rel = format!(
             "{}{}",
             repo.public.path().trim_start_matches('/'),
@@ -105,7 +105,11 @@ impl Peers {
     /// What a peer says `rel` is: its hash, and which file it must be. From the peers'
     /// notifications first; else from a peer that still serves it retained (a superseded
     /// snapshot or a delta no notification lists any more), by the lookup endpoint.
-    pub async fn lookup(&self, repo: &RepositoryConfig, rel: &str) -> Option<(Hash, Expected)> {
+    pub(crate) async fn lookup(
+        &self,
+        repo: &RepositoryConfig,
+        rel: &str,
+    ) -> Option<(Hash, Expected)> {
         match self.lookup_current(repo, rel).await {
             Some(found) => Some(found),
             None => self.lookup_retained(repo, rel).await,

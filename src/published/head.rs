@@ -42,7 +42,7 @@ impl Default for FileHead {
 
 /// The ETag of a gzip variant: the identity ETag with `-gzip` (a representation's ETag must
 /// differ per encoding).
-pub fn gzip_etag(etag: &str) -> String {
+pub(crate) fn gzip_etag(etag: &str) -> String {
     format!("{}-gzip\"", etag.trim_end_matches('"'))
 }
 
@@ -66,6 +66,6 @@ impl Default for NotificationHeaders {
 }
 
 /// A header value of text this program made (digits, dates, quoted hex): never invalid.
-pub fn header_value(text: &str) -> HeaderValue {
+pub(crate) fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

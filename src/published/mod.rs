@@ -22,10 +22,18 @@ mod head;
 mod persist;
 mod status;
 
-pub use generation::{FileEntry, FileKind, Generation, HistoryDelta, HistoryPolicy, Round};
-pub use head::{gzip_etag, header_value, FileHead, NotificationHeaders};
-pub use persist::LoadError;
-pub use status::{PreValidated, RepoStatus, RoundTimings, Sample, ValidationStatus};
+pub(crate) use generation::FileKind;
+pub(crate) use generation::Generation;
+pub(crate) use generation::HistoryPolicy;
+pub(crate) use generation::Round;
+pub(crate) use head::gzip_etag;
+pub(crate) use head::header_value;
+pub(crate) use head::FileHead;
+pub(crate) use status::PreValidated;
+pub use status::RepoStatus;
+pub(crate) use status::RoundTimings;
+pub(crate) use status::Sample;
+pub(crate) use status::ValidationStatus;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +56,7 @@ const SAMPLES_KEPT: usize = 360;
 
 /// Files upstream notifications named: relative path → (hash, what the file must be, when
 /// first named, seconds since the epoch).
-pub type Pending = HashMap<String, (Hash, Expected, u64)>;
+pub(crate) type Pending = HashMap<String, (Hash, Expected, u64)>;
 
 /// How many forwarded paths a repository remembers (then it starts over).
 const FORWARDED_KEPT: usize = 10_000;
@@ -73,8 +81,8 @@ pub struct Repo {
     /// forwarded to the upstream on request, unless a published generation names them.
     /// Bounded: starts over past [`REFUSED_KEPT`].
     refused: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Poll now (admin `POST /refresh`).
-    pub refresh: Notify,
+    /// Poll now (admin `POST /refresh`, a miss on a newer file): [`Repo::poll_now`].
+    refresh: Notify,
     /// How far behind the RPs asking for deltas are.
     pub rp_lag: crate::metrics::RpLag,
     /// Serial and staleness over the last hours, for the operator's page. Bounded.
@@ -212,6 +220,16 @@ impl Repo {
             f(s);
             (s.session_id, s.serial) = published;
         });
+    }
+
+    /// Asks the poller to poll now rather than at its next interval.
+    pub fn poll_now(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Resolves when [`Repo::poll_now`] is asked (the poller waits on it between polls).
+    pub(crate) async fn poll_asked(&self) {
+        self.refresh.notified().await
     }
 
     /// What the poller last reported.

@@ -29,7 +29,7 @@ use crate::config::AccessLog;
 use crate::metrics::Metrics;
 
 /// Lines queued for the writer before further ones are dropped.
-pub const QUEUE_LINES: usize = 65_536;
+pub(crate) const QUEUE_LINES: usize = 65_536;
 /// The writer's buffer.
 const BUFFER: usize = 64 << 10;
 /// How often the writer takes the queued lines, writes them and flushes (nginx's `flush=`).
@@ -45,7 +45,7 @@ extern "C" fn on_sigusr1(_: libc::c_int) {
 }
 
 /// Installs the SIGUSR1 handler that asks every access-log writer to reopen its file.
-pub fn reopen_on_sigusr1() {
+pub(crate) fn reopen_on_sigusr1() {
     let handler: extern "C" fn(libc::c_int) = on_sigusr1;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -54,7 +54,7 @@ pub fn reopen_on_sigusr1() {
 }
 
 /// The request side of the access-log file.
-pub struct AccessFile {
+pub(crate) struct AccessFile {
     queue: SyncSender<String>,
     metrics: Arc<Metrics>,
     /// The writer thread (joined by tests; in the server it lives as long as the process).
@@ -64,7 +64,7 @@ pub struct AccessFile {
 
 impl AccessFile {
     /// Opens (appending, creating) `path` and starts the writer thread.
-    pub fn open(path: &Path, metrics: Arc<Metrics>) -> io::Result<AccessFile> {
+    pub(crate) fn open(path: &Path, metrics: Arc<Metrics>) -> io::Result<AccessFile> {
         let file = open_append(path)?;
         let target = Target::File {
             path: path.to_path_buf(),
@@ -95,7 +95,7 @@ impl AccessFile {
     }
 
     /// Queues one line (without its newline); drops and counts it if the queue is full.
-    pub fn send(&self, line: String) {
+    pub(crate) fn send(&self, line: String) {
         match self.queue.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {

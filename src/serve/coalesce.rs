@@ -19,14 +19,14 @@ use tokio::io::AsyncWrite;
 
 /// Held bytes of a connection's response header.
 #[derive(Debug)]
-pub struct Coalescer {
+pub(crate) struct Coalescer {
     held: Vec<u8>,
     /// Writes longer than this are never held (0: nothing is).
     limit: usize,
 }
 
 impl Coalescer {
-    pub fn new(limit: usize) -> Coalescer {
+    pub(crate) fn new(limit: usize) -> Coalescer {
         Coalescer {
             held: Vec::new(),
             limit,
@@ -35,7 +35,7 @@ impl Coalescer {
 
     /// Writes `buf`: held if it is the first small write since a flush, else sent with
     /// whatever is held in one vectored write. Returns how much of `buf` was taken.
-    pub fn poll_write<S: AsyncWrite + Unpin + ?Sized>(
+    pub(crate) fn poll_write<S: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         inner: &mut S,
         cx: &mut Context<'_>,
@@ -69,7 +69,7 @@ impl Coalescer {
     }
 
     /// Sends what is held, then flushes `inner`.
-    pub fn poll_flush<S: AsyncWrite + Unpin + ?Sized>(
+    pub(crate) fn poll_flush<S: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         inner: &mut S,
         cx: &mut Context<'_>,
@@ -85,7 +85,8 @@ impl Coalescer {
     }
 
     /// Whether bytes are waiting for a write or a flush.
-    pub fn is_holding(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_holding(&self) -> bool {
         !self.held.is_empty()
     }
 }

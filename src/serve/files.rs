@@ -205,7 +205,7 @@ impl RrdpProxy {
             // Damaged on disk (now removed) or unreadable: say so loudly, let no cache keep
             // the error, and have the poller fetch it again if still referenced.
             error!("{}: object {hash} not servable: {e}", repo.config.public);
-            repo.refresh.notify_one();
+            repo.poll_now();
             let mut a = Answer::text(
                 503,
                 RequestKind::File,

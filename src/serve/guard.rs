@@ -39,7 +39,7 @@ use crate::serve::coalesce::Coalescer;
 
 /// A server app whose HTTP/1 connections get a request-reading deadline and send each
 /// response's header with its body.
-pub struct Guarded<A> {
+pub(crate) struct Guarded<A> {
     pub app: Arc<A>,
     pub request_timeout: Duration,
     /// The largest write held back to go out with the next (`server.write_buffer`).
@@ -78,7 +78,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 /// A client connection: reads fail once a request has been read for longer than its limit;
 /// writes are coalesced.
 #[derive(Debug)]
-pub struct ClientStream {
+pub(crate) struct ClientStream {
     inner: Stream,
     out: Coalescer,
     limit: Duration,
@@ -95,7 +95,7 @@ pub struct ClientStream {
 const H2_PREFACE: usize = 24;
 
 impl ClientStream {
-    pub fn new(inner: Stream, limit: Duration, coalesce: usize) -> ClientStream {
+    pub(crate) fn new(inner: Stream, limit: Duration, coalesce: usize) -> ClientStream {
         ClientStream {
             inner,
             out: Coalescer::new(coalesce),
@@ -110,7 +110,7 @@ impl ClientStream {
 
     /// An HTTP/2 connection: its preface must arrive within `limit`; nothing else is timed
     /// or held back here.
-    pub fn h2(inner: Stream, limit: Duration) -> ClientStream {
+    pub(crate) fn h2(inner: Stream, limit: Duration) -> ClientStream {
         ClientStream {
             preface_left: Some(H2_PREFACE),
             ..ClientStream::new(inner, limit, 0)

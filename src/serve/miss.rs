@@ -40,15 +40,15 @@ use crate::rrdp::Hash;
 use crate::store::Stored;
 
 /// The most often an unknown name makes the poller run a round.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// The longest a request waits for that round.
-pub const REFRESH_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const REFRESH_WAIT: Duration = Duration::from_secs(5);
 /// Forwards of names no notification gives: at once, and per second after.
-pub const BUDGET_BURST: f64 = 20.0;
-pub const BUDGET_PER_SECOND: f64 = 1.0;
+pub(crate) const BUDGET_BURST: f64 = 20.0;
+pub(crate) const BUDGET_PER_SECOND: f64 = 1.0;
 
 /// One repository's state for unknown names.
-pub struct MissGate {
+pub(crate) struct MissGate {
     inner: Mutex<State>,
 }
 
@@ -88,7 +88,7 @@ impl MissGate {
     }
 
     /// Takes one forward from the budget, if there is one.
-    pub fn take(&self) -> bool {
+    pub(crate) fn take(&self) -> bool {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let earned = now.duration_since(s.filled).as_secs_f64() * BUDGET_PER_SECOND;
@@ -106,7 +106,7 @@ impl MissGate {
 /// Waits, at most [`REFRESH_WAIT`], for a poll round of the repository that began after this
 /// call to end, asking the poller for one unless another name already has (see
 /// `MissGate::claim_refresh`).
-pub async fn refresh(repo: &Arc<Repo>, gate: &MissGate) {
+pub(crate) async fn refresh(repo: &Arc<Repo>, gate: &MissGate) {
     let mut status = repo.watch_status();
     // A round under way now (begun, not ended) is not enough: the one after it.
     let started = status.borrow().rounds_started;
@@ -115,7 +115,7 @@ pub async fn refresh(repo: &Arc<Repo>, gate: &MissGate) {
         let repo = repo.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            repo.refresh.notify_one();
+            repo.poll_now();
         });
     }
     let _ = tokio::time::timeout(REFRESH_WAIT, async {

@@ -19,13 +19,13 @@
 //! `answer` (304, Range, gzip: pure), `send`, [`guard`] (the whole-request deadline),
 //! [`coalesce`] (header and body in one write), [`access_log`] (the line and its file).
 
-pub mod access_log;
+pub(crate) mod access_log;
 mod answer;
-pub mod coalesce;
+pub(crate) mod coalesce;
 mod dispatch;
 mod files;
-pub mod guard;
-pub mod miss;
+pub(crate) mod guard;
+pub(crate) mod miss;
 mod peer;
 mod send;
 
@@ -54,7 +54,7 @@ const KEEPALIVE_IDLE_SECS: u64 = 60;
 const STOPPING_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// Per-request state for logging.
-pub struct Ctx {
+pub(crate) struct Ctx {
     kind: RequestKind,
     outcome: RequestResult,
     status: u16,

@@ -18,13 +18,13 @@ use crate::rrdp::content::{check, ContentError, Expected, Summary};
 const QUEUED_CHUNKS: usize = 32;
 
 /// A content check consuming the bytes of an object being written.
-pub struct Checker {
+pub(super) struct Checker {
     tx: Option<mpsc::Sender<Bytes>>,
     done: tokio::task::JoinHandle<Result<Summary, ContentError>>,
 }
 
 impl Checker {
-    pub fn start(expected: &Expected) -> Checker {
+    pub(super) fn start(expected: &Expected) -> Checker {
         let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
         let expected = expected.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -39,7 +39,7 @@ impl Checker {
 
     /// Hands the check the next bytes. A check that has already ended (it found the file
     /// bad) takes no more; its verdict comes from [`Checker::finish`].
-    pub async fn feed(&mut self, data: &[u8]) {
+    pub(super) async fn feed(&mut self, data: &[u8]) {
         let Some(tx) = &self.tx else { return };
         if tx.send(Bytes::copy_from_slice(data)).await.is_err() {
             self.tx = None;
@@ -47,7 +47,7 @@ impl Checker {
     }
 
     /// The verdict on everything fed: the end of input is the end of the file.
-    pub async fn finish(mut self) -> io::Result<Result<Summary, ContentError>> {
+    pub(super) async fn finish(mut self) -> io::Result<Result<Summary, ContentError>> {
         self.tx = None;
         (&mut self.done).await.map_err(io::Error::other)
     }

@@ -22,7 +22,7 @@ pub struct FlightGuard<'a> {
 /// The key of a download by path (a forwarded miss: the hash is not known yet). Relative
 /// paths of RRDP files carry the session and serial, so one key per file in practice; two
 /// repositories sharing a relative path would only wait for each other.
-pub fn path_key(rel: &str) -> String {
+pub(crate) fn path_key(rel: &str) -> String {
     format!("path {rel}")
 }
 

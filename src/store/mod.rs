@@ -14,8 +14,8 @@
 //! `rrdp` only (hashes, the content check).
 
 mod checker;
-pub mod flight;
-pub mod owner;
+pub(crate) mod flight;
+pub(crate) mod owner;
 
 use std::collections::HashSet;
 use std::io;
@@ -114,7 +114,7 @@ pub struct Store {
 /// A write refused by `cache.disk_limit`: carried inside an `io::Error` of kind
 /// `StorageFull`, so callers tell it from a full disk by type ([`DiskLimit::is`]).
 #[derive(Debug)]
-pub struct DiskLimit {
+pub(crate) struct DiskLimit {
     pub limit: u64,
 }
 
@@ -128,7 +128,7 @@ impl std::error::Error for DiskLimit {}
 
 impl DiskLimit {
     /// Whether `e` is a write refused by `cache.disk_limit`.
-    pub fn is(e: &io::Error) -> bool {
+    pub(crate) fn is(e: &io::Error) -> bool {
         e.get_ref().is_some_and(|inner| inner.is::<DiskLimit>())
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The lock file's name in the cache directory; it holds the owner's pid.
-pub const LOCK_FILE: &str = "lock";
+pub(crate) const LOCK_FILE: &str = "lock";
 
 /// The held lock (released on drop, or by [`Owner::release`]).
 pub struct Owner(Mutex<Option<File>>);

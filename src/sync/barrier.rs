@@ -10,14 +10,14 @@ use crate::published::Round;
 
 /// Stored rounds waiting out `publish_delay`, oldest first, with when they may be published.
 #[derive(Default)]
-pub struct Barrier {
+pub(crate) struct Barrier {
     held: VecDeque<(Instant, Round)>,
 }
 
 impl Barrier {
     /// Holds `round` until `ready`, unless the same serial of the session is held already.
     /// Returns whether it was newly held.
-    pub fn hold(&mut self, ready: Instant, round: Round) -> bool {
+    pub(crate) fn hold(&mut self, ready: Instant, round: Round) -> bool {
         let already = self
             .held
             .iter()
@@ -29,17 +29,17 @@ impl Barrier {
     }
 
     /// Whether a round is held.
-    pub fn is_holding(&self) -> bool {
+    pub(crate) fn is_holding(&self) -> bool {
         !self.held.is_empty()
     }
 
     /// When the oldest held round may be published.
-    pub fn next_ready(&self) -> Option<Instant> {
+    pub(crate) fn next_ready(&self) -> Option<Instant> {
         self.held.front().map(|(t, _)| *t)
     }
 
     /// The serial of the oldest round that is due at `now`.
-    pub fn due(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn due(&self, now: Instant) -> Option<u64> {
         self.held
             .front()
             .filter(|(t, _)| *t <= now)
@@ -47,7 +47,7 @@ impl Barrier {
     }
 
     /// Takes the rounds that are due at `now`, oldest first.
-    pub fn take_due(&mut self, now: Instant) -> Vec<Round> {
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<Round> {
         let mut due = Vec::new();
         while self.held.front().is_some_and(|(t, _)| *t <= now) {
             due.extend(self.held.pop_front().map(|(_, r)| r));

@@ -12,7 +12,7 @@ use crate::store::Store;
 /// Starts compressing the files the published notification references, unless a compression
 /// runs already (`running`). One compression at a time; a generation published meanwhile is
 /// compressed right after, by the same task.
-pub fn spawn(repo: Arc<Repo>, store: Arc<Store>, running: Arc<AtomicBool>) {
+pub(crate) fn spawn(repo: Arc<Repo>, store: Arc<Store>, running: Arc<AtomicBool>) {
     if running.swap(true, Ordering::AcqRel) {
         return;
     }

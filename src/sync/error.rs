@@ -8,7 +8,7 @@ use crate::rrdp::NotificationError;
 
 /// Why a round failed. Causes are kept as sources ([`std::error::Error::source`]).
 #[derive(Debug)]
-pub enum PollError {
+pub(crate) enum PollError {
     /// The notification could not be fetched.
     Notification(FetchError),
     /// The notification was fetched but refused.
@@ -39,7 +39,7 @@ pub enum PollError {
 
 impl PollError {
     /// A short, stable label for metrics and for "did the state change" in logs.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             PollError::Notification(e) => e.reason(),
             PollError::Invalid(_) => "invalid_notification",
@@ -55,7 +55,7 @@ impl PollError {
     }
 
     /// A notification refused for `reason`.
-    pub fn invalid(reason: impl Into<String>) -> PollError {
+    pub(crate) fn invalid(reason: impl Into<String>) -> PollError {
         PollError::Invalid(NotificationError(reason.into()))
     }
 }

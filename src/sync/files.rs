@@ -20,7 +20,7 @@ use crate::sync::error::PollError;
 
 /// Where a round fetches its files and with which limits.
 #[derive(Clone)]
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     pub upstream: Arc<Client>,
     /// The upstream bases in the order to try (empty while catching up from peers).
     pub bases: Vec<BaseUri>,
@@ -34,7 +34,7 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(
+    pub(crate) fn new(
         cfg: &RepositoryConfig,
         upstream: Arc<Client>,
         bases: Vec<BaseUri>,
@@ -54,7 +54,7 @@ impl Fetcher {
     }
 
     /// Makes sure the object is in the store, fetching it if needed.
-    pub async fn ensure(
+    pub(crate) async fn ensure(
         &self,
         rel: &str,
         hash: Hash,
@@ -91,7 +91,7 @@ impl Fetcher {
     /// cut list, an error) or is dropped (the round was cancelled), closing their
     /// connections. An upstream that lists 10,000 deltas, answers one with 404 and trickles
     /// the rest leaves nothing behind.
-    pub async fn deltas(
+    pub(crate) async fn deltas(
         &self,
         name: &str,
         session_id: &str,

@@ -12,7 +12,7 @@ use crate::sync::error::PollError;
 
 /// How many objects a stored snapshot publishes: known if it is the published one, else read
 /// from the store.
-pub async fn count_objects(
+pub(crate) async fn count_objects(
     store: &Arc<Store>,
     hash: Hash,
     expected: &Expected,
@@ -46,7 +46,7 @@ pub async fn count_objects(
 /// Refuses a snapshot with fewer than `min_objects` objects, or one that shrank by more than
 /// `max_shrink` percent against the published snapshot of the same session (a declared
 /// session reset may shrink).
-pub async fn check(
+pub(crate) async fn check(
     cfg: &RepositoryConfig,
     store: &Arc<Store>,
     n: &Notification,

@@ -13,14 +13,14 @@
 //! [`error`]. It uses `origin` (verified fetches), `published` (the only way to publish),
 //! `store`, `rrdp`, `config`, `metrics`, `clock` and `heap`; never the read side.
 
-pub mod barrier;
-pub mod compress;
-pub mod error;
-pub mod files;
-pub mod guards;
-pub mod plan;
-pub mod upstreams;
-pub mod validation;
+pub(crate) mod barrier;
+pub(crate) mod compress;
+pub(crate) mod error;
+pub(crate) mod files;
+pub(crate) mod guards;
+pub(crate) mod plan;
+pub(crate) mod upstreams;
+pub(crate) mod validation;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use crate::rrdp::content::{self, Expected};
 use crate::rrdp::Notification;
 use crate::store::Store;
 
-pub use error::PollError;
+pub(crate) use error::PollError;
 
 use barrier::Barrier;
 use files::Fetcher;
@@ -47,11 +47,11 @@ use plan::{Plan, Step};
 use upstreams::Upstreams;
 
 /// The longest wait between polls while the upstream is failing.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// What one poll round achieved.
 #[derive(Debug, PartialEq, Eq)]
-pub enum RoundOutcome {
+pub(crate) enum RoundOutcome {
     /// The upstream has nothing newer than what is published.
     Unchanged,
     /// A new generation was published.
@@ -60,7 +60,7 @@ pub enum RoundOutcome {
 
 /// Where the notification a round applies came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// Upstream `i` answered: files from it first, then the other upstreams, then peers; the
     /// publish barrier applies.
     Upstream(usize),
@@ -70,7 +70,7 @@ pub enum Source {
 }
 
 /// Keeps one repository in step with its upstream.
-pub struct Poller {
+pub(crate) struct Poller {
     repo: Arc<Repo>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
@@ -91,7 +91,7 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub fn new(
+    pub(crate) fn new(
         repo: Arc<Repo>,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
@@ -113,24 +113,24 @@ impl Poller {
     }
 
     /// Runs `publish_delay` on `clock` (tests move a manual one).
-    pub fn with_clock(mut self, clock: Clock) -> Poller {
+    pub(crate) fn with_clock(mut self, clock: Clock) -> Poller {
         self.clock = clock;
         self
     }
 
     /// Whether a stored round waits out publish_delay.
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         self.barrier.is_holding()
     }
 
     /// Adds the cluster's peers as a source of last resort.
-    pub fn with_peers(mut self, peers: Option<Arc<Peers>>) -> Poller {
+    pub(crate) fn with_peers(mut self, peers: Option<Arc<Peers>>) -> Poller {
         self.peers = peers;
         self
     }
 
     /// Polls until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut failures: u32 = 0;
         loop {
             if *shutdown.borrow() {
@@ -172,14 +172,14 @@ impl Poller {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = barrier_due => {}
-                _ = self.repo.refresh.notified() => {}
+                _ = self.repo.poll_asked() => {}
                 _ = shutdown.changed() => return,
             }
         }
     }
 
     /// One round, then the held rounds that are due, if the upstream answered in this round.
-    pub async fn poll_with_barrier(&mut self) -> Result<RoundOutcome, PollError> {
+    pub(crate) async fn poll_with_barrier(&mut self) -> Result<RoundOutcome, PollError> {
         let result = self.poll_once().await;
         match (result, self.barrier.due(self.clock.now())) {
             (Ok(outcome), Some(_)) => Ok(self.publish_held().await?.unwrap_or(outcome)),
@@ -251,7 +251,7 @@ impl Poller {
     }
 
     /// One round: fetch, verify, store, publish.
-    pub async fn poll_once(&mut self) -> Result<RoundOutcome, PollError> {
+    pub(crate) async fn poll_once(&mut self) -> Result<RoundOutcome, PollError> {
         let started = Instant::now();
         self.timings = RoundTimings::default();
         let (i, (validators, body)) = self.poll_upstreams().await?;
@@ -389,7 +389,7 @@ impl Poller {
 
     /// Brings a validated notification into the store and publishes it (or, from an
     /// upstream with `publish_delay`, holds it at the barrier).
-    pub async fn apply(
+    pub(crate) async fn apply(
         &mut self,
         n: Notification,
         source: Source,
@@ -694,7 +694,7 @@ fn snapshot_content(cfg: &crate::config::RepositoryConfig, n: &Notification) -> 
 /// Time to the next poll: the interval with ±10 % jitter, doubled per consecutive failure up
 /// to eight times the interval, and never longer than [`MAX_BACKOFF`] (or the interval, if
 /// that is longer).
-pub fn next_delay(interval: Duration, failures: u32) -> Duration {
+pub(crate) fn next_delay(interval: Duration, failures: u32) -> Duration {
     let factor = 1u32 << failures.min(3);
     let base = (interval * factor).min(MAX_BACKOFF.max(interval));
     let jitter = rand::thread_rng().gen_range(0.9..1.1);

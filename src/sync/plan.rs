@@ -10,7 +10,7 @@ use crate::sync::error::PollError;
 
 /// The files a notification names, as paths relative to the repository's base.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub snapshot_rel: String,
     /// The deltas in the notification's order (newest first), cut to `max_deltas`.
     pub deltas: Vec<(DeltaRef, String)>,
@@ -19,7 +19,11 @@ pub struct Plan {
 /// Rebases every URI of `n` onto the repository: each must lie under the public base or one
 /// of the upstream bases (RFC 9674), so nothing is ever fetched from another host, scheme or
 /// port. `max_deltas` cuts the list.
-pub fn plan(cfg: &RepositoryConfig, n: &Notification, current: usize) -> Result<Plan, PollError> {
+pub(crate) fn plan(
+    cfg: &RepositoryConfig,
+    n: &Notification,
+    current: usize,
+) -> Result<Plan, PollError> {
     let rel_of = |uri: &str| -> Result<String, PollError> {
         cfg.public
             .relative(uri)
@@ -49,7 +53,7 @@ pub fn plan(cfg: &RepositoryConfig, n: &Notification, current: usize) -> Result<
 
 /// What a notification is against the published generation.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The serial that is published: nothing new (its files are checked for repair).
     Same,
     /// Newer within the session, a new session, or nothing published yet.
@@ -60,7 +64,7 @@ pub enum Step {
 /// return to a session left within `retain_secs` (two replicas out of step behind one name
 /// make the session flip back and forth, and every flip would cost each RP a full snapshot;
 /// after that long a return is taken as a reset).
-pub fn step(
+pub(crate) fn step(
     published: Option<&Generation>,
     n: &Notification,
     retain_secs: u64,
@@ -94,7 +98,10 @@ pub fn step(
 /// Refuses a notification that lists, within the published session, a delta with another
 /// hash than the one this node lists for that serial: serving two versions of one serial
 /// would make RPs distrust it (RFC 9697), and quietly switching would change a listed file.
-pub fn check_history(published: Option<&Generation>, n: &Notification) -> Result<(), PollError> {
+pub(crate) fn check_history(
+    published: Option<&Generation>,
+    n: &Notification,
+) -> Result<(), PollError> {
     let Some(p) = published.filter(|p| p.session_id == n.session_id) else {
         return Ok(());
     };
@@ -110,17 +117,17 @@ pub fn check_history(published: Option<&Generation>, n: &Notification) -> Result
 
 /// Files named by upstream notifications, by relative path: hash, what the file must be, and
 /// when it was last named (seconds since the epoch).
-pub type Pending = std::collections::HashMap<String, (Hash, Expected, u64)>;
+pub(crate) type Pending = std::collections::HashMap<String, (Hash, Expected, u64)>;
 
 /// The most files the pending map keeps. A notification lists at most 10,000 deltas; an
 /// upstream that names fresh paths at every serial would otherwise grow the map by that much
 /// a poll for `cache.retain` (7.2 million entries at a new serial every 10 s for 2 h).
-pub const PENDING_KEPT: usize = 20_000;
+pub(crate) const PENDING_KEPT: usize = 20_000;
 
 /// The pending map after a notification named `named` at `now`: entries named within
 /// `retain` stay, the notification's own are (re)stamped, and past `kept` entries the ones
 /// named longest ago go first (never the notification's own: it may name more than `kept`).
-pub fn remembered(
+pub(crate) fn remembered(
     previous: &Pending,
     named: impl IntoIterator<Item = (String, Hash, Expected)>,
     now: u64,

@@ -16,13 +16,13 @@ use crate::sync::MAX_BACKOFF;
 const UPSTREAM_BACKOFF: Duration = Duration::from_secs(30);
 
 /// An upstream notification's ETag and Last-Modified.
-pub type Validators = (Option<String>, Option<String>);
+pub(crate) type Validators = (Option<String>, Option<String>);
 
 /// What one upstream answered: its validators, and the body unless it answered 304.
-pub type Answer = (Validators, Option<Bytes>);
+pub(crate) type Answer = (Validators, Option<Bytes>);
 
 /// The configured upstreams of one repository and what the poller learnt of each.
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     pub client: Arc<Client>,
     bases: Vec<BaseUri>,
     /// Per upstream: its notification's validators, once a round with it completed.
@@ -34,7 +34,7 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(config: &RepositoryConfig) -> Upstreams {
+    pub(crate) fn new(config: &RepositoryConfig) -> Upstreams {
         let n = config.upstreams.len();
         Upstreams {
             client: Client::for_repository(config),
@@ -47,7 +47,7 @@ impl Upstreams {
 
     /// The upstreams in the order to try them: those not backing off in configured order,
     /// then the others, soonest retry first.
-    pub fn order(&self) -> Vec<usize> {
+    pub(crate) fn order(&self) -> Vec<usize> {
         let now = Instant::now();
         let (mut up, mut down): (Vec<usize>, Vec<usize>) = (0..self.down_until.len())
             .partition(|i| self.down_until[*i].is_none_or(|(t, _)| t <= now));
@@ -57,7 +57,7 @@ impl Upstreams {
     }
 
     /// Records whether upstream `i` answered usably.
-    pub fn mark(&mut self, i: usize, ok: bool) {
+    pub(crate) fn mark(&mut self, i: usize, ok: bool) {
         self.down_until[i] = if ok {
             None
         } else {
@@ -68,19 +68,19 @@ impl Upstreams {
     }
 
     /// Where files are fetched from after upstream `i` answered: `i` first, then the others.
-    pub fn bases_from(&self, i: usize) -> Vec<BaseUri> {
+    pub(crate) fn bases_from(&self, i: usize) -> Vec<BaseUri> {
         std::iter::once(self.bases[i].clone())
             .chain(self.bases.iter().filter(|b| **b != self.bases[i]).cloned())
             .collect()
     }
 
     /// Remembers upstream `i`'s validators once its notification was applied.
-    pub fn applied(&mut self, i: usize, validators: Validators) {
+    pub(crate) fn applied(&mut self, i: usize, validators: Validators) {
         self.validators[i] = Some(validators);
     }
 
     /// Client `i`'s notification validators and body; no body if it answered 304.
-    pub async fn fetch_notification(
+    pub(crate) async fn fetch_notification(
         &self,
         cfg: &RepositoryConfig,
         i: usize,

@@ -44,7 +44,7 @@ const TA_REFRESH: Duration = Duration::from_secs(600);
 const OUTPUT_KEPT: usize = 8 << 10;
 
 /// One repository's validation state between rounds.
-pub struct Validator {
+pub(crate) struct Validator {
     core: Option<Core>,
     /// Per TAL: the last good trust anchor certificate.
     anchors: Vec<Anchor>,
@@ -66,7 +66,7 @@ struct Core {
 /// A stored round's files, as validation reads them (taken before the round is published,
 /// which consumes it).
 #[derive(Clone, Debug)]
-pub struct RoundFiles {
+pub(crate) struct RoundFiles {
     pub session_id: String,
     pub serial: u64,
     /// Relative path and stored file.
@@ -76,7 +76,7 @@ pub struct RoundFiles {
 }
 
 impl RoundFiles {
-    pub fn of(round: &Round, store: &Store) -> RoundFiles {
+    pub(crate) fn of(round: &Round, store: &Store) -> RoundFiles {
         RoundFiles {
             session_id: round.session_id.clone(),
             serial: round.serial,
@@ -101,7 +101,7 @@ impl RoundFiles {
 }
 
 impl Validator {
-    pub fn new(cfg: &RepositoryConfig, store: &Store) -> Validator {
+    pub(crate) fn new(cfg: &RepositoryConfig, store: &Store) -> Validator {
         let v = &cfg.validation;
         let anchors = v
             .tals
@@ -134,7 +134,7 @@ impl Validator {
 
     /// Validates a stored round. `Err` only when a refusal is due (`refuse` and findings, or
     /// `pre_validate` failed); the status says what was found either way.
-    pub async fn check(
+    pub(crate) async fn check(
         &mut self,
         cfg: &RepositoryConfig,
         store: &Arc<Store>,
@@ -625,10 +625,10 @@ async fn tail(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
 mod tempdir {
     use std::path::{Path, PathBuf};
 
-    pub struct Dir(PathBuf);
+    pub(super) struct Dir(PathBuf);
 
     impl Dir {
-        pub fn new(parent: &Path) -> std::io::Result<Dir> {
+        pub(super) fn new(parent: &Path) -> std::io::Result<Dir> {
             let path = parent.join(format!(
                 "pre-validate-{}-{}",
                 std::process::id(),
@@ -638,7 +638,7 @@ mod tempdir {
             Ok(Dir(path))
         }
 
-        pub fn path(&self) -> &Path {
+        pub(super) fn path(&self) -> &Path {
             &self.0
         }
     }

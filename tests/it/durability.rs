@@ -5,9 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use rrdp_proxy::clock::unix_now;
 use rrdp_proxy::rrdp::Hash;
-use rrdp_proxy::store::GC_GRACE;
+use rrdp_proxy::testing::GC_GRACE;
+use rrdp_proxy::unix_now;
 
 use crate::support::{
     damage, free_port, http, object_path, referenced, wait_listening, Origin, Proxy,
@@ -30,7 +30,7 @@ async fn superseded_files_are_kept_for_retain_then_collected() {
     );
 
     let shared = &proxy.shared;
-    let retain = shared.config.cache.retain.as_secs();
+    let retain = shared.config().retain().as_secs();
     let now = unix_now();
     let rel = old_path.strip_prefix("/rrdp/").unwrap();
     let generation = shared.repos[0].current().unwrap();

@@ -7,10 +7,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rrdp_proxy::clock::unix_now;
 use rrdp_proxy::demo::Publisher;
-use rrdp_proxy::ops::export;
 use rrdp_proxy::rrdp::{Hash, Notification};
+use rrdp_proxy::testing::export;
+use rrdp_proxy::unix_now;
 
 use crate::support::{fetch_consistent, free_port, path_of, Origin, Proxy};
 
@@ -486,7 +486,7 @@ async fn one_shot_sync_exits_with_a_clear_status() {
 
     // Another process owning the cache (a run, or a running proxy): 3, nothing done, and
     // the message names the owner.
-    let owner = rrdp_proxy::store::owner::Owner::take(&work.path().join("cache")).unwrap();
+    let owner = rrdp_proxy::testing::Owner::take(&work.path().join("cache")).unwrap();
     let c = config.clone();
     let (code, _, err) = tokio::task::spawn_blocking(move || sync(&c)).await.unwrap();
     assert_eq!(code, 3, "{err}");

@@ -72,7 +72,7 @@ async fn an_object_over_max_object_size_refuses_the_round() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_passthrough_keeps_its_upstream_private_and_its_cache_bounded() {
     let mut origin = Origin::start().await;
-    let names = rrdp_proxy::origin::passthrough::ENTRIES_KEPT + 20;
+    let names = rrdp_proxy::testing::ENTRIES_KEPT + 20;
     origin.with(|s| {
         for i in 0..names {
             s.extra.insert(
@@ -96,7 +96,7 @@ async fn the_passthrough_keeps_its_upstream_private_and_its_cache_bounded() {
         assert_eq!(proxy.get(&format!("/ta/{i}.cer")).await.status, 200);
     }
     let kept = proxy.shared.passthroughs[0].cached_count();
-    assert_eq!(kept, rrdp_proxy::origin::passthrough::ENTRIES_KEPT);
+    assert_eq!(kept, rrdp_proxy::testing::ENTRIES_KEPT);
 
     origin.stop();
     let r = proxy.get("/ta/never-seen.cer").await;

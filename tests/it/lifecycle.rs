@@ -253,9 +253,9 @@ async fn a_request_on_its_way_when_stopping_begins_is_answered() {
     let cache = tempfile::tempdir().unwrap();
     // Nothing is published (no poller runs): the answer is the 503 of an empty repository.
     let text = config_text(1, 2, cache.path(), "http://127.0.0.1:9/rrdp/", "");
-    let config = rrdp_proxy::config::Config::parse(&text, cache.path()).unwrap();
+    let config = rrdp_proxy::Config::parse(&text, cache.path()).unwrap();
     let shared = rrdp_proxy::Shared::open(config).unwrap();
-    let app = std::sync::Arc::new(rrdp_proxy::serve::RrdpProxy::new(shared).unwrap());
+    let app = std::sync::Arc::new(rrdp_proxy::RrdpProxy::new(shared).unwrap());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())

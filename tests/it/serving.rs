@@ -1,7 +1,7 @@
 //! What clients see: headers, validators, 304, HEAD, 405, 404 and 503.
 
-use rrdp_proxy::metrics::RequestKind;
 use rrdp_proxy::rrdp::{Hash, Notification};
+use rrdp_proxy::RequestKind;
 
 use crate::support::{config_text, free_port, http, path_of, Origin, Proxy};
 

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rrdp_proxy::clock::{Clock, ManualClock};
-use rrdp_proxy::config::Config;
 use rrdp_proxy::demo::Publisher;
-use rrdp_proxy::published::RepoStatus;
+use rrdp_proxy::Config;
+use rrdp_proxy::RepoStatus;
 use rrdp_proxy::Shared;
+use rrdp_proxy::{Clock, ManualClock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -489,7 +489,7 @@ impl Proxy {
             })
             .await;
         let n = before.polls_ok + before.polls_failed;
-        self.shared.repos[0].refresh.notify_one();
+        self.shared.repos[0].poll_now();
         self.wait("a poll round", |s| s.polls_ok + s.polls_failed > n)
             .await
     }

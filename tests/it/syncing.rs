@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rrdp_proxy::metrics::RequestKind;
 use rrdp_proxy::rrdp::{Hash, Notification};
+use rrdp_proxy::RequestKind;
 
 use crate::support::{Origin, Proxy, EVENT_TIMEOUT};
 
@@ -236,9 +236,9 @@ async fn concurrent_requests_for_a_file_in_flight_make_one_origin_request() {
     proxy.wait_serial(1).await;
 
     let (stall, snapshot, hash) = advance_with_stalled_snapshot(&origin);
-    proxy.shared.repos[0].refresh.notify_one();
+    proxy.shared.repos[0].poll_now();
     // The poller is now downloading the new snapshot, held by the origin.
-    let key = rrdp_proxy::store::flight::object_key(&hash);
+    let key = rrdp_proxy::testing::object_key(&hash);
     let flights = &proxy.shared.store.flights;
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
     while origin.requests_for(&snapshot) == 0 {

@@ -192,7 +192,7 @@ async fn an_edge_polls_its_parent_over_verified_tls() {
 
     // With nothing new, the edge's next poll costs the parent a 304 (its ETag and
     // Last-Modified), and the edge keeps serial 1.
-    use rrdp_proxy::metrics::RequestKind;
+    use rrdp_proxy::RequestKind;
     let notmod = |p: &Proxy| {
         p.shared
             .metrics

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rrdp_proxy::clock::{Clock, ManualClock};
 use rrdp_proxy::demo::Publisher;
 use rrdp_proxy::rrdp::content::{self, Document, Expected};
 use rrdp_proxy::rrdp::Notification;
+use rrdp_proxy::{Clock, ManualClock};
 use serde_json::Value;
 
 use crate::support::*;
@@ -39,7 +39,7 @@ fn recorded(which: &str) -> (BTreeMap<String, Vec<u8>>, u64) {
     let made = objects
         .iter()
         .filter(|(u, _)| u.ends_with(".mft"))
-        .filter_map(|(u, d)| rrdp_proxy::objects::made_at(u, d))
+        .filter_map(|(u, d)| rrdp_proxy::testing::made_at(u, d))
         .max()
         .unwrap();
     let objects = objects.into_iter().map(|(u, d)| (u, d.to_vec())).collect();
@@ -153,7 +153,7 @@ async fn a_krill_repository_passes_refuse_with_its_tal() {
     // validates the next serial.
     let text = proxy.config_text.clone();
     let (port, admin_port) = (proxy.port, proxy.admin_port);
-    let at = proxy.shared.clock.unix_now();
+    let at = proxy.shared.clock().unix_now();
     drop(proxy);
     origin.with(|s| s.extra.clear());
     let serial = republish(&origin);
@@ -450,7 +450,7 @@ async fn every_bad_input_is_refused_under_refuse_and_reported_under_warn() {
 
 #[test]
 fn a_manifest_of_100000_entries_is_reported_within_bounds() {
-    use rrdp_proxy::objects::{validate, Check, MAX_FINDINGS};
+    use rrdp_proxy::testing::{validate, Check, MAX_FINDINGS};
     let repo = rrdp_proxy::fuzz_checks::Testbed::krill_testbed(&fixture_dir()).unwrap();
     let mut objects = repo.objects.clone();
     let big = rrdp_proxy::fuzz_checks::manifest_with_entries(&objects[MFT_URI], 100_000);
