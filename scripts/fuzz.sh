@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(notification content config objects)
+[ ${#targets[@]} -gt 0 ] || targets=(notification content config objects erik)
 
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 # cargo-fuzz passes -Z flags; this machine has only the stable toolchain, which accepts them

@@ -20,6 +20,21 @@ pub fn notification(data: &[u8]) {
     }
 }
 
+/// The Erik index and partition decoders never panic, and what they accept encodes to DER
+/// that decodes back to the same thing (the relay serves what it encodes).
+pub fn erik(data: &[u8]) {
+    use crate::erik::wire::{Index, Partition};
+    if let Ok(index) = Index::from_der(data) {
+        assert_eq!(Index::from_der(&index.to_der()).as_ref(), Ok(&index));
+    }
+    if let Ok(partition) = Partition::from_der(data) {
+        assert_eq!(
+            Partition::from_der(&partition.to_der()).as_ref(),
+            Ok(&partition)
+        );
+    }
+}
+
 /// The snapshot/delta check never panics, for either kind of file; the serial expected is the
 /// one the input declares (so valid files pass and mutations reach past the root element).
 pub fn content(data: &[u8], session_id: &str) {

@@ -35,6 +35,11 @@ fn fuzz_seeds_and_regressions_pass_the_fuzz_checks() {
     for data in inputs("content") {
         fuzz_checks::content(&data, &session);
     }
+    let erik = inputs("erik");
+    assert!(erik.len() >= 2, "the draft's index and partition are seeds");
+    for data in erik {
+        fuzz_checks::erik(&data);
+    }
     for data in inputs("config") {
         fuzz_checks::config(&data);
     }
