@@ -35,7 +35,7 @@ impl BackgroundService for Pollers {
             demo_listening(demo.listen).await;
         }
         let mut tasks = Vec::new();
-        for repo in &self.shared.repos {
+        for (i, repo) in self.shared.repos.iter().enumerate() {
             let poller = sync::Poller::new(
                 repo.clone(),
                 self.shared.store.clone(),
@@ -43,7 +43,8 @@ impl BackgroundService for Pollers {
                 self.shared.config.cache.retain,
             )
             .with_peers(self.shared.peers.clone())
-            .with_clock(self.shared.clock.clone());
+            .with_clock(self.shared.clock.clone())
+            .with_erik(self.shared.erik.clone(), i);
             tasks.push(tokio::spawn(poller.run(shutdown.clone())));
             if repo.config.export.export_rrdp.is_some() || repo.config.export.export_rsync.is_some()
             {

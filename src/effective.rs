@@ -111,6 +111,7 @@ impl Config {
         t.insert("upgrade_sock".into(), path(&s.upgrade_sock));
         t.insert("request_timeout".into(), duration(s.request_timeout));
         t.insert("write_buffer".into(), size(s.write_buffer as u64));
+        t.insert("erik".into(), toml::Value::Boolean(s.erik));
         t
     }
 

@@ -8,6 +8,8 @@
 //!   check, base URIs.
 //! - `objects`: the RPKI objects inside a repository, parsed and validated with the `rpki`
 //!   crate (no I/O); repository health.
+//! - [`erik`]: the Erik protocol's index and partition objects (DER), and building them from
+//!   a repository's manifests; no I/O.
 //! - `config`: the TOML file, validated into [`Config`]; nothing downstream sees an
 //!   unvalidated value.
 //! - `clock`: seconds since the epoch, and the clock configured delays run on (a manual
@@ -31,8 +33,8 @@
 //! - [`demo`]: the built-in demo Publication Server (used by the shipped config and tests).
 //! - `fuzz_checks`: the properties the fuzz targets and their replay tests check.
 //!
-//! Only [`rrdp`] (the protocol, a library in its own right) and [`demo`] are public
-//! modules; the rest are private, and what the binary, the tests and the fuzz targets use
+//! Only [`rrdp`] and [`erik`] (the protocols, libraries in their own right) and [`demo`]
+//! are public modules; the rest are private, and what the binary, the tests and the fuzz targets use
 //! of them is re-exported here (`testing` holds what only the integration tests reach
 //! for). Inside, items are `pub(crate)` unless reachable from that surface:
 //! `unreachable_pub` is on, and CI's clippy denies warnings.
@@ -44,6 +46,7 @@ mod clock;
 mod config;
 pub mod demo;
 mod effective;
+pub mod erik;
 #[doc(hidden)]
 pub mod fuzz_checks;
 mod heap;

@@ -19,16 +19,22 @@ pub enum RequestKind {
     Passthrough,
     /// Outside every configured prefix.
     Other,
+    /// `/.well-known/erik/index/{fqdn}` (`server.erik`).
+    ErikIndex,
+    /// `/.well-known/ni/sha-256/{hash}` (`server.erik`).
+    ErikObject,
 }
 
 impl RequestKind {
-    const ALL: [RequestKind; 6] = [
+    const ALL: [RequestKind; 8] = [
         RequestKind::Notification,
         RequestKind::Snapshot,
         RequestKind::Delta,
         RequestKind::File,
         RequestKind::Passthrough,
         RequestKind::Other,
+        RequestKind::ErikIndex,
+        RequestKind::ErikObject,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +45,8 @@ impl RequestKind {
             RequestKind::File => "file",
             RequestKind::Passthrough => "passthrough",
             RequestKind::Other => "other",
+            RequestKind::ErikIndex => "erik_index",
+            RequestKind::ErikObject => "erik_object",
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::heap;
 use crate::metrics::Metrics;
 use crate::origin::passthrough::Passthrough;
 use crate::origin::peers;
-use crate::published::Repo;
+use crate::published::{ErikRelay, Repo};
 use crate::rrdp;
 use crate::store::Store;
 
@@ -33,6 +33,8 @@ pub struct Shared {
     pub(crate) clock: Clock,
     /// The cluster's other nodes, for peer fill.
     pub(crate) peers: Option<Arc<peers::Peers>>,
+    /// What the node serves over Erik (`server.erik`).
+    pub(crate) erik: Option<Arc<ErikRelay>>,
 }
 
 impl Shared {
@@ -76,6 +78,10 @@ impl Shared {
             .collect();
         Ok(Arc::new(Shared {
             peers: peers::Peers::new(config.cluster.as_ref()),
+            erik: config
+                .server
+                .erik
+                .then(|| Arc::new(ErikRelay::new(config.cache.retain))),
             started: clock.system_now(),
             clock,
             config,
@@ -124,6 +130,9 @@ impl Shared {
         }
         for p in &self.passthroughs {
             live.extend(p.live_hashes());
+        }
+        if let Some(erik) = &self.erik {
+            live.extend(erik.view().live());
         }
         live
     }

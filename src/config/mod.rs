@@ -90,6 +90,9 @@ pub(crate) struct ServerConfig {
     /// response header, sent with the body in one vectored write: one send, one wake-up of the
     /// client, no copy of the body). 0 sends each write as it comes.
     pub write_buffer: usize,
+    /// Serve Erik (`/.well-known/erik/index/`, `/.well-known/ni/sha-256/`) from what every
+    /// repository publishes.
+    pub erik: bool,
 }
 
 /// Logging.

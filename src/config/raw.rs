@@ -69,6 +69,7 @@ pub(super) struct RawServer {
     pub(super) upgrade_sock: Option<PathBuf>,
     pub(super) request_timeout: Option<String>,
     pub(super) write_buffer: Option<String>,
+    pub(super) erik: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -253,6 +253,7 @@ pub(super) fn validate_server(
         upgrade_sock,
         request_timeout,
         write_buffer,
+        erik: raw.erik.unwrap_or(false),
     })
 }
 

@@ -139,7 +139,29 @@ impl Admin {
                 "memory_objects": memory_objects,
             },
             "repositories": repos,
+            "erik": self.erik_status(),
         })
+    }
+
+    /// The Erik relay's indexes (`server.erik`), or null when it is off.
+    fn erik_status(&self) -> serde_json::Value {
+        let Some(relay) = &self.shared.erik else {
+            return serde_json::Value::Null;
+        };
+        let view = relay.view();
+        let fqdns: Vec<_> = view
+            .fqdns
+            .iter()
+            .map(|(fqdn, i)| {
+                json!({
+                    "fqdn": fqdn,
+                    "index_time": i.time,
+                    "partitions": i.partitions,
+                    "manifests": i.manifests,
+                })
+            })
+            .collect();
+        json!({ "fqdns": fqdns, "objects": view.object_count() })
     }
 
     /// Serial and staleness samples per repository over the last hours (the page's plot).
@@ -177,12 +199,37 @@ impl Admin {
             .collect();
         repository_metrics(ex, shared, &repos)?;
         rp_lag_metrics(ex, shared)?;
+        erik_metrics(ex, shared)?;
         validation_metrics(ex, &repos)
     }
 }
 
 /// A repository's name, status and published generation, as a scrape reads them once.
 type RepoRow = (String, RepoStatus, Option<Arc<Generation>>);
+
+/// Per FQDN the Erik relay serves: its index's time and partition count.
+fn erik_metrics(ex: &mut Exposition, shared: &Shared) -> prometheus::Result<()> {
+    let Some(relay) = &shared.erik else {
+        return Ok(());
+    };
+    let view = relay.view();
+    ex.gauges(
+        "rrdp_proxy_erik_index_time_seconds",
+        "indexTime of the Erik index per FQDN (the newest thisUpdate of its manifests).",
+        &["fqdn"],
+        view.fqdns
+            .iter()
+            .map(|(f, i)| (vec![f.clone()], i.time as f64)),
+    )?;
+    ex.gauges(
+        "rrdp_proxy_erik_partitions",
+        "Partitions in the Erik index per FQDN.",
+        &["fqdn"],
+        view.fqdns
+            .iter()
+            .map(|(f, i)| (vec![f.clone()], i.partitions as f64)),
+    )
+}
 
 /// The store's size on disk and in memory.
 fn store_metrics(ex: &mut Exposition, shared: &Shared) -> prometheus::Result<()> {

@@ -17,11 +17,13 @@
 //! `persist` (the index file, and the private type it is read into), `head` (response
 //! headers made once per generation), `status` (what the poller last did, for `/status`).
 
+mod erik;
 mod generation;
 mod head;
 mod persist;
 mod status;
 
+pub(crate) use erik::{ErikRelay, Part};
 pub(crate) use generation::FileKind;
 pub(crate) use generation::Generation;
 pub(crate) use generation::HistoryPolicy;

@@ -31,6 +31,20 @@ impl RrdpProxy {
             }
         }
 
+        if let Some(relay) = &self.shared.erik {
+            if let Some(fqdn) = path.strip_prefix(super::erik::INDEX_PATH) {
+                if !is_get_or_head {
+                    return method_not_allowed(RequestKind::ErikIndex);
+                }
+                return self.erik_index(relay, fqdn, req);
+            }
+            if let Some(name) = path.strip_prefix(super::erik::OBJECT_PATH) {
+                if !is_get_or_head {
+                    return method_not_allowed(RequestKind::ErikObject);
+                }
+                return Box::pin(self.erik_object(relay, name, req)).await;
+            }
+        }
         for (i, repo) in self.shared.repos.iter().enumerate() {
             let Some(rest) = path.strip_prefix(repo.config.public.path()) else {
                 continue;

@@ -23,6 +23,7 @@ pub(crate) mod access_log;
 mod answer;
 pub(crate) mod coalesce;
 mod dispatch;
+mod erik;
 mod files;
 pub(crate) mod guard;
 pub(crate) mod miss;

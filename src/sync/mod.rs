@@ -15,6 +15,7 @@
 
 pub(crate) mod barrier;
 pub(crate) mod compress;
+pub(crate) mod erik;
 pub(crate) mod error;
 pub(crate) mod files;
 pub(crate) mod guards;
@@ -34,7 +35,7 @@ use crate::config::Validate;
 use crate::metrics::Metrics;
 use crate::origin::client::within;
 use crate::origin::peers::Peers;
-use crate::published::{Generation, Repo, Round, RoundTimings};
+use crate::published::{ErikRelay, Generation, Part, Repo, Round, RoundTimings};
 use crate::rrdp::content::{self, Expected};
 use crate::rrdp::Notification;
 use crate::store::Store;
@@ -88,6 +89,16 @@ pub(crate) struct Poller {
     validator: validation::Validator,
     /// Where the current round's time went.
     timings: RoundTimings,
+    /// This repository's side of the node's Erik relay (`server.erik`).
+    erik: Option<ErikHook>,
+}
+
+/// A poller's link to the node's Erik relay.
+struct ErikHook {
+    relay: Arc<ErikRelay>,
+    /// The repository's index in the config: its part in the relay.
+    index: usize,
+    source: erik::ErikSource,
 }
 
 impl Poller {
@@ -109,7 +120,18 @@ impl Poller {
             compressing: Arc::new(AtomicBool::new(false)),
             clock: Clock::System,
             timings: RoundTimings::default(),
+            erik: None,
         }
+    }
+
+    /// Feeds the node's Erik relay as repository `index` (`server.erik`).
+    pub(crate) fn with_erik(mut self, relay: Option<Arc<ErikRelay>>, index: usize) -> Poller {
+        self.erik = relay.map(|relay| ErikHook {
+            relay,
+            index,
+            source: erik::ErikSource::default(),
+        });
+        self
     }
 
     /// Runs `publish_delay` on `clock` (tests move a manual one).
@@ -132,6 +154,7 @@ impl Poller {
     /// Polls until `shutdown` turns true.
     pub(crate) async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut failures: u32 = 0;
+        self.erik_from_published().await;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -622,11 +645,16 @@ impl Poller {
     /// so it retains the files of every generation published before it.
     async fn publish(&mut self, round: Round) -> Result<RoundOutcome, PollError> {
         let previous = self.repo.current();
+        let files = validation::RoundFiles::of(&round, &self.store);
+        let erik = self.erik_part(&files).await;
         let generation = self
             .repo
             .publish(&self.store, round, self.retain)
             .await
             .map_err(PollError::Store)?;
+        if let Some(part) = erik {
+            self.erik_switch(part).await;
+        }
         let (session_id, serial) = (generation.session_id.clone(), generation.serial);
         if let Some(p) = previous.as_ref().filter(|p| p.session_id != session_id) {
             warn!(
@@ -637,6 +665,56 @@ impl Poller {
             );
         }
         Ok(RoundOutcome::Published { session_id, serial })
+    }
+
+    /// The Erik part of the state `files` is about to publish; `None` (and a warning) when it
+    /// cannot be made: the relay then keeps serving the last part, still consistent.
+    async fn erik_part(&mut self, files: &validation::RoundFiles) -> Option<Part> {
+        let hook = self.erik.as_mut()?;
+        match hook.source.advance(files, &self.store).await {
+            Ok(part) => Some(part),
+            Err(e) => {
+                warn!(
+                    "{}: serial {}: Erik objects not updated: {e}",
+                    self.repo.name(),
+                    files.serial
+                );
+                None
+            }
+        }
+    }
+
+    /// Switches the relay to this repository's new part (after the generation is published:
+    /// the objects are in the store either way).
+    async fn erik_switch(&self, part: Part) {
+        let Some(hook) = &self.erik else { return };
+        let now = self.clock.unix_now();
+        if let Err(e) = hook.relay.update(hook.index, part, &self.store, now).await {
+            warn!("{}: Erik index not updated: {e}", self.repo.name());
+        }
+    }
+
+    /// At start: the Erik part of the generation loaded from the store, so the relay serves
+    /// what RRDP serves before the first poll.
+    async fn erik_from_published(&mut self) {
+        let Some(g) = self.repo.current().filter(|_| self.erik.is_some()) else {
+            return;
+        };
+        let Ok(n) = Notification::parse(&g.notification) else {
+            return;
+        };
+        let files = validation::RoundFiles {
+            session_id: n.session_id.clone(),
+            serial: n.serial,
+            snapshot: (
+                n.snapshot.uri.clone(),
+                self.store.object_path(&n.snapshot.hash),
+            ),
+            deltas: Vec::new(),
+        };
+        if let Some(part) = self.erik_part(&files).await {
+            self.erik_switch(part).await;
+        }
     }
 
     /// Fetches again any file the published generation references that is no longer in the

@@ -92,7 +92,7 @@ impl RoundFiles {
         }
     }
 
-    fn delta(&self, serial: u64) -> Option<&PathBuf> {
+    pub(super) fn delta(&self, serial: u64) -> Option<&PathBuf> {
         self.deltas
             .iter()
             .find(|(s, _, _)| *s == serial)
@@ -416,7 +416,7 @@ fn walk_snapshot(files: &RoundFiles, each: impl FnMut(&str, Option<Bytes>)) -> i
 
 /// Walks a stored snapshot (or delta) and hands over each object decoded (`None`: a
 /// withdraw).
-fn walk_objects(
+pub(super) fn walk_objects(
     path: &Path,
     session_id: &str,
     serial: u64,

@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["rrdp", "clock", "heap", "metrics", "man"],
     &["objects"],
     &["config", "demo"],
-    &["effective"],
+    &["effective", "erik"],
     &["fuzz_checks", "store"],
     &["origin"],
     &["published"],

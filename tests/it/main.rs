@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod cluster;
 mod durability;
+mod erik;
 mod exports;
 mod failover;
 mod faults;

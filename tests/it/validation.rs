@@ -17,15 +17,15 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn fixture_dir() -> PathBuf {
+pub(crate) fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/krill-testbed")
 }
 
-const TESTBED: &str = "rsync://rrdp.test/repo/testbed/0/";
-const R1: &str = "31302e302e302e302f32342d3234203d3e203634343936.roa";
+pub(crate) const TESTBED: &str = "rsync://rrdp.test/repo/testbed/0/";
+pub(crate) const R1: &str = "31302e302e302e302f32342d3234203d3e203634343936.roa";
 
 /// The objects of the recorded snapshot `which`, and a minute after it was made.
-fn recorded(which: &str) -> (BTreeMap<String, Vec<u8>>, u64) {
+pub(crate) fn recorded(which: &str) -> (BTreeMap<String, Vec<u8>>, u64) {
     let dir = fixture_dir().join(which);
     let n = Notification::parse(&std::fs::read(dir.join("notification.xml")).unwrap()).unwrap();
     let expected = Expected {
@@ -55,6 +55,15 @@ async fn setup(cache: &Path, settings: &str) -> (Origin, Proxy) {
 
 /// [`setup`], and the proxy's clock.
 async fn setup_with_clock(cache: &Path, settings: &str) -> (Origin, Proxy, Arc<ManualClock>) {
+    setup_with_server(cache, settings, "").await
+}
+
+/// [`setup_with_clock`] with `server` added to the `[server]` table.
+pub(crate) async fn setup_with_server(
+    cache: &Path,
+    settings: &str,
+    server: &str,
+) -> (Origin, Proxy, Arc<ManualClock>) {
     let (objects, at) = recorded("a");
     let origin = Origin::start().await;
     let base = origin.base();
@@ -70,14 +79,18 @@ async fn setup_with_clock(cache: &Path, settings: &str) -> (Origin, Proxy, Arc<M
          [[passthrough]]\npublic = \"https://rrdp.test/ta/\"\nupstream = \"http://{}/ta/\"\n",
         origin.addr
     );
-    let text = config_text(port, admin_port, cache, &base, &extra);
+    let text = config_text(port, admin_port, cache, &base, &extra).replacen(
+        "threads = 2\n",
+        &format!("threads = 2\n{server}\n"),
+        1,
+    );
     let manual = ManualClock::at_unix(at);
     let proxy = Proxy::start_with_clock(text, port, admin_port, Clock::Manual(manual.clone()));
     proxy.wait_first_poll().await;
     (origin, proxy, manual)
 }
 
-fn tal() -> String {
+pub(crate) fn tal() -> String {
     format!("tal = \"{}\"", fixture_dir().join("ta.tal").display())
 }
 
@@ -92,7 +105,7 @@ async fn metrics(proxy: &Proxy) -> String {
 }
 
 /// The next serial at the origin with R1's signature broken (one flipped byte at its end).
-fn break_r1(origin: &Origin) -> u64 {
+pub(crate) fn break_r1(origin: &Origin) -> u64 {
     let uri = format!("{TESTBED}{R1}");
     origin.with(|s| {
         let mut der = s.repo.objects()[&uri].clone();

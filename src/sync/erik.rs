@@ -1,0 +1,152 @@
+//! One repository's side of the Erik relay (`server.erik`): its object state brought to
+//! the round about to be published (from the last state and the round's deltas when they
+//! connect, else from its snapshot), every object a current manifest lists put in the store
+//! under its SHA-256, then handed to the node's relay as that repository's [`Part`].
+//!
+//! Runs only for a round that is being published (after validation let it through), so an
+//! object only a refused round carries is never stored or served as an Erik object.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rpki::repository::manifest::Manifest;
+
+use super::validation::{walk_objects, RoundFiles};
+use crate::published::Part;
+use crate::rrdp::Hash;
+use crate::store::Store;
+
+/// The repository state as Erik needs it.
+#[derive(Default)]
+pub(crate) struct ErikSource {
+    /// Session and serial of the state.
+    at: Option<(String, u64)>,
+    /// Every object's hash, by rsync URI.
+    hashes: HashMap<String, Hash>,
+    /// The manifests' DER, by URI.
+    manifests: BTreeMap<String, Bytes>,
+}
+
+impl ErikSource {
+    /// Brings the state to the round's serial, stores its objects, and returns the
+    /// repository's part. On an error the state starts from the next snapshot.
+    pub(crate) async fn advance(
+        &mut self,
+        files: &RoundFiles,
+        store: &Arc<Store>,
+    ) -> io::Result<Part> {
+        let from = self.connecting_serial(files);
+        let mut state = std::mem::take(self);
+        let (files, store) = (files.clone(), store.clone());
+        let handle = tokio::runtime::Handle::current();
+        // The walk hands over one object at a time, each stored before the next is read:
+        // memory holds the hashes and the manifests, never the repository.
+        let (state, result) = tokio::task::spawn_blocking(move || {
+            let result = state.apply(&files, from, &store, &handle);
+            (state, result)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        result?;
+        *self = state;
+        Ok(Part {
+            manifests: self.manifests.clone(),
+            objects: self.listed(),
+        })
+    }
+
+    fn apply(
+        &mut self,
+        files: &RoundFiles,
+        from: Option<u64>,
+        store: &Arc<Store>,
+        handle: &tokio::runtime::Handle,
+    ) -> io::Result<()> {
+        if from.is_none() {
+            self.hashes.clear();
+            self.manifests.clear();
+        }
+        let mut failed = None;
+        let mut each = |uri: &str, der: Option<Bytes>| {
+            if failed.is_some() {
+                return;
+            }
+            let Some(der) = der else {
+                self.hashes.remove(uri);
+                self.manifests.remove(uri);
+                return;
+            };
+            let hash = Hash::of(&der);
+            if !store.contains(&hash, Some(der.len() as u64)) {
+                if let Err(e) = handle.block_on(store.put(&der)) {
+                    failed = Some(e);
+                    return;
+                }
+            }
+            if uri.ends_with(".mft") {
+                self.manifests.insert(uri.to_string(), der);
+            }
+            self.hashes.insert(uri.to_string(), hash);
+        };
+        let walked = match from {
+            Some(from) => (from + 1..=files.serial).try_for_each(|serial| {
+                let path = files.delta(serial).expect("connecting_serial checked it");
+                walk_objects(path, &files.session_id, serial, false, &mut each)
+            }),
+            None => walk_objects(
+                &files.snapshot.1,
+                &files.session_id,
+                files.serial,
+                true,
+                &mut each,
+            ),
+        };
+        if let Some(e) = walked.err().or(failed) {
+            *self = ErikSource::default();
+            return Err(e);
+        }
+        self.at = Some((files.session_id.clone(), files.serial));
+        Ok(())
+    }
+
+    /// The serial the round's deltas continue from, if they connect to this state.
+    fn connecting_serial(&self, files: &RoundFiles) -> Option<u64> {
+        match &self.at {
+            Some((session, serial))
+                if *session == files.session_id
+                    && *serial <= files.serial
+                    && (serial + 1..=files.serial).all(|s| files.delta(s).is_some()) =>
+            {
+                Some(*serial)
+            }
+            _ => None,
+        }
+    }
+
+    /// Every manifest and every file a manifest lists that the state holds with the hash the
+    /// manifest gives.
+    fn listed(&self) -> HashSet<Hash> {
+        let mut listed = HashSet::new();
+        for (uri, der) in &self.manifests {
+            listed.insert(Hash::of(der));
+            let Ok(mft) = Manifest::decode(der.clone(), false) else {
+                continue;
+            };
+            let dir = &uri[..uri.rfind('/').map_or(0, |i| i + 1)];
+            for item in mft.content().iter() {
+                let Ok(name) = std::str::from_utf8(item.file()) else {
+                    continue;
+                };
+                let Some(hash) = self.hashes.get(&format!("{dir}{name}")) else {
+                    continue;
+                };
+                if item.hash().as_ref() == hash.0.as_slice() {
+                    listed.insert(*hash);
+                }
+            }
+        }
+        listed
+    }
+}
