@@ -28,6 +28,7 @@ mod files;
 pub(crate) mod guard;
 pub(crate) mod miss;
 mod peer;
+mod pipeline;
 mod send;
 
 use std::sync::Arc;

@@ -221,3 +221,27 @@ async fn no_spelling_of_traversal_leaves_a_prefix_or_names_a_store_file() {
         "no such request reached the origin"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    // Three requests in one write, as Net::Async::HTTP (Erik's reference client) sends them;
+    // the last asks the server to close after it.
+    let pipelined = "GET /rrdp/notification.xml HTTP/1.1\r\nHost: x\r\n\r\n\
+                     GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n\
+                     HEAD /rrdp/notification.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    s.write_all(pipelined.as_bytes()).await.unwrap();
+    let raw = read_until_closed(&mut s).await;
+    let text = String::from_utf8_lossy(&raw);
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "404", "200"], "{text}");
+    let notification = proxy.get("/rrdp/notification.xml").await;
+    assert!(text.contains(&String::from_utf8_lossy(&notification.body).to_string()));
+}
