@@ -49,4 +49,19 @@ assert v["mode"] == "refuse", v["mode"]
 assert last and last["findings"] == 0 and last["points_from_anchor"] >= 3, last
 print("smoke: validated from demo.tal: %d points from the anchor, no findings" % last["points_from_anchor"])
 '
+# The shipped config is also an Erik relay: the demo's index is served, and each partition it
+# lists under its SHA-256.
+for _ in $(seq 1 50); do
+  curl -sf http://127.0.0.1:8080/.well-known/erik/index/demo.test -o erik-index.der && break
+  sleep 0.1
+done
+n=0
+for name in $(python3 "$top/tests/erik/partitions.py" erik-index.der | grep -v indexTime); do
+  curl -sf "http://127.0.0.1:8080/.well-known/ni/sha-256/$name" -o partition.der
+  got=$(python3 -c 'import base64,hashlib,sys; print(base64.urlsafe_b64encode(hashlib.sha256(open(sys.argv[1],"rb").read()).digest()).decode().rstrip("="))' partition.der)
+  [ "$got" = "$name" ] || { echo "smoke: partition $name has another hash"; exit 1; }
+  n=$((n + 1))
+done
+[ "$n" -gt 0 ] || { echo "smoke: the Erik index lists no partition"; exit 1; }
+echo "smoke: Erik index of demo.test served, its $n partition(s) by hash"
 echo "smoke: 1 passed, 0 failed"

@@ -1,5 +1,6 @@
-//! Routing: the cluster endpoints, then each repository's prefix (the notification, a
-//! published file, or a miss), then each passthrough's; everything else is 404.
+//! Routing: the cluster endpoints, the Erik endpoints (`server.erik`), then each repository's
+//! prefix (the notification, a published file, or a miss), then each passthrough's;
+//! everything else is 404.
 
 use http::HeaderValue;
 
@@ -31,19 +32,8 @@ impl RrdpProxy {
             }
         }
 
-        if let Some(relay) = &self.shared.erik {
-            if let Some(fqdn) = path.strip_prefix(super::erik::INDEX_PATH) {
-                if !is_get_or_head {
-                    return method_not_allowed(RequestKind::ErikIndex);
-                }
-                return self.erik_index(relay, fqdn, req);
-            }
-            if let Some(name) = path.strip_prefix(super::erik::OBJECT_PATH) {
-                if !is_get_or_head {
-                    return method_not_allowed(RequestKind::ErikObject);
-                }
-                return Box::pin(self.erik_object(relay, name, req)).await;
-            }
+        if let Some(answer) = self.erik_route(path, is_get_or_head, req).await {
+            return answer;
         }
         for (i, repo) in self.shared.repos.iter().enumerate() {
             let Some(rest) = path.strip_prefix(repo.config.public.path()) else {
@@ -76,15 +66,28 @@ impl RrdpProxy {
             let (upstream, gate) = (&self.forward[i], &self.misses[i]);
             return Box::pin(self.unpublished_file(repo, upstream, gate, rel, req)).await;
         }
+        if let Some(answer) = self.passthrough_route(path, is_get_or_head, req).await {
+            return answer;
+        }
+        Answer::text(404, RequestKind::Other, "not found\n")
+    }
+
+    /// The answer of the passthrough whose prefix `path` is under, if any.
+    async fn passthrough_route(
+        &self,
+        path: &str,
+        is_get_or_head: bool,
+        req: &pingora::http::RequestHeader,
+    ) -> Option<Answer> {
         for pass in &self.shared.passthroughs {
             if !path.starts_with(pass.config.public.path()) {
                 continue;
             }
             if !is_get_or_head {
-                return method_not_allowed(RequestKind::Passthrough);
+                return Some(method_not_allowed(RequestKind::Passthrough));
             }
             let Some(rel) = pass.config.public.relative_path(path) else {
-                return Answer::text(404, RequestKind::Passthrough, "not found\n");
+                return Some(Answer::text(404, RequestKind::Passthrough, "not found\n"));
             };
             let r = Box::pin(pass.serve(rel)).await;
             let mut a = Answer {
@@ -102,8 +105,8 @@ impl RrdpProxy {
             {
                 a = not_modified_answer(a);
             }
-            return a;
+            return Some(a);
         }
-        Answer::text(404, RequestKind::Other, "not found\n")
+        None
     }
 }

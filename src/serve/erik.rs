@@ -5,16 +5,18 @@ use base64::Engine as _;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 
-use super::answer::{accepts_gzip, not_modified, not_modified_answer, Answer, Body};
+use super::answer::{
+    accepts_gzip, method_not_allowed, not_modified, not_modified_answer, Answer, Body,
+};
 use super::RrdpProxy;
 use crate::metrics::{RequestKind, RequestResult};
 use crate::published::ErikRelay;
 use crate::rrdp::Hash;
 
 /// Where an FQDN's index is: followed by the FQDN.
-pub(super) const INDEX_PATH: &str = "/.well-known/erik/index/";
+const INDEX_PATH: &str = "/.well-known/erik/index/";
 /// Where objects are, by hash: followed by the SHA-256 in base64url.
-pub(super) const OBJECT_PATH: &str = "/.well-known/ni/sha-256/";
+const OBJECT_PATH: &str = "/.well-known/ni/sha-256/";
 
 /// The media types the draft registers; any other object is plain bytes.
 const INDEX_TYPE: &str = "application/rpki-erikindex";
@@ -34,6 +36,27 @@ pub(super) fn hash_of_name(name: &str) -> Option<Hash> {
 }
 
 impl RrdpProxy {
+    /// The answer to an Erik path when `server.erik` is on; `None` for any other request.
+    pub(super) async fn erik_route(
+        &self,
+        path: &str,
+        is_get_or_head: bool,
+        req: &RequestHeader,
+    ) -> Option<Answer> {
+        let relay = self.shared.erik.as_ref()?;
+        if let Some(fqdn) = path.strip_prefix(INDEX_PATH) {
+            if !is_get_or_head {
+                return Some(method_not_allowed(RequestKind::ErikIndex));
+            }
+            return Some(self.erik_index(relay, fqdn, req));
+        }
+        let name = path.strip_prefix(OBJECT_PATH)?;
+        if !is_get_or_head {
+            return Some(method_not_allowed(RequestKind::ErikObject));
+        }
+        Some(Box::pin(self.erik_object(relay, name, req)).await)
+    }
+
     /// `GET /.well-known/erik/index/{fqdn}`.
     pub(super) fn erik_index(&self, relay: &ErikRelay, fqdn: &str, req: &RequestHeader) -> Answer {
         let view = relay.view();

@@ -58,7 +58,9 @@ impl Framer {
         let start = self.taken;
         let end = (start + room).min(self.pending.len());
         let pending = std::mem::take(&mut self.pending);
-        let cut = self.frame_start(&pending[start..end]).map_or(end, |n| start + n);
+        let cut = self
+            .frame_start(&pending[start..end])
+            .map_or(end, |n| start + n);
         self.pending = pending;
         self.taken = cut;
         Some(&self.pending[start..cut])
@@ -136,7 +138,10 @@ mod tests {
         let first = f.split_fresh(TWO);
         assert_eq!(&TWO[..first], b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
         let waker = futures_waker();
-        assert!(f.must_wait(&waker), "the second waits for the first's response");
+        assert!(
+            f.must_wait(&waker),
+            "the second waits for the first's response"
+        );
         f.responded();
         assert!(!f.must_wait(&waker));
         let second = f.take_pending(1 << 16).unwrap().to_vec();

@@ -8,7 +8,8 @@
 # Two generations of Relying Parties run every scenario: Debian 12's rpki-client 8.2 and
 # Fort 1.5.4, and the versions operators run now, rpki-client 9.7 and Fort 1.6.6 from
 # bookworm-backports (unpacked side by side under $PEERS/bpo, never installed over the
-# others), plus Routinator's current release.
+# others), plus Routinator's current release. APNIC's Erik client (../shared/lab/erik, its
+# Perl modules from Debian) mirrors the same repository from the proxy's Erik relay.
 #
 # Needs root (it installs packages, adds rrdp.test to /etc/hosts and the lab CA to the
 # system store for rpki-client). Krill and Routinator are built from crates.io into
@@ -26,6 +27,8 @@ LAB=$work   # mode 755: rpki-client drops privileges to _rpki-client
 export PATH="$PEERS/bin:/usr/sbin:$PATH"
 KRILL_PORT=3000
 PROXY_TLS=8443
+PROXY_PLAIN=8480
+ERIK_LAB=${ERIK_LAB:-$top/../shared/lab/erik}
 ADMIN=127.0.0.1:9443
 results=()
 failures=0
@@ -174,7 +177,9 @@ upstream_insecure = true          # Krill's self-signed certificate"
   fi
   cat > "$LAB/proxy/proxy.toml" <<EOF
 [server]
-listen = []
+# Plain HTTP for the Erik client (it speaks no TLS); the RPs use the TLS listener.
+listen = ["127.0.0.1:$PROXY_PLAIN"]
+erik = true
 tls_listen = ["127.0.0.1:$PROXY_TLS"]
 tls_cert = "$LAB/tls/rrdp.crt"
 tls_key = "$LAB/tls/rrdp.key"
@@ -356,6 +361,8 @@ errors_served() { metric 'rrdp_proxy_requests_total\{kind="(notification|file)",
 
 #------------ The scenarios -------------------------------------------------------------------
 install_peers
+perl -I"$ERIK_LAB/lib" -e 'use APNIC::RPKI::Erik::Client;' \
+  || { log "APNIC's Erik client cannot run (its Perl modules: $ERIK_LAB/LAB.md)"; exit 1; }
 setup_tls
 log "lab in $LAB"
 start_krill
@@ -529,6 +536,56 @@ while read -r rel; do
 done < <(grep -o '<\(snapshot\|delta\) [^>]*' "$LAB/sync/rrdp/notification.xml" | sed 's|.* uri="https://[^/]*/rrdp/\([^"]*\)".*|\1|')
 [ "$files" -gt 0 ] || ok=FAIL
 record proxy "sync from Krill's dir: $files files = Krill's" "exit 0" "exit $code" "$ok"
+
+log "10: Erik"
+# APNIC's Erik client mirrors the proxy's index of rrdp.test (Krill's rsync host): exactly the
+# objects the current manifests reach (the rsync export of the same serial). After a ROA
+# change, a second run fetches the index, the partition that changed, and the manifest and
+# files that changed, nothing else; its mirror then holds exactly the ROAs Krill publishes,
+# the ones whose VRPs the RPs report.
+wait_exported() {
+  local want
+  want=$(proxy_serial)
+  for _ in $(seq 1 100); do
+    curl -sf "http://$ADMIN/status" | grep -q "\"exported_serial\": $want" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+erik_client() { # erik_client RUN
+  APNIC_DEBUG=1 perl -I"$ERIK_LAB/lib" "$ERIK_LAB/bin/erik-client" --cache-dir "$LAB/erik/mirror" \
+    --server "127.0.0.1:$PROXY_PLAIN" --fqdn rrdp.test >"$LAB/erik/client-$1.log" 2>&1
+}
+erik_requests() { metric 'rrdp_proxy_requests_total\{kind="erik_(index|object)",result="[a-z]+",status="[0-9]+"\}'; }
+erik_partitions() {
+  curl -sf "http://127.0.0.1:$PROXY_PLAIN/.well-known/erik/index/rrdp.test" -o "$LAB/erik/index.der"
+  python3 "$top/tests/erik/partitions.py" "$LAB/erik/index.der" | grep -v indexTime | sort
+}
+same_as_export() { diff -r "$LAB/proxy/rsync/current" "$LAB/erik/mirror/rrdp.test" >"$LAB/erik/diff-$1.txt" 2>&1; }
+mkdir -p "$LAB/erik/mirror"
+wait_exported || true
+code=0; erik_client 1 || code=$?
+ok=$([ "$code" = 0 ] && same_as_export 1 && echo pass || echo FAIL)
+n=$(find "$LAB/erik/mirror/rrdp.test" -type f | wc -l)
+record erik-client "mirror = rsync export ($n objects)" "exit 0" "exit $code" "$ok"
+erik_partitions >"$LAB/erik/partitions-1.txt"
+cp -a "$LAB/erik/mirror" "$LAB/erik/mirror-1"
+roa_add 198.51.100.0/24 24 64500
+sync_proxy
+wait_exported || true
+erik_partitions >"$LAB/erik/partitions-2.txt"
+before=$(erik_requests)
+code=0; erik_client 2 || code=$?
+fetched=$(($(erik_requests) - before))
+changed_files=$( (diff -rq "$LAB/erik/mirror-1/rrdp.test" "$LAB/erik/mirror/rrdp.test" || true) | grep -c "differ\|^Only in $LAB/erik/mirror/" || true)
+changed_partitions=$(comm -13 "$LAB/erik/partitions-1.txt" "$LAB/erik/partitions-2.txt" | wc -l)
+want=$((1 + changed_partitions + changed_files))
+ok=$([ "$code" = 0 ] && [ "$fetched" = "$want" ] && [ "$changed_partitions" -ge 1 ] && same_as_export 2 && echo pass || echo FAIL)
+record erik-client "after a ROA: index+${changed_partitions} partition(s)+${changed_files} file(s)" "$want" "$fetched" "$ok"
+mirror_roas=$(find "$LAB/erik/mirror/rrdp.test" -name '*.roa' -printf '%f\n' | sort)
+ok=$([ "$mirror_roas" = "$(krill_roa_files)" ] && echo pass || echo FAIL)
+record erik-client "mirror's ROAs = Krill's" "$(krill_roa_files | wc -l)" "$(printf '%s\n' "$mirror_roas" | grep -c . || true)" "$ok"
+check_all "after the Erik ROA"
 
 log "9: a broken ROA between Krill and the proxy"
 # Krill's RRDP directory, copied, becomes the proxy's source; a new serial is added to it with

@@ -6,7 +6,8 @@
 #   2. everything from the upstream and the config is text: a second repository, whose name
 #      has a quote, fronts a hostile upstream that sends `Content-Encoding: <script>…` (echoed
 #      in the error message); the page shows the message as text and no element is injected;
-#   3. with the demo origin down, the repository shows the error state with its reason.
+#   3. with the demo origin down, the repository shows the error state with its reason;
+#   4. with server.erik, the demo's Erik index (partitions, manifests, indexTime).
 # Screenshots are kept, their paths printed (CI log artefacts); docs/page.png is one of them.
 #
 #   tests/page/run.sh [path/to/rrdp-proxy] [screenshot-dir]
@@ -55,6 +56,7 @@ listen = ["127.0.0.1:$PUBLIC"]
 admin_listen = "$ADMIN"
 threads = 1
 upgrade_sock = "$work/upgrade.sock"
+erik = true
 [cache]
 dir = "$work/cache"
 [[repository]]
@@ -81,7 +83,7 @@ wait_status() {
   log "timed out waiting for: $1"; status >&2; return 1
 }
 # (The hostile upstream's own error, not a refused connection while it starts.)
-wait_status 's["repositories"][0]["serial"] is not None and "Content-Encoding" in (s["repositories"][1]["last_error"] or "") and s["repositories"][0]["validation"].get("last")'
+wait_status 's["repositories"][0]["serial"] is not None and "Content-Encoding" in (s["repositories"][1]["last_error"] or "") and s["repositories"][0]["validation"].get("last") and s["erik"]["fqdns"]'
 serial=$(status | python3 -c 'import json,sys; print(json.load(sys.stdin)["repositories"][0]["serial"])')
 
 log "1-2: the page with the repository current and a hostile upstream"
@@ -96,6 +98,8 @@ rc=0; grep -qF "data-public=\"http://it's.test:$PUBLIC/hostile/\"" "$work/dom-up
 check "the name with a quote is shown as it is" $rc
 rc=0; grep -qF 'nothing an RP would reject in 3 publication point(s) (3 from a TAL)' "$work/dom-up.html" || rc=$?
 check "RPKI validation's result is shown (the demo's signed tree, from demo.tal)" $rc
+rc=0; grep -qE 'Erik index demo.test</dt><dd>[0-9]+ partition\(s\), 3 manifest\(s\)' "$work/dom-up.html" || rc=$?
+check "the Erik index of demo.test is shown (server.erik)" $rc
 n=$(grep -o '<script' "$work/dom-up.html" | wc -l)
 rc=0; { [ "$n" = 1 ] && ! grep -q 'pwned</title>' "$work/dom-up.html"; } || rc=1
 check "no element was injected (script elements: $n, the page's own)" $rc

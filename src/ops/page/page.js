@@ -228,6 +228,13 @@ async function refresh() {
     row(cache, "On disk", `${bytes(status.cache.disk_bytes)} in ${status.cache.disk_objects} objects` + (status.cache.disk_limit ? ` (limit ${bytes(status.cache.disk_limit)})` : ""));
     row(cache, "In memory", `${bytes(status.cache.memory_bytes)} in ${status.cache.memory_objects} objects`);
     row(cache, "Version", status.version);
+    if (status.erik) {
+      // server.erik: each FQDN's index, as an Erik client would find it.
+      for (const f of status.erik.fqdns) {
+        row(cache, "Erik index " + f.fqdn, `${f.partitions} partition(s), ${f.manifests} manifest(s); indexTime ${when(f.index_time)}`);
+      }
+      if (!status.erik.fqdns.length) row(cache, "Erik", "on; no index yet", "warn");
+    }
     document.getElementById("updated").textContent = "Updated " + new Date().toISOString();
   } catch (e) {
     const overall = document.getElementById("overall");
