@@ -10,12 +10,15 @@
 #   bench/validation.sh                       defaults: SIZE_MIB=500 CAS=20 SERIALS=6
 #   SIZE_MIB=50 bench/validation.sh
 #   REPO=/tmp/repo bench/validation.sh        a repository examples/signed_repo built before
+#   MODES="off erik" bench/validation.sh      what server.erik costs (validate = "off" both):
+#                                             the Erik part of each round, against the round
 #
 # Prints a markdown table for docs/benchmarks.md. Needs openssl, curl and python3.
 set -euo pipefail
 SIZE_MIB=${SIZE_MIB:-500}
 CAS=${CAS:-20}
 SERIALS=${SERIALS:-6}
+MODES=${MODES:-off refuse}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 cargo build --release -q
@@ -53,10 +56,12 @@ field() { # field PYTHON-EXPR: evaluated on the first repository's status as `r`
   status | python3 -c "import json,sys; r=json.load(sys.stdin)['repositories'][0]; print($1)"
 }
 
-# run MODE: prints one line per serial: serial round_seconds validation_seconds verified from_deltas replayed rss_kib
+# run MODE: prints one line per serial: serial round_seconds validation_seconds verified
+# from_deltas replayed rss_kib erik_seconds
 run() {
-  local mode=$1 settings=""
+  local mode=$1 settings="" server=""
   [ "$mode" = off ] && settings='validate = "off"'
+  [ "$mode" = erik ] && settings='validate = "off"' && server='erik = true'
   [ "$mode" = refuse ] && settings="validate = \"refuse\"
 tal = \"$work/repo/ta.tal\""
   rm -rf "$work/cache"
@@ -66,6 +71,7 @@ tal = \"$work/repo/ta.tal\""
 listen = ["127.0.0.1:$PUBLIC"]
 admin_listen = "$ADMIN"
 upgrade_sock = "$work/upgrade.sock"
+$server
 [cache]
 dir = "$work/cache"
 [[repository]]
@@ -95,7 +101,7 @@ TOML
     [ "$(field "r['serial']")" = "$serial" ] || { log "$mode: serial $serial never published"; tail "$work/proxy-$mode.log" >&2; exit 1; }
     local rss
     rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-    echo "$serial $(field "r['last_publish_seconds']") $(field "(r['validation'].get('last') or {}).get('seconds', 0)") $(field "(r['validation'].get('last') or {}).get('verified', 0)") $(field "str((r['validation'].get('last') or {}).get('from_deltas', '-')).lower()") $(field "(r['validation'].get('last') or {}).get('points_replayed', '-')") $rss"
+    echo "$serial $(field "r['last_publish_seconds']") $(field "(r['validation'].get('last') or {}).get('seconds', 0)") $(field "(r['validation'].get('last') or {}).get('verified', 0)") $(field "str((r['validation'].get('last') or {}).get('from_deltas', '-')).lower()") $(field "(r['validation'].get('last') or {}).get('points_replayed', '-')") $rss $(field "(r['last_round_seconds'] or {}).get('erik', 0)")"
     if [ "$mode" = refuse ]; then
       local found
       found=$(field "r['validation']['last']['findings']")
@@ -105,16 +111,26 @@ TOML
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-log "validate = off"
-run off >"$work/off.txt"
-log "validate = refuse, with the TAL"
-run refuse >"$work/refuse.txt"
+for mode in $MODES; do
+  log "mode $mode"
+  run "$mode" >"$work/$mode.txt"
+done
 
 printf '\nSnapshot %s MiB (%s objects in %s CAs), %s on %s cores.\n\n' \
   "$((snapshot_bytes >> 20))" "$(grep -c '<publish ' "$(ls -d "$work"/repo/rrdp/*/1)/snapshot.xml")" "$CAS" "$(uname -m)" "$(nproc)"
-printf '| serial | round, off (s) | round, refuse (s) | validation (s) | validation / round off | signed objects verified | from deltas | points replayed | peak RSS off / refuse (MiB) |\n'
-printf '|---|---|---|---|---|---|---|---|---|\n'
-paste -d' ' "$work/off.txt" "$work/refuse.txt" | while read -r s r0 _ _ _ _ m0 _ r1 v1 n1 d1 p1 m1; do
-  ratio=$(python3 -c "print(f'{$v1 / $r0 * 100:.1f} %')")
-  printf '| %s | %.2f | %.2f | %.3f | %s | %s | %s | %s | %s / %s |\n' "$s" "$r0" "$r1" "$v1" "$ratio" "$n1" "$d1" "$p1" "$((m0 / 1024))" "$((m1 / 1024))"
-done
+if [ -f "$work/refuse.txt" ]; then
+  printf '| serial | round, off (s) | round, refuse (s) | validation (s) | validation / round off | signed objects verified | from deltas | points replayed | peak RSS off / refuse (MiB) |\n'
+  printf '|---|---|---|---|---|---|---|---|---|\n'
+  paste -d' ' "$work/off.txt" "$work/refuse.txt" | while read -r s r0 _ _ _ _ m0 _ _ r1 v1 n1 d1 p1 m1 _; do
+    ratio=$(python3 -c "print(f'{$v1 / $r0 * 100:.1f} %')")
+    printf '| %s | %.2f | %.2f | %.3f | %s | %s | %s | %s | %s / %s |\n' "$s" "$r0" "$r1" "$v1" "$ratio" "$n1" "$d1" "$p1" "$((m0 / 1024))" "$((m1 / 1024))"
+  done
+fi
+if [ -f "$work/erik.txt" ]; then
+  printf '| serial | round, off (s) | round, erik (s) | Erik part (s) | Erik part / round off | peak RSS off / erik (MiB) |\n'
+  printf '|---|---|---|---|---|---|\n'
+  paste -d' ' "$work/off.txt" "$work/erik.txt" | while read -r s r0 _ _ _ _ m0 _ _ r1 _ _ _ _ m1 e1; do
+    ratio=$(python3 -c "print(f'{$e1 / $r0:.2f}')")
+    printf '| %s | %.2f | %.2f | %.3f | %s | %s / %s |\n' "$s" "$r0" "$r1" "$e1" "$ratio" "$((m0 / 1024))" "$((m1 / 1024))"
+  done
+fi

@@ -132,7 +132,7 @@ impl Shared {
             live.extend(p.live_hashes());
         }
         if let Some(erik) = &self.erik {
-            live.extend(erik.view().live());
+            live.extend(erik.live());
         }
         live
     }

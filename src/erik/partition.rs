@@ -10,7 +10,8 @@
 //!   APNIC's reference relay order by AKI: we follow the example, byte for byte
 //!   (`tests/data/erik/`, the test below).
 //! - `partitionTime` is the newest `thisUpdate` of its manifests, `indexTime` the newest
-//!   `partitionTime`: both change exactly when a manifest in them does.
+//!   `partitionTime`, as the draft says. (Neither need move when a manifest goes away: the
+//!   relay's `Last-Modified` is its own switch time, not these.)
 //!
 //! [`Relay`] keeps the last build, so a state that changes one manifest re-encodes one
 //! partition and its index, not every partition of every FQDN.
@@ -81,11 +82,17 @@ pub(crate) fn manifest_ref(uri: &str, der: &Bytes) -> Result<(String, ManifestRe
     let aki = cert
         .authority_key_identifier()
         .ok_or("EE certificate without an authority key identifier")?;
-    let fqdn = cert
+    let signed_object = cert
         .signed_object()
-        .ok_or("EE certificate without a signedObject URI")?
-        .authority()
-        .to_ascii_lowercase();
+        .ok_or("EE certificate without a signedObject URI")?;
+    // The FQDN is the signedObject URI's host: a manifest published elsewhere would put
+    // itself into another FQDN's index (another repository's, even).
+    if signed_object.as_str() != uri {
+        return Err(format!(
+            "its signedObject URI {signed_object} is not where it is published"
+        ));
+    }
+    let fqdn = signed_object.authority().to_ascii_lowercase();
     let content = manifest.content();
     // The serial's INTEGER content octets; `Unsigned` drops the leading zeros.
     let octets = content.manifest_number().to_encoded_bytes(Mode::Der);
@@ -104,17 +111,16 @@ pub(crate) fn manifest_ref(uri: &str, der: &Bytes) -> Result<(String, ManifestRe
 }
 
 impl Relay {
-    /// Brings the relay to the state whose manifests are `manifests` (URI → DER, every
-    /// `.mft` of the state), re-encoding only the partitions whose manifests changed.
-    /// Returns the manifests left out, and why.
+    /// Brings the relay to the state whose manifests are `manifests` (URI, SHA-256 and DER
+    /// of every `.mft` of the state), re-encoding only the partitions whose manifests
+    /// changed. Returns the manifests left out, and why.
     pub(crate) fn update<'a>(
         &mut self,
-        manifests: impl IntoIterator<Item = (&'a str, &'a Bytes)>,
+        manifests: impl IntoIterator<Item = (&'a str, Hash, &'a Bytes)>,
     ) -> Vec<Skipped> {
         let mut skipped = Vec::new();
         let mut now: HashMap<String, (String, u8, Hash, Option<ManifestRef>)> = HashMap::new();
-        for (uri, der) in manifests {
-            let hash = Hash::of(der);
+        for (uri, hash, der) in manifests {
             match self.placed.get(uri) {
                 Some((fqdn, octet, h)) if *h == hash => {
                     now.insert(uri.to_string(), (fqdn.clone(), *octet, hash, None));
@@ -251,11 +257,11 @@ mod tests {
             .collect()
     }
 
-    fn manifests(objects: &BTreeMap<String, Bytes>) -> Vec<(&str, &Bytes)> {
+    fn manifests(objects: &BTreeMap<String, Bytes>) -> Vec<(&str, Hash, &Bytes)> {
         objects
             .iter()
             .filter(|(u, _)| u.ends_with(".mft"))
-            .map(|(u, d)| (u.as_str(), d))
+            .map(|(u, d)| (u.as_str(), Hash::of(d), d))
             .collect()
     }
 
@@ -327,7 +333,7 @@ mod tests {
     fn a_manifest_that_does_not_decode_is_skipped_with_its_uri() {
         let mut relay = Relay::default();
         let junk = Bytes::from_static(b"not a manifest");
-        let skipped = relay.update(vec![("rsync://x.example/a.mft", &junk)]);
+        let skipped = relay.update(vec![("rsync://x.example/a.mft", Hash::of(&junk), &junk)]);
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].uri, "rsync://x.example/a.mft");
         assert!(relay.fqdns.is_empty());

@@ -4,7 +4,7 @@
 //! with bcder (NLnet Labs' DER crate, the one the `rpki` crate is built on); no I/O.
 //!
 //! `version [0] INTEGER DEFAULT 0`: DER leaves a default out, so the encoder never writes
-//! it; the decoder takes it when present and refuses any version but 0.
+//! it and the decoder refuses it, 0 or not (only version 0 exists).
 
 use bcder::decode::{self, Constructed, DecodeError};
 use bcder::encode::{self, PrimitiveContent, Values};
@@ -255,8 +255,10 @@ fn take_content_info<S: decode::Source, T>(
 
 fn take_version<S: decode::Source>(cons: &mut Constructed<S>) -> Result<(), DecodeError<S::Error>> {
     match cons.take_opt_constructed_if(Tag::CTX_0, |c| c.take_u64())? {
-        None | Some(0) => Ok(()),
-        Some(v) => Err(cons.content_err(format!("version {v}, not 0"))),
+        None => Ok(()),
+        Some(v) => Err(cons.content_err(format!(
+            "version {v} written out (DER leaves out the default, 0)"
+        ))),
     }
 }
 

@@ -114,6 +114,7 @@ impl Admin {
                     "compress_seconds": s.compress_seconds,
                     "snapshot_objects": g.as_ref().and_then(|g| g.snapshot_objects),
                     "exported_serial": s.exported_serial,
+                    "erik_serial": s.erik_serial,
                     "compressed_serial": s.compressed_serial,
                     "delta_history": g.as_ref().map(|g| json!({
                         "entries": g.history.len(),

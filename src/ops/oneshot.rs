@@ -30,7 +30,7 @@ pub async fn run(config: Config) -> u8 {
         }
     };
     let mut status = OK;
-    for repo in &shared.repos {
+    for (i, repo) in shared.repos.iter().enumerate() {
         let mut poller = Poller::new(
             repo.clone(),
             shared.store.clone(),
@@ -38,7 +38,10 @@ pub async fn run(config: Config) -> u8 {
             shared.config.cache.retain,
         )
         .with_peers(shared.peers.clone())
-        .with_clock(shared.clock.clone());
+        .with_clock(shared.clock.clone())
+        // With `server.erik`, the cache's Erik objects are kept up to date too (and so kept
+        // by the garbage collection below) for the server that will use this cache.
+        .with_erik(shared.erik.clone(), i);
         let name = repo.name();
         let mut result = poller.poll_once().await;
         if result.is_ok() && poller.holding() {
@@ -63,6 +66,7 @@ pub async fn run(config: Config) -> u8 {
                 status = status.max(UPSTREAM);
             }
         }
+        poller.erik_catch_up().await;
         if let Some(g) = repo.current() {
             let exported = crate::ops::export::export_once(repo, &shared.store, &g, &shared.clock);
             if let Err(e) = exported.await {

@@ -12,7 +12,7 @@
 //! for clients that are part way through the previous index.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -25,11 +25,11 @@ use crate::erik::partition::Relay;
 use crate::rrdp::Hash;
 use crate::store::Store;
 
-/// One repository's contribution: its current manifests (URI → DER) and every object of
-/// its state a manifest lists (manifests included), all in the store.
+/// One repository's contribution: its current manifests (URI → hash and DER) and every
+/// object of its state, all in the store.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Part {
-    pub(crate) manifests: BTreeMap<String, Bytes>,
+    pub(crate) manifests: BTreeMap<String, (Hash, Bytes)>,
     pub(crate) objects: HashSet<Hash>,
 }
 
@@ -40,6 +40,10 @@ pub(crate) struct IndexView {
     pub(crate) gzip: Option<Bytes>,
     pub(crate) etag: HeaderValue,
     pub(crate) etag_gzip: HeaderValue,
+    /// When this node switched to this index (seconds since the epoch), as `Last-Modified`:
+    /// later for every change, which `indexTime` is not (a manifest removed, or one merged
+    /// in from another repository with an older `thisUpdate`, leave it as it was).
+    pub(crate) changed: u64,
     pub(crate) last_modified: HeaderValue,
     /// `indexTime`, seconds since the epoch.
     pub(crate) time: i64,
@@ -51,7 +55,8 @@ pub(crate) struct IndexView {
 #[derive(Debug, Default)]
 pub(crate) struct ErikView {
     pub(crate) fqdns: BTreeMap<String, IndexView>,
-    /// Every object a current index reaches: partitions, manifests, the files they list.
+    /// Every object a current index reaches: partitions, and the objects of the states
+    /// whose manifests they list.
     objects: HashSet<Hash>,
     /// Objects earlier views reached, with when they left (seconds since the epoch).
     retired: HashMap<Hash, u64>,
@@ -67,17 +72,16 @@ impl ErikView {
     pub(crate) fn object_count(&self) -> usize {
         self.objects.len()
     }
-
-    /// Every object the store must keep for this view.
-    pub(crate) fn live(&self) -> impl Iterator<Item = &Hash> {
-        self.objects.iter().chain(self.retired.keys())
-    }
 }
 
 /// The node's Erik relay: the view clients read, and what builds the next one.
 pub(crate) struct ErikRelay {
     view: ArcSwap<ErikView>,
     building: tokio::sync::Mutex<Building>,
+    /// Per repository, objects it is storing for a part not switched in yet: live for
+    /// garbage collection from before they are written (a first walk of a large snapshot
+    /// outlasts the store's grace period).
+    pending: Mutex<HashMap<usize, HashSet<Hash>>>,
     retain: Duration,
 }
 
@@ -93,6 +97,7 @@ impl ErikRelay {
         ErikRelay {
             view: ArcSwap::from_pointee(ErikView::default()),
             building: tokio::sync::Mutex::new(Building::default()),
+            pending: Mutex::new(HashMap::new()),
             retain,
         }
     }
@@ -101,8 +106,37 @@ impl ErikRelay {
         self.view.load_full()
     }
 
+    /// Repository `repo` is about to store `hash` for its next part.
+    pub(crate) fn hold(&self, repo: usize, hash: Hash) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.entry(repo).or_default().insert(hash);
+    }
+
+    /// Repository `repo`'s pending objects are no longer pending (its part was switched in,
+    /// or given up).
+    pub(crate) fn release(&self, repo: usize) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.remove(&repo);
+    }
+
+    /// Every object the store must keep: what the view reaches or retains, and what
+    /// repositories are storing for their next part.
+    pub(crate) fn live(&self) -> HashSet<Hash> {
+        let view = self.view();
+        let mut live: HashSet<Hash> = view
+            .objects
+            .iter()
+            .chain(view.retired.keys())
+            .copied()
+            .collect();
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        live.extend(pending.values().flatten().copied());
+        live
+    }
+
     /// Replaces repository `repo`'s part, writes the partitions that changed to the store,
-    /// then switches the view. On a store error the view stays as it was.
+    /// then switches the view. On an error the view and the parts stay as they were (and
+    /// the next update rebuilds every partition).
     pub(crate) async fn update(
         &self,
         repo: usize,
@@ -110,31 +144,63 @@ impl ErikRelay {
         store: &Arc<Store>,
         now: u64,
     ) -> std::io::Result<()> {
-        let mut b = self.building.lock().await;
-        b.parts.insert(repo, part);
-        let manifests: Vec<(String, Bytes)> = b
-            .parts
-            .values()
-            .flat_map(|p| p.manifests.iter().map(|(u, d)| (u.clone(), d.clone())))
-            .collect();
-        let mut relay = b.relay.clone();
-        for s in relay.update(manifests.iter().map(|(u, d)| (u.as_str(), d))) {
-            warn!("erik: {} left out: {}", s.uri, s.reason);
+        let mut guard = self.building.lock().await;
+        let mut b = std::mem::take(&mut *guard);
+        let previous = b.parts.insert(repo, part);
+        // Decoding the manifests that changed and encoding their partitions: CPU work, off
+        // the async threads.
+        let b = tokio::task::spawn_blocking(move || {
+            let Building { relay, parts } = &mut b;
+            let manifests = parts
+                .values()
+                .flat_map(|p| p.manifests.iter().map(|(u, (h, d))| (u.as_str(), *h, d)));
+            for s in relay.update(manifests) {
+                warn!("erik: {} left out: {}", s.uri, s.reason);
+            }
+            b
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        match self.switch(&b, store, now).await {
+            Ok(()) => {
+                *guard = b;
+                Ok(())
+            }
+            Err(e) => {
+                let mut b = b;
+                b.relay = Relay::default();
+                match previous {
+                    Some(p) => b.parts.insert(repo, p),
+                    None => b.parts.remove(&repo),
+                };
+                *guard = b;
+                Err(e)
+            }
         }
+    }
+
+    /// Stores the partitions the new build lists and the view does not, then swaps in the
+    /// view of that build.
+    async fn switch(&self, b: &Building, store: &Arc<Store>, now: u64) -> std::io::Result<()> {
         let mut objects: HashSet<Hash> = b
             .parts
             .values()
             .flat_map(|p| p.objects.iter().copied())
             .collect();
-        for f in relay.fqdns.values() {
+        let old = self.view();
+        for f in b.relay.fqdns.values() {
             for (hash, der) in f.partitions() {
-                if !store.contains(hash, Some(der.len() as u64)) {
-                    store.put(der).await?;
-                }
                 objects.insert(*hash);
+                if old.objects.contains(hash) {
+                    continue; // stored, and live while the current view lists it
+                }
+                // Touched when already there: garbage collection keeps it until the view
+                // listing it is live (it may be an old partition listed again).
+                if !(store.contains(hash, Some(der.len() as u64)) && store.touch(hash)) {
+                    store.put_cold(der).await?;
+                }
             }
         }
-        let old = self.view();
         let retain = self.retain.as_secs();
         let mut retired: HashMap<Hash, u64> = old
             .retired
@@ -145,15 +211,19 @@ impl ErikRelay {
         for h in old.objects.iter().filter(|h| !objects.contains(h)) {
             retired.insert(*h, now);
         }
-        let fqdns = relay
+        let fqdns = b
+            .relay
             .fqdns
             .iter()
             .map(|(name, f)| {
-                let old = old.fqdns.get(name).filter(|o| o.der == f.index);
-                (name.clone(), old.cloned().unwrap_or_else(|| index_view(f)))
+                let before = old.fqdns.get(name);
+                let view = match before {
+                    Some(o) if o.der == f.index => o.clone(),
+                    _ => index_view(f, before.map_or(now, |o| now.max(o.changed + 1))),
+                };
+                (name.clone(), view)
             })
             .collect();
-        b.relay = relay;
         self.view.store(Arc::new(ErikView {
             fqdns,
             objects,
@@ -163,10 +233,9 @@ impl ErikRelay {
     }
 }
 
-fn index_view(f: &crate::erik::partition::Fqdn) -> IndexView {
+fn index_view(f: &crate::erik::partition::Fqdn, changed: u64) -> IndexView {
     let etag = format!("\"{}\"", Hash::of(&f.index).to_hex());
-    let secs = u64::try_from(f.time).unwrap_or(0);
-    let lm = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+    let lm = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(changed));
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let gzip = enc
@@ -180,6 +249,7 @@ fn index_view(f: &crate::erik::partition::Fqdn) -> IndexView {
         gzip,
         etag_gzip: header_value(&super::head::gzip_etag(&etag)),
         etag: header_value(&etag),
+        changed,
         last_modified: header_value(&lm),
         time: f.time,
         partitions: f.partitions().count(),
@@ -193,13 +263,13 @@ mod tests {
     use crate::demo::signed::SignedDemo;
 
     fn part(objects: &BTreeMap<String, Vec<u8>>) -> Part {
-        let manifests: BTreeMap<String, Bytes> = objects
+        let manifests: BTreeMap<String, (Hash, Bytes)> = objects
             .iter()
             .filter(|(u, _)| u.ends_with(".mft"))
-            .map(|(u, d)| (u.clone(), Bytes::from(d.clone())))
+            .map(|(u, d)| (u.clone(), (Hash::of(d), Bytes::from(d.clone()))))
             .collect();
         Part {
-            objects: manifests.values().map(|d| Hash::of(d)).collect(),
+            objects: manifests.values().map(|(h, _)| *h).collect(),
             manifests,
         }
     }
@@ -244,14 +314,31 @@ mod tests {
             assert!(!v2.serves(h, 1010 + 100, 100), "not after");
         }
 
-        // A second repository naming the same FQDN joins its index.
-        let mut other = part(&SignedDemo::new(Duration::from_secs(60)).objects());
-        other.manifests = other
+        // Repositories naming one FQDN share its index: the demo's manifests in two parts.
+        let (ta, cas): (BTreeMap<_, _>, BTreeMap<_, _>) = part(&demo.objects())
             .manifests
             .into_iter()
-            .map(|(u, d)| (u.replace("/repo/", "/other/"), d))
+            .partition(|(u, _)| u.contains("/ta/"));
+        let of = |manifests: BTreeMap<String, (Hash, Bytes)>| Part {
+            objects: manifests.values().map(|(h, _)| *h).collect(),
+            manifests,
+        };
+        relay.update(0, of(ta), &store, 1020).await.unwrap();
+        assert_eq!(relay.view().fqdns["demo.test"].manifests, 1);
+        relay
+            .update(1, of(cas.clone()), &store, 1020)
+            .await
+            .unwrap();
+        assert_eq!(relay.view().fqdns["demo.test"].manifests, 3);
+
+        // A manifest published where its signedObject URI does not point is left out.
+        let moved = cas
+            .into_iter()
+            .map(|(u, m)| (u.replace("/repo/", "/elsewhere/"), m))
             .collect();
-        relay.update(1, other, &store, 1020).await.unwrap();
-        assert_eq!(relay.view().fqdns["demo.test"].manifests, 6);
+        relay.update(2, of(moved), &store, 1030).await.unwrap();
+        assert_eq!(relay.view().fqdns["demo.test"].manifests, 3);
+        let index = &relay.view().fqdns["demo.test"];
+        assert!(index.changed >= 1020);
     }
 }

@@ -36,6 +36,8 @@ pub struct RepoStatus {
     pub rounds_started: u64,
     /// The serial last written to the exports (export_rrdp, export_rsync).
     pub exported_serial: Option<u64>,
+    /// The serial whose objects the Erik relay serves for this repository (`server.erik`).
+    pub erik_serial: Option<u64>,
     /// What validating the last round that was validated found.
     pub validation: Option<Arc<ValidationStatus>>,
 }
@@ -55,8 +57,11 @@ pub struct RoundTimings {
     pub deltas: f64,
     /// Validation and `pre_validate` before publishing (`refuse`, `pre_validate`).
     pub validate_before: f64,
-    /// Building, persisting and switching to the new generation.
+    /// Building, persisting and switching to the new generation (Erik's part included).
     pub publish: f64,
+    /// Of `publish`: bringing the Erik state to the round and storing its objects, the
+    /// partitions and the switch of the relay's view (`server.erik`).
+    pub erik: f64,
 }
 
 /// What RPKI validation (`validate`) and the operator's `pre_validate` found in a round.

@@ -36,7 +36,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::serve::coalesce::Coalescer;
-use crate::serve::pipeline::Framer;
 
 /// A server app whose HTTP/1 connections get a request-reading deadline and send each
 /// response's header with its body.
@@ -90,8 +89,6 @@ pub(crate) struct ClientStream {
     /// HTTP/2: bytes of the connection preface still to come (the timer runs until then);
     /// `None` for HTTP/1.
     preface_left: Option<usize>,
-    /// HTTP/1: one request header per read, the next after the response (pipelining).
-    framer: Framer,
 }
 
 /// The HTTP/2 client connection preface's length (RFC 9113, 3.4).
@@ -108,7 +105,6 @@ impl ClientStream {
             timer: Some(Box::pin(tokio::time::sleep(limit))),
             between_requests: false,
             preface_left: None,
-            framer: Framer::new(),
         }
     }
 
@@ -118,18 +114,6 @@ impl ClientStream {
         ClientStream {
             preface_left: Some(H2_PREFACE),
             ..ClientStream::new(inner, limit, 0)
-        }
-    }
-}
-
-impl ClientStream {
-    /// A byte of the next request was read: its clock starts.
-    fn next_request_began(&mut self) {
-        if self.between_requests {
-            self.between_requests = false;
-            self.timer = Some(Box::pin(tokio::time::sleep_until(
-                Instant::now() + self.limit,
-            )));
         }
     }
 }
@@ -150,17 +134,6 @@ impl AsyncRead for ClientStream {
         }
         let before = buf.filled().len();
         let this = &mut *self;
-        if this.preface_left.is_none() {
-            if this.framer.must_wait(cx.waker()) {
-                return Poll::Pending;
-            }
-            if let Some(next) = this.framer.take_pending(buf.remaining()) {
-                buf.put_slice(next);
-                this.framer.compact();
-                this.next_request_began();
-                return Poll::Ready(Ok(()));
-            }
-        }
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Some(left) = this.preface_left.as_mut() {
             if matches!(res, Poll::Ready(Ok(()))) {
@@ -171,10 +144,14 @@ impl AsyncRead for ClientStream {
             }
             return res;
         }
-        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let keep = this.framer.split_fresh(&buf.filled()[before..]);
-            buf.set_filled(before + keep);
-            this.next_request_began();
+        if matches!(res, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && this.between_requests
+        {
+            this.between_requests = false;
+            this.timer = Some(Box::pin(tokio::time::sleep_until(
+                Instant::now() + this.limit,
+            )));
         }
         res
     }
@@ -193,11 +170,9 @@ impl AsyncWrite for ClientStream {
             return res;
         }
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            // The response has started: the request was read in time, and a request
-            // pipelined behind it may be read.
+            // The response has started: the request was read in time.
             this.timer = None;
             this.between_requests = true;
-            this.framer.responded();
         }
         res
     }

@@ -28,7 +28,6 @@ mod files;
 pub(crate) mod guard;
 pub(crate) mod miss;
 mod peer;
-mod pipeline;
 mod send;
 
 use std::sync::Arc;
@@ -152,6 +151,11 @@ impl HttpServerApp for RrdpProxy {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let mut stopping = shutdown.clone();
+        // Pipelined requests (RFC 9112 §9.3.2: several sent without waiting, as Perl's
+        // Net::Async::HTTP does) are answered in order; off, pingora answers the first and
+        // drops the connection with the rest. What it read past a request goes to the next
+        // session with the stream (`HttpPersistentSettings`, below).
+        session.set_pipelining_enabled(true);
         let read = {
             let reading = session.read_request();
             tokio::pin!(reading);

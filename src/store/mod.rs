@@ -231,6 +231,17 @@ impl Store {
         self.size_of(hash).map(|size| Stored { hash: *hash, size })
     }
 
+    /// Marks an object as just written, for garbage collection: a caller about to list an
+    /// object it found already stored (perhaps unreferenced for long) keeps it through
+    /// [`GC_GRACE`], before what lists it is live. Blocking; `false` if it is not there.
+    pub(crate) fn touch(&self, hash: &Hash) -> bool {
+        std::fs::File::options()
+            .write(true)
+            .open(self.object_path(hash))
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .is_ok()
+    }
+
     /// The size of the object on disk, if it is there.
     fn size_of(&self, hash: &Hash) -> Option<u64> {
         std::fs::metadata(self.object_path(hash))
@@ -532,6 +543,7 @@ impl Store {
             hasher: sha2::Sha256::new(),
             len: 0,
             keep: Vec::new(),
+            to_memory: true,
             committed: false,
             started: std::time::Instant::now(),
             checker: None,
@@ -540,7 +552,18 @@ impl Store {
 
     /// Stores a whole in-memory body and returns its hash.
     pub async fn put(self: &Arc<Self>, data: &[u8]) -> io::Result<Hash> {
+        self.put_with(data, true).await
+    }
+
+    /// [`Store::put`] for bulk writes (many small objects at once): the memory tier is left
+    /// to what clients ask for.
+    pub(crate) async fn put_cold(self: &Arc<Self>, data: &[u8]) -> io::Result<Hash> {
+        self.put_with(data, false).await
+    }
+
+    async fn put_with(self: &Arc<Self>, data: &[u8], to_memory: bool) -> io::Result<Hash> {
         let mut w = self.writer().await?;
+        w.to_memory = to_memory;
         w.write(data).await?;
         let stored = w.commit(None).await.map_err(|e| match e {
             CommitError::Io(e) => e,
@@ -615,6 +638,13 @@ impl Store {
                     if age >= GC_GRACE {
                         std::fs::remove_file(entry.path())?;
                         store.memory.invalidate(&Key { hash, gzip });
+                        // Else the set of verified objects grows with every object ever
+                        // stored (Erik's objects alone: every manifest and CRL re-signed).
+                        store
+                            .verified
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&Key { hash, gzip });
                         store.usage.fetch_sub(meta.len(), Ordering::Relaxed);
                         store.objects.fetch_sub(1, Ordering::Relaxed);
                         removed += 1;
@@ -662,6 +692,9 @@ pub struct ObjectWriter {
     len: u64,
     /// The bytes too, while the object may still go to the memory tier.
     keep: Vec<u8>,
+    /// Whether a small object goes to the memory tier when committed (not for bulk writes,
+    /// which would evict what clients ask for).
+    to_memory: bool,
     /// Renamed into place: the temporary file is gone.
     committed: bool,
     /// When the writer was made (the download began): large objects log their phases.
@@ -737,7 +770,7 @@ impl ObjectWriter {
         }
         self.hasher.update(data);
         self.len += data.len() as u64;
-        if self.len <= self.store.memory_object_max {
+        if self.to_memory && self.len <= self.store.memory_object_max {
             self.keep.extend_from_slice(data);
         } else if !self.keep.is_empty() {
             self.keep = Vec::new();
@@ -836,7 +869,7 @@ impl ObjectWriter {
             hash: actual,
             gzip: false,
         });
-        if !self.keep.is_empty() || self.len == 0 {
+        if self.to_memory && (!self.keep.is_empty() || self.len == 0) {
             let data = Bytes::from(std::mem::take(&mut self.keep));
             self.store.memory.insert(
                 Key {

@@ -1,20 +1,19 @@
 //! One repository's side of the Erik relay (`server.erik`): its object state brought to
 //! the round about to be published (from the last state and the round's deltas when they
-//! connect, else from its snapshot), every object a current manifest lists put in the store
-//! under its SHA-256, then handed to the node's relay as that repository's [`Part`].
+//! connect, else from its snapshot), every object put in the store under its SHA-256, then
+//! handed to the node's relay as that repository's [`Part`].
 //!
 //! Runs only for a round that is being published (after validation let it through), so an
 //! object only a refused round carries is never stored or served as an Erik object.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rpki::repository::manifest::Manifest;
 
 use super::validation::{walk_objects, RoundFiles};
-use crate::published::Part;
+use crate::published::{ErikRelay, Part};
 use crate::rrdp::Hash;
 use crate::store::Store;
 
@@ -25,26 +24,46 @@ pub(crate) struct ErikSource {
     at: Option<(String, u64)>,
     /// Every object's hash, by rsync URI.
     hashes: HashMap<String, Hash>,
-    /// The manifests' DER, by URI.
-    manifests: BTreeMap<String, Bytes>,
+    /// The manifests' hash and DER, by URI.
+    manifests: BTreeMap<String, (Hash, Bytes)>,
+}
+
+/// Where a source's objects go: the store, and the relay that holds them live meanwhile.
+pub(crate) struct Sink {
+    pub(crate) store: Arc<Store>,
+    pub(crate) relay: Arc<ErikRelay>,
+    /// The repository's index in the config: its part in the relay.
+    pub(crate) repo: usize,
 }
 
 impl ErikSource {
+    /// Whether the state is that of `session_id` at `serial`.
+    pub(crate) fn is_at(&self, session_id: &str, serial: u64) -> bool {
+        self.at
+            .as_ref()
+            .is_some_and(|(s, n)| s == session_id && *n == serial)
+    }
+
+    /// The serial of the state, if it has one.
+    pub(crate) fn serial(&self) -> Option<u64> {
+        self.at.as_ref().map(|(_, n)| *n)
+    }
+
     /// Brings the state to the round's serial, stores its objects, and returns the
     /// repository's part. On an error the state starts from the next snapshot.
     pub(crate) async fn advance(
         &mut self,
         files: &RoundFiles,
-        store: &Arc<Store>,
+        sink: &Arc<Sink>,
     ) -> io::Result<Part> {
         let from = self.connecting_serial(files);
         let mut state = std::mem::take(self);
-        let (files, store) = (files.clone(), store.clone());
+        let (files, sink) = (files.clone(), sink.clone());
         let handle = tokio::runtime::Handle::current();
         // The walk hands over one object at a time, each stored before the next is read:
         // memory holds the hashes and the manifests, never the repository.
         let (state, result) = tokio::task::spawn_blocking(move || {
-            let result = state.apply(&files, from, &store, &handle);
+            let result = state.apply(&files, from, &sink, &handle);
             (state, result)
         })
         .await
@@ -53,7 +72,7 @@ impl ErikSource {
         *self = state;
         Ok(Part {
             manifests: self.manifests.clone(),
-            objects: self.listed(),
+            objects: self.hashes.values().copied().collect(),
         })
     }
 
@@ -61,7 +80,7 @@ impl ErikSource {
         &mut self,
         files: &RoundFiles,
         from: Option<u64>,
-        store: &Arc<Store>,
+        sink: &Sink,
         handle: &tokio::runtime::Handle,
     ) -> io::Result<()> {
         if from.is_none() {
@@ -79,14 +98,19 @@ impl ErikSource {
                 return;
             };
             let hash = Hash::of(&der);
-            if !store.contains(&hash, Some(der.len() as u64)) {
-                if let Err(e) = handle.block_on(store.put(&der)) {
+            sink.relay.hold(sink.repo, hash);
+            // One already stored may be one nothing listed for long: touched, so a
+            // collection already under way keeps it too.
+            let stored =
+                sink.store.contains(&hash, Some(der.len() as u64)) && sink.store.touch(&hash);
+            if !stored {
+                if let Err(e) = handle.block_on(sink.store.put_cold(&der)) {
                     failed = Some(e);
                     return;
                 }
             }
             if uri.ends_with(".mft") {
-                self.manifests.insert(uri.to_string(), der);
+                self.manifests.insert(uri.to_string(), (hash, der));
             }
             self.hashes.insert(uri.to_string(), hash);
         };
@@ -123,30 +147,5 @@ impl ErikSource {
             }
             _ => None,
         }
-    }
-
-    /// Every manifest and every file a manifest lists that the state holds with the hash the
-    /// manifest gives.
-    fn listed(&self) -> HashSet<Hash> {
-        let mut listed = HashSet::new();
-        for (uri, der) in &self.manifests {
-            listed.insert(Hash::of(der));
-            let Ok(mft) = Manifest::decode(der.clone(), false) else {
-                continue;
-            };
-            let dir = &uri[..uri.rfind('/').map_or(0, |i| i + 1)];
-            for item in mft.content().iter() {
-                let Ok(name) = std::str::from_utf8(item.file()) else {
-                    continue;
-                };
-                let Some(hash) = self.hashes.get(&format!("{dir}{name}")) else {
-                    continue;
-                };
-                if item.hash().as_ref() == hash.0.as_slice() {
-                    listed.insert(*hash);
-                }
-            }
-        }
-        listed
     }
 }

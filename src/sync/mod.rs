@@ -95,10 +95,11 @@ pub(crate) struct Poller {
 
 /// A poller's link to the node's Erik relay.
 struct ErikHook {
-    relay: Arc<ErikRelay>,
-    /// The repository's index in the config: its part in the relay.
-    index: usize,
+    sink: Arc<erik::Sink>,
     source: erik::ErikSource,
+    /// The published generation a catch-up last failed for: not tried again (a whole
+    /// snapshot walk a round) until another is published.
+    failed_for: Option<(String, u64)>,
 }
 
 impl Poller {
@@ -126,10 +127,15 @@ impl Poller {
 
     /// Feeds the node's Erik relay as repository `index` (`server.erik`).
     pub(crate) fn with_erik(mut self, relay: Option<Arc<ErikRelay>>, index: usize) -> Poller {
+        let store = self.store.clone();
         self.erik = relay.map(|relay| ErikHook {
-            relay,
-            index,
+            sink: Arc::new(erik::Sink {
+                store,
+                relay,
+                repo: index,
+            }),
             source: erik::ErikSource::default(),
+            failed_for: None,
         });
         self
     }
@@ -154,7 +160,6 @@ impl Poller {
     /// Polls until `shutdown` turns true.
     pub(crate) async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut failures: u32 = 0;
-        self.erik_from_published().await;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -168,6 +173,12 @@ impl Poller {
                 _ = shutdown.changed() => return,
             };
             self.record(&result, &mut failures);
+            // Erik behind what is published (a restart, a part that failed): caught up from
+            // the published generation, after the round so that it never delays one.
+            tokio::select! {
+                _ = self.erik_catch_up() => {}
+                _ = shutdown.changed() => return,
+            }
             if result.is_ok() {
                 // Ends with handing back what this round and the compression freed.
                 compress::spawn(
@@ -293,14 +304,15 @@ impl Poller {
             info!(
                 "{}: round published in {secs:.3} s: notification {:.3} s, snapshot {:.3} s, \
                  object count {:.3} s, deltas {:.3} s, validation before publishing {:.3} s, \
-                 publishing {:.3} s",
+                 publishing {:.3} s (Erik {:.3} s)",
                 self.repo.name(),
                 timings.notification,
                 timings.snapshot,
                 timings.count_objects,
                 timings.deltas,
                 timings.validate_before,
-                timings.publish
+                timings.publish,
+                timings.erik
             );
             self.repo.report(|s| {
                 s.last_publish_seconds = Some(secs);
@@ -646,15 +658,25 @@ impl Poller {
     async fn publish(&mut self, round: Round) -> Result<RoundOutcome, PollError> {
         let previous = self.repo.current();
         let files = validation::RoundFiles::of(&round, &self.store);
+        let started = Instant::now();
         let erik = self.erik_part(&files).await;
-        let generation = self
-            .repo
-            .publish(&self.store, round, self.retain)
-            .await
-            .map_err(PollError::Store)?;
+        let mut erik_seconds = started.elapsed().as_secs_f64();
+        let generation = self.repo.publish(&self.store, round, self.retain).await;
+        let generation = match generation {
+            Ok(g) => g,
+            Err(e) => {
+                // Its objects were stored for a state that is not published: Erik starts
+                // from the published one again.
+                self.erik_give_up();
+                return Err(PollError::Store(e));
+            }
+        };
         if let Some(part) = erik {
+            let started = Instant::now();
             self.erik_switch(part).await;
+            erik_seconds += started.elapsed().as_secs_f64();
         }
+        self.timings.erik = erik_seconds;
         let (session_id, serial) = (generation.session_id.clone(), generation.serial);
         if let Some(p) = previous.as_ref().filter(|p| p.session_id != session_id) {
             warn!(
@@ -671,7 +693,7 @@ impl Poller {
     /// cannot be made: the relay then keeps serving the last part, still consistent.
     async fn erik_part(&mut self, files: &validation::RoundFiles) -> Option<Part> {
         let hook = self.erik.as_mut()?;
-        match hook.source.advance(files, &self.store).await {
+        match hook.source.advance(files, &hook.sink).await {
             Ok(part) => Some(part),
             Err(e) => {
                 warn!(
@@ -679,6 +701,7 @@ impl Poller {
                     self.repo.name(),
                     files.serial
                 );
+                self.erik_give_up();
                 None
             }
         }
@@ -686,20 +709,41 @@ impl Poller {
 
     /// Switches the relay to this repository's new part (after the generation is published:
     /// the objects are in the store either way).
-    async fn erik_switch(&self, part: Part) {
+    async fn erik_switch(&mut self, part: Part) {
         let Some(hook) = &self.erik else { return };
         let now = self.clock.unix_now();
-        if let Err(e) = hook.relay.update(hook.index, part, &self.store, now).await {
-            warn!("{}: Erik index not updated: {e}", self.repo.name());
+        let sink = &hook.sink;
+        match sink.relay.update(sink.repo, part, &sink.store, now).await {
+            Ok(()) => {
+                sink.relay.release(sink.repo);
+                let serial = hook.source.serial();
+                self.repo.report(|s| s.erik_serial = serial);
+            }
+            Err(e) => {
+                warn!("{}: Erik index not updated: {e}", self.repo.name());
+                self.erik_give_up();
+            }
         }
     }
 
-    /// At start: the Erik part of the generation loaded from the store, so the relay serves
-    /// what RRDP serves before the first poll.
-    async fn erik_from_published(&mut self) {
-        let Some(g) = self.repo.current().filter(|_| self.erik.is_some()) else {
+    /// The state the Erik source reached is not the relay's: it starts over from a
+    /// snapshot, and what it stored for it is no longer held live.
+    fn erik_give_up(&mut self) {
+        if let Some(hook) = &mut self.erik {
+            hook.source = erik::ErikSource::default();
+            hook.sink.relay.release(hook.sink.repo);
+        }
+    }
+
+    /// When the Erik source is not at the published generation (after a start, or a part
+    /// that failed): its part made from that generation's snapshot, and switched in.
+    pub(crate) async fn erik_catch_up(&mut self) {
+        let Some(hook) = &self.erik else { return };
+        let Some(g) = self.repo.current() else { return };
+        let at = (g.session_id.clone(), g.serial);
+        if hook.source.is_at(&at.0, at.1) || hook.failed_for.as_ref() == Some(&at) {
             return;
-        };
+        }
         let Ok(n) = Notification::parse(&g.notification) else {
             return;
         };
@@ -714,6 +758,10 @@ impl Poller {
         };
         if let Some(part) = self.erik_part(&files).await {
             self.erik_switch(part).await;
+        }
+        if let Some(hook) = &mut self.erik {
+            let caught_up = hook.source.is_at(&at.0, at.1);
+            hook.failed_for = (!caught_up).then_some(at);
         }
     }
 

@@ -543,11 +543,13 @@ log "10: Erik"
 # change, a second run fetches the index, the partition that changed, and the manifest and
 # files that changed, nothing else; its mirror then holds exactly the ROAs Krill publishes,
 # the ones whose VRPs the RPs report.
+# Waits until the rsync export and the Erik relay both hold the served serial.
 wait_exported() {
   local want
   want=$(proxy_serial)
   for _ in $(seq 1 100); do
-    curl -sf "http://$ADMIN/status" | grep -q "\"exported_serial\": $want" && return 0
+    curl -sf "http://$ADMIN/status" | grep -q "\"exported_serial\": $want" \
+      && curl -sf "http://$ADMIN/status" | grep -q "\"erik_serial\": $want" && return 0
     sleep 0.1
   done
   return 1

@@ -24,6 +24,14 @@ fn ni(hash: &Hash) -> String {
     )
 }
 
+/// Waits until the relay serves the objects of `serial` (it switches right after the
+/// generation is published).
+async fn erik_at(proxy: &Proxy, serial: u64) {
+    proxy
+        .wait("the Erik part", |s| s.erik_serial == Some(serial))
+        .await;
+}
+
 /// What an Erik client mirrors from the proxy: every object the index reaches, by URI, each
 /// checked against the hash it was asked for; and the partitions' hashes.
 async fn mirror(proxy: &Proxy) -> (BTreeMap<String, Vec<u8>>, Vec<Hash>) {
@@ -83,7 +91,7 @@ async fn an_erik_client_mirrors_what_the_manifests_list_and_a_serial_changes_one
     let cache = tempfile::tempdir().unwrap();
     let settings = format!("validate = \"refuse\"\n{}", tal());
     let (origin, proxy, clock) = setup_with_server(cache.path(), &settings, "erik = true").await;
-    proxy.wait_serial(1).await;
+    erik_at(&proxy, 1).await;
     let (a, _) = recorded("a");
     let (mirrored, before) = mirror(&proxy).await;
     assert_eq!(mirrored, reachable(&a));
@@ -148,7 +156,7 @@ async fn an_erik_client_mirrors_what_the_manifests_list_and_a_serial_changes_one
         b_at.saturating_sub(proxy.shared.clock().unix_now()),
     ));
     proxy.poll().await;
-    proxy.wait_serial(serial).await;
+    erik_at(&proxy, serial).await;
     let (mirrored, after) = mirror(&proxy).await;
     assert_eq!(mirrored, reachable(&b));
     let new: HashSet<_> = after.iter().filter(|h| !before.contains(h)).collect();
@@ -169,18 +177,21 @@ async fn an_erik_client_mirrors_what_the_manifests_list_and_a_serial_changes_one
 }
 
 #[tokio::test]
-async fn a_restarted_node_serves_the_same_index_before_it_polls() {
+async fn a_restarted_node_serves_the_same_index_after_its_first_round() {
     let cache = tempfile::tempdir().unwrap();
     let settings = format!("validate = \"refuse\"\n{}", tal());
     let (mut origin, proxy, _) = setup_with_server(cache.path(), &settings, "erik = true").await;
-    proxy.wait_serial(1).await;
+    erik_at(&proxy, 1).await;
     let index = proxy.get(INDEX).await.body;
+    assert!(Index::from_der(&index).is_ok());
     let (text, port, admin) = (proxy.config_text.clone(), proxy.port, proxy.admin_port);
     let at = rrdp_proxy::ManualClock::at_unix(proxy.shared.clock().unix_now());
     drop(proxy);
     origin.stop();
     let proxy = Proxy::start_with_clock(text, port, admin, rrdp_proxy::Clock::Manual(at));
-    proxy.wait_first_poll().await;
+    // The origin is down: the first round fails, and the relay is rebuilt from the stored
+    // generation right after it.
+    erik_at(&proxy, 1).await;
     assert_eq!(proxy.get(INDEX).await.body, index);
     let (mirrored, _) = mirror(&proxy).await;
     assert_eq!(mirrored, reachable(&recorded("a").0));

@@ -191,6 +191,7 @@ function repository(r, samples) {
     row(dl, "Gzip variants", r.compressed_serial === r.serial ? "made for the current serial" : (r.compressed_serial === null ? "not yet" : `made for serial ${r.compressed_serial} (the current one's in progress)`));
   }
   if (r.exported_serial !== null && r.exported_serial !== undefined) row(dl, "Exported serial", r.exported_serial);
+  if (r.erik_serial !== null && r.erik_serial !== undefined) row(dl, "Erik serial", r.erik_serial, r.erik_serial === r.serial ? null : "warn");
   row(dl, "Polls", `${r.polls_ok} ok, ${r.polls_failed} failed`);
   if (r.last_publish_seconds !== null && r.last_publish_seconds !== undefined) row(dl, "Last publish took", r.last_publish_seconds.toFixed(2) + " s");
   rpki(dl, r.validation);
