@@ -59,11 +59,10 @@ impl ErikSource {
         let from = self.connecting_serial(files);
         let mut state = std::mem::take(self);
         let (files, sink) = (files.clone(), sink.clone());
-        let handle = tokio::runtime::Handle::current();
         // The walk hands over one object at a time, each stored before the next is read:
         // memory holds the hashes and the manifests, never the repository.
         let (state, result) = tokio::task::spawn_blocking(move || {
-            let result = state.apply(&files, from, &sink, &handle);
+            let result = state.apply(&files, from, &sink);
             (state, result)
         })
         .await
@@ -76,18 +75,13 @@ impl ErikSource {
         })
     }
 
-    fn apply(
-        &mut self,
-        files: &RoundFiles,
-        from: Option<u64>,
-        sink: &Sink,
-        handle: &tokio::runtime::Handle,
-    ) -> io::Result<()> {
+    fn apply(&mut self, files: &RoundFiles, from: Option<u64>, sink: &Sink) -> io::Result<()> {
         if from.is_none() {
             self.hashes.clear();
             self.manifests.clear();
         }
         let mut failed = None;
+        let mut batch = sink.store.batch();
         let mut each = |uri: &str, der: Option<Bytes>| {
             if failed.is_some() {
                 return;
@@ -99,15 +93,9 @@ impl ErikSource {
             };
             let hash = Hash::of(&der);
             sink.relay.hold(sink.repo, hash);
-            // One already stored may be one nothing listed for long: touched, so a
-            // collection already under way keeps it too.
-            let stored =
-                sink.store.contains(&hash, Some(der.len() as u64)) && sink.store.touch(&hash);
-            if !stored {
-                if let Err(e) = handle.block_on(sink.store.put_cold(&der)) {
-                    failed = Some(e);
-                    return;
-                }
+            if let Err(e) = batch.put(&hash, &der) {
+                failed = Some(e);
+                return;
             }
             if uri.ends_with(".mft") {
                 self.manifests.insert(uri.to_string(), (hash, der));
@@ -127,7 +115,11 @@ impl ErikSource {
                 &mut each,
             ),
         };
-        if let Some(e) = walked.err().or(failed) {
+        let finished = match walked.err().or(failed) {
+            None => batch.finish(),
+            Some(e) => Err(e),
+        };
+        if let Err(e) = finished {
             *self = ErikSource::default();
             return Err(e);
         }
