@@ -2,6 +2,9 @@
 # rrdp-proxy against nginx with the proxy_cache setup the Krill documentation proposes, on
 # the same origin (the demo Publication Server with a large repository), driven by the same
 # load generator (wrk), alternating A B A B over several rounds so machine drift cancels.
+# The hits (1-3) also run against a third server, C: the same nginx serving the same
+# repository as static files (sendfile, open_file_cache), as krill-sync deployments do; the
+# files are rrdp-proxy's own export_rrdp of it (a one-shot `rrdp-proxy sync`).
 # Prints markdown for docs/benchmarks.md: each figure as the ratio rrdp-proxy/nginx with
 # min/median/max over the rounds, plus absolute figures.
 #
@@ -57,6 +60,7 @@ extra_cleanup() { [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/ngi
 ORIGIN=127.0.0.1:3201
 P_HTTP=18080 P_TLS=18443 P_ADMIN=127.0.0.1:19090
 N_HTTP=28080 N_TLS=28443
+N_STATIC=28081 N_STATIC_TLS=28444
 
 #------------ TLS -----------------------------------------------------------------------------
 mkdir -p "$work/tls" && cd "$work/tls"
@@ -126,8 +130,39 @@ http {
       proxy_pass http://$ORIGIN;
     }
   }
+  # C: the repository as static files (rrdp-proxy's export_rrdp of it), as krill-sync
+  # deployments serve it.
+  server {
+    listen 127.0.0.1:$N_STATIC;
+    listen 127.0.0.1:$N_STATIC_TLS ssl http2;
+    server_name localhost;
+    ssl_certificate $work/tls/srv.crt;
+    ssl_certificate_key $work/tls/srv.key;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=10000 inactive=60s;
+    open_file_cache_valid 60s;
+    location /rrdp/ {
+      alias $work/static/;
+    }
+  }
 }
 EOF
+# The static tree: rrdp-proxy's own export of the repository (its one-shot sync), written
+# before anything is measured.
+cat > "$work/static.toml" <<EOF
+[server]
+listen = ["127.0.0.1:1"]
+[cache]
+dir = "$work/static-cache"
+[[repository]]
+public = "http://127.0.0.1:$N_STATIC/rrdp/"
+upstream = "http://$ORIGIN/rrdp/"
+export_rrdp = "$work/static"
+[log]
+level = "warn"
+EOF
+"$bin" sync --config "$work/static.toml" >"$work/static.log" 2>&1 || { log "the static export failed"; cat "$work/static.log" >&2; exit 1; }
 "${on_server[@]}" nginx -c "$work/nginx/nginx.conf"
 nginx_pids() { pgrep -f "nginx.*$work/nginx/nginx.conf"; pgrep -P "$(cat "$work/nginx/nginx.pid")"; }
 
@@ -155,6 +190,9 @@ delta=$(tail -1 <<<"$by_size"); small=$(head -1 <<<"$by_size")
 delta_size=${delta%% *}; delta=${delta#* }
 small_size=${small%% *}; small=${small#* }
 snap_size=$(curl -sfI "http://127.0.0.1:$P_HTTP$snapshot" | awk 'tolower($1)=="content-length:" {print $2+0}')
+for p in /rrdp/notification.xml "$snapshot" "$delta" "$small"; do
+  curl -sf -o /dev/null "http://127.0.0.1:$N_STATIC$p" || { log "static: $p is not in the export"; exit 1; }
+done
 
 #------------ Measuring -----------------------------------------------------------------------
 rss_kib() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
@@ -196,15 +234,19 @@ PY
 }
 median() { python3 -c 'import statistics,sys; print(f"{statistics.median([float(x) for x in sys.argv[1:]]):.1f}")' "$@"; }
 
-declare -A A B
+declare -A A B C
 proxy_rss_rest=$(rss_kib $proxy_pid)
 nginx_rss_rest=$(rss_kib $(nginx_pids))
 
 for round in $(seq 1 "$ROUNDS"); do
   part hits || break
   log "round $round/$ROUNDS"
-  for side in A B; do
-    if [ $side = A ]; then h=$P_HTTP; t=$P_TLS; watched=$proxy_pid; else h=$N_HTTP; t=$N_TLS; watched=$(nginx_pids | tr '\n' ' '); fi
+  for side in A B C; do
+    case $side in
+      A) h=$P_HTTP; t=$P_TLS; watched=$proxy_pid ;;
+      B) h=$N_HTTP; t=$N_TLS; watched=$(nginx_pids | tr '\n' ' ') ;;
+      C) h=$N_STATIC; t=$N_STATIC_TLS; watched=$(nginx_pids | tr '\n' ' ') ;;
+    esac
     peak_rss_during "$watched" wrk_run "http://127.0.0.1:$h/rrdp/notification.xml" >"$work/res"
     read -r reqs p99 <"$work/res"
     eval "$side[n_reqs]+=\" $reqs\"; $side[n_p99]+=\" $p99\"; $side[n_rss]+=\" $(cat "$work/peak")\""
@@ -372,6 +414,14 @@ cat <<EOF
 | 3. snapshot to 8 clients at once | peak RSS (MiB) | $(ratios "${A[s_rss]}" "${B[s_rss]}") | $(( $(median ${A[s_rss]} | cut -d. -f1) / 1024 )) | $(( $(median ${B[s_rss]} | cut -d. -f1) / 1024 )) |
 | 6. memory under scenario 1 | peak RSS (MiB) | $(ratios "${A[n_rss]}" "${B[n_rss]}") | $(( $(median ${A[n_rss]} | cut -d. -f1) / 1024 )) | $(( $(median ${B[n_rss]} | cut -d. -f1) / 1024 )) |
 | 6. memory at rest, repository cached | RSS (MiB) | $(ratios "$proxy_rss_rest" "$nginx_rss_rest") | $(mib "$proxy_rss_rest") | $(mib "$nginx_rss_rest") |
+
+| against nginx serving the same files statically (C) | figure | rrdp-proxy/nginx static (min / median / max over $ROUNDS rounds) | rrdp-proxy median | nginx static median |
+|---|---|---|---|---|
+| 1. notification hits, HTTP/1.1, 64 conns | req/s | $(ratios "${A[n_reqs]}" "${C[n_reqs]}") | $(median ${A[n_reqs]}) | $(median ${C[n_reqs]}) |
+| 1. notification hits, TLS, 64 conns | req/s | $(ratios "${A[t_reqs]}" "${C[t_reqs]}") | $(median ${A[t_reqs]}) | $(median ${C[t_reqs]}) |
+| 2. $((delta_size / 1024)) KiB delta hits | req/s | $(ratios "${A[d_reqs]}" "${C[d_reqs]}") | $(median ${A[d_reqs]}) | $(median ${C[d_reqs]}) |
+| 2. $((small_size / 1024)) KiB delta hits (the smallest) | req/s | $(ratios "${A[sd_reqs]}" "${C[sd_reqs]}") | $(median ${A[sd_reqs]}) | $(median ${C[sd_reqs]}) |
+| 3. snapshot to 8 clients at once | MiB/s | $(ratios "${A[s_mibs]}" "${C[s_mibs]}") | $(median ${A[s_mibs]}) | $(median ${C[s_mibs]}) |
 
 EOF
 fi
