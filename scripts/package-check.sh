@@ -69,6 +69,12 @@ sed -e 's|^tls_listen = .*|listen = ["127.0.0.1:3388"]|' -e 's|^listen = \[\]||'
     /usr/share/doc/rrdp-proxy/examples/edge.conf > /etc/rrdp-proxy/edge-test.conf
 runuser -u rrdp-proxy -- /usr/bin/rrdp-proxy demo --listen 127.0.0.1:3387 --interval 2s >/dev/null 2>&1 &
 pids+=($!)
+# The origin first: a proxy polling before it listens would retry only after its backoff
+# (twice poll_interval), past this check's patience.
+for _ in $(seq 1 100); do
+  curl -sf http://127.0.0.1:3387/rrdp/notification.xml >/dev/null && break
+  sleep 0.1
+done
 runuser -u rrdp-proxy -- /usr/bin/rrdp-proxy --config /etc/rrdp-proxy/edge-test.conf >/tmp/rrdp-package-proxy.log 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
