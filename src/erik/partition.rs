@@ -87,7 +87,9 @@ pub(crate) fn manifest_ref(uri: &str, der: &Bytes) -> Result<(String, ManifestRe
         .ok_or("EE certificate without a signedObject URI")?;
     // The FQDN is the signedObject URI's host: a manifest published elsewhere would put
     // itself into another FQDN's index (another repository's, even).
-    if signed_object.as_str() != uri {
+    // Compared as the rpki crate compares rsync URIs (scheme and host case-insensitive).
+    let published: Result<rpki::uri::Rsync, _> = uri.parse();
+    if published.as_ref().ok() != Some(signed_object) {
         return Err(format!(
             "its signedObject URI {signed_object} is not where it is published"
         ));

@@ -115,6 +115,7 @@ impl Admin {
                     "snapshot_objects": g.as_ref().and_then(|g| g.snapshot_objects),
                     "exported_serial": s.exported_serial,
                     "erik_serial": s.erik_serial,
+                    "erik_seconds": s.erik_seconds,
                     "compressed_serial": s.compressed_serial,
                     "delta_history": g.as_ref().map(|g| json!({
                         "entries": g.history.len(),

@@ -21,6 +21,7 @@ use http::HeaderValue;
 use log::warn;
 
 use super::head::header_value;
+use crate::clock::Clock;
 use crate::erik::partition::Relay;
 use crate::rrdp::Hash;
 use crate::store::Store;
@@ -90,6 +91,8 @@ struct Building {
     relay: Relay,
     /// Per repository (by its index in the config), its last part.
     parts: BTreeMap<usize, Part>,
+    /// Per FQDN, the last `Last-Modified` its index had (kept when it leaves the view).
+    changed: BTreeMap<String, u64>,
 }
 
 impl ErikRelay {
@@ -142,26 +145,33 @@ impl ErikRelay {
         repo: usize,
         part: Part,
         store: &Arc<Store>,
-        now: u64,
+        clock: &Clock,
     ) -> std::io::Result<()> {
         let mut guard = self.building.lock().await;
         let mut b = std::mem::take(&mut *guard);
         let previous = b.parts.insert(repo, part);
         // Decoding the manifests that changed and encoding their partitions: CPU work, off
-        // the async threads.
-        let b = tokio::task::spawn_blocking(move || {
-            let Building { relay, parts } = &mut b;
-            let manifests = parts
-                .values()
-                .flat_map(|p| p.manifests.iter().map(|(u, (h, d))| (u.as_str(), *h, d)));
-            for s in relay.update(manifests) {
-                warn!("erik: {} left out: {}", s.uri, s.reason);
-            }
-            b
+        // the async threads. A panic in it costs the relay's build (made again from the
+        // parts next time), never the parts.
+        let (mut b, built) = tokio::task::spawn_blocking(move || {
+            let Building { relay, parts, .. } = &mut b;
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let manifests = parts
+                    .values()
+                    .flat_map(|p| p.manifests.iter().map(|(u, (h, d))| (u.as_str(), *h, d)));
+                for s in relay.update(manifests) {
+                    warn!("erik: {} left out: {}", s.uri, s.reason);
+                }
+            }));
+            (b, built)
         })
         .await
         .map_err(std::io::Error::other)?;
-        match self.switch(&b, store, now).await {
+        let switched = match built {
+            Ok(()) => self.switch(&mut b, store, clock).await,
+            Err(_) => Err(std::io::Error::other("building the partitions panicked")),
+        };
+        match switched {
             Ok(()) => {
                 *guard = b;
                 Ok(())
@@ -181,7 +191,12 @@ impl ErikRelay {
 
     /// Stores the partitions the new build lists and the view does not, then swaps in the
     /// view of that build.
-    async fn switch(&self, b: &Building, store: &Arc<Store>, now: u64) -> std::io::Result<()> {
+    async fn switch(
+        &self,
+        b: &mut Building,
+        store: &Arc<Store>,
+        clock: &Clock,
+    ) -> std::io::Result<()> {
         let mut objects: HashSet<Hash> = b
             .parts
             .values()
@@ -201,6 +216,10 @@ impl ErikRelay {
                 }
             }
         }
+        // Read now, after the partitions are written, and rounded up: a client that fetched
+        // the old index within this second and asks `If-Modified-Since` that second gets
+        // the new one.
+        let now = clock.unix_now() + 1;
         let retain = self.retain.as_secs();
         let mut retired: HashMap<Hash, u64> = old
             .retired
@@ -216,14 +235,21 @@ impl ErikRelay {
             .fqdns
             .iter()
             .map(|(name, f)| {
-                let before = old.fqdns.get(name);
-                let view = match before {
+                let view = match old.fqdns.get(name) {
                     Some(o) if o.der == f.index => o.clone(),
-                    _ => index_view(f, before.map_or(now, |o| now.max(o.changed + 1))),
+                    // Later than any Last-Modified this FQDN had in this process, even one
+                    // from before it left the view.
+                    _ => {
+                        let last = b.changed.get(name).copied().unwrap_or(0);
+                        index_view(f, now.max(last + 1))
+                    }
                 };
                 (name.clone(), view)
             })
-            .collect();
+            .collect::<BTreeMap<_, _>>();
+        for (name, v) in &fqdns {
+            b.changed.insert(name.clone(), v.changed);
+        }
         self.view.store(Arc::new(ErikView {
             fqdns,
             objects,
@@ -262,6 +288,11 @@ mod tests {
     use super::*;
     use crate::demo::signed::SignedDemo;
 
+    /// A clock at `unix` (seconds since the epoch).
+    fn at(unix: u64) -> Clock {
+        Clock::Manual(crate::clock::ManualClock::at_unix(unix))
+    }
+
     fn part(objects: &BTreeMap<String, Vec<u8>>) -> Part {
         let manifests: BTreeMap<String, (Hash, Bytes)> = objects
             .iter()
@@ -281,7 +312,7 @@ mod tests {
         let relay = ErikRelay::new(Duration::from_secs(100));
         let mut demo = SignedDemo::new(Duration::from_secs(60));
         relay
-            .update(0, part(&demo.objects()), &store, 1000)
+            .update(0, part(&demo.objects()), &store, &at(1000))
             .await
             .unwrap();
         let v1 = relay.view();
@@ -299,7 +330,7 @@ mod tests {
 
         demo.advance();
         relay
-            .update(0, part(&demo.objects()), &store, 1010)
+            .update(0, part(&demo.objects()), &store, &at(1010))
             .await
             .unwrap();
         let v2 = relay.view();
@@ -310,8 +341,8 @@ mod tests {
             .collect();
         assert!(!gone.is_empty(), "a manifest and its partition changed");
         for h in &gone {
-            assert!(v2.serves(h, 1010 + 99, 100), "kept for retain");
-            assert!(!v2.serves(h, 1010 + 100, 100), "not after");
+            assert!(v2.serves(h, 1011 + 99, 100), "kept for retain");
+            assert!(!v2.serves(h, 1011 + 100, 100), "not after");
         }
 
         // Repositories naming one FQDN share its index: the demo's manifests in two parts.
@@ -323,10 +354,10 @@ mod tests {
             objects: manifests.values().map(|(h, _)| *h).collect(),
             manifests,
         };
-        relay.update(0, of(ta), &store, 1020).await.unwrap();
+        relay.update(0, of(ta), &store, &at(1020)).await.unwrap();
         assert_eq!(relay.view().fqdns["demo.test"].manifests, 1);
         relay
-            .update(1, of(cas.clone()), &store, 1020)
+            .update(1, of(cas.clone()), &store, &at(1020))
             .await
             .unwrap();
         assert_eq!(relay.view().fqdns["demo.test"].manifests, 3);
@@ -336,9 +367,11 @@ mod tests {
             .into_iter()
             .map(|(u, m)| (u.replace("/repo/", "/elsewhere/"), m))
             .collect();
-        relay.update(2, of(moved), &store, 1030).await.unwrap();
+        relay.update(2, of(moved), &store, &at(1030)).await.unwrap();
         assert_eq!(relay.view().fqdns["demo.test"].manifests, 3);
         let index = &relay.view().fqdns["demo.test"];
-        assert!(index.changed >= 1020);
+        // Rounded up (1021) for the first index, one later for the next within that second,
+        // and left alone by an update that changes nothing.
+        assert_eq!(index.changed, 1022);
     }
 }

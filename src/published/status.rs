@@ -38,6 +38,8 @@ pub struct RepoStatus {
     pub exported_serial: Option<u64>,
     /// The serial whose objects the Erik relay serves for this repository (`server.erik`).
     pub erik_serial: Option<u64>,
+    /// How long the last Erik part took: the walk, the objects stored, the switch.
+    pub erik_seconds: Option<f64>,
     /// What validating the last round that was validated found.
     pub validation: Option<Arc<ValidationStatus>>,
 }

@@ -680,8 +680,24 @@ impl Batch<'_> {
     /// nothing listed for long).
     pub(crate) fn put(&mut self, hash: &Hash, data: &[u8]) -> io::Result<()> {
         let store = self.store;
-        if store.contains(hash, Some(data.len() as u64)) && store.touch(hash) {
-            return Ok(());
+        // A walk still running when the cache was handed to a new process (an upgrade)
+        // writes no more: the directory is the new owner's.
+        if !store.owner.is_held() {
+            return Err(io::Error::other("the cache directory was handed over"));
+        }
+        let key = Key {
+            hash: *hash,
+            gzip: false,
+        };
+        if store.contains(hash, Some(data.len() as u64)) {
+            // There with its size: kept if its bytes are these (a crash can leave a file of
+            // the right size and other content), hashed once per process.
+            let whole = store.is_verified(&key)
+                || std::fs::read(store.object_path(hash)).is_ok_and(|d| Hash::of(&d) == *hash);
+            if whole && store.touch(hash) {
+                store.mark_verified(key);
+                return Ok(());
+            }
         }
         if let Some(limit) = store.disk_limit {
             if store.usage.load(Ordering::Relaxed) + data.len() as u64 > limit {
@@ -693,25 +709,34 @@ impl Batch<'_> {
         }
         let n = store.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = store.tmp_dir().join(format!("{}-b{n}", std::process::id()));
-        std::fs::write(&tmp, data)?;
         let dst = store.object_path(hash);
         let parent = dst.parent().expect("objects have a parent");
-        if !parent.exists() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let existed = dst.exists();
-        if let Err(e) = std::fs::rename(&tmp, &dst) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        if !existed {
-            store.usage.fetch_add(data.len() as u64, Ordering::Relaxed);
-            store.objects.fetch_add(1, Ordering::Relaxed);
-        }
-        store.mark_verified(Key {
-            hash: *hash,
-            gzip: false,
+        let written = std::fs::write(&tmp, data).and_then(|()| {
+            if !parent.exists() {
+                std::fs::create_dir_all(parent)?;
+            }
+            Ok(std::fs::metadata(&dst).ok().map(|m| m.len()))
         });
+        let before = match written.and_then(|before| std::fs::rename(&tmp, &dst).map(|()| before)) {
+            Ok(before) => before,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        match before {
+            // A damaged one replaced: the usage follows the new size.
+            Some(old) => {
+                store.usage.fetch_add(data.len() as u64, Ordering::Relaxed);
+                store.usage.fetch_sub(old, Ordering::Relaxed);
+            }
+            None => {
+                store.usage.fetch_add(data.len() as u64, Ordering::Relaxed);
+                store.objects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        store.memory.invalidate(&key);
+        store.mark_verified(key);
         Ok(())
     }
 
@@ -1006,7 +1031,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_stores_objects_under_their_hash_and_writes_a_short_one_again() {
+    async fn a_batch_stores_objects_under_their_hash_and_writes_a_damaged_one_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         let (a, b) = (Hash::of(b"one object"), Hash::of(b"another"));
@@ -1016,13 +1041,19 @@ mod tests {
         batch.finish().unwrap();
         assert_eq!(store.usage(), (17, 2));
         assert_eq!(&store.read(&a).await.unwrap()[..], b"one object");
-        // A file cut short (a crash before `finish`) is written again, not taken as stored.
-        std::fs::write(store.object_path(&b), b"ano").unwrap();
-        let mut batch = store.batch();
+        // A file of the right size and other bytes (a crash before `finish`) is written
+        // again, not taken as stored, by a new process (this one knows it wrote it whole).
+        std::fs::write(store.object_path(&b), b"anothe!").unwrap();
+        store.release();
+        let again = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
+        let mut batch = again.batch();
         batch.put(&b, b"another").unwrap();
         batch.finish().unwrap();
-        assert_eq!(&store.read(&b).await.unwrap()[..], b"another");
-        assert_eq!(store.usage(), (17, 2), "counted once");
+        assert_eq!(&again.read(&b).await.unwrap()[..], b"another");
+        assert_eq!(again.usage(), (17, 2), "counted once");
+        // Handed over (an upgrade): nothing more is written.
+        again.release();
+        assert!(again.batch().put(&Hash::of(b"late"), b"late").is_err());
         let full = Store::open(&dir.path().join("full"), 1 << 20, u64::MAX, Some(4)).unwrap();
         let err = full.batch().put(&a, b"one object").unwrap_err();
         assert!(DiskLimit::is(&err), "{err}");

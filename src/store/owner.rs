@@ -90,6 +90,11 @@ impl Owner {
         }
     }
 
+    /// Whether this process still holds the lock (and so may write the directory).
+    pub(crate) fn is_held(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     /// Lets go of the lock: this process writes the directory no more.
     pub fn release(&self) {
         let file = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -127,6 +127,11 @@ impl ErikSource {
         Ok(())
     }
 
+    /// Whether the round's deltas continue this state (else it takes a whole snapshot walk).
+    pub(crate) fn connects(&self, files: &RoundFiles) -> bool {
+        self.connecting_serial(files).is_some()
+    }
+
     /// The serial the round's deltas continue from, if they connect to this state.
     fn connecting_serial(&self, files: &RoundFiles) -> Option<u64> {
         match &self.at {

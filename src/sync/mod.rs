@@ -93,13 +93,16 @@ pub(crate) struct Poller {
     erik: Option<ErikHook>,
 }
 
+/// How long after a failed Erik catch-up the same generation is tried again.
+const ERIK_RETRY: Duration = Duration::from_secs(600);
+
 /// A poller's link to the node's Erik relay.
 struct ErikHook {
     sink: Arc<erik::Sink>,
     source: erik::ErikSource,
-    /// The published generation a catch-up last failed for: not tried again (a whole
-    /// snapshot walk a round) until another is published.
-    failed_for: Option<(String, u64)>,
+    /// The published generation a catch-up last failed for, and when: tried again only
+    /// after [`ERIK_RETRY`] (each try is a whole snapshot walk), or for a newer one.
+    failed_for: Option<((String, u64), Instant)>,
 }
 
 impl Poller {
@@ -659,7 +662,16 @@ impl Poller {
         let previous = self.repo.current();
         let files = validation::RoundFiles::of(&round, &self.store);
         let started = Instant::now();
-        let erik = self.erik_part(&files).await;
+        // Within the round only when its deltas continue the Erik state (a small walk); a
+        // whole snapshot walk runs after the round (`erik_catch_up`), never delaying RRDP.
+        let erik = match &self.erik {
+            Some(hook) if hook.source.connects(&files) => self.erik_part(&files).await,
+            Some(_) => {
+                self.erik_give_up();
+                None
+            }
+            None => None,
+        };
         let mut erik_seconds = started.elapsed().as_secs_f64();
         let generation = self.repo.publish(&self.store, round, self.retain).await;
         let generation = match generation {
@@ -672,9 +684,9 @@ impl Poller {
             }
         };
         if let Some(part) = erik {
-            let started = Instant::now();
-            self.erik_switch(part).await;
-            erik_seconds += started.elapsed().as_secs_f64();
+            let switching = Instant::now();
+            self.erik_switch(part, started).await;
+            erik_seconds += switching.elapsed().as_secs_f64();
         }
         self.timings.erik = erik_seconds;
         let (session_id, serial) = (generation.session_id.clone(), generation.serial);
@@ -709,15 +721,22 @@ impl Poller {
 
     /// Switches the relay to this repository's new part (after the generation is published:
     /// the objects are in the store either way).
-    async fn erik_switch(&mut self, part: Part) {
+    async fn erik_switch(&mut self, part: Part, started: Instant) {
         let Some(hook) = &self.erik else { return };
-        let now = self.clock.unix_now();
         let sink = &hook.sink;
-        match sink.relay.update(sink.repo, part, &sink.store, now).await {
+        match sink
+            .relay
+            .update(sink.repo, part, &sink.store, &self.clock)
+            .await
+        {
             Ok(()) => {
                 sink.relay.release(sink.repo);
                 let serial = hook.source.serial();
-                self.repo.report(|s| s.erik_serial = serial);
+                let seconds = started.elapsed().as_secs_f64();
+                self.repo.report(|s| {
+                    s.erik_serial = serial;
+                    s.erik_seconds = Some(seconds);
+                });
             }
             Err(e) => {
                 warn!("{}: Erik index not updated: {e}", self.repo.name());
@@ -741,7 +760,11 @@ impl Poller {
         let Some(hook) = &self.erik else { return };
         let Some(g) = self.repo.current() else { return };
         let at = (g.session_id.clone(), g.serial);
-        if hook.source.is_at(&at.0, at.1) || hook.failed_for.as_ref() == Some(&at) {
+        let failed_lately = hook
+            .failed_for
+            .as_ref()
+            .is_some_and(|(f, when)| *f == at && when.elapsed() < ERIK_RETRY);
+        if hook.source.is_at(&at.0, at.1) || failed_lately {
             return;
         }
         let Ok(n) = Notification::parse(&g.notification) else {
@@ -756,12 +779,13 @@ impl Poller {
             ),
             deltas: Vec::new(),
         };
+        let started = Instant::now();
         if let Some(part) = self.erik_part(&files).await {
-            self.erik_switch(part).await;
+            self.erik_switch(part, started).await;
         }
         if let Some(hook) = &mut self.erik {
             let caught_up = hook.source.is_at(&at.0, at.1);
-            hook.failed_for = (!caught_up).then_some(at);
+            hook.failed_for = (!caught_up).then(|| (at, Instant::now()));
         }
     }
 
