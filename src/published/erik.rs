@@ -210,9 +210,11 @@ impl ErikRelay {
                     continue; // stored, and live while the current view lists it
                 }
                 // Touched when already there: garbage collection keeps it until the view
-                // listing it is live (it may be an old partition listed again).
+                // listing it is live (it may be an old partition listed again). Few and
+                // asked for by every client, so through the memory tier (the bulk of a
+                // walk goes around it: `store::Batch`).
                 if !(store.contains(hash, Some(der.len() as u64)) && store.touch(hash)) {
-                    store.put_cold(der).await?;
+                    store.put(der).await?;
                 }
             }
         }

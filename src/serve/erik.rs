@@ -10,7 +10,7 @@ use super::answer::{
 };
 use super::RrdpProxy;
 use crate::metrics::{RequestKind, RequestResult};
-use crate::published::ErikRelay;
+use crate::published::{ErikRelay, FileHead};
 use crate::rrdp::Hash;
 
 /// Where an FQDN's index is: followed by the FQDN.
@@ -115,19 +115,20 @@ impl RrdpProxy {
         if !relay.view().serves(&hash, now, retain) {
             return not_found();
         }
-        let etag = format!("\"{}\"", hash.to_hex());
+        let head = FileHead::of(&hash);
+        let etag = head.etag_text();
         let mut a = Answer {
             status: 200,
             headers: vec![
                 ("Content-Type", HeaderValue::from_static(OBJECT_TYPE)),
                 ("Cache-Control", HeaderValue::from_static(IMMUTABLE)),
-                ("ETag", crate::published::header_value(&etag)),
+                ("ETag", head.etag.clone()),
             ],
             body: Body::Empty,
             kind: RequestKind::ErikObject,
             outcome: RequestResult::Hit,
         };
-        if not_modified(req, Some(&etag), None) {
+        if not_modified(req, Some(etag), None) {
             return not_modified_answer(a);
         }
         let store = &self.shared.store;

@@ -543,7 +543,6 @@ impl Store {
             hasher: sha2::Sha256::new(),
             len: 0,
             keep: Vec::new(),
-            to_memory: true,
             committed: false,
             started: std::time::Instant::now(),
             checker: None,
@@ -552,18 +551,7 @@ impl Store {
 
     /// Stores a whole in-memory body and returns its hash.
     pub async fn put(self: &Arc<Self>, data: &[u8]) -> io::Result<Hash> {
-        self.put_with(data, true).await
-    }
-
-    /// [`Store::put`] for bulk writes (many small objects at once): the memory tier is left
-    /// to what clients ask for.
-    pub(crate) async fn put_cold(self: &Arc<Self>, data: &[u8]) -> io::Result<Hash> {
-        self.put_with(data, false).await
-    }
-
-    async fn put_with(self: &Arc<Self>, data: &[u8], to_memory: bool) -> io::Result<Hash> {
         let mut w = self.writer().await?;
-        w.to_memory = to_memory;
         w.write(data).await?;
         let stored = w.commit(None).await.map_err(|e| match e {
             CommitError::Io(e) => e,
@@ -787,9 +775,6 @@ pub struct ObjectWriter {
     len: u64,
     /// The bytes too, while the object may still go to the memory tier.
     keep: Vec<u8>,
-    /// Whether a small object goes to the memory tier when committed (not for bulk writes,
-    /// which would evict what clients ask for).
-    to_memory: bool,
     /// Renamed into place: the temporary file is gone.
     committed: bool,
     /// When the writer was made (the download began): large objects log their phases.
@@ -865,7 +850,7 @@ impl ObjectWriter {
         }
         self.hasher.update(data);
         self.len += data.len() as u64;
-        if self.to_memory && self.len <= self.store.memory_object_max {
+        if self.len <= self.store.memory_object_max {
             self.keep.extend_from_slice(data);
         } else if !self.keep.is_empty() {
             self.keep = Vec::new();
@@ -964,7 +949,7 @@ impl ObjectWriter {
             hash: actual,
             gzip: false,
         });
-        if self.to_memory && (!self.keep.is_empty() || self.len == 0) {
+        if !self.keep.is_empty() || self.len == 0 {
             let data = Bytes::from(std::mem::take(&mut self.keep));
             self.store.memory.insert(
                 Key {
