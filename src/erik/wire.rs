@@ -108,17 +108,11 @@ impl Index {
                 let scope = ia5(&scope).map_err(|e| cons.content_err(e))?;
                 let time = take_generalized_time(cons)?;
                 take_hash_alg(cons)?;
-                let partitions = cons.take_sequence(|cons| {
-                    let mut list = Vec::new();
-                    while let Some(p) = cons.take_opt_sequence(|cons| {
-                        Ok(PartitionRef {
-                            hash: take_hash(cons)?,
-                            size: cons.take_u64()?,
-                        })
-                    })? {
-                        list.push(p);
-                    }
-                    Ok(list)
+                let partitions = take_sequence_of(cons, |cons| {
+                    Ok(PartitionRef {
+                        hash: take_hash(cons)?,
+                        size: cons.take_u64()?,
+                    })
                 })?;
                 Ok(Index {
                     scope,
@@ -163,13 +157,7 @@ impl Partition {
                 take_version(cons)?;
                 let time = take_generalized_time(cons)?;
                 take_hash_alg(cons)?;
-                let manifests = cons.take_sequence(|cons| {
-                    let mut list = Vec::new();
-                    while let Some(m) = cons.take_opt_sequence(take_manifest_ref)? {
-                        list.push(m);
-                    }
-                    Ok(list)
-                })?;
+                let manifests = take_sequence_of(cons, take_manifest_ref)?;
                 Ok(Partition { time, manifests })
             })
         })?)
@@ -208,16 +196,10 @@ fn take_manifest_ref<S: decode::Source>(
     let aki = OctetString::take_from(cons)?.into_bytes();
     let number = bcder::Unsigned::take_from(cons)?;
     let this_update = take_generalized_time(cons)?;
-    let locations = cons.take_sequence(|cons| {
-        let mut list = Vec::new();
-        while let Some(uri) = cons.take_opt_sequence(|cons| {
-            AD_SIGNED_OBJECT.skip_if(cons)?;
-            let uri = cons.take_primitive_if(Tag::CTX_6, |p| p.take_all())?;
-            ia5(&uri).map_err(|e| cons.content_err(e))
-        })? {
-            list.push(uri);
-        }
-        Ok(list)
+    let locations = take_sequence_of(cons, |cons| {
+        AD_SIGNED_OBJECT.skip_if(cons)?;
+        let uri = cons.take_primitive_if(Tag::CTX_6, |p| p.take_all())?;
+        ia5(&uri).map_err(|e| cons.content_err(e))
     })?;
     Ok(ManifestRef {
         hash,
@@ -226,6 +208,20 @@ fn take_manifest_ref<S: decode::Source>(
         number,
         this_update,
         locations,
+    })
+}
+
+/// `SEQUENCE OF SEQUENCE { … }`, each element read by `each`.
+fn take_sequence_of<S: decode::Source, T>(
+    cons: &mut Constructed<S>,
+    mut each: impl FnMut(&mut Constructed<S>) -> Result<T, DecodeError<S::Error>>,
+) -> Result<Vec<T>, DecodeError<S::Error>> {
+    cons.take_sequence(|cons| {
+        let mut list = Vec::new();
+        while let Some(item) = cons.take_opt_sequence(&mut each)? {
+            list.push(item);
+        }
+        Ok(list)
     })
 }
 
