@@ -185,6 +185,7 @@ fn public_service(
             app: Arc::new(serve::RrdpProxy::new(shared.clone()).map_err(StartError::AccessLog)?),
             request_timeout: cfg.server.request_timeout,
             coalesce: cfg.server.write_buffer,
+            sendfile: cfg.server.sendfile,
         },
     );
     // Plain HTTP: no buffers under the connection. A response's header is held by the
@@ -257,4 +258,53 @@ pub fn add_demo(
     server.add_service(svc);
     server.add_service(background_service("demo publisher", ticker));
     info!("demo Publication Server on http://{listen}/rrdp/notification.xml");
+}
+
+/// Raises this process's limit on open descriptors to the hard limit, as nginx's
+/// `worker_rlimit_nofile` and Go's runtime do: each connection holds one, each stored file
+/// served from disk one while it is sent, and each published generation one or two (its
+/// notification's in-memory files, for `sendfile`). The soft limit of an interactive shell
+/// (often 1024) is far below what the service unit grants (`LimitNOFILE`), and a proxy
+/// started by hand with it would refuse connections long before its memory ran out.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls with a valid pointer to a struct of the kernel's layout.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                log::debug!(
+                    "cannot raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod fd_limit_tests {
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        let get = || {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid pointer to a struct of the kernel's layout.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+            lim
+        };
+        // Lowered first (as a login shell's 1024 would be), so that raising it is seen.
+        let mut low = get();
+        low.rlim_cur = low.rlim_max.min(1024);
+        // SAFETY: a valid pointer to a struct of the kernel's layout.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+        super::raise_fd_limit();
+        let lim = get();
+        assert_eq!(lim.rlim_cur, lim.rlim_max);
+    }
 }

@@ -112,6 +112,7 @@ impl Config {
         t.insert("request_timeout".into(), duration(s.request_timeout));
         t.insert("write_buffer".into(), size(s.write_buffer as u64));
         t.insert("erik".into(), toml::Value::Boolean(s.erik));
+        t.insert("sendfile".into(), toml::Value::Boolean(s.sendfile));
         t
     }
 

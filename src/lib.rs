@@ -62,6 +62,7 @@ mod shared;
 mod store;
 mod sync;
 
+pub use app::raise_fd_limit;
 pub use app::{add_demo, build_server, build_server_upgrading, build_server_with_clock};
 pub use clock::{unix_now, Clock, ManualClock};
 pub use config::{parse_duration, parse_size, AccessLog, Config};

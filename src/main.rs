@@ -237,6 +237,7 @@ fn main() -> ExitCode {
                 config.log_level(),
                 config.access_log() != rrdp_proxy::AccessLog::Off,
             );
+            rrdp_proxy::raise_fd_limit();
             match rrdp_proxy::build_server_upgrading(config, cli.upgrade) {
                 Ok((server, _shared)) => {
                     server.run(RunArgs::default());

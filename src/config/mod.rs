@@ -93,6 +93,8 @@ pub(crate) struct ServerConfig {
     /// Serve Erik (`/.well-known/erik/index/`, `/.well-known/ni/sha-256/`) from what every
     /// repository publishes.
     pub erik: bool,
+    /// Plain-HTTP/1 connections send stored files from the page cache with `sendfile`.
+    pub sendfile: bool,
 }
 
 /// Logging.

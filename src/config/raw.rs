@@ -70,6 +70,7 @@ pub(super) struct RawServer {
     pub(super) request_timeout: Option<String>,
     pub(super) write_buffer: Option<String>,
     pub(super) erik: Option<bool>,
+    pub(super) sendfile: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

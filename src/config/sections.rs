@@ -254,6 +254,7 @@ pub(super) fn validate_server(
         request_timeout,
         write_buffer,
         erik: raw.erik.unwrap_or(false),
+        sendfile: raw.sendfile.unwrap_or(true),
     })
 }
 

@@ -3,6 +3,7 @@
 //! the store's index by `persist`. Pure: no I/O, no clock of its own.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -66,6 +67,9 @@ pub struct Generation {
     /// The notification gzip-compressed (made once, when the generation is built or loaded).
     #[serde(skip)]
     pub notification_gz: Option<Bytes>,
+    /// The same two bodies in memory-backed files, for `sendfile` (made with them).
+    #[serde(skip)]
+    pub notification_files: NotificationFiles,
     /// Strong ETag of `notification`, quoted.
     pub etag: String,
     /// ETag of the gzip variant, and Last-Modified as an HTTP date: made once, not per
@@ -238,6 +242,7 @@ impl Generation {
             history,
             snapshot_objects: round.snapshot_objects,
             notification_gz: None,
+            notification_files: Default::default(),
             etag_gzip: String::new(),
             last_modified_text: String::new(),
             header_values: Default::default(),
@@ -329,8 +334,47 @@ impl Generation {
         self.notification_gz = gz
             .filter(|g| g.len() < self.notification.len())
             .map(Bytes::from);
+        self.notification_files = NotificationFiles {
+            plain: resident_file(&self.notification),
+            gzip: self.notification_gz.as_deref().and_then(resident_file),
+        };
         self
     }
+}
+
+/// A generation's notification bodies as files in memory (`memfd`): plain-HTTP/1 clients get
+/// them with `sendfile`, with no copy into the socket (serve/sendfile.rs). `None` where one
+/// could not be made: that body is then written from memory.
+#[derive(Clone, Debug, Default)]
+pub struct NotificationFiles {
+    pub plain: Option<Arc<std::fs::File>>,
+    pub gzip: Option<Arc<std::fs::File>>,
+}
+
+/// `body` in an anonymous file in memory, sealed against any change.
+fn resident_file(body: &[u8]) -> Option<Arc<std::fs::File>> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: the name is a NUL-terminated string; the descriptor returned is new and ours.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"notification".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(body).ok()?;
+    // Sealed: what `sendfile` sends is what the ETag was made of, whatever happens.
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: plain fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } != 0 {
+        return None;
+    }
+    Some(Arc::new(file))
 }
 
 /// The served notification listing `history`, and its strong ETag.
@@ -455,6 +499,7 @@ impl Generation {
             serial: p.serial,
             notification: p.notification,
             notification_gz: None,
+            notification_files: Default::default(),
             etag: p.etag,
             etag_gzip: String::new(),
             last_modified_text: String::new(),

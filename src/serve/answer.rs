@@ -14,6 +14,12 @@ use crate::store::Object;
 pub(super) enum Body {
     Empty,
     Bytes(Bytes),
+    /// Bytes that are also a whole file that stays in memory (a notification's `memfd`):
+    /// sent from the file where the connection can (`sendfile`), else from the bytes.
+    Resident {
+        bytes: Bytes,
+        file: std::sync::Arc<std::fs::File>,
+    },
     /// `len` bytes of a file from `start`.
     File {
         file: std::fs::File,
@@ -26,8 +32,19 @@ impl Body {
     pub(super) fn len(&self) -> u64 {
         match self {
             Body::Empty => 0,
-            Body::Bytes(b) => b.len() as u64,
+            Body::Bytes(b) | Body::Resident { bytes: b, .. } => b.len() as u64,
             Body::File { len, .. } => *len,
+        }
+    }
+
+    /// `bytes`, sent from `file` (the same bytes, resident) where the connection can.
+    pub(super) fn resident(bytes: &Bytes, file: Option<&std::sync::Arc<std::fs::File>>) -> Body {
+        match file {
+            Some(file) => Body::Resident {
+                bytes: bytes.clone(),
+                file: file.clone(),
+            },
+            None => Body::Bytes(bytes.clone()),
         }
     }
 

@@ -74,14 +74,23 @@ impl Coalescer {
         inner: &mut S,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_drain(|held| Pin::new(&mut *inner).poll_write(cx, held)))?;
+        Pin::new(inner).poll_flush(cx)
+    }
+
+    /// Sends what is held with `send`, which returns how much of it went out.
+    pub(crate) fn poll_drain(
+        &mut self,
+        mut send: impl FnMut(&[u8]) -> Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<()>> {
         while !self.held.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut *inner).poll_write(cx, &self.held))?;
+            let n = std::task::ready!(send(&self.held))?;
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
             self.held.drain(..n);
         }
-        Pin::new(inner).poll_flush(cx)
+        Poll::Ready(Ok(()))
     }
 
     /// Whether bytes are waiting for a write or a flush.

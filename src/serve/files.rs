@@ -94,12 +94,15 @@ impl RrdpProxy {
                 ("Last-Modified", values.last_modified.clone()),
                 ("Vary", HeaderValue::from_static("Accept-Encoding")),
             ],
-            body: Body::Bytes(generation.notification.clone()),
+            body: Body::resident(
+                &generation.notification,
+                generation.notification_files.plain.as_ref(),
+            ),
             kind: RequestKind::Notification,
             outcome: RequestResult::Hit,
         };
         if let Some(gz) = gzip {
-            a.body = Body::Bytes(gz.clone());
+            a.body = Body::resident(gz, generation.notification_files.gzip.as_ref());
             a.headers
                 .push(("Content-Encoding", HeaderValue::from_static("gzip")));
         }

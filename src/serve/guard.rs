@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::serve::coalesce::Coalescer;
+use crate::serve::sendfile::{self, FileSender};
 
 /// A server app whose HTTP/1 connections get a request-reading deadline and send each
 /// response's header with its body.
@@ -44,6 +45,8 @@ pub(crate) struct Guarded<A> {
     pub request_timeout: Duration,
     /// The largest write held back to go out with the next (`server.write_buffer`).
     pub coalesce: usize,
+    /// Plain-HTTP/1 connections send stored files with `sendfile` (`server.sendfile`).
+    pub sendfile: bool,
 }
 
 #[async_trait]
@@ -61,11 +64,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         } else if h2 {
             Box::new(ClientStream::h2(stream, self.request_timeout)) as Stream
         } else {
-            Box::new(ClientStream::new(
-                stream,
-                self.request_timeout,
-                self.coalesce,
-            )) as Stream
+            let sendfile = self.sendfile;
+            Box::new(
+                ClientStream::new(stream, self.request_timeout, self.coalesce)
+                    .sending_files(sendfile),
+            ) as Stream
         };
         self.app.process_new(stream, shutdown).await
     }
@@ -89,6 +92,8 @@ pub(crate) struct ClientStream {
     /// HTTP/2: bytes of the connection preface still to come (the timer runs until then);
     /// `None` for HTTP/1.
     preface_left: Option<usize>,
+    /// Plain HTTP/1: stored files go out with `sendfile` (see [`sendfile`]).
+    files: Option<Arc<FileSender>>,
 }
 
 /// The HTTP/2 client connection preface's length (RFC 9113, 3.4).
@@ -105,7 +110,39 @@ impl ClientStream {
             timer: Some(Box::pin(tokio::time::sleep(limit))),
             between_requests: false,
             preface_left: None,
+            files: None,
         }
+    }
+
+    /// With `on`, a plain-TCP connection sends stored files with `sendfile`; over TLS the
+    /// body is encrypted in memory anyway, so nothing changes there.
+    pub(crate) fn sending_files(mut self, on: bool) -> ClientStream {
+        self.files = (*self.inner)
+            .as_any()
+            .downcast_ref::<pingora::protocols::l4::stream::Stream>()
+            .filter(|_| on)
+            .map(|s| Arc::new(FileSender::new(std::os::fd::AsRawFd::as_raw_fd(s))));
+        self
+    }
+
+    /// This connection's `sendfile` side, if it has one (plain HTTP/1).
+    pub(crate) fn file_sender(&self) -> Option<Arc<FileSender>> {
+        self.files.clone()
+    }
+
+    /// Writes the file bytes the stand-in `buf` stands for: the held header first, marked as
+    /// having more to follow, then the file from the page cache.
+    fn poll_send_file(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let ClientStream {
+            inner, out, files, ..
+        } = self;
+        let Some(files) = files.as_ref() else {
+            return Poll::Ready(Err(sendfile::unbacked()));
+        };
+        std::task::ready!(out.poll_drain(|held| files.poll_send_more(&mut *inner, cx, held)))?;
+        // Nothing may wait below this stream when the file goes out beside it.
+        std::task::ready!(Pin::new(&mut *inner).poll_flush(cx))?;
+        files.poll_send(&mut *inner, cx, buf)
     }
 
     /// An HTTP/2 connection: its preface must arrive within `limit`; nothing else is timed
@@ -164,7 +201,11 @@ impl AsyncWrite for ClientStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        let res = this.out.poll_write(&mut this.inner, cx, buf);
+        let res = if FileSender::is_stand_in(buf) {
+            this.poll_send_file(cx, buf)
+        } else {
+            this.out.poll_write(&mut this.inner, cx, buf)
+        };
         if this.preface_left.is_some() {
             // HTTP/2: the server's SETTINGS go out before the preface is read.
             return res;

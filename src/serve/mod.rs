@@ -17,7 +17,8 @@
 //! The parts: `dispatch` (routing), `files` (the published generation's answers),
 //! [`miss`] (a file no notification this node holds names), `peer` (the cluster endpoints),
 //! `answer` (304, Range, gzip: pure), `send`, [`guard`] (the whole-request deadline),
-//! [`coalesce`] (header and body in one write), [`access_log`] (the line and its file).
+//! [`coalesce`] (header and body in one write), [`sendfile`] (stored files from the page
+//! cache), [`access_log`] (the line and its file).
 
 pub(crate) mod access_log;
 mod answer;
@@ -29,6 +30,7 @@ pub(crate) mod guard;
 pub(crate) mod miss;
 mod peer;
 mod send;
+pub(crate) mod sendfile;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,9 +10,11 @@ use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 
 use super::answer::{Answer, Body};
+use super::guard::ClientStream;
+use super::sendfile;
 
-/// Size of the pieces a file is sent in from disk.
-const CHUNK: usize = 256 << 10;
+/// Size of the pieces a file is sent in from disk (each one `sendfile`'s stand-in at most).
+const CHUNK: usize = super::sendfile::STAND_IN_LEN;
 
 /// Writes an answer; returns the body bytes sent.
 pub(super) async fn send(session: &mut ServerSession, a: Answer) -> Result<u64> {
@@ -37,8 +39,25 @@ pub(super) async fn send(session: &mut ServerSession, a: Answer) -> Result<u64> 
             session.write_response_body(b, true).await?;
             Ok(len)
         }
+        Body::Resident { bytes, file } => match file_sender(session, len) {
+            Some(f) => Box::pin(send_resident(session, &f, &file, len)).await,
+            None => {
+                session.write_response_body(bytes, true).await?;
+                Ok(len)
+            }
+        },
         Body::File { file, start, len } => Box::pin(send_file(session, file, start, len)).await,
     }
+}
+
+/// The connection's `sendfile` side (plain HTTP/1), for a body of `len` bytes: bodies up to
+/// `SENDFILE_MAX` go out with `sendfile` (see `sendfile`).
+fn file_sender(session: &ServerSession, len: u64) -> Option<Arc<sendfile::FileSender>> {
+    session
+        .stream()
+        .filter(|_| len <= sendfile::SENDFILE_MAX)
+        .and_then(|s| s.as_any().downcast_ref::<ClientStream>())
+        .and_then(ClientStream::file_sender)
 }
 
 /// Streams `len` bytes of a stored file from `start`; returns the bytes sent.
@@ -49,14 +68,54 @@ pub(super) async fn send_file(
     len: u64,
 ) -> Result<u64> {
     let file = Arc::new(file);
+    let files = file_sender(session, len);
     let mut sent = 0u64;
     while sent < len {
         let want = CHUNK.min((len - sent) as usize);
-        let chunk = read_chunk(&file, start + sent, want).await?;
+        let at = start + sent;
+        if let Some(f) = files
+            .as_ref()
+            .filter(|_| sendfile::page_cached(&file, at, want))
+        {
+            sent += send_stand_in(session, f, &file, at, want, sent + want as u64 == len).await?;
+            continue;
+        }
+        let chunk = read_chunk(&file, at, want).await?;
         sent += chunk.len() as u64;
         session.write_response_body(chunk, sent == len).await?;
     }
     Ok(sent)
+}
+
+/// Sends the whole of a file that stays in memory with `sendfile`; returns the bytes sent.
+async fn send_resident(
+    session: &mut ServerSession,
+    files: &sendfile::FileSender,
+    file: &Arc<std::fs::File>,
+    len: u64,
+) -> Result<u64> {
+    let mut sent = 0u64;
+    while sent < len {
+        let want = CHUNK.min((len - sent) as usize);
+        sent += send_stand_in(session, files, file, sent, want, sent + want as u64 == len).await?;
+    }
+    Ok(sent)
+}
+
+/// Has pingora write `want` stand-in bytes, which the connection sends from `file` at `at`.
+async fn send_stand_in(
+    session: &mut ServerSession,
+    files: &sendfile::FileSender,
+    file: &Arc<std::fs::File>,
+    at: u64,
+    want: usize,
+    end: bool,
+) -> Result<u64> {
+    let _backed = files.expect(file, at, want);
+    session
+        .write_response_body(sendfile::stand_in(want), end)
+        .await?;
+    Ok(want as u64)
 }
 
 /// Reads up to `want` bytes of a stored object at `offset`. What the page cache holds is read

@@ -595,6 +595,54 @@ async fn large_files_stream_from_disk_whole_and_in_ranges_across_chunks() {
     assert_eq!(r.body.as_slice(), &whole.body[from..=to]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_sent_with_sendfile_are_the_bodies_sent_from_memory() {
+    let origin = Origin::start().await;
+    origin.state.lock().unwrap().repo =
+        rrdp_proxy::demo::Publisher::large(&origin.base(), 1 << 20, 2);
+    // Two proxies in front of the same origin: `sendfile` on (the default) and off. The
+    // snapshot is served from its file (a 64 KiB memory tier keeps nothing over 8 KiB); the
+    // notification, plain and gzip, from its in-memory file or from memory.
+    let start = |sendfile: bool| {
+        let cache = tempfile::tempdir().unwrap();
+        let (port, admin) = (free_port(), free_port());
+        let text = config_text(port, admin, cache.path(), &origin.base(), "")
+            .replace("memory_limit = \"16MiB\"", "memory_limit = \"64KiB\"")
+            .replace(
+                "threads = 2",
+                &format!("threads = 2\nsendfile = {sendfile}"),
+            );
+        (Proxy::start_with(text, port, admin), cache)
+    };
+    let ((on, _c1), (off, _c2)) = (start(true), start(false));
+    on.wait_first_poll().await;
+    off.wait_first_poll().await;
+    let gz = [("Accept-Encoding", "gzip")];
+    let plain = http(on.port, "GET", "/rrdp/notification.xml", &[]).await;
+    assert_eq!(plain.status, 200);
+    let n = Notification::parse(&plain.body).unwrap();
+    let zipped = http(on.port, "GET", "/rrdp/notification.xml", &gz).await;
+    assert_eq!(zipped.header("Content-Encoding"), Some("gzip"));
+    assert_eq!(
+        gunzip(&zipped.body),
+        plain.body,
+        "the gzip variant decodes to the plain one"
+    );
+    let snap = path_of(&n.snapshot.uri);
+    let whole = http(on.port, "GET", &snap, &[]).await;
+    assert_eq!(Hash::of(&whole.body), n.snapshot.hash);
+    let range = [("Range", "bytes=300000-700000")];
+    let part = http(on.port, "GET", &snap, &range).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body.as_slice(), &whole.body[300_000..=700_000]);
+    // Without sendfile: the same bytes (the URIs differ only in the port).
+    let other = http(off.port, "GET", "/rrdp/notification.xml", &[]).await;
+    let ports = |b: &[u8], port: u16| String::from_utf8_lossy(b).replace(&port.to_string(), "P");
+    assert_eq!(ports(&other.body, off.port), ports(&plain.body, on.port));
+    let off_part = http(off.port, "GET", &snap, &range).await;
+    assert_eq!(off_part.body, part.body);
+}
+
 /// Reads one response off a kept-alive connection: status, headers, and as many body bytes as
 /// Content-Length says (none for HEAD and 304).
 async fn read_response(
