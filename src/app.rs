@@ -300,7 +300,8 @@ mod fd_limit_tests {
         };
         // Lowered first (as a login shell's 1024 would be), so that raising it is seen.
         let mut low = get();
-        low.rlim_cur = low.rlim_max.min(1024);
+        // Far above what any test here holds open at once (the limit is the process's).
+        low.rlim_cur = low.rlim_max.min(4096);
         // SAFETY: a valid pointer to a struct of the kernel's layout.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
         super::raise_fd_limit();

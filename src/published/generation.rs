@@ -355,13 +355,17 @@ pub struct NotificationFiles {
 fn resident_file(body: &[u8]) -> Option<Arc<std::fs::File>> {
     use std::io::Write;
     use std::os::fd::FromRawFd;
-    // SAFETY: the name is a NUL-terminated string; the descriptor returned is new and ours.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"notification".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
+    let create = |flags| {
+        // SAFETY: the name is a NUL-terminated string; the descriptor returned is new and ours.
+        unsafe { libc::memfd_create(c"notification".as_ptr(), flags) }
     };
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // Not executable, sealed so (kernels since 6.3 warn without it, and may refuse with
+    // `vm.memfd_noexec = 2`); older kernels do not know the flag.
+    let mut fd = create(flags | libc::MFD_NOEXEC_SEAL);
+    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        fd = create(flags);
+    }
     if fd < 0 {
         return None;
     }

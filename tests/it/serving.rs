@@ -612,6 +612,7 @@ async fn bodies_sent_with_sendfile_are_the_bodies_sent_from_memory() {
                 "threads = 2",
                 &format!("threads = 2\nsendfile = {sendfile}"),
             );
+        assert!(text.contains("memory_limit = \"64KiB\"") && text.contains("sendfile = "));
         (Proxy::start_with(text, port, admin), cache)
     };
     let ((on, _c1), (off, _c2)) = (start(true), start(false));
