@@ -67,24 +67,16 @@ pub(super) async fn send_file(
     start: u64,
     len: u64,
 ) -> Result<u64> {
-    let file = Arc::new(file);
     let files = file_sender(session, len);
-    let mut sent = 0u64;
-    while sent < len {
-        let want = CHUNK.min((len - sent) as usize);
-        let at = start + sent;
-        if let Some(f) = files
-            .as_ref()
-            .filter(|_| sendfile::page_cached(&file, at, want))
-        {
-            sent += send_stand_in(session, f, &file, at, want, sent + want as u64 == len).await?;
-            continue;
-        }
-        let chunk = read_chunk(&file, at, want).await?;
-        sent += chunk.len() as u64;
-        session.write_response_body(chunk, sent == len).await?;
-    }
-    Ok(sent)
+    send_pieces(
+        session,
+        files.as_deref(),
+        &Arc::new(file),
+        start,
+        len,
+        false,
+    )
+    .await
 }
 
 /// Sends the whole of a file that stays in memory with `sendfile`; returns the bytes sent.
@@ -94,10 +86,30 @@ async fn send_resident(
     file: &Arc<std::fs::File>,
     len: u64,
 ) -> Result<u64> {
+    send_pieces(session, Some(files), file, 0, len, true).await
+}
+
+/// Sends `len` bytes of `file` from `start` in [`CHUNK`]s: with `sendfile` where `files` is
+/// given and the piece is in memory (`resident`: all of it is), else read and copied.
+async fn send_pieces(
+    session: &mut ServerSession,
+    files: Option<&sendfile::FileSender>,
+    file: &Arc<std::fs::File>,
+    start: u64,
+    len: u64,
+    resident: bool,
+) -> Result<u64> {
     let mut sent = 0u64;
     while sent < len {
         let want = CHUNK.min((len - sent) as usize);
-        sent += send_stand_in(session, files, file, sent, want, sent + want as u64 == len).await?;
+        let at = start + sent;
+        if let Some(f) = files.filter(|_| resident || sendfile::page_cached(file, at, want)) {
+            sent += send_stand_in(session, f, file, at, want, sent + want as u64 == len).await?;
+            continue;
+        }
+        let chunk = read_chunk(file, at, want).await?;
+        sent += chunk.len() as u64;
+        session.write_response_body(chunk, sent == len).await?;
     }
     Ok(sent)
 }
