@@ -48,12 +48,12 @@ pub(crate) async fn fetch_object(
         if w.is_empty() && !looks_like_xml(&chunk) {
             return Err(FetchError::Unusable("not an XML document".into()));
         }
-        w.write(&chunk).await.map_err(FetchError::Store)?;
+        w.write(chunk).await.map_err(FetchError::Store)?;
     }
     if w.is_empty() {
         return Err(FetchError::Unusable("empty body".into()));
     }
-    Ok(w.commit_checked(expected, content).await?)
+    Ok(w.commit(expected).await?)
 }
 
 /// Whether a body's first bytes can start an XML document (an optional BOM and white space,

@@ -13,23 +13,24 @@ use tokio::sync::mpsc;
 
 use crate::rrdp::content::{check, ContentError, Expected, Summary};
 
-/// Chunks in flight between the download and the check: the download waits beyond this, so a
-/// slow check holds back the download instead of queueing the file in memory.
-const QUEUED_CHUNKS: usize = 32;
+/// Batches in flight between the download and the check: the download waits beyond this, so
+/// a slow check holds back the download instead of queueing the file in memory.
+const QUEUED_BATCHES: usize = 2;
 
 /// A content check consuming the bytes of an object being written.
 pub(super) struct Checker {
-    tx: Option<mpsc::Sender<Bytes>>,
+    tx: Option<mpsc::Sender<Vec<Bytes>>>,
     done: tokio::task::JoinHandle<Result<Summary, ContentError>>,
 }
 
 impl Checker {
     pub(super) fn start(expected: &Expected) -> Checker {
-        let (tx, rx) = mpsc::channel(QUEUED_CHUNKS);
+        let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let expected = expected.clone();
         let done = tokio::task::spawn_blocking(move || {
             let reader = ChannelReader {
                 rx,
+                batch: Vec::new().into_iter(),
                 current: Bytes::new(),
             };
             check(reader, &expected)
@@ -37,11 +38,11 @@ impl Checker {
         Checker { tx: Some(tx), done }
     }
 
-    /// Hands the check the next bytes. A check that has already ended (it found the file
-    /// bad) takes no more; its verdict comes from [`Checker::finish`].
-    pub(super) async fn feed(&mut self, data: &[u8]) {
+    /// Hands the check the next bytes (shared, not copied). A check that has already ended
+    /// (it found the file bad) takes no more; its verdict comes from [`Checker::finish`].
+    pub(super) async fn feed(&mut self, batch: &[Bytes]) {
         let Some(tx) = &self.tx else { return };
-        if tx.send(Bytes::copy_from_slice(data)).await.is_err() {
+        if tx.send(batch.to_vec()).await.is_err() {
             self.tx = None;
         }
     }
@@ -53,10 +54,11 @@ impl Checker {
     }
 }
 
-/// The chunks from the channel as one buffered reader; the end of the channel is the end of
+/// The batches from the channel as one buffered reader; the end of the channel is the end of
 /// the input.
 struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Vec<Bytes>>,
+    batch: std::vec::IntoIter<Bytes>,
     current: Bytes,
 }
 
@@ -76,8 +78,12 @@ impl io::Read for ChannelReader {
 impl io::BufRead for ChannelReader {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.current.is_empty() {
+            if let Some(next) = self.batch.next() {
+                self.current = next;
+                continue;
+            }
             match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
+                Some(batch) => self.batch = batch.into_iter(),
                 None => break,
             }
         }
@@ -119,8 +125,10 @@ mod tests {
     /// Fed in chunks of `size` bytes (cut anywhere, inside tags and Base64 alike).
     async fn feed(doc: &[u8], size: usize) -> Result<Summary, ContentError> {
         let mut checker = Checker::start(&expected());
-        for chunk in doc.chunks(size) {
-            checker.feed(chunk).await;
+        // In batches of three chunks, as the writer gathers them.
+        let chunks: Vec<Bytes> = doc.chunks(size).map(Bytes::copy_from_slice).collect();
+        for batch in chunks.chunks(3) {
+            checker.feed(batch).await;
         }
         checker.finish().await.unwrap()
     }

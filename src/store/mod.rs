@@ -16,6 +16,8 @@
 mod checker;
 pub(crate) mod flight;
 pub(crate) mod owner;
+mod sink;
+mod writer;
 
 use std::collections::HashSet;
 use std::io;
@@ -29,6 +31,8 @@ use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
 use crate::rrdp::Hash;
+
+pub(crate) use writer::CommitError;
 
 /// Objects that nothing references are removed only once they are this old on disk, so that a
 /// file fetched for a generation that is about to be published is never collected under it.
@@ -526,33 +530,10 @@ impl Store {
         (self.memory.weighted_size(), self.memory.entry_count())
     }
 
-    /// Starts writing a new object.
-    pub async fn writer(self: &Arc<Self>) -> io::Result<ObjectWriter> {
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .dir
-            .join("tmp")
-            .join(format!("{}-{n}", std::process::id()));
-        let file = tokio::fs::File::create(&path).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
-        })?;
-        Ok(ObjectWriter {
-            store: self.clone(),
-            path,
-            file: Some(file),
-            hasher: sha2::Sha256::new(),
-            len: 0,
-            keep: Vec::new(),
-            committed: false,
-            started: std::time::Instant::now(),
-            checker: None,
-        })
-    }
-
     /// Stores a whole in-memory body and returns its hash.
     pub async fn put(self: &Arc<Self>, data: &[u8]) -> io::Result<Hash> {
         let mut w = self.writer().await?;
-        w.write(data).await?;
+        w.write(Bytes::copy_from_slice(data)).await?;
         let stored = w.commit(None).await.map_err(|e| match e {
             CommitError::Io(e) => e,
             other => io::Error::other(other),
@@ -766,215 +747,6 @@ impl Stored {
     }
 }
 
-/// A new object being written; it becomes visible only through [`ObjectWriter::commit`].
-pub struct ObjectWriter {
-    store: Arc<Store>,
-    path: PathBuf,
-    file: Option<tokio::fs::File>,
-    hasher: sha2::Sha256,
-    len: u64,
-    /// The bytes too, while the object may still go to the memory tier.
-    keep: Vec<u8>,
-    /// Renamed into place: the temporary file is gone.
-    committed: bool,
-    /// When the writer was made (the download began): large objects log their phases.
-    started: std::time::Instant,
-    /// The content check, when it runs beside the writing ([`ObjectWriter::check_while_writing`]).
-    checker: Option<checker::Checker>,
-}
-
-/// Objects from this size on log where their storing time went (download, content check,
-/// fsync): the phases of a large snapshot's round.
-const LOG_PHASES_FROM: u64 = 64 << 20;
-
-/// Why an object could not be stored.
-#[derive(Debug)]
-pub enum CommitError {
-    /// The bytes do not have the hash they were announced with.
-    HashMismatch {
-        expected: Hash,
-        actual: Hash,
-    },
-    /// The bytes have the right hash but are not the file the notification describes.
-    Invalid(crate::rrdp::content::ContentError),
-    Io(io::Error),
-}
-
-impl std::fmt::Display for CommitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CommitError::HashMismatch { expected, actual } => {
-                write!(f, "SHA-256 mismatch: expected {expected}, got {actual}")
-            }
-            CommitError::Invalid(e) => write!(f, "content refused: {e}"),
-            CommitError::Io(e) => write!(f, "store: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for CommitError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            CommitError::HashMismatch { .. } => None,
-            CommitError::Invalid(e) => Some(e),
-            CommitError::Io(e) => Some(e),
-        }
-    }
-}
-
-impl From<io::Error> for CommitError {
-    fn from(e: io::Error) -> Self {
-        CommitError::Io(e)
-    }
-}
-
-impl ObjectWriter {
-    /// Runs the content check `expected` on the bytes as they are written, instead of reading
-    /// them back at [`ObjectWriter::commit_checked`] (which then uses this verdict).
-    pub fn check_while_writing(&mut self, expected: &crate::rrdp::content::Expected) {
-        self.checker = Some(checker::Checker::start(expected));
-    }
-
-    pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        if let Some(limit) = self.store.disk_limit {
-            let used = self.store.usage.load(Ordering::Relaxed);
-            if used + self.len + data.len() as u64 > limit {
-                return Err(io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    DiskLimit { limit },
-                ));
-            }
-        }
-        if let Some(checker) = &mut self.checker {
-            checker.feed(data).await;
-        }
-        self.hasher.update(data);
-        self.len += data.len() as u64;
-        if self.len <= self.store.memory_object_max {
-            self.keep.extend_from_slice(data);
-        } else if !self.keep.is_empty() {
-            self.keep = Vec::new();
-        }
-        match self.file.as_mut() {
-            Some(f) => f.write_all(data).await,
-            None => Err(io::Error::other("writer already finished")),
-        }
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Reads the written bytes back (from the page cache, as a rule) through the content check.
-    async fn check_content(
-        &self,
-        expected: &crate::rrdp::content::Expected,
-    ) -> io::Result<Result<crate::rrdp::content::Summary, crate::rrdp::content::ContentError>> {
-        let (path, expected) = (self.path.clone(), expected.clone());
-        tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&path)?;
-            let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-            Ok(crate::rrdp::content::check(reader, &expected))
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Verifies the hash (if one is expected), makes the object durable and visible under its
-    /// name. On a mismatch nothing is stored.
-    pub async fn commit(self, expected: Option<Hash>) -> Result<Stored, CommitError> {
-        self.commit_checked(expected, None).await
-    }
-
-    /// Like [`ObjectWriter::commit`], and if `content` is given the bytes must also be that
-    /// snapshot or delta (checked before the object becomes visible, so a refused file is
-    /// never stored).
-    pub async fn commit_checked(
-        mut self,
-        expected: Option<Hash>,
-        content: Option<&crate::rrdp::content::Expected>,
-    ) -> Result<Stored, CommitError> {
-        let hasher = std::mem::replace(&mut self.hasher, sha2::Sha256::new());
-        let actual = Hash(hasher.finalize().into());
-        if let Some(expected) = expected {
-            if expected != actual {
-                return Err(CommitError::HashMismatch { expected, actual });
-            }
-        }
-        let mut file = self.file.take().expect("commit once");
-        file.flush().await?;
-        let downloaded = std::time::Instant::now();
-        let verdict = match (self.checker.take(), content) {
-            (Some(checker), Some(_)) => Some(checker.finish().await?),
-            (_, Some(content)) => Some(self.check_content(content).await?),
-            (_, None) => None,
-        };
-        if let Some(Err(e)) = verdict {
-            // Dropping the writer removes the temporary file.
-            return Err(CommitError::Invalid(e));
-        }
-        let checked = std::time::Instant::now();
-        file.sync_all().await?;
-        drop(file);
-        if self.len >= LOG_PHASES_FROM {
-            log::info!(
-                "stored {actual}: {} MiB; download and SHA-256 {:.2} s, content check {:.2} s, \
-                 fsync {:.2} s",
-                self.len >> 20,
-                downloaded.duration_since(self.started).as_secs_f64(),
-                checked.duration_since(downloaded).as_secs_f64(),
-                checked.elapsed().as_secs_f64()
-            );
-        }
-        let dst = self.store.object_path(&actual);
-        let parent = dst.parent().expect("objects have a parent");
-        if !tokio::fs::try_exists(parent).await.unwrap_or(false) {
-            tokio::fs::create_dir_all(parent).await?;
-            // A new `objects/ab` must survive a crash too: its entry in `objects/` is synced.
-            sync_dir(parent.parent().expect("objects/ab is under objects")).await?;
-        }
-        let existed = tokio::fs::try_exists(&dst).await.unwrap_or(false);
-        tokio::fs::rename(&self.path, &dst).await?;
-        self.committed = true;
-        sync_dir(parent).await?;
-        if !existed {
-            self.store.usage.fetch_add(self.len, Ordering::Relaxed);
-            self.store.objects.fetch_add(1, Ordering::Relaxed);
-        }
-        self.store.mark_verified(Key {
-            hash: actual,
-            gzip: false,
-        });
-        if !self.keep.is_empty() || self.len == 0 {
-            let data = Bytes::from(std::mem::take(&mut self.keep));
-            self.store.memory.insert(
-                Key {
-                    hash: actual,
-                    gzip: false,
-                },
-                data,
-            );
-        }
-        Ok(Stored {
-            hash: actual,
-            size: self.len,
-        })
-    }
-}
-
-impl Drop for ObjectWriter {
-    fn drop(&mut self) {
-        // Not committed: the temporary file goes.
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 /// Sums the sizes of the objects under `dir` (at start).
 fn disk_usage(dir: &Path) -> io::Result<(u64, u64)> {
     let (mut bytes, mut count) = (0, 0);
@@ -1049,8 +821,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         let mut w = store.writer().await.unwrap();
-        w.write(b"hello ").await.unwrap();
-        w.write(b"world").await.unwrap();
+        w.write(Bytes::from_static(b"hello ")).await.unwrap();
+        w.write(Bytes::from_static(b"world")).await.unwrap();
         let expected = Hash::of(b"hello world");
         let stored = w.commit(Some(expected)).await.unwrap();
         let (h, len) = (stored.hash(), stored.size());
@@ -1065,7 +837,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20, u64::MAX, None).unwrap();
         let mut w = store.writer().await.unwrap();
-        w.write(b"evil").await.unwrap();
+        w.write(Bytes::from_static(b"evil")).await.unwrap();
         let claimed = Hash::of(b"good");
         match w.commit(Some(claimed)).await {
             Err(CommitError::HashMismatch { expected, actual }) => {
