@@ -1,14 +1,20 @@
 //! Writing a new object: hashed, written and (for a snapshot or delta) checked as its bytes
 //! arrive; then made durable and renamed under its hash.
 //!
-//! The bytes go to the temporary file in batches of up to [`BATCH`]: one job on the blocking
+//! The bytes go to the temporary file in batches of about [`BATCH`]: one job on the blocking
 //! pool writes a batch ([`Sink`]: past the page cache once the file is big) while another
 //! hashes it and the next batch fills; the content check gets the same batches, uncopied.
 //! Written through tokio's `File`, every 64 KiB chunk of a download was copied twice more
 //! (for the check and into tokio's buffer), made its own round trip to the blocking pool,
 //! and the SHA-256 ran on the async worker between them: a 500 MiB snapshot took three to
-//! four times as long to store as to download (docs/benchmarks.md, big snapshots). No thread
-//! is held between batches, so an upstream that trickles its bytes holds none.
+//! four times as long to store as to download (docs/benchmarks.md, big snapshots). The
+//! writing and hashing jobs hold no thread between batches; the content check, a pull
+//! parser, holds one for the whole download, as it did before.
+//!
+//! Memory per download: the batch filling, the batch being written, and the two the check
+//! may have queued (shared, not copied), about 4 MiB, plus the 1 MiB stage of a direct write.
+//! Chunks smaller than [`SMALL_CHUNK`] (an upstream may send one byte per chunk) are first
+//! gathered into one buffer, so that a batch is never a million one-byte pieces.
 
 use std::io;
 use std::path::PathBuf;
@@ -16,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sha2::Digest;
 use tokio::task::JoinHandle;
 
@@ -25,9 +31,15 @@ use super::{checker, sync_dir, DiskLimit, Key, Store, Stored};
 use crate::rrdp::content::{ContentError, Expected};
 use crate::rrdp::Hash;
 
-/// Bytes gathered before a batch goes to the blocking pool: large enough that the round trip
-/// is rare (500 per 500 MiB), small enough that a download holds little (two batches).
+/// Bytes gathered before a batch goes to the blocking pool (a batch may pass it by one chunk):
+/// large enough that the round trip is rare (500 per 500 MiB), small enough that a download
+/// holds little.
 const BATCH: usize = 1 << 20;
+
+/// Chunks below this size are copied together into pieces of [`GATHERED`] before they join
+/// a batch, so each piece of a batch carries at least that many bytes.
+const SMALL_CHUNK: usize = 16 << 10;
+const GATHERED: usize = 64 << 10;
 
 /// Batches from this size on are hashed in a job of their own, beside the write; smaller
 /// ones (a small object's only batch) at once, sparing a round trip.
@@ -93,9 +105,10 @@ pub struct ObjectWriter {
     sink: Option<Box<Sink>>,
     hasher: Option<sha2::Sha256>,
     in_flight: Option<InFlight>,
-    /// The batch being gathered.
+    /// The batch being gathered, and small chunks being copied together for it.
     pending: Vec<Bytes>,
     pending_len: usize,
+    small: BytesMut,
     len: u64,
     /// The bytes too, while the object may still go to the memory tier.
     keep: Vec<u8>,
@@ -130,6 +143,7 @@ impl Store {
             in_flight: None,
             pending: Vec::new(),
             pending_len: 0,
+            small: BytesMut::new(),
             len: 0,
             keep: Vec::new(),
             committed: false,
@@ -165,11 +179,26 @@ impl ObjectWriter {
             self.keep = Vec::new();
         }
         self.pending_len += data.len();
-        self.pending.push(data);
+        if data.len() < SMALL_CHUNK {
+            self.small.extend_from_slice(&data);
+            if self.small.len() >= GATHERED {
+                self.pending.push(self.small.split().freeze());
+            }
+        } else {
+            self.gather_small();
+            self.pending.push(data);
+        }
         if self.pending_len >= BATCH {
             self.send_batch().await?;
         }
         Ok(())
+    }
+
+    /// Small chunks copied together so far join the batch, in their place.
+    fn gather_small(&mut self) {
+        if !self.small.is_empty() {
+            self.pending.push(self.small.split().freeze());
+        }
     }
 
     /// The file and hash, once the batch under way (if any) is written and hashed.
@@ -189,6 +218,7 @@ impl ObjectWriter {
     /// Hands the gathered batch to the check, and to jobs that write and hash it once the
     /// previous batch is written and hashed.
     async fn send_batch(&mut self) -> io::Result<()> {
+        self.gather_small();
         let batch = std::mem::take(&mut self.pending);
         let apart = std::mem::take(&mut self.pending_len) >= HASH_APART;
         if let Some(checker) = &mut self.checker {
@@ -230,10 +260,19 @@ impl ObjectWriter {
     /// expects; then makes the object durable and visible under its name. A refused file is
     /// never stored.
     pub async fn commit(mut self, expected: Option<Hash>) -> Result<Stored, CommitError> {
-        if !self.pending.is_empty() {
+        if self.pending_len > 0 {
             self.send_batch().await?;
         }
         let (sink, hasher) = self.settle().await?;
+        if sink.written() != self.len {
+            // Only a `write` cancelled midway (its batch taken, not sent) can cause this; no
+            // caller goes on with a writer after that, but a short file must never be stored.
+            return Err(CommitError::Io(io::Error::other(format!(
+                "{} bytes written of {}",
+                sink.written(),
+                self.len
+            ))));
+        }
         let actual = Hash(hasher.finalize().into());
         if let Some(expected) = expected {
             if expected != actual {
@@ -251,12 +290,12 @@ impl ObjectWriter {
             Some(checker) => Some(checker.finish().await?),
             None => None,
         };
-        let checked = Instant::now();
-        let synced = fsync.await.map_err(io::Error::other)??;
         if let Some(Err(e)) = verdict {
-            // Dropping the writer removes the temporary file.
+            // Refused whatever the fsync does; dropping the writer removes the temporary file.
             return Err(CommitError::Invalid(e));
         }
+        let checked = Instant::now();
+        let synced = fsync.await.map_err(io::Error::other)??;
         if self.len >= LOG_PHASES_FROM {
             log::info!(
                 "stored {actual}: {} MiB; download and SHA-256 {:.2} s, content check {:.2} s, \
@@ -357,7 +396,9 @@ mod tests {
         assert!(doc.len() > 10 * BATCH);
         let mut w = store.writer().await.unwrap();
         w.check_while_writing(&expected);
-        for chunk in doc.chunks(64 << 10) {
+        // Odd chunks: the switch to direct writes needs padding, and the stage fills in the
+        // middle of a chunk.
+        for chunk in doc.chunks(65_537) {
             w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
         }
         let stored = w.commit(Some(Hash::of(&doc))).await.unwrap();
@@ -391,6 +432,42 @@ mod tests {
             assert!(!store.contains(&Hash::of(&bad), None));
             assert_eq!(leftovers(dir.path()), 0);
         }
+    }
+
+    /// An upstream sending one byte per chunk: the pieces of a batch are gathered, not a
+    /// million one-byte `Bytes`; the object is stored whole all the same.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_byte_chunks_are_gathered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 10, u64::MAX, None).unwrap();
+        let data: Vec<u8> = (0..BATCH + 5).map(|i| (i % 251) as u8).collect();
+        let mut w = store.writer().await.unwrap();
+        for (i, b) in data.iter().enumerate() {
+            w.write(Bytes::copy_from_slice(&[*b])).await.unwrap();
+            assert!(
+                w.pending.len() <= BATCH / GATHERED + 1,
+                "{} pieces after {i} bytes",
+                w.pending.len()
+            );
+        }
+        let stored = w.commit(Some(Hash::of(&data))).await.unwrap();
+        assert_eq!(stored.size(), data.len() as u64);
+        assert!(std::fs::read(store.object_path(&stored.hash())).unwrap() == data);
+    }
+
+    /// A writer dropped with a batch being written (a download's timeout) leaves nothing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_writer_dropped_midway_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 10, u64::MAX, None).unwrap();
+        let mut w = store.writer().await.unwrap();
+        w.write(Bytes::from(vec![b'x'; BATCH + 1])).await.unwrap();
+        let job = w.in_flight.take().expect("a batch is being written");
+        drop(w);
+        // The job ends, writing into the unlinked file.
+        assert!(job.write.await.unwrap().is_ok());
+        assert_eq!(leftovers(dir.path()), 0);
+        assert_eq!(store.usage(), (0, 0));
     }
 
     /// A batch that fails to write (the file's descriptor is gone) fails the write after it
