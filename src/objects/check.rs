@@ -25,6 +25,7 @@
 //! the [`Cache`]: the DER of a signed object is asked for only when it has no result.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{mpsc, Arc, Mutex};
 
 use bytes::Bytes;
 use rpki::crypto::KeyIdentifier;
@@ -84,7 +85,7 @@ pub(crate) fn validate_with(
             ..Report::default()
         },
         done: HashSet::new(),
-        points: Vec::new(),
+        points: Arc::new(Vec::new()),
         wanted: BTreeMap::new(),
         window: expiry_window,
         until: i64::MAX,
@@ -177,7 +178,8 @@ struct Validator<'a> {
     report: Report,
     /// The manifests visited, by URI.
     done: HashSet<String>,
-    points: Vec<PointContext>,
+    /// Shared with the threads verifying signed objects (`fetched`); grown only before.
+    points: Arc<Vec<PointContext>>,
     /// Signed objects without a cached result: URI → point.
     wanted: BTreeMap<String, usize>,
     /// `expiry_window`, in seconds.
@@ -383,13 +385,15 @@ impl Validator<'_> {
     }
 
     fn context(&mut self, mft: &str, issuer: Issuer<'_>, chain: Sha, crl: Option<Crl>) -> usize {
-        self.points.push(PointContext {
+        let points = Arc::get_mut(&mut self.points)
+            .expect("points are shared only while signed objects are verified, after the walk");
+        points.push(PointContext {
             mft: mft.to_string(),
             issuer: issuer.owned(),
             chain,
             crl,
         });
-        self.points.len() - 1
+        points.len() - 1
     }
 
     /// The manifests no anchor reached, each with the issuing CA certificate if it is here.
@@ -652,9 +656,11 @@ impl Validator<'_> {
         }
     }
 
-    /// Checks the wanted signed objects as `fetch` hands them over: in batches, each verified
-    /// on all cores (the objects of a batch are independent once their points are known:
-    /// `verify` reads the validator and changes nothing), then applied in order.
+    /// Checks the wanted signed objects as `fetch` hands them over, in batches: this thread
+    /// reads the next batch while threads beside it (one per core) verify the last ones, and
+    /// the results are applied in the order read, so the report does not depend on the
+    /// number of cores. Verifying needs only the points and the time, which nothing changes
+    /// meanwhile.
     fn fetched(&mut self, fetch: &mut Fetch<'_>) {
         if self.wanted.is_empty() {
             return;
@@ -662,35 +668,63 @@ impl Validator<'_> {
         let wanted = std::mem::take(&mut self.wanted);
         let uris: HashSet<String> = wanted.keys().cloned().collect();
         let mut seen = HashSet::new();
-        let mut batch = Batch::default();
-        fetch(&uris, &mut |uri, der| {
-            let Some(&p) = wanted.get(uri) else {
-                return;
-            };
-            if !seen.insert(uri.to_string()) {
-                return;
+        let (points, time) = (Arc::clone(&self.points), self.time);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // One batch waits for a thread: reading waits beyond that, so memory stays at a few
+        // batches however fast the snapshot is read.
+        let (to_verify, batches) = mpsc::sync_channel::<(u64, Vec<Item>)>(1);
+        let batches = Mutex::new(batches);
+        let (verified_tx, verified) = mpsc::channel::<Done>();
+        std::thread::scope(|scope| {
+            let (to_verify, verified_tx, verified) = (to_verify, verified_tx, verified);
+            for _ in 0..workers {
+                let (batches, verified_tx, points) = (&batches, verified_tx.clone(), &points);
+                scope.spawn(move || loop {
+                    let next = batches.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((n, items)) = next else { break };
+                    let results = items
+                        .iter()
+                        .map(|(uri, der, p)| verify(points, time, uri, der, *p))
+                        .collect();
+                    if verified_tx.send((n, items, results)).is_err() {
+                        break;
+                    }
+                });
             }
-            batch.bytes += der.len();
-            batch.items.push((uri.to_string(), der, p));
-            if batch.is_full() {
-                self.verify_batch(&mut batch);
+            drop(verified_tx);
+            let mut order = InOrder::default();
+            let mut batch = Batch::default();
+            fetch(&uris, &mut |uri, der| {
+                let Some(&p) = wanted.get(uri) else {
+                    return;
+                };
+                if !seen.insert(uri.to_string()) {
+                    return;
+                }
+                batch.bytes += der.len();
+                batch.items.push((uri.to_string(), der, p));
+                if batch.is_full() {
+                    order.send(&to_verify, &mut batch);
+                    while let Ok(done) = verified.try_recv() {
+                        order.arrived(done, &mut |items, results| self.apply_all(items, results));
+                    }
+                }
+            });
+            if !batch.items.is_empty() {
+                order.send(&to_verify, &mut batch);
+            }
+            drop(to_verify);
+            for done in verified {
+                order.arrived(done, &mut |items, results| self.apply_all(items, results));
             }
         });
-        self.verify_batch(&mut batch);
         for uri in wanted.keys().filter(|u| !seen.contains(*u)) {
             self.finding(uri, Check::Parse, "could not be read from the snapshot");
         }
     }
 
-    /// Verifies a batch of signed objects, spread over the cores, and applies the results in
-    /// the batch's order (so the report does not depend on the number of cores).
-    fn verify_batch(&mut self, batch: &mut Batch) {
-        let items = std::mem::take(&mut batch.items);
-        batch.bytes = 0;
-        let results = {
-            let this: &Validator<'_> = self;
-            parallel_map(&items, |(uri, der, p)| this.verify(uri, der, *p))
-        };
+    /// Caches and reports a verified batch.
+    fn apply_all(&mut self, items: Vec<Item>, results: Vec<Verified>) {
         for ((uri, der, p), v) in items.iter().zip(results) {
             // A result found at a time the EE certificate was not valid says nothing about
             // later rounds: only a valid one is kept.
@@ -722,99 +756,111 @@ impl Validator<'_> {
             self.finding(uri, *check, detail.clone());
         }
     }
+}
 
-    /// Parses a signed object and verifies it against its issuer (not time, not the CRL).
-    fn verify(&self, uri: &str, der: &Bytes, p: usize) -> Verified {
-        let parse_error = |detail: String| Verified {
-            ee: None,
-            outcome: Err((Check::Parse, detail)),
-        };
-        let object = match SignedObject::decode(der.clone(), STRICT) {
-            Ok(o) => o,
-            Err(e) => return parse_error(format!("not a signed object: {e}")),
-        };
-        // The content, parsed as its kind (this also checks the content type).
-        let content = match ObjectKind::of(uri) {
-            ObjectKind::Roa => Roa::decode(der.clone(), STRICT).map(|r| Content::Roa(Box::new(r))),
-            ObjectKind::Aspa => {
-                Aspa::decode(der.clone(), STRICT).map(|a| Content::Aspa(Box::new(a)))
-            }
-            _ => Ok(Content::Other),
-        };
-        let content = match content {
-            Ok(c) => c,
-            Err(e) => return parse_error(e.to_string()),
-        };
-        let validity = object.cert().validity();
-        let ee = Ee {
-            serial: object.cert().serial_number(),
-            not_before: validity.not_before().timestamp(),
-            not_after: validity.not_after().timestamp(),
-        };
-        let outcome = match self.points[p].issuer.borrow() {
-            Issuer::Anchored(ca) => object
-                .validate_at(ca, STRICT, self.time)
-                .map_err(|e| e.to_string())
-                .and_then(|ee| content.covered_by(&ee)),
-            Issuer::Local(Some(ca)) => object
-                .cert()
-                .verify_signature(ca, STRICT)
-                .map_err(|e| e.to_string()),
-            Issuer::Local(None) => Ok(()),
-        };
-        Verified {
-            ee: Some(ee),
-            outcome: outcome.map_err(|e| (Check::Signature, e)),
-        }
+/// Parses a signed object and verifies it against its point's issuer (not time, not the CRL).
+fn verify(points: &[PointContext], time: Time, uri: &str, der: &Bytes, p: usize) -> Verified {
+    let parse_error = |detail: String| Verified {
+        ee: None,
+        outcome: Err((Check::Parse, detail)),
+    };
+    let object = match SignedObject::decode(der.clone(), STRICT) {
+        Ok(o) => o,
+        Err(e) => return parse_error(format!("not a signed object: {e}")),
+    };
+    // The content, parsed as its kind (this also checks the content type).
+    let content = match ObjectKind::of(uri) {
+        ObjectKind::Roa => Roa::decode(der.clone(), STRICT).map(|r| Content::Roa(Box::new(r))),
+        ObjectKind::Aspa => Aspa::decode(der.clone(), STRICT).map(|a| Content::Aspa(Box::new(a))),
+        _ => Ok(Content::Other),
+    };
+    let content = match content {
+        Ok(c) => c,
+        Err(e) => return parse_error(e.to_string()),
+    };
+    let validity = object.cert().validity();
+    let ee = Ee {
+        serial: object.cert().serial_number(),
+        not_before: validity.not_before().timestamp(),
+        not_after: validity.not_after().timestamp(),
+    };
+    let outcome = match points[p].issuer.borrow() {
+        Issuer::Anchored(ca) => object
+            .validate_at(ca, STRICT, time)
+            .map_err(|e| e.to_string())
+            .and_then(|ee| content.covered_by(&ee)),
+        Issuer::Local(Some(ca)) => object
+            .cert()
+            .verify_signature(ca, STRICT)
+            .map_err(|e| e.to_string()),
+        Issuer::Local(None) => Ok(()),
+    };
+    Verified {
+        ee: Some(ee),
+        outcome: outcome.map_err(|e| (Check::Signature, e)),
     }
 }
 
-/// Signed objects read from the snapshot and waiting to be verified: URI, DER and point.
+/// A signed object read from the snapshot and waiting to be verified: URI, DER and point.
+type Item = (String, Bytes, usize);
+
+/// A verified batch: its number, its objects and their results.
+type Done = (u64, Vec<Item>, Vec<Verified>);
+
+/// Signed objects read and not yet handed to the verifying threads.
 #[derive(Default)]
 struct Batch {
-    items: Vec<(String, Bytes, usize)>,
+    items: Vec<Item>,
     bytes: usize,
 }
 
 impl Batch {
-    /// Enough objects to keep the cores busy for a while (about 1,000 ROAs, a tenth of a
-    /// second each), and never more than [`BATCH_BYTES`] of DER, whatever size the objects.
+    /// Enough objects to keep a core busy for a while (256 ROAs, tens of milliseconds), and
+    /// never more than [`BATCH_BYTES`] of DER, whatever size the objects.
     fn is_full(&self) -> bool {
         self.items.len() >= BATCH_OBJECTS || self.bytes >= BATCH_BYTES
     }
 }
 
-const BATCH_OBJECTS: usize = 1024;
-const BATCH_BYTES: usize = 16 << 20;
+/// (Two in unit tests, so that their small repositories go through several batches and
+/// threads.)
+const BATCH_OBJECTS: usize = if cfg!(test) { 2 } else { 256 };
+const BATCH_BYTES: usize = 4 << 20;
 
-/// `f` over `items` on up to as many threads as there are cores, the results in order.
-/// Validation runs on a blocking thread of its own (`sync::validation`), so these are
-/// scoped threads beside it, ended before it goes on.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Below a few objects per thread, a thread costs more than it saves.
-    if threads < 2 || items.len() < 16 {
-        return items.iter().map(&f).collect();
-    }
-    let per = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let f = &f;
-        let mut parts = items.chunks(per);
-        // The first part on this thread, the others beside it.
-        let first = parts.next().unwrap_or_default();
-        let others: Vec<_> = parts
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        let mut results: Vec<R> = first.iter().map(f).collect();
-        for handle in others {
-            match handle.join() {
-                Ok(part) => results.extend(part),
-                // A panic in `verify` is a bug: carried to this thread, as if it ran here.
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+/// Batches numbered as they are handed out and applied in that order, whichever thread ends
+/// first. Held at once: the one being read, one waiting for a thread, one per thread being
+/// verified, and verified ones waiting for an earlier one (fewer than the threads), each at
+/// most [`BATCH_BYTES`] of DER.
+#[derive(Default)]
+struct InOrder {
+    sent: u64,
+    next: u64,
+    early: BTreeMap<u64, (Vec<Item>, Vec<Verified>)>,
+}
+
+impl InOrder {
+    fn send(&mut self, to_verify: &mpsc::SyncSender<(u64, Vec<Item>)>, batch: &mut Batch) {
+        let items = std::mem::take(&mut batch.items);
+        batch.bytes = 0;
+        // The threads stop taking batches only once this sender is dropped, or by a panic,
+        // which the scope carries to this thread when it ends.
+        if to_verify.send((self.sent, items)).is_ok() {
+            self.sent += 1;
         }
-        results
-    })
+    }
+
+    /// Takes a verified batch and applies every batch that is now next in order.
+    fn arrived(
+        &mut self,
+        (n, items, results): Done,
+        apply: &mut dyn FnMut(Vec<Item>, Vec<Verified>),
+    ) {
+        self.early.insert(n, (items, results));
+        while let Some((items, results)) = self.early.remove(&self.next) {
+            apply(items, results);
+            self.next += 1;
+        }
+    }
 }
 
 /// A signed object's content, where its resources must be covered by its EE certificate.
@@ -861,30 +907,22 @@ impl Content {
 }
 
 #[cfg(test)]
-mod parallel_tests {
-    use super::parallel_map;
+mod order_tests {
+    use super::*;
 
     #[test]
-    fn parallel_map_keeps_the_order_whatever_the_count() {
-        for n in [0, 1, 15, 16, 17, 1000, 1025] {
-            let items: Vec<u64> = (0..n).collect();
-            let threads = std::sync::Mutex::new(std::collections::HashSet::new());
-            let out = parallel_map(&items, |x| {
-                threads.lock().unwrap().insert(std::thread::current().id());
-                x * 3
-            });
-            assert_eq!(
-                out,
-                items.iter().map(|x| x * 3).collect::<Vec<_>>(),
-                "{n} items"
-            );
-            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-            if n >= 16 && cores > 1 {
-                assert!(
-                    threads.lock().unwrap().len() > 1,
-                    "{n} items ran on one thread"
-                );
-            }
+    fn verified_batches_are_applied_in_the_order_they_were_read() {
+        let item = |n: usize| (format!("rsync://x/{n}.roa"), Bytes::new(), n);
+        let mut order = InOrder::default();
+        let mut applied = Vec::new();
+        let mut apply = |items: Vec<Item>, _: Vec<Verified>| {
+            applied.extend(items.into_iter().map(|(_, _, n)| n));
+        };
+        // Batches 0..4 verified in the order 2, 0, 3, 1.
+        for n in [2u64, 0, 3, 1] {
+            order.arrived((n, vec![item(n as usize)], Vec::new()), &mut apply);
         }
+        assert_eq!(applied, vec![0, 1, 2, 3]);
+        assert!(order.early.is_empty());
     }
 }
