@@ -25,7 +25,7 @@
 //! the [`Cache`]: the DER of a signed object is asked for only when it has no result.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rpki::crypto::KeyIdentifier;
@@ -36,6 +36,7 @@ use rpki::repository::x509::{Time, Validity};
 use rpki::repository::{Aspa, Cert, Manifest, ResourceCert, Roa};
 
 use super::index::{sha, Cache, Ee, ObjectIndex, PointMemo, Sha, Verified};
+use super::pipeline;
 use super::{Anchor, Check, Finding, Health, ObjectKind, Objects, Report};
 
 /// RPs validate leniently by default (Routinator's `strict = false`): so do we, so that what
@@ -656,11 +657,12 @@ impl Validator<'_> {
         }
     }
 
-    /// Checks the wanted signed objects as `fetch` hands them over, in batches: this thread
-    /// reads the next batch while threads beside it (one per core) verify the last ones, and
-    /// the results are applied in the order read, so the report does not depend on the
-    /// number of cores. Verifying needs only the points and the time, which nothing changes
-    /// meanwhile.
+    /// Checks the wanted signed objects as `fetch` hands them over. Beyond a batch of them
+    /// (the first round of a repository, not a serial's few new objects), threads beside
+    /// this one verify while it reads on (`pipeline`), one per core, at a lower priority so
+    /// that serving (`warn` validates after publishing, as RPs fetch) comes first. Verifying
+    /// needs only the points and the time, which nothing changes meanwhile; results are
+    /// applied in the order read.
     fn fetched(&mut self, fetch: &mut Fetch<'_>) {
         if self.wanted.is_empty() {
             return;
@@ -668,76 +670,48 @@ impl Validator<'_> {
         let wanted = std::mem::take(&mut self.wanted);
         let uris: HashSet<String> = wanted.keys().cloned().collect();
         let mut seen = HashSet::new();
+        let workers = if wanted.len() <= pipeline::BATCH_OBJECTS {
+            0
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
         let (points, time) = (Arc::clone(&self.points), self.time);
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // One batch waits for a thread: reading waits beyond that, so memory stays at a few
-        // batches however fast the snapshot is read.
-        let (to_verify, batches) = mpsc::sync_channel::<(u64, Vec<Item>)>(1);
-        let batches = Mutex::new(batches);
-        let (verified_tx, verified) = mpsc::channel::<Done>();
-        std::thread::scope(|scope| {
-            let (to_verify, verified_tx, verified) = (to_verify, verified_tx, verified);
-            for _ in 0..workers {
-                let (batches, verified_tx, points) = (&batches, verified_tx.clone(), &points);
-                scope.spawn(move || loop {
-                    let next = batches.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok((n, items)) = next else { break };
-                    let results = items
-                        .iter()
-                        .map(|(uri, der, p)| verify(points, time, uri, der, *p))
-                        .collect();
-                    if verified_tx.send((n, items, results)).is_err() {
-                        break;
-                    }
-                });
-            }
-            drop(verified_tx);
-            let mut order = InOrder::default();
-            let mut batch = Batch::default();
+        let read = |give: &mut dyn FnMut((String, Bytes, usize), usize)| {
             fetch(&uris, &mut |uri, der| {
                 let Some(&p) = wanted.get(uri) else {
                     return;
                 };
-                if !seen.insert(uri.to_string()) {
-                    return;
-                }
-                batch.bytes += der.len();
-                batch.items.push((uri.to_string(), der, p));
-                if batch.is_full() {
-                    order.send(&to_verify, &mut batch);
-                    while let Ok(done) = verified.try_recv() {
-                        order.arrived(done, &mut |items, results| self.apply_all(items, results));
-                    }
+                if seen.insert(uri.to_string()) {
+                    let size = der.len();
+                    give((uri.to_string(), der, p), size);
                 }
             });
-            if !batch.items.is_empty() {
-                order.send(&to_verify, &mut batch);
-            }
-            drop(to_verify);
-            for done in verified {
-                order.arrived(done, &mut |items, results| self.apply_all(items, results));
-            }
+        };
+        // The DER is dropped where it is verified; only its hash comes back, for the cache.
+        let verify_one = |(uri, der, p): (String, Bytes, usize)| {
+            let v = verify(&points, time, &uri, &der, p);
+            (uri, sha(&der), p, v)
+        };
+        pipeline::verify_in_order(workers, read, verify_one, &mut |(uri, hash, p, v)| {
+            self.verified(&uri, hash, p, v);
         });
         for uri in wanted.keys().filter(|u| !seen.contains(*u)) {
             self.finding(uri, Check::Parse, "could not be read from the snapshot");
         }
     }
 
-    /// Caches and reports a verified batch.
-    fn apply_all(&mut self, items: Vec<Item>, results: Vec<Verified>) {
-        for ((uri, der, p), v) in items.iter().zip(results) {
-            // A result found at a time the EE certificate was not valid says nothing about
-            // later rounds: only a valid one is kept.
-            if v.ee
-                .as_ref()
-                .is_some_and(|e| e.not_before <= self.now && self.now <= e.not_after)
-            {
-                let point = &self.points[*p];
-                self.cache
-                    .insert(&point.mft, &point.chain, sha(der), v.clone());
-            }
-            self.apply(uri, &v, *p);
+    /// Caches and reports a signed object just verified.
+    fn verified(&mut self, uri: &str, hash: Sha, p: usize, v: Verified) {
+        // A result found at a time the EE certificate was not valid says nothing about
+        // later rounds: only a valid one is kept.
+        if v.ee
+            .as_ref()
+            .is_some_and(|e| e.not_before <= self.now && self.now <= e.not_after)
+        {
+            let point = &self.points[p];
+            self.cache.insert(&point.mft, &point.chain, hash, v.clone());
         }
+        self.apply(uri, &v, p);
     }
 
     /// Reports a signed object's result, with validity and revocation checked now.
@@ -801,68 +775,6 @@ fn verify(points: &[PointContext], time: Time, uri: &str, der: &Bytes, p: usize)
     }
 }
 
-/// A signed object read from the snapshot and waiting to be verified: URI, DER and point.
-type Item = (String, Bytes, usize);
-
-/// A verified batch: its number, its objects and their results.
-type Done = (u64, Vec<Item>, Vec<Verified>);
-
-/// Signed objects read and not yet handed to the verifying threads.
-#[derive(Default)]
-struct Batch {
-    items: Vec<Item>,
-    bytes: usize,
-}
-
-impl Batch {
-    /// Enough objects to keep a core busy for a while (256 ROAs, tens of milliseconds), and
-    /// never more than [`BATCH_BYTES`] of DER, whatever size the objects.
-    fn is_full(&self) -> bool {
-        self.items.len() >= BATCH_OBJECTS || self.bytes >= BATCH_BYTES
-    }
-}
-
-/// (Two in unit tests, so that their small repositories go through several batches and
-/// threads.)
-const BATCH_OBJECTS: usize = if cfg!(test) { 2 } else { 256 };
-const BATCH_BYTES: usize = 4 << 20;
-
-/// Batches numbered as they are handed out and applied in that order, whichever thread ends
-/// first. Held at once: the one being read, one waiting for a thread, one per thread being
-/// verified, and verified ones waiting for an earlier one (fewer than the threads), each at
-/// most [`BATCH_BYTES`] of DER.
-#[derive(Default)]
-struct InOrder {
-    sent: u64,
-    next: u64,
-    early: BTreeMap<u64, (Vec<Item>, Vec<Verified>)>,
-}
-
-impl InOrder {
-    fn send(&mut self, to_verify: &mpsc::SyncSender<(u64, Vec<Item>)>, batch: &mut Batch) {
-        let items = std::mem::take(&mut batch.items);
-        batch.bytes = 0;
-        // The threads stop taking batches only once this sender is dropped, or by a panic,
-        // which the scope carries to this thread when it ends.
-        if to_verify.send((self.sent, items)).is_ok() {
-            self.sent += 1;
-        }
-    }
-
-    /// Takes a verified batch and applies every batch that is now next in order.
-    fn arrived(
-        &mut self,
-        (n, items, results): Done,
-        apply: &mut dyn FnMut(Vec<Item>, Vec<Verified>),
-    ) {
-        self.early.insert(n, (items, results));
-        while let Some((items, results)) = self.early.remove(&self.next) {
-            apply(items, results);
-            self.next += 1;
-        }
-    }
-}
-
 /// A signed object's content, where its resources must be covered by its EE certificate.
 enum Content {
     Roa(Box<Roa>),
@@ -903,26 +815,5 @@ impl Content {
             }
             Content::Other => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod order_tests {
-    use super::*;
-
-    #[test]
-    fn verified_batches_are_applied_in_the_order_they_were_read() {
-        let item = |n: usize| (format!("rsync://x/{n}.roa"), Bytes::new(), n);
-        let mut order = InOrder::default();
-        let mut applied = Vec::new();
-        let mut apply = |items: Vec<Item>, _: Vec<Verified>| {
-            applied.extend(items.into_iter().map(|(_, _, n)| n));
-        };
-        // Batches 0..4 verified in the order 2, 0, 3, 1.
-        for n in [2u64, 0, 3, 1] {
-            order.arrived((n, vec![item(n as usize)], Vec::new()), &mut apply);
-        }
-        assert_eq!(applied, vec![0, 1, 2, 3]);
-        assert!(order.early.is_empty());
     }
 }

@@ -18,6 +18,7 @@ pub(crate) mod check;
 pub(crate) mod health;
 pub(crate) mod index;
 pub(crate) mod kind;
+mod pipeline;
 
 #[cfg(test)]
 mod tests;
