@@ -37,7 +37,7 @@ use crate::rrdp::Hash;
 const BATCH: usize = 1 << 20;
 
 /// Chunks below this size are copied together into pieces of [`GATHERED`] before they join
-/// a batch, so each piece of a batch carries at least that many bytes.
+/// a batch, so every piece of a batch but the last carries at least this many bytes.
 const SMALL_CHUNK: usize = 16 << 10;
 const GATHERED: usize = 64 << 10;
 
@@ -55,7 +55,7 @@ struct InFlight {
     hash: Option<JoinHandle<sha2::Sha256>>,
 }
 
-/// Proof that an object is in the store, or why it is not: see [`ObjectWriter::commit`].
+/// Why an object could not be stored ([`ObjectWriter::commit`]).
 #[derive(Debug)]
 pub enum CommitError {
     /// The bytes do not have the hash they were announced with.
