@@ -687,13 +687,13 @@ impl Validator<'_> {
                 }
             });
         };
-        // The DER is dropped where it is verified; only its hash comes back, for the cache.
+        // The DER is dropped where it is verified.
         let verify_one = |(uri, der, p): (String, Bytes, usize)| {
             let v = verify(&points, time, &uri, &der, p);
-            (uri, sha(&der), p, v)
+            (uri, p, v)
         };
-        pipeline::verify_in_order(workers, read, verify_one, &mut |(uri, hash, p, v)| {
-            self.verified(&uri, hash, p, v);
+        pipeline::verify_in_order(workers, read, verify_one, &mut |(uri, p, v)| {
+            self.verified(&uri, p, v);
         });
         for uri in wanted.keys().filter(|u| !seen.contains(*u)) {
             self.finding(uri, Check::Parse, "could not be read from the snapshot");
@@ -701,13 +701,15 @@ impl Validator<'_> {
     }
 
     /// Caches and reports a signed object just verified.
-    fn verified(&mut self, uri: &str, hash: Sha, p: usize, v: Verified) {
+    fn verified(&mut self, uri: &str, p: usize, v: Verified) {
         // A result found at a time the EE certificate was not valid says nothing about
-        // later rounds: only a valid one is kept.
-        if v.ee
-            .as_ref()
-            .is_some_and(|e| e.not_before <= self.now && self.now <= e.not_after)
-        {
+        // later rounds: only a valid one is kept. Under the object's hash, which the index
+        // holds (it is what `signed` looked the object up by, and `fetch` hands over only
+        // bytes with that hash).
+        let valid =
+            v.ee.as_ref()
+                .is_some_and(|e| e.not_before <= self.now && self.now <= e.not_after);
+        if let (true, Some(&hash)) = (valid, self.index.hash(uri)) {
             let point = &self.points[p];
             self.cache.insert(&point.mft, &point.chain, hash, v.clone());
         }

@@ -226,6 +226,35 @@ mod tests {
         }
     }
 
+    /// Reading never runs more than `workers + 1` batches (and the one being gathered)
+    /// ahead of what is taken, however uneven the work.
+    #[test]
+    fn reading_stays_within_a_few_batches_of_what_is_taken() {
+        let workers = 2;
+        let (given, taken) = (std::cell::Cell::new(0usize), std::cell::Cell::new(0usize));
+        let mut most = 0;
+        verify_in_order(
+            workers,
+            |give| {
+                for i in 0..2000u64 {
+                    most = most.max(given.get() - taken.get());
+                    given.set(given.get() + 1);
+                    give(i, 1);
+                }
+            },
+            |i| {
+                (0..if i % 5 == 0 { 50_000 } else { 10 })
+                    .fold(i, |a, b| std::hint::black_box(a ^ b))
+            },
+            &mut |_| taken.set(taken.get() + 1),
+        );
+        assert_eq!(taken.get(), 2000);
+        assert!(
+            most <= (workers + 2) * BATCH_OBJECTS,
+            "{most} items read and not taken"
+        );
+    }
+
     /// A panic in `verify` comes back to the caller (it used to be the validation task's
     /// `JoinError`), and does not hang it, with one thread or several.
     #[test]
