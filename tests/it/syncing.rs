@@ -261,7 +261,7 @@ async fn concurrent_requests_for_a_file_in_flight_make_one_origin_request() {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    stall.notify_waiters();
+    stall.notify_one();
     for c in clients {
         let r = c.await.unwrap();
         assert_eq!((r.status, Hash::of(&r.body)), (200, hash));
@@ -294,7 +294,7 @@ async fn a_request_for_a_new_file_and_the_poller_share_one_origin_request() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    stall.notify_waiters();
+    stall.notify_one();
     let r = client.await.unwrap();
     assert_eq!((r.status, Hash::of(&r.body)), (200, hash));
     proxy.wait_serial(2).await;
@@ -306,8 +306,10 @@ async fn a_request_for_a_new_file_and_the_poller_share_one_origin_request() {
     assert_eq!(proxy.shared.metrics.unknown_names("named"), 1);
 }
 
-/// Publishes a new serial at the origin whose snapshot downloads are held until the returned
-/// Notify is told to release them; gives its path and hash.
+/// Publishes a new serial at the origin whose snapshot download is held until the returned
+/// Notify is told to release it (`notify_one`: the one request counted may not be waiting
+/// yet, and a permit waits for it; `notify_waiters` lost that wake-up, and the test hung);
+/// gives its path and hash.
 fn advance_with_stalled_snapshot(
     origin: &Origin,
 ) -> (std::sync::Arc<tokio::sync::Notify>, String, Hash) {
