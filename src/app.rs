@@ -175,9 +175,7 @@ fn build(config: Config, upgrade: bool, clock: Clock) -> Result<(Server, Arc<Sha
 }
 
 /// The public listeners (plain and TLS) and the app that answers on them.
-fn public_service(
-    shared: &Arc<Shared>,
-) -> Result<Service<serve::guard::Guarded<serve::RrdpProxy>>, StartError> {
+fn public_service(shared: &Arc<Shared>) -> Result<Service<serve::guard::Guarded>, StartError> {
     let cfg = &shared.config;
     let mut proxy = Service::new(
         "rrdp-proxy public".to_string(),

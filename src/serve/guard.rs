@@ -20,12 +20,14 @@
 //! [`coalesce`]: crate::serve::coalesce
 
 use std::future::Future;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora::apps::ServerApp;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
@@ -37,11 +39,13 @@ use tokio::time::{Instant, Sleep};
 
 use crate::serve::coalesce::Coalescer;
 use crate::serve::sendfile::{self, FileSender};
+use crate::serve::{connection, RrdpProxy};
 
-/// A server app whose HTTP/1 connections get a request-reading deadline and send each
-/// response's header with its body.
-pub(crate) struct Guarded<A> {
-    pub app: Arc<A>,
+/// The public service's app: HTTP/1 connections get a request-reading deadline, send each
+/// response's header with its body, and hold only their stream between requests (see
+/// [`connection`](crate::serve::connection)); HTTP/2 connections go to pingora's loop.
+pub(crate) struct Guarded {
+    pub app: Arc<RrdpProxy>,
     pub request_timeout: Duration,
     /// The largest write held back to go out with the next (`server.write_buffer`).
     pub coalesce: usize,
@@ -50,27 +54,26 @@ pub(crate) struct Guarded<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+impl ServerApp for Guarded {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // A kept-alive connection comes back here for its next request: wrap it once.
-        let wrapped = (*stream).as_any().is::<ClientStream>();
-        let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
-        let stream = if wrapped {
-            stream
-        } else if h2 {
-            Box::new(ClientStream::h2(stream, self.request_timeout)) as Stream
-        } else {
-            let sendfile = self.sendfile;
-            Box::new(
-                ClientStream::new(stream, self.request_timeout, self.coalesce)
-                    .sending_files(sendfile),
-            ) as Stream
-        };
-        self.app.process_new(stream, shutdown).await
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            let stream = Box::new(ClientStream::h2(stream, self.request_timeout)) as Stream;
+            return self.app.process_new(stream, shutdown).await;
+        }
+        let conn = ClientStream::new(stream, self.request_timeout, self.coalesce)
+            .sending_files(self.sendfile);
+        // A task of its own: pingora's task for the connection is sized by its largest state
+        // (the TLS handshake's), about 9 KiB kept for the connection's life; this one is the
+        // size of the loop's state between requests. pingora's task ends here.
+        let (app, shutdown) = (self.app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            connection::serve_http1(&app, Box::new(conn), &shutdown).await;
+        });
+        None
     }
 
     async fn cleanup(&self) {
@@ -99,6 +102,10 @@ pub(crate) struct ClientStream {
 /// The HTTP/2 client connection preface's length (RFC 9113, 3.4).
 const H2_PREFACE: usize = 24;
 
+/// The first read of a request takes up to this much, as pingora's own first read would (its
+/// header buffer starts at 4 KiB); the session reads the rest as it would have.
+const HEADER_BUFFER: usize = 4096;
+
 impl ClientStream {
     pub(crate) fn new(inner: Stream, limit: Duration, coalesce: usize) -> ClientStream {
         ClientStream {
@@ -111,6 +118,52 @@ impl ClientStream {
             between_requests: false,
             preface_left: None,
             files: None,
+        }
+    }
+
+    /// Ready with the next request's first bytes once they have been read, with `None` if
+    /// the client closed the connection first, and with an error if the read failed or the
+    /// request's clock ran out. Between polls nothing is held: the bytes are read into the
+    /// stack, and only once they are here is the header buffer made, of the size pingora's
+    /// session would have made (it takes the bytes as its buffer, `set_pipelined_prefix`).
+    pub(crate) fn poll_request_start(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<Option<BytesMut>>> {
+        std::task::ready!(self.poll_deadline(cx))?;
+        let mut space = [MaybeUninit::<u8>::uninit(); HEADER_BUFFER];
+        let mut buf = ReadBuf::uninit(&mut space);
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
+        if buf.filled().is_empty() {
+            return Poll::Ready(Ok(None));
+        }
+        let mut start = BytesMut::with_capacity(HEADER_BUFFER);
+        start.extend_from_slice(buf.filled());
+        self.request_bytes_read();
+        Poll::Ready(Ok(Some(start)))
+    }
+
+    /// An error once the request being read has taken longer than its limit.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(timer) = self.timer.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request not received within the request timeout",
+                )));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Bytes of a request were read: on a kept-alive connection, the first byte of the next
+    /// request starts its clock.
+    fn request_bytes_read(&mut self) {
+        if self.between_requests {
+            self.between_requests = false;
+            self.timer = Some(Box::pin(tokio::time::sleep_until(
+                Instant::now() + self.limit,
+            )));
         }
     }
 
@@ -161,16 +214,9 @@ impl AsyncRead for ClientStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if let Some(timer) = self.timer.as_mut() {
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "request not received within the request timeout",
-                )));
-            }
-        }
-        let before = buf.filled().len();
         let this = &mut *self;
+        std::task::ready!(this.poll_deadline(cx))?;
+        let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Some(left) = this.preface_left.as_mut() {
             if matches!(res, Poll::Ready(Ok(()))) {
@@ -181,14 +227,8 @@ impl AsyncRead for ClientStream {
             }
             return res;
         }
-        if matches!(res, Poll::Ready(Ok(())))
-            && buf.filled().len() > before
-            && this.between_requests
-        {
-            this.between_requests = false;
-            this.timer = Some(Box::pin(tokio::time::sleep_until(
-                Instant::now() + this.limit,
-            )));
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.request_bytes_read();
         }
         res
     }

@@ -16,13 +16,15 @@
 //!
 //! The parts: `dispatch` (routing), `files` (the published generation's answers),
 //! [`miss`] (a file no notification this node holds names), `peer` (the cluster endpoints),
-//! `answer` (304, Range, gzip: pure), `send`, [`guard`] (the whole-request deadline),
+//! `answer` (304, Range, gzip: pure), `send`, `connection` (an HTTP/1 connection's requests,
+//! one after another), [`guard`] (the whole-request deadline),
 //! [`coalesce`] (header and body in one write), [`sendfile`] (stored files from the page
 //! cache), [`access_log`] (the line and its file).
 
 pub(crate) mod access_log;
 mod answer;
 pub(crate) mod coalesce;
+mod connection;
 mod dispatch;
 mod erik;
 mod files;
@@ -38,6 +40,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::prelude::*;
+use pingora::protocols::http::server::ReusableHttpStream;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
@@ -49,12 +52,12 @@ use answer::header;
 pub(crate) use peer::constant_time_eq;
 
 /// Idle time after which an HTTP/1.1 keep-alive connection is closed.
-const KEEPALIVE_IDLE_SECS: u64 = 60;
+pub(crate) const KEEPALIVE_IDLE_SECS: u64 = 60;
 
 /// When the server starts stopping, how long a connection still waits for its request: one
 /// accepted just before (or at an upgrade, by the old process) has it on the way, and closing
 /// it at once failed that client's request. Within pingora's 1 s grace period.
-const STOPPING_REQUEST_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const STOPPING_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// Per-request state for logging.
 pub(crate) struct Ctx {
@@ -136,22 +139,15 @@ impl RrdpProxy {
         ctx.bytes = send::send(session, a).await?;
         Ok(())
     }
-}
 
-#[async_trait]
-#[async_trait]
-impl HttpServerApp for RrdpProxy {
-    fn server_options(&self) -> Option<&pingora::apps::HttpServerOptions> {
-        Some(&self.server_options)
-    }
-
-    /// One request on a connection: read it, answer it, log it, and hand a reusable HTTP/1.1
-    /// connection back to pingora for the next one.
-    async fn process_new_http(
-        self: &Arc<Self>,
+    /// One HTTP/1 request or HTTP/2 stream on `session`: read it, answer it, log it. Gives back
+    /// a reusable HTTP/1.1 connection with what the next session on it inherits (the stream
+    /// and any pipelined bytes are in the first part, as pingora's `finish` leaves them).
+    pub(crate) async fn one_request(
+        &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    ) -> Option<(ReusableHttpStream, HttpPersistentSettings)> {
         let mut stopping = shutdown.clone();
         // Pipelined requests (RFC 9112 §9.3.2: several sent without waiting, as Perl's
         // Net::Async::HTTP does) are answered in order; off, pingora answers the first and
@@ -211,8 +207,26 @@ impl HttpServerApp for RrdpProxy {
         sent.ok()?;
         let settings = HttpPersistentSettings::for_session(&session);
         match session.finish().await {
-            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Ok(reusable) => reusable.map(|s| (s, settings)),
             Err(_) => None,
         }
+    }
+}
+
+/// pingora's HTTP server loop drives this for HTTP/2 streams only: HTTP/1 connections are
+/// driven by [`connection`], which holds nothing but the stream between requests.
+#[async_trait]
+impl HttpServerApp for RrdpProxy {
+    fn server_options(&self) -> Option<&pingora::apps::HttpServerOptions> {
+        Some(&self.server_options)
+    }
+
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let (reusable, settings) = self.one_request(session, shutdown).await?;
+        Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
     }
 }

@@ -245,3 +245,78 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let notification = proxy.get("/rrdp/notification.xml").await;
     assert!(text.contains(&String::from_utf8_lossy(&notification.body).to_string()));
 }
+
+/// Reads one response with a Content-Length from a kept-alive connection; returns its head
+/// and body.
+async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_string();
+            let length: usize = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if raw.len() >= end + 4 + length {
+                return (head, raw[end + 4..end + 4 + length].to_vec());
+            }
+        }
+        let n = tokio::time::timeout(EVENT_TIMEOUT, s.read(&mut buf))
+            .await
+            .expect("a response")
+            .unwrap();
+        assert!(n > 0, "the server closed the connection");
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_alive_connection_reads_long_headers_and_times_its_next_request() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = proxy_with_request_timeout(&origin, cache.path()).await;
+    let expected = proxy.get("/rrdp/notification.xml").await.body;
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let plain = "GET /rrdp/notification.xml HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(plain.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await.1, expected);
+
+    // A header longer than the first read of a request between requests takes (4 KiB): the
+    // session reads the rest.
+    let long = format!(
+        "GET /rrdp/notification.xml HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(6000)
+    );
+    s.write_all(long.as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, expected);
+
+    // The next request trickles: its clock starts at its first byte, and it is cut off.
+    s.write_all(b"GET /rrdp/notification.xml HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let trickled = tokio::time::timeout(EVENT_TIMEOUT, async {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(format!("X-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return i;
+            }
+            let mut b = [0u8; 64];
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await
+            {
+                assert_eq!(n, 0, "no response to an unfinished header");
+                return i;
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("the trickling request is cut off");
+    assert!(trickled > 0, "the trickle got going before it was cut off");
+}
