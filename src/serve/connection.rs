@@ -8,11 +8,19 @@
 //! is a poll of the stream itself ([`ClientStream::poll_request_start`]): the first bytes of
 //! the next request are read into a buffer on the stack, and only then are a header buffer
 //! and a session made, the session taking the bytes as its buffer. It is the read and the
-//! buffer pingora would have made, so a request costs no syscall and no allocation more.
+//! buffer pingora would have made; what a request costs more is copying its first bytes once
+//! from the stack (a few hundred bytes; the A/B in docs/benchmarks.md finds no difference).
 //!
-//! Each connection runs as a task of its own (see `Guarded`), so what an idle connection
-//! holds is this loop's state, its stream and a task: about 3 KiB, against 22 KiB when it
-//! waited inside pingora's loop and task (docs/benchmarks.md, idle connections).
+//! Each connection runs as a task of its own (see `Guarded`), so what an idle plain-HTTP/1
+//! connection holds is this loop's state, its stream and a task: about 3 KiB, against 22 KiB
+//! when it waited inside pingora's loop and task (docs/benchmarks.md, idle connections). Over
+//! TLS, rustls's session state comes on top.
+//!
+//! Of pingora's loop this keeps what the server uses: the keep-alive idle limit (60 s, also
+//! for a new connection's first request, within `request_timeout`), pipelined bytes carried
+//! to the next session, and the stopping grace. pingora's `keepalive_request_limit`, `h2c`
+//! and custom ALPN are options this server does not set (`RrdpProxy::new`); HTTP/1 here takes
+//! no notice of them.
 //!
 //! HTTP/2 connections stay on pingora's loop (see `Guarded`): their streams are multiplexed
 //! over one connection whose state pingora holds whatever happens here.
@@ -21,6 +29,7 @@ use std::future::poll_fn;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::time::Instant;
 
 use pingora::apps::HttpPersistentSettings;
 use pingora::protocols::http::ServerSession;
@@ -47,21 +56,17 @@ pub(crate) async fn serve_http1(
     let mut stopping = shutdown.clone();
     let mut carried: Option<Carried> = None;
     loop {
-        let start = match &carried {
+        // A silent connection, new or kept alive, is closed after this long (as pingora's
+        // keep-alive did), or sooner by the stream's clock (`request_timeout`, from the accept
+        // for the first request).
+        let idle = Duration::from_secs(KEEPALIVE_IDLE_SECS);
+        let (start, grace_until) = match &carried {
             // The next request has begun: its bytes came with the last session.
-            Some(c) if c.pipelined => None,
-            _ => {
-                // The first request is timed by the stream from the accept
-                // (`request_timeout`); a kept-alive connection may then idle as long as
-                // pingora's keep-alive would have let it.
-                let idle = carried
-                    .is_some()
-                    .then_some(Duration::from_secs(KEEPALIVE_IDLE_SECS));
-                match request_start(&mut conn, idle, &mut stopping).await {
-                    Some(start) => Some(start),
-                    None => return,
-                }
-            }
+            Some(c) if c.pipelined => (None, None),
+            _ => match request_start(&mut conn, idle, &mut stopping).await {
+                Some(Start { bytes, grace_until }) => (Some(bytes), grace_until),
+                None => return,
+            },
         };
         let mut session = ServerSession::new_http1(conn);
         if let Some(c) = carried.take() {
@@ -73,7 +78,8 @@ pub(crate) async fn serve_http1(
         }
         // Boxed: the request's future is as large as its largest path (a forwarded miss) and
         // exists only while a request is being answered, not while the connection idles.
-        let Some((reusable, mut settings)) = Box::pin(app.one_request(session, shutdown)).await
+        let Some((reusable, mut settings)) =
+            Box::pin(app.one_request(session, shutdown, grace_until)).await
         else {
             return;
         };
@@ -94,13 +100,20 @@ pub(crate) async fn serve_http1(
     }
 }
 
+/// The first bytes of a request.
+struct Start {
+    bytes: BytesMut,
+    /// The server began stopping while they were awaited: the request's grace ends then.
+    grace_until: Option<Instant>,
+}
+
 /// The next request's first bytes, or `None` when the connection is done: closed by the
-/// client, failed, idle past `idle`, or the server stopping.
+/// client, failed, silent for `idle`, or the server stopping.
 async fn request_start(
     conn: &mut ClientStream,
-    idle: Option<Duration>,
+    idle: Duration,
     stopping: &mut ShutdownWatch,
-) -> Option<BytesMut> {
+) -> Option<Start> {
     let arrives = poll_fn(|cx| conn.poll_request_start(cx));
     tokio::pin!(arrives);
     let waited = async {
@@ -111,17 +124,25 @@ async fn request_start(
             _ = stopping.wait_for(|stop| *stop) => None,
         };
         match before_stopping {
-            Some(start) => start,
+            Some(start) => Ok(start?.map(|bytes| Start {
+                bytes,
+                grace_until: None,
+            })),
             // Stopping: a request on its way (one accepted just before, or sent at an
             // upgrade) is still answered; an idle connection is closed after the grace.
-            None => tokio::time::timeout(STOPPING_REQUEST_GRACE, &mut arrives)
-                .await
-                .unwrap_or(Ok(None)),
+            None => {
+                let until = Instant::now() + STOPPING_REQUEST_GRACE;
+                match tokio::time::timeout_at(until, &mut arrives).await {
+                    Ok(start) => Ok(start?.map(|bytes| Start {
+                        bytes,
+                        grace_until: Some(until),
+                    })),
+                    Err(_) => Ok(None),
+                }
+            }
         }
     };
-    let start = match idle {
-        Some(idle) => tokio::time::timeout(idle, waited).await.unwrap_or(Ok(None)),
-        None => waited.await,
-    };
+    let start: std::io::Result<Option<Start>> =
+        tokio::time::timeout(idle, waited).await.unwrap_or(Ok(None));
     start.ok().flatten()
 }

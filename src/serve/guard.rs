@@ -1,13 +1,14 @@
 //! The public listener's HTTP/1 connections: a deadline for reading each request (the
 //! slowloris guard), and a response's header sent together with its body (see [`coalesce`]).
 //!
-//! pingora bounds each single read of a request header (60 s) and the idle time between
-//! keep-alive requests, but not the whole header: a client that trickles one byte every few
-//! seconds holds a connection (and its task) for as long as it likes. nginx bounds the whole
-//! header (`client_header_timeout`); this does the same for HTTP/1 connections. The clock
-//! starts when the connection is accepted and, on a kept-alive connection, at the first byte
-//! of the next request; the response's first byte stops it. A request not read in time ends
-//! the connection with a read error, which pingora treats as a closed connection.
+//! pingora bounds each single read of a request header (60 s), and the connection loop
+//! (`serve/connection.rs`) the idle time between keep-alive requests, but neither the whole
+//! header: a client that trickles one byte every few seconds would hold a connection (and its
+//! task) for as long as it liked. nginx bounds the whole header (`client_header_timeout`);
+//! this does the same for HTTP/1 connections. The clock starts when the connection is
+//! accepted and, on a kept-alive connection, at the first byte of the next request; the
+//! response's first byte stops it. A request not read in time ends the connection with a read
+//! error: the connection loop and pingora's session both close the connection on it.
 //!
 //! It wraps the transport stream that pingora's HTTP/1 server reads from and writes to.
 //! HTTP/2 (by ALPN on TLS) gets only the first deadline: its 24-byte connection preface must

@@ -143,10 +143,14 @@ impl RrdpProxy {
     /// One HTTP/1 request or HTTP/2 stream on `session`: read it, answer it, log it. Gives back
     /// a reusable HTTP/1.1 connection with what the next session on it inherits (the stream
     /// and any pipelined bytes are in the first part, as pingora's `finish` leaves them).
+    ///
+    /// `grace_until`: the server began stopping while the connection waited for this request,
+    /// and the request's grace ends then (a request gets one grace, not one per wait).
     pub(crate) async fn one_request(
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        grace_until: Option<tokio::time::Instant>,
     ) -> Option<(ReusableHttpStream, HttpPersistentSettings)> {
         let mut stopping = shutdown.clone();
         // Pipelined requests (RFC 9112 §9.3.2: several sent without waiting, as Perl's
@@ -167,10 +171,14 @@ impl RrdpProxy {
                 Some(read) => read,
                 // Stopping: a request on its way is still answered; an idle kept-alive
                 // connection is closed after the grace rather than waited on.
-                None => match tokio::time::timeout(STOPPING_REQUEST_GRACE, &mut reading).await {
-                    Ok(read) => read,
-                    Err(_) => return None,
-                },
+                None => {
+                    let until = grace_until
+                        .unwrap_or_else(|| tokio::time::Instant::now() + STOPPING_REQUEST_GRACE);
+                    match tokio::time::timeout_at(until, &mut reading).await {
+                        Ok(read) => read,
+                        Err(_) => return None,
+                    }
+                }
             }
         };
         match read {
@@ -226,7 +234,7 @@ impl HttpServerApp for RrdpProxy {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let (reusable, settings) = self.one_request(session, shutdown).await?;
+        let (reusable, settings) = self.one_request(session, shutdown, None).await?;
         Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
     }
 }

@@ -294,6 +294,12 @@ async fn a_kept_alive_connection_reads_long_headers_and_times_its_next_request()
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, expected);
 
+    // Idle for longer than the request timeout: no request is being read, so no clock runs
+    // (one left running from the last request would close the connection here).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(plain.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut s).await.1, expected);
+
     // The next request trickles: its clock starts at its first byte, and it is cut off.
     s.write_all(b"GET /rrdp/notification.xml HTTP/1.1\r\n")
         .await
