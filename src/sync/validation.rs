@@ -315,9 +315,9 @@ impl Core {
         let mut verified = 0u64;
         let index = &self.index;
         let mut read_error = None;
-        let mut fetch = |wanted: &HashSet<String>, give: &mut dyn FnMut(&str, Bytes)| {
-            let mut rest: HashSet<&String> = wanted.iter().collect();
-            for uri in wanted {
+        let mut fetch = |wanted: &objects::check::Wanted, give: &mut dyn FnMut(&str, Bytes)| {
+            let mut rest: HashSet<&String> = wanted.keys().collect();
+            for uri in wanted.keys() {
                 if let Some(der) = fresh.remove(uri) {
                     rest.remove(uri);
                     verified += 1;
