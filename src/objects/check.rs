@@ -51,8 +51,8 @@ pub(crate) const MAX_DEPTH: usize = 32;
 pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: i64) -> Report {
     let index = ObjectIndex::from_objects(objects);
     let mut cache = Cache::default();
-    let mut fetch = |wanted: &Wanted, give: &mut dyn FnMut(&str, Bytes)| {
-        for uri in wanted.keys() {
+    let mut fetch = |wanted: &Wanted<'_>, give: &mut dyn FnMut(&str, Bytes)| {
+        for &uri in wanted.keys() {
             if let Some(der) = objects.get(uri) {
                 give(uri, der.clone());
             }
@@ -63,11 +63,12 @@ pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: 
 
 /// Hands the DER of the signed objects asked for (by URI) to the callback, one at a time, in
 /// any order (a snapshot is read once, never held).
-pub(crate) type Fetch<'a> = dyn FnMut(&Wanted, &mut dyn FnMut(&str, Bytes)) + 'a;
+pub(crate) type Fetch<'a> = dyn FnMut(&Wanted<'_>, &mut dyn FnMut(&str, Bytes)) + 'a;
 
-/// The signed objects a round has no cached result for: URI → the publication point (its
-/// index in the round's points) that lists it.
-pub(crate) type Wanted = BTreeMap<String, usize>;
+/// The signed objects a round has no cached result for: URI (borrowed from the index, not
+/// copied: a first validation wants every signed object of the repository) → the
+/// publication point (its index in the round's points) that lists it.
+pub(crate) type Wanted<'a> = BTreeMap<&'a str, usize>;
 
 /// Validates the state `index` describes, with the verification results in `cache` (kept up
 /// to date for the next round); the DER of signed objects the cache has no result for comes
@@ -186,7 +187,7 @@ struct Validator<'a> {
     /// Shared with the threads verifying signed objects (`fetched`); grown only before.
     points: Arc<Vec<PointContext>>,
     /// Signed objects without a cached result: URI → point.
-    wanted: Wanted,
+    wanted: Wanted<'a>,
     /// `expiry_window`, in seconds.
     window: i64,
     /// The earliest time after `now` at which a check of the point being made would come out
@@ -198,7 +199,7 @@ struct Validator<'a> {
 /// goes next.
 pub(crate) type Child = (String, ResourceCert, Sha);
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
     fn finding(&mut self, uri: &str, check: Check, detail: impl Into<String>) {
         self.report.add(Finding {
             uri: uri.to_string(),
@@ -649,14 +650,15 @@ impl Validator<'_> {
 
     /// A listed ROA, ASPA or other signed object: its cached result, or wanted.
     fn signed(&mut self, uri: &str, p: usize) {
-        let Some(hash) = self.index.hash(uri) else {
+        let index: &'a ObjectIndex = self.index;
+        let Some((listed, hash)) = index.entry(uri) else {
             return;
         };
         let (hash, point) = (*hash, &self.points[p]);
         match self.cache.get(&point.mft, &point.chain, &hash).cloned() {
             Some(v) => self.apply(uri, &v, p),
             None => {
-                self.wanted.insert(uri.to_string(), p);
+                self.wanted.insert(listed, p);
             }
         }
     }
@@ -672,8 +674,9 @@ impl Validator<'_> {
             return;
         }
         let wanted = std::mem::take(&mut self.wanted);
-        // Borrowed from `wanted`: a repository's URIs are not copied again (43,522 of them
-        // were, twice, in the first validation's peak; docs/benchmarks.md).
+        // Borrowed from the index, as `wanted`'s keys are: a repository's URIs are not copied
+        // again (43,522 of them were, three times, in the first validation's peak;
+        // docs/benchmarks.md).
         let mut seen: HashSet<&str> = HashSet::new();
         let workers = if wanted.len() <= pipeline::BATCH_OBJECTS {
             0
@@ -683,10 +686,10 @@ impl Validator<'_> {
         let (points, time) = (Arc::clone(&self.points), self.time);
         let read = |give: &mut dyn FnMut((String, Bytes, usize), usize)| {
             fetch(&wanted, &mut |uri, der| {
-                let Some((uri, &p)) = wanted.get_key_value(uri) else {
+                let Some((&uri, &p)) = wanted.get_key_value(uri) else {
                     return;
                 };
-                if seen.insert(uri.as_str()) {
+                if seen.insert(uri) {
                     let size = der.len();
                     give((uri.to_string(), der, p), size);
                 }
@@ -700,7 +703,7 @@ impl Validator<'_> {
         pipeline::verify_in_order(workers, read, verify_one, &mut |(uri, p, v)| {
             self.verified(&uri, p, v);
         });
-        for uri in wanted.keys().filter(|u| !seen.contains(u.as_str())) {
+        for uri in wanted.keys().filter(|u| !seen.contains(*u)) {
             self.finding(uri, Check::Parse, "could not be read from the snapshot");
         }
     }

@@ -89,6 +89,11 @@ impl ObjectIndex {
         self.hashes.get(uri)
     }
 
+    /// The object at `uri`: the index's own copy of the URI, and the hash.
+    pub(crate) fn entry(&self, uri: &str) -> Option<(&str, &Sha)> {
+        self.hashes.get_key_value(uri).map(|(k, v)| (k.as_str(), v))
+    }
+
     /// The DER of a certificate, manifest or CRL.
     pub(crate) fn kept(&self, uri: &str) -> Option<&Bytes> {
         self.kept.get(uri)

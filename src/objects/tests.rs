@@ -258,10 +258,12 @@ fn a_new_serial_checks_only_what_changed() {
     let asked = std::cell::RefCell::new(Vec::<String>::new());
     let run_with = |objects: &Objects, cache: &mut Cache| {
         asked.borrow_mut().clear();
-        let mut fetch = |wanted: &crate::objects::check::Wanted,
+        let mut fetch = |wanted: &crate::objects::check::Wanted<'_>,
                          give: &mut dyn FnMut(&str, Bytes)| {
-            asked.borrow_mut().extend(wanted.keys().cloned());
-            for u in wanted.keys() {
+            asked
+                .borrow_mut()
+                .extend(wanted.keys().map(|u| u.to_string()));
+            for &u in wanted.keys() {
                 give(u, objects[u].clone());
             }
         };
@@ -315,10 +317,10 @@ fn unchanged_points_are_replayed_until_something_they_depend_on_changes() {
     let mut cache = Cache::default();
     let asked = std::cell::RefCell::new(0usize);
     let run_at = |index: &ObjectIndex, cache: &mut Cache, at: i64| {
-        let mut fetch = |wanted: &crate::objects::check::Wanted,
+        let mut fetch = |wanted: &crate::objects::check::Wanted<'_>,
                          give: &mut dyn FnMut(&str, Bytes)| {
             *asked.borrow_mut() += wanted.len();
-            for u in wanted.keys() {
+            for &u in wanted.keys() {
                 give(u, objects[u].clone());
             }
         };

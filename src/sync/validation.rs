@@ -315,9 +315,9 @@ impl Core {
         let mut verified = 0u64;
         let index = &self.index;
         let mut read_error = None;
-        let mut fetch = |wanted: &objects::check::Wanted, give: &mut dyn FnMut(&str, Bytes)| {
-            let mut rest: HashSet<&String> = wanted.keys().collect();
-            for uri in wanted.keys() {
+        let mut fetch = |wanted: &objects::check::Wanted<'_>, give: &mut dyn FnMut(&str, Bytes)| {
+            let mut rest: HashSet<&str> = wanted.keys().copied().collect();
+            for &uri in wanted.keys() {
                 if let Some(der) = fresh.remove(uri) {
                     rest.remove(uri);
                     verified += 1;
@@ -330,9 +330,7 @@ impl Core {
             // The rest from the snapshot, one at a time, if it agrees with the index.
             let walked = walk_snapshot(files, |uri, der| {
                 let Some(der) = der else { return };
-                if rest.remove(&uri.to_string())
-                    && index.hash(uri) == Some(&objects::index::sha(&der))
-                {
+                if rest.remove(uri) && index.hash(uri) == Some(&objects::index::sha(&der)) {
                     verified += 1;
                     give(uri, der);
                 }
