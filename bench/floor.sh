@@ -54,19 +54,7 @@ EOF
 taskset -c 0 "$bin" --config "$work/proxy/proxy.toml" >"$work/proxy/log" 2>&1 &
 proxy_pid=$!; pids+=("$proxy_pid")
 
-cat > "$work/static.toml" <<EOF
-[server]
-listen = ["127.0.0.1:1"]
-[cache]
-dir = "$work/static-cache"
-[[repository]]
-public = "http://127.0.0.1:$STATIC/rrdp/"
-upstream = "http://$ORIGIN/rrdp/"
-export_rrdp = "$work/static"
-[log]
-level = "warn"
-EOF
-"$bin" sync --config "$work/static.toml" >"$work/static.log" 2>&1 || { log "the static export failed"; cat "$work/static.log" >&2; exit 1; }
+export_static "$bin" "$ORIGIN" "$STATIC"
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<EOF
 user root;

@@ -150,19 +150,7 @@ http {
 EOF
 # The static tree: rrdp-proxy's own export of the repository (its one-shot sync), written
 # before anything is measured.
-cat > "$work/static.toml" <<EOF
-[server]
-listen = ["127.0.0.1:1"]
-[cache]
-dir = "$work/static-cache"
-[[repository]]
-public = "http://127.0.0.1:$N_STATIC/rrdp/"
-upstream = "http://$ORIGIN/rrdp/"
-export_rrdp = "$work/static"
-[log]
-level = "warn"
-EOF
-"$bin" sync --config "$work/static.toml" >"$work/static.log" 2>&1 || { log "the static export failed"; cat "$work/static.log" >&2; exit 1; }
+export_static "$bin" "$ORIGIN" "$N_STATIC"
 "${on_server[@]}" nginx -c "$work/nginx/nginx.conf"
 nginx_pids() { pgrep -f "nginx.*$work/nginx/nginx.conf"; pgrep -P "$(cat "$work/nginx/nginx.pid")"; }
 

@@ -57,3 +57,24 @@ start_demo() {
   until_ok "$seconds" curl -sf "http://$addr/rrdp/notification.xml" \
     || { log "the demo origin on $addr never answered"; return 1; }
 }
+
+# export_static BIN ORIGIN_ADDR PORT: the demo origin's repository as static files in
+# $work/static, rrdp-proxy's own export of it (its one-shot sync, `export_rrdp`), its URIs
+# under http://127.0.0.1:PORT/rrdp/, for nginx to serve as a krill-sync deployment would.
+export_static() {
+  local bin=$1 origin=$2 port=$3
+  cat > "$work/static.toml" <<EOF
+[server]
+listen = ["127.0.0.1:1"]
+[cache]
+dir = "$work/static-cache"
+[[repository]]
+public = "http://127.0.0.1:$port/rrdp/"
+upstream = "http://$origin/rrdp/"
+export_rrdp = "$work/static"
+[log]
+level = "warn"
+EOF
+  "$bin" sync --config "$work/static.toml" >"$work/static.log" 2>&1 \
+    || { log "the static export failed"; cat "$work/static.log" >&2; return 1; }
+}

@@ -11,14 +11,14 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 #[allow(dead_code)]
 #[path = "it/support.rs"]
 mod support;
 
-use support::{Origin, Proxy, EVENT_TIMEOUT};
+use support::{read_response, Origin, Proxy};
 
 struct Counting;
 
@@ -51,45 +51,19 @@ static ALLOCATOR: Counting = Counting;
 /// Connections held idle at once.
 const CONNECTIONS: usize = 400;
 
-/// The bound per idle connection, the test's own side of it included (a tokio stream and its
-/// registration, a few hundred bytes). Waiting inside pingora's loop it was about 22 KiB.
+/// The bound per idle connection, the test's own side of it included (a tokio stream, its
+/// registration and [`CLIENT_BUFFER`]). Waiting inside pingora's loop it was about 22 KiB.
 const MAX_PER_CONNECTION: isize = 6 << 10;
 
-/// Sends one keep-alive request for `path` on `s` and reads the whole response (by its
-/// Content-Length); returns its status.
-async fn request(s: &mut TcpStream, path: &str) -> u16 {
+/// The test's read buffer per connection: small, as it is counted with the proxy's memory.
+const CLIENT_BUFFER: usize = 256;
+
+/// Sends one keep-alive request for `path` on `s` and reads the whole response; returns its
+/// status.
+async fn request(s: &mut BufReader<TcpStream>, path: &str) -> u16 {
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 << 10];
-    let (head_end, length) = loop {
-        let n = tokio::time::timeout(EVENT_TIMEOUT, s.read(&mut buf))
-            .await
-            .expect("a response")
-            .unwrap();
-        assert!(n > 0, "the server closed a kept-alive connection");
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .expect("a Content-Length")
-                .trim()
-                .parse()
-                .unwrap();
-            break (end + 4, length);
-        }
-    };
-    while raw.len() < head_end + length {
-        let n = tokio::time::timeout(EVENT_TIMEOUT, s.read(&mut buf))
-            .await
-            .expect("the body")
-            .unwrap();
-        assert!(n > 0, "the server closed the connection mid-body");
-        raw.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&raw[9..12]).parse().unwrap()
+    s.get_mut().write_all(req.as_bytes()).await.unwrap();
+    read_response(s, false).await.0
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -104,14 +78,20 @@ async fn an_idle_kept_alive_connection_holds_a_few_kib() {
         .await;
     let path = "/rrdp/notification.xml";
     // Whatever the first requests make once (the memory tier's copy, metrics' labels).
-    let mut warm = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut warm = BufReader::with_capacity(
+        CLIENT_BUFFER,
+        TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap(),
+    );
     for _ in 0..3 {
         assert_eq!(request(&mut warm, path).await, 200);
     }
     let mut conns = Vec::with_capacity(CONNECTIONS);
     let before = LIVE.load(Ordering::Relaxed);
     for _ in 0..CONNECTIONS {
-        let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+        let mut s = BufReader::with_capacity(
+            CLIENT_BUFFER,
+            TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap(),
+        );
         assert_eq!(request(&mut s, path).await, 200);
         conns.push(s);
     }

@@ -3,7 +3,7 @@
 use rrdp_proxy::rrdp::{Hash, Notification};
 use rrdp_proxy::RequestKind;
 
-use crate::support::{config_text, free_port, http, path_of, Origin, Proxy};
+use crate::support::{config_text, free_port, http, path_of, read_response, Origin, Proxy};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn notification_and_files_carry_validators_and_answer_304_and_head() {
@@ -642,41 +642,6 @@ async fn bodies_sent_with_sendfile_are_the_bodies_sent_from_memory() {
     assert_eq!(ports(&other.body, off.port), ports(&plain.body, on.port));
     let off_part = http(off.port, "GET", &snap, &range).await;
     assert_eq!(off_part.body, part.body);
-}
-
-/// Reads one response off a kept-alive connection: status, headers, and as many body bytes as
-/// Content-Length says (none for HEAD and 304).
-async fn read_response(
-    r: &mut tokio::io::BufReader<tokio::net::TcpStream>,
-    head: bool,
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let mut status_line = String::new();
-    r.read_line(&mut status_line).await.unwrap();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("a status line: {status_line:?}"))
-        .parse()
-        .unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).await.unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (k, v) = line.split_once(':').unwrap();
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
-    let mut body = vec![0u8; if head || status == 304 { 0 } else { len }];
-    r.read_exact(&mut body).await.unwrap();
-    (status, headers, body)
 }
 
 /// The connection stream holds each response's header back to send it with the body

@@ -580,6 +580,41 @@ pub async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)])
     }
 }
 
+/// Reads one response off a kept-alive connection: status, headers, and as many body bytes as
+/// Content-Length says (none for HEAD and 304).
+pub async fn read_response(
+    r: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    head: bool,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut status_line = String::new();
+    r.read_line(&mut status_line).await.unwrap();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("a status line: {status_line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+    let mut body = vec![0u8; if head || status == 304 { 0 } else { len }];
+    r.read_exact(&mut body).await.unwrap();
+    (status, headers, body)
+}
+
 /// The path part of an absolute URI.
 pub fn path_of(uri: &str) -> String {
     let rest = uri.split_once("://").unwrap().1;
