@@ -222,7 +222,7 @@ impl RrdpProxy {
 }
 
 /// pingora's HTTP server loop drives this for HTTP/2 streams only: HTTP/1 connections are
-/// driven by [`connection`], which holds nothing but the stream between requests.
+/// driven by `serve::connection`, which holds nothing but the stream between requests.
 #[async_trait]
 impl HttpServerApp for RrdpProxy {
     fn server_options(&self) -> Option<&pingora::apps::HttpServerOptions> {
