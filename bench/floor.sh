@@ -12,8 +12,8 @@
 # worker); the floor servers answer with the exact response rrdp-proxy gives (its header and
 # body). For the notification (30 KB) and the smallest delta, each round runs
 # `wrk -t1 -c64` on each server in turn; servers are pinned to core 0, wrk to core 1.
-# Prints per path the median req/s and CPU per request of each, and each against nginx
-# static. Needs nginx, wrk, curl, python3. Not a test: nothing fails on a figure.
+# Prints per path the median req/s, CPU per request of each server and of wrk, and each
+# against nginx static. Needs nginx, wrk, curl, python3. Not a test: nothing fails on a figure.
 set -euo pipefail
 ROUNDS=${ROUNDS:-6}
 DURATION=${DURATION:-4}
@@ -86,15 +86,24 @@ small=$(for p in $(grep -o '<delta [^>]*' <<<"$notif" | grep -o 'uri="[^"]*"' | 
 done | sort -n | head -n 1 | cut -d' ' -f2)
 NGINX_PIDS=$(pgrep -P "$(cat "$work/nginx/nginx.pid")" -f "worker process")
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$t"; }
-# run PORT PATH PID...: prints "req/s cpu-µs/request"
+# run PORT PATH PID...: prints "req/s cpu-µs/request wrk-cpu-µs/request" (the server's
+# user + system time, and the load generator's, over the requests served)
 run() {
   local port=$1 path=$2; shift 2
   local c0; c0=$(cpu_ticks "$@")
-  taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port$path" >"$work/wrk.out"
+  taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port$path" >"$work/wrk.out" &
+  local wrk_pid=$!
+  # wrk's own CPU, sampled just before it exits (it runs DURATION seconds).
+  local w=0
+  while kill -0 "$wrk_pid" 2>/dev/null; do
+    w=$(awk '{print $14+$15}' "/proc/$wrk_pid/stat" 2>/dev/null || echo "$w")
+    sleep 0.2
+  done
+  wait "$wrk_pid"
   local c1; c1=$(cpu_ticks "$@")
-  awk -v ticks=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" '
+  awk -v ticks=$((c1 - c0)) -v wticks="$w" -v hz="$(getconf CLK_TCK)" '
     /requests in/ {n = $1} /Requests\/sec/ {r = $2}
-    END {printf "%.0f %.1f\n", r, ticks / hz * 1e6 / n}' "$work/wrk.out"
+    END {printf "%.0f %.1f %.1f\n", r, ticks / hz * 1e6 / n, wticks / hz * 1e6 / n}' "$work/wrk.out"
 }
 
 echo "Machine: $cores cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | awk '{print $1, $2}')), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); $(nginx -v 2>&1 | cut -d/ -f2 | sed 's/^/nginx /'); wrk -t1 -c64 -d${DURATION}s; servers pinned to core 0, wrk to core 1."
@@ -109,8 +118,10 @@ s.sendall(f"GET {sys.argv[2]} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".
 out = b""
 while chunk := s.recv(65536):
     out += chunk
-# Keep-alive for the floors: the header as a kept-alive request gets it.
-sys.stdout.buffer.write(out.replace(b"\r\nConnection: close", b"", 1))
+# As a kept-alive request gets it: pingora answers those with "Connection: keep-alive".
+kept = out.replace(b"\r\nConnection: close\r\n", b"\r\nConnection: keep-alive\r\n", 1)
+assert kept != out, "the response names Connection: close"
+sys.stdout.buffer.write(kept)
 PY
   size=$(curl -sf "http://127.0.0.1:$STATIC$path" | wc -c)
   [ "$size" = "$(curl -sf "http://127.0.0.1:$PROXY$path" | wc -c)" ] || { log "$path differs between rrdp-proxy and the export"; exit 1; }
@@ -136,14 +147,17 @@ rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
 names = ["rrdp-proxy", "nginx static", "tokio floor", "pingora floor"]
 print(f"{sys.argv[2]} ({int(sys.argv[3]):,} bytes), {len(rows)} rounds:")
 print()
-print("| server | req/s (median) | CPU/req µs (median) | against nginx static, req/s (min / median / max) |")
-print("|---|---|---|---|")
+print("| server | req/s (median) | server CPU/req µs (median) | its core busy | wrk CPU/req µs | against nginx static, req/s (min / median / max) | against nginx static, CPU/req |")
+print("|---|---|---|---|---|---|---|")
 for i, name in enumerate(names):
-    rs = [r[2 * i] for r in rows]
-    cpu = [r[2 * i + 1] for r in rows]
-    ratio = sorted(r[2 * i] / r[2] for r in rows)
-    print(f"| {name} | {st.median(rs):,.0f} | {st.median(cpu):.1f} | "
-          f"{ratio[0]:.2f} / {st.median(ratio):.2f} / {ratio[-1]:.2f} |")
+    rs = [r[3 * i] for r in rows]
+    cpu = [r[3 * i + 1] for r in rows]
+    wrk = [r[3 * i + 2] for r in rows]
+    ratio = sorted(r[3 * i] / r[0 + 3] for r in rows)
+    cpu_ratio = st.median([r[3 * i + 1] / r[4] for r in rows])
+    busy = st.median([r[3 * i] * r[3 * i + 1] / 1e6 for r in rows])
+    print(f"| {name} | {st.median(rs):,.0f} | {st.median(cpu):.1f} | {busy:.2f} | {st.median(wrk):.1f} | "
+          f"{ratio[0]:.2f} / {st.median(ratio):.2f} / {ratio[-1]:.2f} | {cpu_ratio:.2f} |")
 print()
 PY
 done

@@ -134,8 +134,11 @@ impl HttpServerApp for Fixed {
 }
 
 fn pingora_floor(addr: &str, response: &[u8]) {
+    // Stopped by the script between paths: at once (pingora's default grace is 5 minutes).
     let conf = ServerConf {
         threads: 1,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(0),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -674,6 +674,14 @@ impl<'a> Validator<'a> {
             return;
         }
         let wanted = std::mem::take(&mut self.wanted);
+        // Room in each point's results for what it may keep, made once.
+        let mut per_point = vec![0usize; self.points.len()];
+        for &p in wanted.values() {
+            per_point[p] += 1;
+        }
+        for (point, &n) in self.points.iter().zip(&per_point).filter(|(_, &n)| n > 0) {
+            self.cache.expect(&point.mft, &point.chain, n);
+        }
         // Borrowed from the index, as `wanted`'s keys are: a repository's URIs are not copied
         // again (43,522 of them were, three times, in the first validation's peak;
         // docs/benchmarks.md).

@@ -127,34 +127,79 @@ pub(crate) struct Verified {
     /// `None`: the object did not parse.
     pub ee: Option<Ee>,
     /// Boxed: most objects are fine, and every cached result is one entry of a table sized
-    /// for all of a repository's signed objects (24 bytes each less).
+    /// for all of a point's signed objects (24 bytes each less).
     pub outcome: Result<(), Box<(Check, String)>>,
 }
 
-/// SHA-256 values are uniformly random: their first eight bytes are as good a hash as any,
-/// and much cheaper than SipHash over 64 bytes (the cache is probed once per signed object
-/// per round).
-#[derive(Clone, Copy, Default)]
-pub(crate) struct ShaHasher(u64);
-
-impl std::hash::Hasher for ShaHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // The first write of a key is its first 32-byte hash.
-        if self.0 == 0 && bytes.len() >= 8 {
-            self.0 = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
-        } else {
-            for b in bytes {
-                self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-            }
-        }
-    }
+/// A point's signed-object results, sorted by hash. A hash table sized by powers of two held
+/// about half empty buckets of a hundred bytes each, for every signed object of a repository
+/// (docs/benchmarks.md, first validation's memory); this holds what it holds. A round's new
+/// results go to `fresh` (room made for them before, [`Cache::expect`]) and are sorted in at
+/// the next lookup or at [`Cache::prune`].
+#[derive(Debug, Default)]
+struct Results {
+    sorted: Vec<(Sha, (Verified, u64))>,
+    fresh: Vec<(Sha, (Verified, u64))>,
 }
 
-type ShaMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<ShaHasher>>;
+impl Results {
+    fn reserve(&mut self, n: usize) {
+        self.fresh.reserve_exact(n);
+    }
+
+    fn insert(&mut self, key: Sha, value: (Verified, u64)) {
+        self.fresh.push((key, value));
+    }
+
+    fn get_mut(&mut self, key: &Sha) -> Option<&mut (Verified, u64)> {
+        self.merge();
+        let i = self.sorted.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(&mut self.sorted[i].1)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&(Verified, u64)) -> bool) {
+        self.merge();
+        self.sorted.retain(|(_, v)| keep(v));
+        self.sorted.shrink_to_fit();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sorted.len() + self.fresh.len()
+    }
+
+    /// Sorts the fresh results in, into a vector of exactly their size; a fresh result
+    /// replaces a sorted one with the same key (the later insert wins, as in a map).
+    fn merge(&mut self) {
+        if self.fresh.is_empty() {
+            return;
+        }
+        let mut fresh = std::mem::take(&mut self.fresh);
+        // Stable: of equal keys the later insert stays last, and is the one kept.
+        fresh.sort_by_key(|r| r.0);
+        fresh.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        let old = std::mem::take(&mut self.sorted);
+        let mut all = Vec::with_capacity(old.len() + fresh.len());
+        let mut old = old.into_iter().peekable();
+        for f in fresh {
+            while let Some(o) = old.next_if(|o| o.0 < f.0) {
+                all.push(o);
+            }
+            old.next_if(|o| o.0 == f.0);
+            all.push(f);
+        }
+        all.extend(old);
+        all.shrink_to_fit();
+        self.sorted = all;
+    }
+}
 
 /// What a publication point's checks found, replayed while nothing they depend on changes.
 #[derive(Clone, Debug)]
@@ -194,7 +239,7 @@ pub(crate) const FINDINGS_KEPT: usize = 10_000;
 struct PointCache {
     chain: Sha,
     /// Result, and the round that last used it.
-    objects: ShaMap<Sha, (Verified, u64)>,
+    objects: Results,
     memo: Option<PointMemo>,
     /// The round that last visited it, and whether its checks were made (not replayed).
     used: u64,
@@ -229,6 +274,12 @@ impl Cache {
             *used = round;
             &*v
         })
+    }
+
+    /// Room for `n` more results of the point at `mft_uri`, made at once (a first validation
+    /// adds thousands; grown one by one, the table would double as it filled).
+    pub(crate) fn expect(&mut self, mft_uri: &str, chain: &Sha, n: usize) {
+        self.entry(mft_uri, chain).objects.reserve(n);
     }
 
     pub(crate) fn insert(&mut self, mft_uri: &str, chain: &Sha, object: Sha, v: Verified) {
@@ -290,7 +341,7 @@ impl Cache {
             keep
         });
         for p in self.points.values_mut().filter(|p| p.checked) {
-            p.objects.retain(|_, (_, used)| *used == round);
+            p.objects.retain(|(_, used)| *used == round);
         }
         self.round += 1;
     }
@@ -306,6 +357,37 @@ impl Cache {
 mod tests {
     use super::*;
     use crate::objects::{Check, Finding, Report};
+
+    /// A result told apart by its round.
+    fn result(round: u64) -> (Verified, u64) {
+        let v = Verified {
+            ee: None,
+            outcome: Err(Box::new((Check::Parse, round.to_string()))),
+        };
+        (v, round)
+    }
+
+    #[test]
+    fn results_stay_sorted_and_a_later_insert_replaces_an_earlier() {
+        let mut r = Results::default();
+        r.reserve(3);
+        for k in [5u8, 1, 9] {
+            r.insert([k; 32], result(u64::from(k)));
+        }
+        assert_eq!(r.get_mut(&[1; 32]).unwrap().1, 1);
+        // Twice in one round, and over a sorted one: the last insert is what is found.
+        r.insert([5; 32], result(50));
+        r.insert([3; 32], result(3));
+        r.insert([5; 32], result(51));
+        assert_eq!(r.get_mut(&[5; 32]).unwrap().1, 51);
+        assert_eq!(r.len(), 4);
+        assert!(r.sorted.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(r.get_mut(&[7; 32]).is_none());
+        r.retain(|(_, round)| *round != 3);
+        assert!(r.get_mut(&[3; 32]).is_none());
+        assert_eq!(r.get_mut(&[9; 32]).unwrap().1, 9);
+        assert_eq!(r.len(), 3);
+    }
 
     fn failing_point(point: usize, ways: usize) -> PointMemo {
         let mut report = Report::default();

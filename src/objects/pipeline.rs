@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Mutex};
 
-/// Items per batch: enough to keep a thread busy a while (128 ROAs, about ten milliseconds),
+/// Items per batch: enough to keep a thread busy a while (128 ROAs, about 15 ms of CPU),
 /// few enough that the DER in flight stays small (256 held 1.5 MiB more at the peak).
 /// Two in unit tests, so that their small repositories go through several batches and
 /// threads.

@@ -330,7 +330,12 @@ impl Core {
             // The rest from the snapshot, one at a time, if it agrees with the index.
             let walked = walk_snapshot(files, |uri, der| {
                 let Some(der) = der else { return };
-                if rest.remove(uri) && index.hash(uri) == Some(&objects::index::sha(&der)) {
+                // The hash first: a snapshot that publishes a URI twice leaves the index
+                // with the last copy, and the first must not use up the URI.
+                if rest.contains(uri)
+                    && index.hash(uri) == Some(&objects::index::sha(&der))
+                    && rest.remove(uri)
+                {
                     verified += 1;
                     give(uri, der);
                 }

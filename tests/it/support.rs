@@ -581,38 +581,49 @@ pub async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)])
 }
 
 /// Reads one response off a kept-alive connection: status, headers, and as many body bytes as
-/// Content-Length says (none for HEAD and 304).
+/// Content-Length says (none for HEAD and 304). Fails the test if the server closes the
+/// connection or takes longer than [`EVENT_TIMEOUT`].
 pub async fn read_response(
-    r: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    r: &mut tokio::io::BufReader<TcpStream>,
     head: bool,
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let mut status_line = String::new();
-    r.read_line(&mut status_line).await.unwrap();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("a status line: {status_line:?}"))
-        .parse()
-        .unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).await.unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        let status_line = read_line(r).await;
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("a status line: {status_line:?}"))
+            .parse()
+            .unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let line = read_line(r).await;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (k, v) = line.split_once(':').unwrap();
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
-        let (k, v) = line.split_once(':').unwrap();
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
-    let mut body = vec![0u8; if head || status == 304 { 0 } else { len }];
-    r.read_exact(&mut body).await.unwrap();
-    (status, headers, body)
+        let len = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+        let mut body = vec![0u8; if head || status == 304 { 0 } else { len }];
+        r.read_exact(&mut body).await.unwrap();
+        (status, headers, body)
+    })
+    .await
+    .expect("a response within the event timeout")
+}
+
+/// One line of a response's head; the connection closing before it fails the test.
+async fn read_line(r: &mut tokio::io::BufReader<TcpStream>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    let n = r.read_line(&mut line).await.unwrap();
+    assert!(n > 0, "the server closed the connection mid-response");
+    line
 }
 
 /// The path part of an absolute URI.
