@@ -159,6 +159,9 @@ impl Results {
 
     fn retain(&mut self, mut keep: impl FnMut(&(Verified, u64)) -> bool) {
         self.merge();
+        // Room made by `reserve` that no result used (an object that did not verify is not
+        // kept) goes too.
+        self.fresh = Vec::new();
         self.sorted.retain(|(_, v)| keep(v));
         self.sorted.shrink_to_fit();
     }
@@ -169,7 +172,9 @@ impl Results {
     }
 
     /// Sorts the fresh results in, into a vector of exactly their size; a fresh result
-    /// replaces a sorted one with the same key (the later insert wins, as in a map).
+    /// replaces a sorted one with the same key (the later insert wins, as in a map). A
+    /// round looks up before it inserts, so this runs once per point per round; lookups
+    /// between inserts would each pay for a merge.
     fn merge(&mut self) {
         if self.fresh.is_empty() {
             return;
@@ -185,6 +190,12 @@ impl Results {
                 false
             }
         });
+        if self.sorted.is_empty() {
+            // A point's first results (a first validation): no second copy of them.
+            fresh.shrink_to_fit();
+            self.sorted = fresh;
+            return;
+        }
         let old = std::mem::take(&mut self.sorted);
         let mut all = Vec::with_capacity(old.len() + fresh.len());
         let mut old = old.into_iter().peekable();
@@ -379,13 +390,19 @@ mod tests {
         r.insert([5; 32], result(50));
         r.insert([3; 32], result(3));
         r.insert([5; 32], result(51));
-        assert_eq!(r.get_mut(&[5; 32]).unwrap().1, 51);
+        r.insert([5; 32], result(52));
+        assert_eq!(r.get_mut(&[5; 32]).unwrap().1, 52);
         assert_eq!(r.len(), 4);
         assert!(r.sorted.windows(2).all(|w| w[0].0 < w[1].0));
         assert!(r.get_mut(&[7; 32]).is_none());
         r.retain(|(_, round)| *round != 3);
         assert!(r.get_mut(&[3; 32]).is_none());
         assert_eq!(r.get_mut(&[9; 32]).unwrap().1, 9);
+        assert_eq!(r.len(), 3);
+        // Room made for results that never came is given back.
+        r.reserve(100);
+        r.retain(|_| true);
+        assert_eq!(r.fresh.capacity(), 0);
         assert_eq!(r.len(), 3);
     }
 
