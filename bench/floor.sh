@@ -91,15 +91,10 @@ cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/pr
 run() {
   local port=$1 path=$2; shift 2
   local c0; c0=$(cpu_ticks "$@")
-  taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port$path" >"$work/wrk.out" &
-  local wrk_pid=$!
-  # wrk's own CPU, sampled just before it exits (it runs DURATION seconds).
-  local w=0
-  while kill -0 "$wrk_pid" 2>/dev/null; do
-    w=$(awk '{print $14+$15}' "/proc/$wrk_pid/stat" 2>/dev/null || echo "$w")
-    sleep 0.2
-  done
-  wait "$wrk_pid"
+  # wrk's own CPU (user and system seconds), from bash's `time`.
+  local TIMEFORMAT='%U %S'
+  { time taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port$path" >"$work/wrk.out"; } 2>"$work/wrk.time"
+  local w; w=$(awk -v hz="$(getconf CLK_TCK)" '{print ($1 + $2) * hz}' "$work/wrk.time")
   local c1; c1=$(cpu_ticks "$@")
   awk -v ticks=$((c1 - c0)) -v wticks="$w" -v hz="$(getconf CLK_TCK)" '
     /requests in/ {n = $1} /Requests\/sec/ {r = $2}
@@ -153,7 +148,7 @@ for i, name in enumerate(names):
     rs = [r[3 * i] for r in rows]
     cpu = [r[3 * i + 1] for r in rows]
     wrk = [r[3 * i + 2] for r in rows]
-    ratio = sorted(r[3 * i] / r[0 + 3] for r in rows)
+    ratio = sorted(r[3 * i] / r[3] for r in rows)
     cpu_ratio = st.median([r[3 * i + 1] / r[4] for r in rows])
     busy = st.median([r[3 * i] * r[3 * i + 1] / 1e6 for r in rows])
     print(f"| {name} | {st.median(rs):,.0f} | {st.median(cpu):.1f} | {busy:.2f} | {st.median(wrk):.1f} | "

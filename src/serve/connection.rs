@@ -36,7 +36,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
 use crate::serve::guard::ClientStream;
-use crate::serve::{RrdpProxy, KEEPALIVE_IDLE_SECS, STOPPING_REQUEST_GRACE};
+use crate::serve::{unless_stopped, RrdpProxy, KEEPALIVE_IDLE_SECS};
 
 /// What a kept-alive connection's next session inherits from the last one.
 struct Carried {
@@ -55,11 +55,11 @@ pub(crate) async fn serve_http1(
 ) {
     let mut stopping = shutdown.clone();
     let mut carried: Option<Carried> = None;
+    // A silent connection, new or kept alive, is closed after this long (as pingora's
+    // keep-alive did), or sooner by the stream's clock (`request_timeout`, from the accept for
+    // the first request).
+    let idle = Duration::from_secs(KEEPALIVE_IDLE_SECS);
     loop {
-        // A silent connection, new or kept alive, is closed after this long (as pingora's
-        // keep-alive did), or sooner by the stream's clock (`request_timeout`, from the accept
-        // for the first request).
-        let idle = Duration::from_secs(KEEPALIVE_IDLE_SECS);
         let (start, grace_until) = match &carried {
             // The next request has begun: its bytes came with the last session.
             Some(c) if c.pipelined => (None, None),
@@ -108,41 +108,16 @@ struct Start {
 }
 
 /// The next request's first bytes, or `None` when the connection is done: closed by the
-/// client, failed, silent for `idle`, or the server stopping.
+/// client, failed, silent for `idle`, or the server stopping (a request on its way, one
+/// accepted just before or sent at an upgrade, still gets the stopping grace).
 async fn request_start(
     conn: &mut ClientStream,
     idle: Duration,
     stopping: &mut ShutdownWatch,
 ) -> Option<Start> {
     let arrives = poll_fn(|cx| conn.poll_request_start(cx));
-    tokio::pin!(arrives);
-    let waited = async {
-        let before_stopping = tokio::select! {
-            // Bytes already here are answered even when the server is stopping.
-            biased;
-            start = &mut arrives => Some(start),
-            _ = stopping.wait_for(|stop| *stop) => None,
-        };
-        match before_stopping {
-            Some(start) => Ok(start?.map(|bytes| Start {
-                bytes,
-                grace_until: None,
-            })),
-            // Stopping: a request on its way (one accepted just before, or sent at an
-            // upgrade) is still answered; an idle connection is closed after the grace.
-            None => {
-                let until = Instant::now() + STOPPING_REQUEST_GRACE;
-                match tokio::time::timeout_at(until, &mut arrives).await {
-                    Ok(start) => Ok(start?.map(|bytes| Start {
-                        bytes,
-                        grace_until: Some(until),
-                    })),
-                    Err(_) => Ok(None),
-                }
-            }
-        }
-    };
-    let start: std::io::Result<Option<Start>> =
-        tokio::time::timeout(idle, waited).await.unwrap_or(Ok(None));
-    start.ok().flatten()
+    let waited = unless_stopped(arrives, stopping, None);
+    let (start, grace_until) = tokio::time::timeout(idle, waited).await.ok()??;
+    let bytes = start.ok()??;
+    Some(Start { bytes, grace_until })
 }

@@ -57,7 +57,7 @@ pub(crate) const KEEPALIVE_IDLE_SECS: u64 = 60;
 /// When the server starts stopping, how long a connection still waits for its request: one
 /// accepted just before (or at an upgrade, by the old process) has it on the way, and closing
 /// it at once failed that client's request. Within pingora's 1 s grace period.
-pub(crate) const STOPPING_REQUEST_GRACE: Duration = Duration::from_millis(500);
+const STOPPING_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// Per-request state for logging.
 pub(crate) struct Ctx {
@@ -158,29 +158,9 @@ impl RrdpProxy {
         // drops the connection with the rest. What it read past a request goes to the next
         // session with the stream (`HttpPersistentSettings`, below).
         session.set_pipelining_enabled(true);
-        let read = {
-            let reading = session.read_request();
-            tokio::pin!(reading);
-            let before_stopping = tokio::select! {
-                // A request already buffered is answered even when the server is stopping.
-                biased;
-                read = &mut reading => Some(read),
-                _ = stopping.wait_for(|stop| *stop) => None,
-            };
-            match before_stopping {
-                Some(read) => read,
-                // Stopping: a request on its way is still answered; an idle kept-alive
-                // connection is closed after the grace rather than waited on.
-                None => {
-                    let until = grace_until
-                        .unwrap_or_else(|| tokio::time::Instant::now() + STOPPING_REQUEST_GRACE);
-                    match tokio::time::timeout_at(until, &mut reading).await {
-                        Ok(read) => read,
-                        Err(_) => return None,
-                    }
-                }
-            }
-        };
+        // Stopping: a request on its way is still answered; a connection that sends none is
+        // closed after the grace rather than waited on.
+        let (read, _) = unless_stopped(session.read_request(), &mut stopping, grace_until).await?;
         match read {
             Ok(true) => {}
             // The client closed the connection between requests.
@@ -219,6 +199,30 @@ impl RrdpProxy {
             Err(_) => None,
         }
     }
+}
+
+/// Awaits `work` (reading a request); once the server is stopping, only until the stopping
+/// grace ends: at `grace_until` if an earlier wait already saw the stop, else
+/// [`STOPPING_REQUEST_GRACE`] from when this one sees it. Work already done is taken even
+/// when the server is stopping. Gives the output and, if the stop was seen, when the grace
+/// ends; `None` if it ended first.
+pub(crate) async fn unless_stopped<F: std::future::Future>(
+    work: F,
+    stopping: &mut ShutdownWatch,
+    grace_until: Option<tokio::time::Instant>,
+) -> Option<(F::Output, Option<tokio::time::Instant>)> {
+    tokio::pin!(work);
+    let before_stopping = tokio::select! {
+        biased;
+        done = &mut work => Some(done),
+        _ = stopping.wait_for(|stop| *stop) => None,
+    };
+    if let Some(done) = before_stopping {
+        return Some((done, None));
+    }
+    let until = grace_until.unwrap_or_else(|| tokio::time::Instant::now() + STOPPING_REQUEST_GRACE);
+    let done = tokio::time::timeout_at(until, &mut work).await.ok()?;
+    Some((done, Some(until)))
 }
 
 /// pingora's HTTP server loop drives this for HTTP/2 streams only: HTTP/1 connections are
