@@ -125,6 +125,7 @@ pub struct Metrics {
     peer_requests: AtomicU64,
     publishes: AtomicU64,
     gzip_responses: AtomicU64,
+    lean_responses: AtomicU64,
     access_log_dropped: AtomicU64,
 }
 
@@ -143,6 +144,11 @@ impl Metrics {
 
     pub fn count_gzip_response(&self) {
         self.gzip_responses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A response written by the lean path (`serve::lean`), without a pingora session.
+    pub fn count_lean_response(&self) {
+        self.lean_responses.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_upstream_fetch(&self) {
@@ -299,7 +305,7 @@ impl Metrics {
     }
 
     /// The counters without labels: name, help, value.
-    fn plain_counters(&self) -> [(&'static str, &'static str, &AtomicU64); 9] {
+    fn plain_counters(&self) -> [(&'static str, &'static str, &AtomicU64); 10] {
         [
             (
                 "rrdp_proxy_bytes_served_total",
@@ -340,6 +346,11 @@ impl Metrics {
                 "rrdp_proxy_gzip_responses_total",
                 "Responses sent with Content-Encoding: gzip.",
                 &self.gzip_responses,
+            ),
+            (
+                "rrdp_proxy_lean_responses_total",
+                "Responses to plain HTTP/1.1 GETs and HEADs of published files written without a pingora session.",
+                &self.lean_responses,
             ),
             (
                 "rrdp_proxy_access_log_dropped_total",

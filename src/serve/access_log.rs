@@ -12,6 +12,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -249,8 +250,40 @@ impl std::fmt::Write for Escaped<'_> {
     }
 }
 
-/// One line per request, to the access-log file if there is one, else to the `access` log
-/// target: the combined log format followed by kind and result, or a JSON object.
+/// What the access log says of a request, from pingora's session or the lean path's parse.
+pub(super) struct Logged<'a> {
+    pub(super) client: Option<IpAddr>,
+    pub(super) method: &'a str,
+    /// The request target as the client sent it (`req.uri`).
+    pub(super) target: &'a dyn std::fmt::Display,
+    /// `HTTP/1.1`, as `http::Version`'s `Debug` writes it.
+    pub(super) version: &'a str,
+    pub(super) referer: Option<&'a str>,
+    pub(super) user_agent: Option<&'a str>,
+}
+
+/// A version as `http::Version`'s `Debug` writes it, without formatting.
+fn version_name(v: http::Version) -> &'static str {
+    use http::Version;
+    [
+        (Version::HTTP_09, "HTTP/0.9"),
+        (Version::HTTP_10, "HTTP/1.0"),
+        (Version::HTTP_11, "HTTP/1.1"),
+        (Version::HTTP_2, "HTTP/2.0"),
+        (Version::HTTP_3, "HTTP/3.0"),
+    ]
+    .into_iter()
+    .find_map(|(known, name)| (known == v).then_some(name))
+    .unwrap_or("HTTP/?")
+}
+
+/// Whether a line would be written anywhere (nothing is formatted otherwise).
+pub(super) fn enabled(format: AccessLog, file: Option<&AccessFile>) -> bool {
+    format != AccessLog::Off
+        && (file.is_some() || log::log_enabled!(target: "access", log::Level::Info))
+}
+
+/// One line for a request pingora's session read (see [`log_line`]).
 pub(super) fn access_log(
     session: &ServerSession,
     ctx: &Ctx,
@@ -258,33 +291,49 @@ pub(super) fn access_log(
     format: AccessLog,
     file: Option<&AccessFile>,
 ) {
-    if format == AccessLog::Off
-        || (file.is_none() && !log::log_enabled!(target: "access", log::Level::Info))
-    {
+    if !enabled(format, file) {
         return;
     }
     let req = session.req_header();
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    let header = |name: http::header::HeaderName| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
+    let header =
+        |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let logged = Logged {
+        client: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        method: req.method.as_str(),
+        target: &req.uri,
+        version: version_name(req.version),
+        referer: header(http::header::REFERER),
+        user_agent: header(http::header::USER_AGENT),
     };
+    log_line(&logged, ctx, e, format, file);
+}
+
+/// One line per request, to the access-log file if there is one, else to the `access` log
+/// target: the combined log format followed by kind and result, or a JSON object.
+pub(super) fn log_line(
+    req: &Logged<'_>,
+    ctx: &Ctx,
+    e: Option<&pingora::Error>,
+    format: AccessLog,
+    file: Option<&AccessFile>,
+) {
+    let client = req.client;
+    let referer = req.referer.unwrap_or("-");
+    let user_agent = req.user_agent.unwrap_or("-");
     let line = match format {
         AccessLog::Json => serde_json::json!({
             "time": httpdate::fmt_http_date(SystemTime::now()),
             "client": client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-            "method": req.method.as_str(),
-            "uri": req.uri.to_string(),
-            "version": format!("{:?}", req.version),
+            "method": req.method,
+            "uri": req.target.to_string(),
+            "version": req.version,
             "status": ctx.status,
             "bytes": ctx.bytes,
-            "referer": header(http::header::REFERER),
-            "user_agent": header(http::header::USER_AGENT),
+            "referer": referer,
+            "user_agent": user_agent,
             "kind": ctx.kind.as_str(),
             "result": ctx.outcome.as_str(),
             "encoding": if ctx.gzip { "gzip" } else { "identity" },
@@ -304,13 +353,13 @@ pub(super) fn access_log(
             line.push_str(" - - [");
             http_date_now(&mut line);
             line.push_str("] \"");
-            escape_into(&mut line, req.method.as_str());
+            escape_into(&mut line, req.method);
             line.push(' ');
-            let _ = write!(Escaped(&mut line), "{}", req.uri);
-            let _ = write!(line, " {:?}\" {} {} \"", req.version, ctx.status, ctx.bytes);
-            escape_into(&mut line, header(http::header::REFERER));
+            let _ = write!(Escaped(&mut line), "{}", req.target);
+            let _ = write!(line, " {}\" {} {} \"", req.version, ctx.status, ctx.bytes);
+            escape_into(&mut line, referer);
             line.push_str("\" \"");
-            escape_into(&mut line, header(http::header::USER_AGENT));
+            escape_into(&mut line, user_agent);
             let _ = write!(line, "\" {} {}", ctx.kind.as_str(), ctx.outcome.as_str());
             if let Some(e) = e {
                 line.push_str(" error=\"");
@@ -338,6 +387,21 @@ mod line_tests {
         escape_into(&mut line, "evil\" 200 \"x\\y\nz\u{e9}");
         assert_eq!(line, "evil\\x22 200 \\x22x\\x5Cy\\x0Az\\xC3\\xA9");
         assert!(!line.contains('"') && !line.contains('\n'));
+    }
+
+    /// The lean path and the session write the version the way the log always did.
+    #[test]
+    fn versions_are_named_as_their_debug_form() {
+        use http::Version;
+        for v in [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ] {
+            assert_eq!(version_name(v), format!("{v:?}"));
+        }
     }
 }
 

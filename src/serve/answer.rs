@@ -96,6 +96,25 @@ impl Answer {
     }
 }
 
+/// What the answers read of a request: its method and header values. pingora's parsed request
+/// has it, and so has the lean path's (`serve::lean`), which makes no header map.
+pub(super) trait RequestView {
+    /// GET (not HEAD, not anything else).
+    fn is_get(&self) -> bool;
+    /// The first value of the header `name` (any case), if it is visible ASCII.
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+impl RequestView for RequestHeader {
+    fn is_get(&self) -> bool {
+        self.method == http::Method::GET
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// A single byte range from a `Range` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ByteRange {
@@ -149,24 +168,20 @@ impl ByteRange {
 
 /// The range a GET asks for, honouring If-Range (only our strong ETag matches; files have no
 /// Last-Modified, so a date never does).
-pub(super) fn requested_range(req: &RequestHeader, etag: &str) -> Option<ByteRange> {
-    if req.method != http::Method::GET {
+pub(super) fn requested_range(req: &impl RequestView, etag: &str) -> Option<ByteRange> {
+    if !req.is_get() {
         return None;
     }
-    let range = ByteRange::parse(req.headers.get("Range")?.to_str().ok()?)?;
-    match req.headers.get("If-Range").and_then(|v| v.to_str().ok()) {
+    let range = ByteRange::parse(req.header("Range")?)?;
+    match req.header("If-Range") {
         Some(tag) if tag.trim() != etag => None,
         _ => Some(range),
     }
 }
 
 /// Whether the client accepts a gzip body (`Accept-Encoding: gzip` or `*` with q > 0).
-pub(super) fn accepts_gzip(req: &RequestHeader) -> bool {
-    let Some(v) = req
-        .headers
-        .get("Accept-Encoding")
-        .and_then(|v| v.to_str().ok())
-    else {
+pub(super) fn accepts_gzip(req: &impl RequestView) -> bool {
+    let Some(v) = req.header("Accept-Encoding") else {
         return false;
     };
     let mut gzip = None;
@@ -255,15 +270,11 @@ pub(super) fn not_modified_answer(mut a: Answer) -> Answer {
 
 /// RFC 9110 §13.1: If-None-Match wins over If-Modified-Since.
 pub(super) fn not_modified(
-    req: &RequestHeader,
+    req: &impl RequestView,
     etag: Option<&str>,
     last_modified: Option<&str>,
 ) -> bool {
-    if let Some(inm) = req
-        .headers
-        .get("If-None-Match")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(inm) = req.header("If-None-Match") {
         // A client holding either encoding of the body has it: the identity and the gzip
         // ETag both match.
         let Some(etag) = etag else { return false };
@@ -274,9 +285,7 @@ pub(super) fn not_modified(
             .any(|t| t == "*" || t == etag || t == gz);
     }
     let ims = req
-        .headers
-        .get("If-Modified-Since")
-        .and_then(|v| v.to_str().ok())
+        .header("If-Modified-Since")
         .and_then(|v| httpdate::parse_http_date(v).ok());
     let lm = last_modified.and_then(|v| httpdate::parse_http_date(v).ok());
     match (ims, lm) {

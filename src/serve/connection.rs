@@ -1,5 +1,6 @@
-//! An HTTP/1 connection's life: one pingora session per request, and between requests a wait
-//! that holds nothing but the connection's stream.
+//! An HTTP/1 connection's life: each request answered by the lean path (`serve::lean`: plain
+//! GETs and HEADs of published files, no session) or else by a pingora session of its own,
+//! and between requests a wait that holds nothing but the connection's stream.
 //!
 //! pingora's own HTTP/1 loop (its `ServerApp` for an `HttpServerApp`) waits for the next
 //! request inside the session's `read_request`: the 4 KiB header buffer is allocated and the
@@ -18,7 +19,7 @@
 //!
 //! Of pingora's loop this keeps what the server uses: the keep-alive idle limit (60 s, also
 //! for a new connection's first request, within `request_timeout`), pipelined bytes carried
-//! to the next session, and the stopping grace. pingora's `keepalive_request_limit`, `h2c`
+//! to the next request, and the stopping grace. pingora's `keepalive_request_limit`, `h2c`
 //! and custom ALPN are options this server does not set (`RrdpProxy::new`); HTTP/1 here takes
 //! no notice of them.
 //!
@@ -31,20 +32,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::time::Instant;
 
-use pingora::apps::HttpPersistentSettings;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
 use crate::serve::guard::ClientStream;
+use crate::serve::lean::Lean;
 use crate::serve::{unless_stopped, RrdpProxy, KEEPALIVE_IDLE_SECS};
-
-/// What a kept-alive connection's next session inherits from the last one.
-struct Carried {
-    settings: HttpPersistentSettings,
-    /// The last session read bytes past its request: the next request has begun, and its
-    /// bytes are in `settings`, not on the socket.
-    pipelined: bool,
-}
 
 /// Answers the requests of one HTTP/1 connection (plain or TLS) until it closes, fails, stays
 /// idle too long, or the server stops.
@@ -54,49 +47,47 @@ pub(crate) async fn serve_http1(
     shutdown: &ShutdownWatch,
 ) {
     let mut stopping = shutdown.clone();
-    let mut carried: Option<Carried> = None;
+    // Bytes of the next request read with the last one (pipelining): it has begun.
+    let mut pending: Option<BytesMut> = None;
     // A silent connection, new or kept alive, is closed after this long (as pingora's
     // keep-alive did), or sooner by the stream's clock (`request_timeout`, from the accept for
     // the first request).
     let idle = Duration::from_secs(KEEPALIVE_IDLE_SECS);
     loop {
-        let (start, grace_until) = match &carried {
-            // The next request has begun: its bytes came with the last session.
-            Some(c) if c.pipelined => (None, None),
-            _ => match request_start(&mut conn, idle, &mut stopping).await {
-                Some(Start { bytes, grace_until }) => (Some(bytes), grace_until),
+        let (start, grace_until) = match pending.take() {
+            Some(bytes) => (bytes, None),
+            None => match request_start(&mut conn, idle, &mut stopping).await {
+                Some(Start { bytes, grace_until }) => (bytes, grace_until),
                 None => return,
             },
         };
+        // The common GETs first (`lean`); boxed, as the session's request below, so that the
+        // connection's task does not carry their futures while it idles.
+        let start = match Box::pin(app.lean(&mut conn, start, shutdown)).await {
+            Lean::Answered(rest) => {
+                pending = (!rest.is_empty()).then_some(rest);
+                continue;
+            }
+            Lean::Closed => return,
+            Lean::Declined(start) => start,
+        };
         let mut session = ServerSession::new_http1(conn);
-        if let Some(c) = carried.take() {
-            c.settings.apply_to_session(&mut session);
-        }
-        if let Some(start) = start {
-            // The session parses these first, as its header buffer.
-            session.set_pipelined_prefix(start);
-        }
+        // The session parses these first, as its header buffer. What the last session carried
+        // over besides them (its keep-alive settings) each request sets again (`one_request`).
+        session.set_pipelined_prefix(start);
         // Boxed: the request's future is as large as its largest path (a forwarded miss) and
         // exists only while a request is being answered, not while the connection idles.
-        let Some((reusable, mut settings)) =
-            Box::pin(app.one_request(session, shutdown, grace_until)).await
+        let Some((reusable, _)) = Box::pin(app.one_request(session, shutdown, grace_until)).await
         else {
             return;
         };
         let (stream, prefix) = reusable.into_parts();
-        let pipelined = prefix.is_some();
-        if let Some(prefix) = prefix {
-            settings.set_pipelined_prefix(prefix);
-        }
+        pending = prefix.filter(|p| !p.is_empty());
         // The session was made on this very box: pingora hands the stream back unwrapped.
         conn = match stream.into_any().downcast::<ClientStream>() {
             Ok(conn) => conn,
             Err(_) => return,
         };
-        carried = Some(Carried {
-            settings,
-            pipelined,
-        });
     }
 }
 

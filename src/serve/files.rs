@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use log::error;
-use pingora::http::RequestHeader;
 
 use super::answer::{
     accepts_gzip, not_modified, not_modified_answer, requested_range, Answer, Body, ByteRange,
+    RequestView,
 };
 use super::RrdpProxy;
 use crate::metrics::{RequestKind, RequestResult};
@@ -64,7 +64,7 @@ pub(super) fn note_rp(
 
 impl RrdpProxy {
     /// The published notification, with validators.
-    pub(super) fn notification(&self, repo: &Repo, req: &RequestHeader) -> Answer {
+    pub(super) fn notification(&self, repo: &Repo, req: &impl RequestView) -> Answer {
         let Some(generation) = repo.current() else {
             let mut a = Answer::text(
                 503,
@@ -117,7 +117,7 @@ impl RrdpProxy {
         &self,
         repo: &Repo,
         known: Known,
-        req: &RequestHeader,
+        req: &impl RequestView,
         client: Option<std::net::IpAddr>,
     ) -> Answer {
         let mut a = self
@@ -131,7 +131,7 @@ impl RrdpProxy {
             };
         }
         // Whole downloads only: a client fetching ranges would count once per range.
-        if a.status == 200 && req.method == http::Method::GET {
+        if a.status == 200 && req.is_get() {
             note_rp(repo, &known.generation, known.kind, known.serial, client);
         }
         a
@@ -147,7 +147,7 @@ impl RrdpProxy {
         head: &FileHead,
         verified: bool,
         outcome: RequestResult,
-        req: &RequestHeader,
+        req: &impl RequestView,
     ) -> Answer {
         let etag = head.etag_text();
         let cache_control = if verified {

@@ -179,6 +179,12 @@ impl ClientStream {
         self
     }
 
+    /// The client's IP address, as pingora's session gives it (`client_addr`).
+    pub(crate) fn client_ip(&self) -> Option<std::net::IpAddr> {
+        let digest = self.inner.get_socket_digest()?;
+        digest.peer_addr()?.as_inet().map(|a| a.ip())
+    }
+
     /// This connection's `sendfile` side, if it has one (plain HTTP/1).
     pub(crate) fn file_sender(&self) -> Option<Arc<FileSender>> {
         self.files.clone()

@@ -17,9 +17,9 @@
 //! The parts: `dispatch` (routing), `files` (the published generation's answers),
 //! [`miss`] (a file no notification this node holds names), `peer` (the cluster endpoints),
 //! `answer` (304, Range, gzip: pure), `send`, `connection` (an HTTP/1 connection's requests,
-//! one after another), [`guard`] (the whole-request deadline),
-//! [`coalesce`] (header and body in one write), [`sendfile`] (stored files from the page
-//! cache), [`access_log`] (the line and its file).
+//! one after another), `lean` (the common GETs, answered without a pingora session),
+//! [`guard`] (the whole-request deadline), [`coalesce`] (header and body in one write),
+//! [`sendfile`] (stored files from the page cache), [`access_log`] (the line and its file).
 
 pub(crate) mod access_log;
 mod answer;
@@ -29,6 +29,7 @@ mod dispatch;
 mod erik;
 mod files;
 pub(crate) mod guard;
+mod lean;
 pub(crate) mod miss;
 mod peer;
 mod send;

@@ -33,66 +33,78 @@ pub(super) async fn send(session: &mut ServerSession, a: Answer) -> Result<u64> 
     if no_body {
         return Ok(0);
     }
-    match a.body {
-        Body::Empty => Ok(0),
-        Body::Bytes(b) => {
-            session.write_response_body(b, true).await?;
-            Ok(len)
+    send_body(&mut BodyOut::Session(session), a.body).await
+}
+
+/// Where a response's body goes: pingora's session, which frames it, or (the lean path,
+/// `serve::lean`) the connection itself, after a head written whole.
+pub(super) enum BodyOut<'a> {
+    Session(&'a mut ServerSession),
+    Stream(&'a mut ClientStream),
+}
+
+impl BodyOut<'_> {
+    /// Writes a piece of the body; `end`: the last.
+    async fn write(&mut self, piece: Bytes, end: bool) -> Result<()> {
+        match self {
+            BodyOut::Session(s) => s.write_response_body(piece, end).await,
+            BodyOut::Stream(s) => tokio::io::AsyncWriteExt::write_all(&mut **s, &piece)
+                .await
+                .map_err(|e| Error::because(WriteError, "writing response body", e)),
         }
-        Body::Resident { bytes, file } => match file_sender(session, len) {
-            Some(f) => Box::pin(send_resident(session, &f, &file, len)).await,
-            None => {
-                session.write_response_body(bytes, true).await?;
-                Ok(len)
-            }
-        },
-        Body::File { file, start, len } => Box::pin(send_file(session, file, start, len)).await,
+    }
+
+    /// The connection's `sendfile` side (plain HTTP/1), for a body of `len` bytes: bodies up
+    /// to `SENDFILE_MAX` go out with `sendfile` (see `sendfile`).
+    fn file_sender(&self, len: u64) -> Option<Arc<sendfile::FileSender>> {
+        if len > sendfile::SENDFILE_MAX {
+            return None;
+        }
+        match self {
+            BodyOut::Session(s) => s
+                .stream()
+                .and_then(|s| s.as_any().downcast_ref::<ClientStream>())
+                .and_then(ClientStream::file_sender),
+            BodyOut::Stream(s) => s.file_sender(),
+        }
     }
 }
 
-/// The connection's `sendfile` side (plain HTTP/1), for a body of `len` bytes: bodies up to
-/// `SENDFILE_MAX` go out with `sendfile` (see `sendfile`).
-fn file_sender(session: &ServerSession, len: u64) -> Option<Arc<sendfile::FileSender>> {
-    session
-        .stream()
-        .filter(|_| len <= sendfile::SENDFILE_MAX)
-        .and_then(|s| s.as_any().downcast_ref::<ClientStream>())
-        .and_then(ClientStream::file_sender)
+/// Writes a body of a response whose head is written; returns the body bytes sent.
+pub(super) async fn send_body(out: &mut BodyOut<'_>, body: Body) -> Result<u64> {
+    let len = body.len();
+    match body {
+        Body::Empty => Ok(0),
+        Body::Bytes(b) => {
+            out.write(b, true).await?;
+            Ok(len)
+        }
+        Body::Resident { bytes, file } => match out.file_sender(len) {
+            Some(f) => Box::pin(send_pieces(out, Some(&f), &file, 0, len, true)).await,
+            None => {
+                out.write(bytes, true).await?;
+                Ok(len)
+            }
+        },
+        Body::File { file, start, len } => Box::pin(send_file(out, file, start, len)).await,
+    }
 }
 
 /// Streams `len` bytes of a stored file from `start`; returns the bytes sent.
 pub(super) async fn send_file(
-    session: &mut ServerSession,
+    out: &mut BodyOut<'_>,
     file: std::fs::File,
     start: u64,
     len: u64,
 ) -> Result<u64> {
-    let files = file_sender(session, len);
-    send_pieces(
-        session,
-        files.as_deref(),
-        &Arc::new(file),
-        start,
-        len,
-        false,
-    )
-    .await
-}
-
-/// Sends the whole of a file that stays in memory with `sendfile`; returns the bytes sent.
-async fn send_resident(
-    session: &mut ServerSession,
-    files: &sendfile::FileSender,
-    file: &Arc<std::fs::File>,
-    len: u64,
-) -> Result<u64> {
-    send_pieces(session, Some(files), file, 0, len, true).await
+    let files = out.file_sender(len);
+    send_pieces(out, files.as_deref(), &Arc::new(file), start, len, false).await
 }
 
 /// Sends `len` bytes of `file` from `start` in [`CHUNK`]s: with `sendfile` where `files` is
 /// given and the piece is in memory (`resident`: all of it is), else read and copied.
 async fn send_pieces(
-    session: &mut ServerSession,
+    out: &mut BodyOut<'_>,
     files: Option<&sendfile::FileSender>,
     file: &Arc<std::fs::File>,
     start: u64,
@@ -104,30 +116,18 @@ async fn send_pieces(
         let want = CHUNK.min((len - sent) as usize);
         let at = start + sent;
         if let Some(f) = files.filter(|_| resident || sendfile::page_cached(file, at, want)) {
-            sent += send_stand_in(session, f, file, at, want, sent + want as u64 == len).await?;
+            // The stand-in bytes are backed by the file range while they are written.
+            let _backed = f.expect(file, at, want);
+            out.write(sendfile::stand_in(want), sent + want as u64 == len)
+                .await?;
+            sent += want as u64;
             continue;
         }
         let chunk = read_chunk(file, at, want).await?;
         sent += chunk.len() as u64;
-        session.write_response_body(chunk, sent == len).await?;
+        out.write(chunk, sent == len).await?;
     }
     Ok(sent)
-}
-
-/// Has pingora write `want` stand-in bytes, which the connection sends from `file` at `at`.
-async fn send_stand_in(
-    session: &mut ServerSession,
-    files: &sendfile::FileSender,
-    file: &Arc<std::fs::File>,
-    at: u64,
-    want: usize,
-    end: bool,
-) -> Result<u64> {
-    let _backed = files.expect(file, at, want);
-    session
-        .write_response_body(sendfile::stand_in(want), end)
-        .await?;
-    Ok(want as u64)
 }
 
 /// Reads up to `want` bytes of a stored object at `offset`. What the page cache holds is read

@@ -15,6 +15,7 @@ mod fuzz_replay;
 mod history;
 mod hostile;
 mod layers;
+mod lean;
 mod lifecycle;
 mod serving;
 mod syncing;
