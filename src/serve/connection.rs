@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
-use crate::serve::guard::ClientStream;
+use crate::serve::guard::{ClientStream, HEADER_BUFFER};
 use crate::serve::lean::Lean;
 use crate::serve::{unless_stopped, RrdpProxy, KEEPALIVE_IDLE_SECS};
 
@@ -55,7 +55,12 @@ pub(crate) async fn serve_http1(
     let idle = Duration::from_secs(KEEPALIVE_IDLE_SECS);
     loop {
         let (start, grace_until) = match pending.take() {
-            Some(bytes) => (bytes, None),
+            Some(bytes) => {
+                // Answering pipelined requests reads nothing from the socket: without this,
+                // a read's worth of them would be answered without giving the thread back.
+                tokio::task::consume_budget().await;
+                (bytes, None)
+            }
             None => match request_start(&mut conn, idle, &mut stopping).await {
                 Some(Start { bytes, grace_until }) => (bytes, grace_until),
                 None => return,
@@ -69,7 +74,12 @@ pub(crate) async fn serve_http1(
                 continue;
             }
             Lean::Closed => return,
-            Lean::Declined(start) => start,
+            Lean::Declined(mut start) => {
+                // The session reads the rest of a request into this buffer: the room its own
+                // first buffer would have had (the first read took only what came).
+                start.reserve(HEADER_BUFFER.saturating_sub(start.len()));
+                start
+            }
         };
         let mut session = ServerSession::new_http1(conn);
         // The session parses these first, as its header buffer. What the last session carried

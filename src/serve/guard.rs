@@ -105,7 +105,7 @@ const H2_PREFACE: usize = 24;
 
 /// The first read of a request takes up to this much, as pingora's own first read would (its
 /// header buffer starts at 4 KiB); the session reads the rest as it would have.
-const HEADER_BUFFER: usize = 4096;
+pub(crate) const HEADER_BUFFER: usize = 4096;
 
 impl ClientStream {
     pub(crate) fn new(inner: Stream, limit: Duration, coalesce: usize) -> ClientStream {
@@ -125,8 +125,10 @@ impl ClientStream {
     /// Ready with the next request's first bytes once they have been read, with `None` if
     /// the client closed the connection first, and with an error if the read failed or the
     /// request's clock ran out. Between polls nothing is held: the bytes are read into the
-    /// stack, and only once they are here is the header buffer made, of the size pingora's
-    /// session would have made (it takes the bytes as its buffer, `set_pipelined_prefix`).
+    /// stack, and only once they are here are they copied to the heap, into a buffer their
+    /// size (most requests are answered by the lean path from it; one handed to pingora's
+    /// session is first given the room the session's own header buffer has,
+    /// [`HEADER_BUFFER`]).
     pub(crate) fn poll_request_start(
         &mut self,
         cx: &mut Context<'_>,
@@ -138,8 +140,8 @@ impl ClientStream {
         if buf.filled().is_empty() {
             return Poll::Ready(Ok(None));
         }
-        let mut start = BytesMut::with_capacity(HEADER_BUFFER);
-        start.extend_from_slice(buf.filled());
+        // Small enough for the allocator's per-thread cache, where 4 KiB is not.
+        let start = BytesMut::from(buf.filled());
         self.request_bytes_read();
         Poll::Ready(Ok(Some(start)))
     }

@@ -38,7 +38,7 @@ use tokio::io::AsyncWriteExt;
 use super::access_log::{self, Logged};
 use super::answer::{header, Answer, RequestView};
 use super::files::Known;
-use super::guard::ClientStream;
+use super::guard::{ClientStream, HEADER_BUFFER};
 use super::send::{send_body, BodyOut};
 use super::{Ctx, RrdpProxy};
 use crate::published::Repo;
@@ -46,6 +46,10 @@ use crate::published::Repo;
 /// The most header lines a request answered here may have (more: declined). RPs send five
 /// or six; pingora's session takes up to 256.
 pub(crate) const MAX_HEADERS: usize = 24;
+
+/// The longest request answered here: one first read's worth ([`HEADER_BUFFER`]), well
+/// under the limits of `answer::refuse` (8 KiB of target, 16 KiB of header).
+const MAX_LEN: usize = HEADER_BUFFER;
 
 /// What became of a request's bytes.
 pub(crate) enum Lean {
@@ -113,6 +117,11 @@ fn parse(buf: &[u8]) -> Option<Request<'_>> {
     let httparse::Status::Complete(len) = parsed.parse(buf).ok()? else {
         return None;
     };
+    if len > MAX_LEN {
+        // Bytes carried over from a session may hold a longer request than the first read's
+        // 4 KiB; the session's own limits (414, 431) apply to it.
+        return None;
+    }
     let get = match parsed.method? {
         "GET" => true,
         "HEAD" => false,
@@ -128,7 +137,7 @@ fn parse(buf: &[u8]) -> Option<Request<'_>> {
         len,
         ..Request::default()
     };
-    let mut connection = false;
+    let (mut connection, mut host) = (false, false);
     for h in parsed.headers.iter() {
         let name = h.name;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -153,6 +162,14 @@ fn parse(buf: &[u8]) -> Option<Request<'_>> {
             } else if !value.eq_ignore_ascii_case("keep-alive") {
                 return None;
             }
+            continue;
+        } else if is("host") {
+            // pingora's session refuses a second Host and userinfo in one (400): an
+            // ambiguous authority.
+            if host || h.value.contains(&b'@') {
+                return None;
+            }
+            host = true;
             continue;
         } else if DECLINED.iter().any(|d| is(d)) {
             return None;
@@ -201,13 +218,22 @@ impl RrdpProxy {
         let Some(route) = self.lean_route(req.target) else {
             return Lean::Declined(bytes);
         };
-        let client = conn.client_ip();
+        let (format, file) = (self.shared.config.log.access, self.access_file.as_ref());
+        let logging = access_log::enabled(format, file);
+        // Asked of the socket only where something uses it: the RP counts and the log.
+        let mut client = None;
         let a = match route {
             Route::Notification(repo) => self.notification(repo, &req),
-            Route::File(repo, known) => self.published_file(repo, known, &req, client).await,
+            Route::File(repo, known) => {
+                client = conn.client_ip();
+                self.published_file(repo, known, &req, client).await
+            }
         };
-        // A stopping server answers this request and closes the connection, as pingora's
-        // session does.
+        if logging && client.is_none() {
+            client = conn.client_ip();
+        }
+        // A stopping server answers this request and closes the connection (the session path
+        // does the same, `RrdpProxy::respond`).
         let close = req.close || *shutdown.borrow();
         let mut ctx = Ctx {
             kind: a.kind,
@@ -226,8 +252,7 @@ impl RrdpProxy {
         if ctx.gzip {
             metrics.count_gzip_response();
         }
-        let (format, file) = (self.shared.config.log.access, self.access_file.as_ref());
-        if access_log::enabled(format, file) {
+        if logging {
             let logged = Logged {
                 client,
                 method: if req.get { "GET" } else { "HEAD" },
@@ -311,15 +336,20 @@ async fn write_answer(
     } else {
         "\r\nConnection: keep-alive\r\n\r\n"
     });
-    let write_err =
-        |e| pingora::Error::because(pingora::ErrorType::WriteError, "writing response", e);
-    conn.write_all(head.as_bytes()).await.map_err(write_err)?;
+    // The errors say what pingora's session says for the same failures (the access log's
+    // `error=`).
+    let failed = |what: &'static str| {
+        move |e: std::io::Error| pingora::Error::because(pingora::ErrorType::WriteError, what, e)
+    };
+    conn.write_all(head.as_bytes())
+        .await
+        .map_err(failed("writing response header"))?;
     let sent = if head_only || a.status == 304 || len == 0 {
         0
     } else {
         send_body(&mut BodyOut::Stream(conn), a.body).await?
     };
-    conn.flush().await.map_err(write_err)?;
+    conn.flush().await.map_err(failed("flushing body"))?;
     Ok(sent)
 }
 
@@ -363,6 +393,8 @@ mod tests {
             b"GET /a HTTP/1.1\r\nIf-None-Match: \"a\"\r\nIf-None-Match: \"b\"\r\n\r\n",
             b"GET /a HTTP/1.1\r\nAccept-Encoding: gzip\xff\r\n\r\n",
             b"GET /a HTTP/1.1\r\nHost x\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: user@a\r\n\r\n",
         ] {
             assert_eq!(
                 parse(declined),

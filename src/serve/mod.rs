@@ -124,13 +124,22 @@ impl RrdpProxy {
     }
 
     /// Answers the request read on `session`; the answer's facts go to `ctx` for the log.
-    async fn respond(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
+    async fn respond(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut Ctx,
+        shutdown: &ShutdownWatch,
+    ) -> Result<()> {
         // HTTP/1.1 connections stay open this long between requests (RPs poll every few
         // minutes at most, so longer would only hold idle sockets).
         session.set_keepalive(Some(KEEPALIVE_IDLE_SECS));
         let a = self.route(session).await;
         if matches!(a.status, 400 | 414 | 431) {
             // Whatever follows on this connection cannot be trusted to be a request.
+            session.set_keepalive(None);
+        }
+        if *shutdown.borrow() {
+            // Stopping: this is the connection's last answer, and its head says so.
             session.set_keepalive(None);
         }
         ctx.kind = a.kind;
@@ -175,7 +184,7 @@ impl RrdpProxy {
             }
         }
         let mut ctx = Ctx::default();
-        let sent = self.respond(&mut session, &mut ctx).await;
+        let sent = self.respond(&mut session, &mut ctx, shutdown).await;
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }

@@ -50,7 +50,7 @@ impl BodyOut<'_> {
             BodyOut::Session(s) => s.write_response_body(piece, end).await,
             BodyOut::Stream(s) => tokio::io::AsyncWriteExt::write_all(&mut **s, &piece)
                 .await
-                .map_err(|e| Error::because(WriteError, "writing response body", e)),
+                .map_err(|e| Error::because(WriteError, "while writing body", e)),
         }
     }
 

@@ -2,24 +2,37 @@
 //! pingora's session sends for them; a request split across its reads goes to the session.
 
 use rrdp_proxy::rrdp::Notification;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::support::{
     config_text, free_port, http, path_of, read_response, Origin, Proxy, EVENT_TIMEOUT,
 };
 
-/// The whole response to `request` on a connection of its own (which it asks to close).
-async fn exchange(port: u16, request: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(EVENT_TIMEOUT, s.read_to_end(&mut raw))
-        .await
-        .expect("the response within the event timeout")
-        .unwrap();
-    // Bodies are compared as bytes; gzip ones are not text.
-    raw.escape_ascii().to_string()
+/// One response, read whole from a kept-alive connection: its bytes, escaped (gzip bodies
+/// are not text). `head`: the request was a HEAD (a body's length, none of its bytes).
+async fn one_response(conn: &mut BufReader<TcpStream>, head: bool) -> String {
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        let mut raw = Vec::new();
+        while !raw.ends_with(b"\r\n\r\n") {
+            let n = conn.read_until(b'\n', &mut raw).await.unwrap();
+            assert!(n > 0, "closed within a head: {}", raw.escape_ascii());
+        }
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let len = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+        let status_304 = text.starts_with("HTTP/1.1 304");
+        if !head && !status_304 {
+            let mut body = vec![0; len];
+            conn.read_exact(&mut body).await.unwrap();
+            raw.extend_from_slice(&body);
+        }
+        raw.escape_ascii().to_string()
+    })
+    .await
+    .expect("a response within the event timeout")
 }
 
 /// `raw` without its `Date` line, the one part of a response that may differ between two
@@ -29,6 +42,10 @@ fn without_date(raw: &str) -> String {
         .filter(|line| !line.starts_with("Date: "))
         .collect::<Vec<_>>()
         .join("\\r\\n")
+}
+
+async fn connect(port: u16) -> BufReader<TcpStream> {
+    BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap())
 }
 
 async fn lean_responses(proxy: &Proxy) -> u64 {
@@ -94,25 +111,102 @@ async fn the_lean_path_answers_as_pingoras_session_does_byte_for_byte() {
         ("HEAD", &delta, ua),
     ];
     let before = lean_responses(&proxy).await;
+    // On one kept-alive connection, each request and then the same request answered by the
+    // session: an empty body's `Content-Length: 0` is a header the lean path declines.
+    let mut conn = connect(port).await;
+    let mut answers = Vec::new();
     for (method, path, headers) in &cases {
-        let request =
-            format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n");
-        let lean = exchange(port, &format!("{request}\r\n")).await;
-        // An empty body's `Content-Length: 0` is a header the lean path declines: the same
-        // request, answered by pingora's session.
-        let session = exchange(port, &format!("{request}Content-Length: 0\r\n\r\n")).await;
-        assert!(lean.starts_with("HTTP/1.1 "), "{lean}");
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}");
+        let head = *method == "HEAD";
+        conn.get_mut()
+            .write_all(format!("{request}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let lean = one_response(&mut conn, head).await;
+        conn.get_mut()
+            .write_all(format!("{request}Content-Length: 0\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let session = one_response(&mut conn, head).await;
+        assert!(lean.contains("Connection: keep-alive"), "{lean}");
         assert_eq!(
             without_date(&lean),
             without_date(&session),
             "{method} {path} {headers}"
         );
+        answers.push((request, head, without_date(&lean)));
     }
+    // All of them at once (pipelined), the last asking to close: the same answers, in order,
+    // and the connection closed after the last.
+    let mut conn = connect(port).await;
+    let all: String = answers
+        .iter()
+        .enumerate()
+        .map(|(i, (request, ..))| match i + 1 == answers.len() {
+            true => format!("{request}Connection: close\r\n\r\n"),
+            false => format!("{request}\r\n"),
+        })
+        .collect();
+    conn.get_mut().write_all(all.as_bytes()).await.unwrap();
+    for (i, (request, head, answer)) in answers.iter().enumerate() {
+        let got = without_date(&one_response(&mut conn, *head).await);
+        if i + 1 == answers.len() {
+            assert_eq!(got, answer.replace("keep-alive", "close"), "{request}");
+        } else {
+            assert_eq!(&got, answer, "{request}");
+        }
+    }
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "closed after the last answer");
     assert_eq!(
         lean_responses(&proxy).await - before,
-        cases.len() as u64,
-        "the lean path answered each request once, the session each copy"
+        2 * cases.len() as u64,
+        "the lean path answered each request, the session each copy"
     );
+}
+
+/// A request the session refuses is never answered by the lean path: an ambiguous authority
+/// (two Host fields, or userinfo in one) gets the session's 400 and a closed connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_the_session_refuses_are_refused_whatever_path_they_would_take() {
+    let origin = Origin::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &origin.base(), "");
+    proxy.wait_serial(1).await;
+    let before = lean_responses(&proxy).await;
+    for host in ["Host: a\r\nHost: b\r\n", "Host: user@a\r\n"] {
+        let mut conn = connect(proxy.port).await;
+        let request = format!("GET /rrdp/notification.xml HTTP/1.1\r\n{host}\r\n");
+        conn.get_mut().write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(EVENT_TIMEOUT, conn.read_to_end(&mut raw))
+            .await
+            .expect("the answer and the close")
+            .unwrap();
+        assert!(raw.starts_with(b"HTTP/1.1 400 "), "{}", raw.escape_ascii());
+    }
+    assert_eq!(lean_responses(&proxy).await, before);
+}
+
+/// Before the first poll the notification is a 503 with Retry-After, from either path.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_notification_before_any_poll_is_the_same_503_from_either_path() {
+    // An upstream nobody listens on: the notification has no state to give.
+    let dead = format!("http://127.0.0.1:{}/rrdp/", free_port());
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(cache.path(), &dead, "");
+    let mut conn = connect(proxy.port).await;
+    let request = "GET /rrdp/notification.xml HTTP/1.1\r\nHost: x\r\n";
+    conn.get_mut()
+        .write_all(format!("{request}\r\n{request}Content-Length: 0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let lean = without_date(&one_response(&mut conn, false).await);
+    let session = without_date(&one_response(&mut conn, false).await);
+    assert!(lean.starts_with("HTTP/1.1 503 "), "{lean}");
+    assert!(lean.contains("Retry-After: "), "{lean}");
+    assert_eq!(lean, session);
 }
 
 #[tokio::test(flavor = "multi_thread")]
