@@ -6,7 +6,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    config_text, free_port, http, path_of, read_response, Origin, Proxy, EVENT_TIMEOUT,
+    config_with_small_memory_tier, free_port, http, path_of, read_response, Origin, Proxy,
+    EVENT_TIMEOUT,
 };
 
 /// One response, read whole from a kept-alive connection: its bytes, escaped (gzip bodies
@@ -67,9 +68,7 @@ async fn the_lean_path_answers_as_pingoras_session_does_byte_for_byte() {
     // `sendfile`), the deltas and the notification from memory.
     let cache = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
-    let text = config_text(port, admin, cache.path(), &origin.base(), "")
-        .replace("memory_limit = \"16MiB\"", "memory_limit = \"64KiB\"");
-    assert!(text.contains("memory_limit = \"64KiB\""));
+    let text = config_with_small_memory_tier(port, admin, cache.path(), &origin.base());
     let proxy = Proxy::start_with(text, port, admin);
     let serial = proxy.wait_first_poll().await.serial;
     assert_eq!(serial, Some(3), "a snapshot and two deltas");

@@ -3,7 +3,10 @@
 use rrdp_proxy::rrdp::{Hash, Notification};
 use rrdp_proxy::RequestKind;
 
-use crate::support::{config_text, free_port, http, path_of, read_response, Origin, Proxy};
+use crate::support::{
+    config_text, config_with_small_memory_tier, free_port, http, path_of, read_response, Origin,
+    Proxy,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn notification_and_files_carry_validators_and_answer_304_and_head() {
@@ -566,8 +569,7 @@ async fn large_files_stream_from_disk_whole_and_in_ranges_across_chunks() {
     let cache = tempfile::tempdir().unwrap();
     // A 64 KiB memory tier keeps nothing over 8 KiB: the snapshot is served from its file.
     let (port, admin) = (free_port(), free_port());
-    let text = config_text(port, admin, cache.path(), &origin.base(), "")
-        .replace("memory_limit = \"16MiB\"", "memory_limit = \"64KiB\"");
+    let text = config_with_small_memory_tier(port, admin, cache.path(), &origin.base());
     let proxy = Proxy::start_with(text, port, admin);
     let st = proxy.wait_first_poll().await;
     assert!(st.serial.is_some(), "{st:?}");
@@ -606,13 +608,12 @@ async fn bodies_sent_with_sendfile_are_the_bodies_sent_from_memory() {
     let start = |sendfile: bool| {
         let cache = tempfile::tempdir().unwrap();
         let (port, admin) = (free_port(), free_port());
-        let text = config_text(port, admin, cache.path(), &origin.base(), "")
-            .replace("memory_limit = \"16MiB\"", "memory_limit = \"64KiB\"")
+        let text = config_with_small_memory_tier(port, admin, cache.path(), &origin.base())
             .replace(
                 "threads = 2",
                 &format!("threads = 2\nsendfile = {sendfile}"),
             );
-        assert!(text.contains("memory_limit = \"64KiB\"") && text.contains("sendfile = "));
+        assert!(text.contains("sendfile = "));
         (Proxy::start_with(text, port, admin), cache)
     };
     let ((on, _c1), (off, _c2)) = (start(true), start(false));

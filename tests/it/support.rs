@@ -369,6 +369,20 @@ upstream = "{origin_base}"
     )
 }
 
+/// [`config_text`] with a 64 KiB memory tier, which keeps nothing over 8 KiB: a larger file
+/// (a snapshot) is sent from its stored file.
+pub fn config_with_small_memory_tier(
+    port: u16,
+    admin_port: u16,
+    cache: &std::path::Path,
+    origin_base: &str,
+) -> String {
+    let text = config_text(port, admin_port, cache, origin_base, "")
+        .replace("memory_limit = \"16MiB\"", "memory_limit = \"64KiB\"");
+    assert!(text.contains("memory_limit = \"64KiB\""));
+    text
+}
+
 impl Proxy {
     /// Starts the real server on fresh ports in front of `origin_base`. By default it polls
     /// once at start and then only when told to ([`Proxy::poll`]), so tests are deterministic.
