@@ -64,8 +64,9 @@ async fn the_lean_path_answers_as_pingoras_session_does_byte_for_byte() {
     let origin = Origin::start().await;
     origin.state.lock().unwrap().repo =
         rrdp_proxy::demo::Publisher::large(&origin.base(), 1 << 20, 2);
-    // A 64 KiB memory tier keeps nothing over 8 KiB: the snapshot is sent from its file (with
-    // `sendfile`), the deltas and the notification from memory.
+    // A 64 KiB memory tier keeps nothing over 8 KiB: the snapshot is sent from its stored
+    // file and the notification from its in-memory file (both with `sendfile`), the deltas
+    // from memory.
     let cache = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let text = config_with_small_memory_tier(port, admin, cache.path(), &origin.base());
