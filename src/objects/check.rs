@@ -51,7 +51,7 @@ pub(crate) const MAX_DEPTH: usize = 32;
 pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: i64) -> Report {
     let index = ObjectIndex::from_objects(objects);
     let mut cache = Cache::default();
-    let mut fetch = |wanted: &Wanted<'_>, give: &mut dyn FnMut(&str, Bytes)| {
+    let mut fetch = |wanted: &Wanted<'_>, give: &mut dyn FnMut(&str, Bytes) -> bool| {
         for &uri in wanted.keys() {
             if let Some(der) = objects.get(uri) {
                 give(uri, der.clone());
@@ -62,13 +62,41 @@ pub fn validate(objects: &Objects, anchors: &[Anchor], now: i64, expiry_window: 
 }
 
 /// Hands the DER of the signed objects asked for (by URI) to the callback, one at a time, in
-/// any order (a snapshot is read once, never held).
-pub(crate) type Fetch<'a> = dyn FnMut(&Wanted<'_>, &mut dyn FnMut(&str, Bytes)) + 'a;
+/// any order (a snapshot is read once, never held). The callback says whether it took the
+/// object: `false` for one not wanted or already handed over.
+pub(crate) type Fetch<'a> = dyn FnMut(&Wanted<'_>, &mut dyn FnMut(&str, Bytes) -> bool) + 'a;
 
 /// The signed objects a round has no cached result for: URI (borrowed from the index, not
 /// copied: a first validation wants every signed object of the repository) → the
-/// publication point (its index in the round's points) that lists it.
-pub(crate) type Wanted<'a> = BTreeMap<&'a str, usize>;
+/// publication point that lists it, and whether the object was handed over.
+pub(crate) type Wanted<'a> = BTreeMap<&'a str, Want>;
+
+/// A wanted signed object: the point that lists it, and whether `fetch` has handed it over
+/// (marked in place, through the shared map, so that no second set of a round's URIs is
+/// made: a first validation wants some 43,000; docs/benchmarks.md).
+#[derive(Debug)]
+pub(crate) struct Want {
+    point: u32,
+    taken: std::cell::Cell<bool>,
+}
+
+impl Want {
+    fn new(point: usize) -> Want {
+        Want {
+            point: u32::try_from(point).expect("fewer than 2^32 publication points"),
+            taken: std::cell::Cell::new(false),
+        }
+    }
+
+    fn point(&self) -> usize {
+        self.point as usize
+    }
+
+    /// Not handed over yet.
+    pub(crate) fn is_open(&self) -> bool {
+        !self.taken.get()
+    }
+}
 
 /// Validates the state `index` describes, with the verification results in `cache` (kept up
 /// to date for the next round); the DER of signed objects the cache has no result for comes
@@ -658,7 +686,7 @@ impl<'a> Validator<'a> {
         match self.cache.get(&point.mft, &point.chain, &hash).cloned() {
             Some(v) => self.apply(uri, &v, p),
             None => {
-                self.wanted.insert(listed, p);
+                self.wanted.insert(listed, Want::new(p));
             }
         }
     }
@@ -676,16 +704,12 @@ impl<'a> Validator<'a> {
         let wanted = std::mem::take(&mut self.wanted);
         // Room in each point's results for what it may keep, made once.
         let mut per_point = vec![0usize; self.points.len()];
-        for &p in wanted.values() {
-            per_point[p] += 1;
+        for w in wanted.values() {
+            per_point[w.point()] += 1;
         }
         for (point, &n) in self.points.iter().zip(&per_point).filter(|(_, &n)| n > 0) {
             self.cache.expect(&point.mft, &point.chain, n);
         }
-        // Borrowed from the index, as `wanted`'s keys are: a repository's URIs are not copied
-        // again (43,522 of them were, three times, in the first validation's peak;
-        // docs/benchmarks.md).
-        let mut seen: HashSet<&str> = HashSet::new();
         let workers = if wanted.len() <= pipeline::BATCH_OBJECTS {
             0
         } else {
@@ -694,13 +718,16 @@ impl<'a> Validator<'a> {
         let (points, time) = (Arc::clone(&self.points), self.time);
         let read = |give: &mut dyn FnMut((String, Bytes, usize), usize)| {
             fetch(&wanted, &mut |uri, der| {
-                let Some((&uri, &p)) = wanted.get_key_value(uri) else {
-                    return;
+                let Some((&uri, want)) = wanted.get_key_value(uri) else {
+                    return false;
                 };
-                if seen.insert(uri) {
-                    let size = der.len();
-                    give((uri.to_string(), der, p), size);
+                // Once: a snapshot may publish a URI twice.
+                if want.taken.replace(true) {
+                    return false;
                 }
+                let size = der.len();
+                give((uri.to_string(), der, want.point()), size);
+                true
             });
         };
         // The DER is dropped where it is verified.
@@ -711,7 +738,7 @@ impl<'a> Validator<'a> {
         pipeline::verify_in_order(workers, read, verify_one, &mut |(uri, p, v)| {
             self.verified(&uri, p, v);
         });
-        for uri in wanted.keys().filter(|u| !seen.contains(*u)) {
+        for (uri, _) in wanted.iter().filter(|(_, w)| w.is_open()) {
             self.finding(uri, Check::Parse, "could not be read from the snapshot");
         }
     }

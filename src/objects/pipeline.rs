@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Mutex};
 
-/// Items per batch: enough to keep a thread busy a while (128 ROAs, about 15 ms of CPU),
-/// few enough that the DER in flight stays small (256 held 1.5 MiB more at the peak).
+/// Items per batch: enough to keep a thread busy a while (64 ROAs, about 6 ms of CPU), few
+/// enough that the DER in flight stays small (each halving from 256 took 1–1.5 MiB off the
+/// first validation's peak, at no cost in time: docs/benchmarks.md).
 /// Two in unit tests, so that their small repositories go through several batches and
 /// threads.
-pub(super) const BATCH_OBJECTS: usize = if cfg!(test) { 2 } else { 128 };
+pub(super) const BATCH_OBJECTS: usize = if cfg!(test) { 2 } else { 64 };
 
 /// Bytes per batch (an item larger than this is a batch of its own).
 pub(super) const BATCH_BYTES: usize = 4 << 20;

@@ -259,7 +259,7 @@ fn a_new_serial_checks_only_what_changed() {
     let run_with = |objects: &Objects, cache: &mut Cache| {
         asked.borrow_mut().clear();
         let mut fetch = |wanted: &crate::objects::check::Wanted<'_>,
-                         give: &mut dyn FnMut(&str, Bytes)| {
+                         give: &mut dyn FnMut(&str, Bytes) -> bool| {
             asked
                 .borrow_mut()
                 .extend(wanted.keys().map(|u| u.to_string()));
@@ -318,7 +318,7 @@ fn unchanged_points_are_replayed_until_something_they_depend_on_changes() {
     let asked = std::cell::RefCell::new(0usize);
     let run_at = |index: &ObjectIndex, cache: &mut Cache, at: i64| {
         let mut fetch = |wanted: &crate::objects::check::Wanted<'_>,
-                         give: &mut dyn FnMut(&str, Bytes)| {
+                         give: &mut dyn FnMut(&str, Bytes) -> bool| {
             *asked.borrow_mut() += wanted.len();
             for &u in wanted.keys() {
                 give(u, objects[u].clone());

@@ -119,7 +119,7 @@ fn parse(buf: &[u8]) -> Option<Request<'_>> {
     };
     if len > MAX_LEN {
         // Bytes carried over from a session may hold a longer request than the first read's
-        // 4 KiB; the session's own limits (414, 431) apply to it.
+        // 4 KiB: a margin, well inside the limits `answer::refuse` sets (414, 431).
         return None;
     }
     let get = match parsed.method? {
@@ -344,12 +344,13 @@ async fn write_answer(
     conn.write_all(head.as_bytes())
         .await
         .map_err(failed("writing response header"))?;
-    let sent = if head_only || a.status == 304 || len == 0 {
-        0
+    let (sent, flushing) = if head_only || a.status == 304 || len == 0 {
+        (0, "flushing response header")
     } else {
-        send_body(&mut BodyOut::Stream(conn), a.body).await?
+        let sent = send_body(&mut BodyOut::Stream(conn), a.body).await?;
+        (sent, "flushing body")
     };
-    conn.flush().await.map_err(failed("flushing body"))?;
+    conn.flush().await.map_err(failed(flushing))?;
     Ok(sent)
 }
 

@@ -315,29 +315,33 @@ impl Core {
         let mut verified = 0u64;
         let index = &self.index;
         let mut read_error = None;
-        let mut fetch = |wanted: &objects::check::Wanted<'_>, give: &mut dyn FnMut(&str, Bytes)| {
-            let mut rest: HashSet<&str> = wanted.keys().copied().collect();
+        let mut fetch = |wanted: &objects::check::Wanted<'_>,
+                         give: &mut dyn FnMut(&str, Bytes) -> bool| {
+            // The wanted map itself says what is still wanted (`give` marks what it takes):
+            // no second set of the round's URIs.
+            let mut left = wanted.len();
             for &uri in wanted.keys() {
                 if let Some(der) = fresh.remove(uri) {
-                    rest.remove(uri);
-                    verified += 1;
-                    give(uri, der);
+                    if give(uri, der) {
+                        verified += 1;
+                        left -= 1;
+                    }
                 }
             }
-            if rest.is_empty() {
+            if left == 0 {
                 return;
             }
             // The rest from the snapshot, one at a time, if it agrees with the index.
             let walked = walk_snapshot(files, |uri, der| {
                 let Some(der) = der else { return };
-                // The hash first: a snapshot that publishes a URI twice leaves the index
-                // with the last copy, and the first must not use up the URI.
-                if rest.contains(uri)
+                // Only what is still wanted is hashed. The hash first: a snapshot that
+                // publishes a URI twice leaves the index with the last copy, and the first
+                // must not use up the URI.
+                if wanted.get(uri).is_some_and(|w| w.is_open())
                     && index.hash(uri) == Some(&objects::index::sha(&der))
-                    && rest.remove(uri)
+                    && give(uri, der)
                 {
                     verified += 1;
-                    give(uri, der);
                 }
             });
             if let Err(e) = walked {

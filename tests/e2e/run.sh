@@ -394,8 +394,8 @@ record proxy "no 404/5xx served for RRDP files" 0 "$n" "$([ "$n" = 0 ] && echo p
 log "5: conditional requests"
 before=$(metric 'rrdp_proxy_requests_total\{kind="notification",result="hit",status="304"\}')
 check_rp routinator "second run, unchanged"
-# rpki-client speaks HTTP/1.1 (over TLS here), and its conditional GETs are what the lean
-# path answers (src/serve/lean.rs): none of them should need pingora's session.
+# rpki-client speaks HTTP/1.1 (over TLS here), and its conditional GET of the notification
+# is a request the lean path answers (src/serve/lean.rs), not pingora's session.
 lean_before=$(metric 'rrdp_proxy_lean_responses_total')
 for rp in rpki-client:0 rpki-client:1; do check_rp "$rp" "second run, unchanged"; done
 lean=$(( $(metric 'rrdp_proxy_lean_responses_total') - lean_before ))

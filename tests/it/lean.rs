@@ -204,6 +204,11 @@ async fn the_notification_before_any_poll_is_the_same_503_from_either_path() {
         .unwrap();
     let lean = without_date(&one_response(&mut conn, false).await);
     let session = without_date(&one_response(&mut conn, false).await);
+    assert_eq!(
+        lean_responses(&proxy).await,
+        1,
+        "the first by the lean path"
+    );
     assert!(lean.starts_with("HTTP/1.1 503 "), "{lean}");
     assert!(lean.contains("Retry-After: "), "{lean}");
     assert_eq!(lean, session);
