@@ -414,4 +414,73 @@ mod tests {
             "more header lines than it takes"
         );
     }
+
+    /// Every request the lean path takes, pingora's session takes too, and reads alike: the
+    /// method, the target, the headers the answers read, keep-alive. And what the session
+    /// refuses, the lean path declines. (Were a pingora upgrade to refuse another of these,
+    /// this fails.)
+    #[tokio::test]
+    async fn what_the_lean_path_takes_pingoras_session_takes_alike() {
+        use tokio::io::AsyncWriteExt as _;
+        let cases: &[&[u8]] = &[
+            b"GET /rrdp/notification.xml HTTP/1.1\r\nHost: rrdp.example\r\n\r\n",
+            b"HEAD /rrdp/a/b/snapshot.xml HTTP/1.1\r\nhost: x\r\nCONNECTION: close\r\n\r\n",
+            b"GET /rrdp/n.xml HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip, deflate\r\n\
+              If-Modified-Since: Mon, 07 Dec 2026 05:31:34 GMT\r\nUser-Agent: rpki-client/9.8\r\n\r\n",
+            b"GET /rrdp/n.xml HTTP/1.1\r\nIf-None-Match: \"a\", W/\"b\"\r\nReferer: http://r/\r\n\r\n",
+            b"GET /rrdp/n.xml HTTP/1.1\nHost: x\nConnection:  keep-alive \n\n",
+            b"GET /r/%41~a:b@c!$&'()*+,;=/d.xml HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /rrdp/n.xml HTTP/1.1\r\nHost: x\r\nX-Other: caf\xc3\xa9\r\n\r\n",
+            b"GET /rrdp/n.xml HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\t\r\n\r\n",
+            b"GET //rrdp/n.xml HTTP/1.1\r\nHost: x\r\n\r\n",
+            // Refused by the session: the lean path must decline them.
+            b"GET /rrdp/n.xml HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            b"GET /rrdp/n.xml HTTP/1.1\r\nHost: u@a\r\n\r\n",
+            b"GET /rrdp/n.xml HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET /rrdp/n.xml HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"GET http://u@x/rrdp/n.xml HTTP/1.1\r\nHost: x\r\n\r\n",
+        ];
+        let mut taken = 0;
+        for &raw in cases {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (client, server) = tokio::join!(
+                tokio::net::TcpStream::connect(listener.local_addr().unwrap()),
+                listener.accept()
+            );
+            let mut client = client.unwrap();
+            client.write_all(raw).await.unwrap();
+            let stream: pingora::protocols::Stream = Box::new(
+                pingora::protocols::l4::stream::Stream::from(server.unwrap().0),
+            );
+            let mut session = pingora::protocols::http::ServerSession::new_http1(stream);
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(10), session.read_request())
+                    .await
+                    .expect("a whole request is read at once");
+            let what = raw.escape_ascii().to_string();
+            let Some(lean) = parse(raw) else {
+                continue;
+            };
+            taken += 1;
+            assert!(
+                matches!(read, Ok(true)),
+                "{what}: the session says {read:?}"
+            );
+            let req = session.req_header();
+            assert_eq!(req.method.as_str(), if lean.get { "GET" } else { "HEAD" });
+            assert_eq!(
+                (req.uri.path(), req.uri.query()),
+                (lean.target, None),
+                "{what}"
+            );
+            for name in ["Accept-Encoding", "If-None-Match", "If-Modified-Since"] {
+                assert_eq!(RequestView::header(req, name), lean.header(name), "{what}");
+            }
+            let named = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+            assert_eq!(named("Referer"), lean.referer, "{what}");
+            assert_eq!(named("User-Agent"), lean.user_agent, "{what}");
+            assert_eq!(session.get_keepalive().is_none(), lean.close, "{what}");
+        }
+        assert_eq!(taken, 9, "the first nine are the lean path's");
+    }
 }
