@@ -12,6 +12,17 @@ use super::RrdpProxy;
 use crate::metrics::RequestKind;
 use pingora::protocols::http::ServerSession;
 
+/// What a path under a repository's prefix names.
+pub(super) enum RepoPath<'p> {
+    Notification,
+    /// A file the published generation lists.
+    Published(Known),
+    /// No file the published generation lists (a miss): the path under the prefix.
+    Unpublished(&'p str),
+    /// Not a path a file could have (404).
+    Invalid,
+}
+
 impl RrdpProxy {
     pub(super) async fn route(&self, session: &ServerSession) -> Answer {
         let req = session.req_header();
@@ -35,41 +46,62 @@ impl RrdpProxy {
         if let Some(answer) = self.erik_route(path, is_get_or_head, req).await {
             return answer;
         }
-        for (i, repo) in self.shared.repos.iter().enumerate() {
-            let Some(rest) = path.strip_prefix(repo.config.public.path()) else {
-                continue;
-            };
-            let kind = if rest == repo.config.notification {
-                RequestKind::Notification
-            } else {
-                RequestKind::File
+        if let Some((i, named)) = self.repository_path(path) {
+            let repo = &self.shared.repos[i];
+            let kind = match named {
+                RepoPath::Notification => RequestKind::Notification,
+                _ => RequestKind::File,
             };
             if !is_get_or_head {
                 return method_not_allowed(kind);
             }
-            let Some(rel) = repo.config.public.relative_path(path) else {
-                return Answer::text(404, kind, "not found\n");
+            return match named {
+                RepoPath::Notification => self.notification(repo, req),
+                RepoPath::Invalid => Answer::text(404, kind, "not found\n"),
+                RepoPath::Published(known) => {
+                    let client = session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip());
+                    self.published_file(repo, known, req, client).await
+                }
+                // Boxed, as every path that may wait on a download: the future of a request
+                // is moved to the heap whole, and a hit, which waits on nothing when its file
+                // is in memory, should not pay for copying the largest of them
+                // (docs/benchmarks.md).
+                RepoPath::Unpublished(rel) => {
+                    let (upstream, gate) = (&self.forward[i], &self.misses[i]);
+                    Box::pin(self.unpublished_file(repo, upstream, gate, rel, req)).await
+                }
             };
-            if kind == RequestKind::Notification {
-                return self.notification(repo, req);
-            }
-            let client = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
-            if let Some(known) = Known::of(repo, rel) {
-                return self.published_file(repo, known, req, client).await;
-            }
-            // Boxed, as every path that may wait on a download: the future of a request is
-            // moved to the heap whole, and a hit, which waits on nothing when its file is in
-            // memory, should not pay for copying the largest of them (docs/benchmarks.md).
-            let (upstream, gate) = (&self.forward[i], &self.misses[i]);
-            return Box::pin(self.unpublished_file(repo, upstream, gate, rel, req)).await;
         }
         if let Some(answer) = self.passthrough_route(path, is_get_or_head, req).await {
             return answer;
         }
         Answer::text(404, RequestKind::Other, "not found\n")
+    }
+
+    /// The repository whose prefix `path` is under (its index), and what the path names in it.
+    /// The lean path routes with it too (`lean`).
+    pub(super) fn repository_path<'p>(&self, path: &'p str) -> Option<(usize, RepoPath<'p>)> {
+        let (i, repo) = self
+            .shared
+            .repos
+            .iter()
+            .enumerate()
+            .find(|(_, repo)| path.starts_with(repo.config.public.path()))?;
+        let rest = &path[repo.config.public.path().len()..];
+        if rest == repo.config.notification {
+            return Some((i, RepoPath::Notification));
+        }
+        let Some(rel) = repo.config.public.relative_path(path) else {
+            return Some((i, RepoPath::Invalid));
+        };
+        let named = match Known::of(repo, rel) {
+            Some(known) => RepoPath::Published(known),
+            None => RepoPath::Unpublished(rel),
+        };
+        Some((i, named))
     }
 
     /// The answer of the passthrough whose prefix `path` is under, if any.

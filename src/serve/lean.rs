@@ -36,8 +36,8 @@ use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
 use super::access_log::{self, Logged};
-use super::answer::{header, Answer, RequestView};
-use super::files::Known;
+use super::answer::{Answer, RequestView};
+use super::dispatch::RepoPath;
 use super::guard::{ClientStream, HEADER_BUFFER};
 use super::send::{send_body, BodyOut};
 use super::{Ctx, RrdpProxy};
@@ -197,12 +197,6 @@ fn visible(value: &[u8]) -> Option<&str> {
         .flatten()
 }
 
-/// What a path is, for the requests answered here.
-enum Route<'a> {
-    Notification(&'a Repo),
-    File(&'a Repo, Known),
-}
-
 impl RrdpProxy {
     /// Answers the request at the start of `bytes` on `conn` if it is one for this path (see
     /// the module); else gives the bytes back for pingora's session.
@@ -223,11 +217,12 @@ impl RrdpProxy {
         // Asked of the socket only where something uses it: the RP counts and the log.
         let mut client = None;
         let a = match route {
-            Route::Notification(repo) => self.notification(repo, &req),
-            Route::File(repo, known) => {
+            (repo, RepoPath::Published(known)) => {
                 client = conn.client_ip();
                 self.published_file(repo, known, &req, client).await
             }
+            // The notification: `lean_route` gives nothing else.
+            (repo, _) => self.notification(repo, &req),
         };
         if logging && client.is_none() {
             client = conn.client_ip();
@@ -235,23 +230,13 @@ impl RrdpProxy {
         // A stopping server answers this request and closes the connection (the session path
         // does the same, `RrdpProxy::respond`).
         let close = req.close || *shutdown.borrow();
-        let mut ctx = Ctx {
-            kind: a.kind,
-            outcome: a.outcome,
-            status: a.status,
-            bytes: 0,
-            gzip: header(&a, "Content-Encoding") == Some("gzip"),
-        };
+        let mut ctx = Ctx::of(&a);
         let sent = write_answer(conn, a, !req.get, close).await;
         if let Ok(n) = sent {
             ctx.bytes = n;
         }
-        let metrics = &self.shared.metrics;
-        metrics.count_request(ctx.kind, ctx.outcome, ctx.status, ctx.bytes);
-        metrics.count_lean_response();
-        if ctx.gzip {
-            metrics.count_gzip_response();
-        }
+        self.count(&ctx);
+        self.shared.metrics.count_lean_response();
         if logging {
             let logged = Logged {
                 client,
@@ -281,24 +266,19 @@ impl RrdpProxy {
         Lean::Answered(bytes)
     }
 
-    /// The repository path `target` is a request for, if it is the notification or a file the
+    /// The repository and what `target` names in it, if it is the notification or a file the
     /// published generation lists, and nothing routed before the repositories claims it.
-    fn lean_route(&self, target: &str) -> Option<Route<'_>> {
+    fn lean_route<'p>(&self, target: &'p str) -> Option<(&Repo, RepoPath<'p>)> {
         if target.starts_with("/.well-known/") {
             // The cluster's and Erik's endpoints (`dispatch` routes them first).
             return None;
         }
-        let repo = self
-            .shared
-            .repos
-            .iter()
-            .find(|repo| target.starts_with(repo.config.public.path()))?;
-        let rest = &target[repo.config.public.path().len()..];
-        if rest == repo.config.notification {
-            return Some(Route::Notification(repo));
+        match self.repository_path(target)? {
+            (i, named @ (RepoPath::Notification | RepoPath::Published(_))) => {
+                Some((&self.shared.repos[i], named))
+            }
+            _ => None,
         }
-        let rel = repo.config.public.relative_path(target)?;
-        Some(Route::File(repo, Known::of(repo, rel)?))
     }
 }
 

@@ -70,6 +70,19 @@ pub(crate) struct Ctx {
     gzip: bool,
 }
 
+impl Ctx {
+    /// An answer's facts, before its body is sent (`bytes` is set once it is).
+    fn of(a: &answer::Answer) -> Ctx {
+        Ctx {
+            kind: a.kind,
+            outcome: a.outcome,
+            status: a.status,
+            bytes: 0,
+            gzip: header(a, "Content-Encoding") == Some("gzip"),
+        }
+    }
+}
+
 impl Default for Ctx {
     fn default() -> Ctx {
         Ctx {
@@ -142,12 +155,18 @@ impl RrdpProxy {
             // Stopping: this is the connection's last answer, and its head says so.
             session.set_keepalive(None);
         }
-        ctx.kind = a.kind;
-        ctx.outcome = a.outcome;
-        ctx.status = a.status;
-        ctx.gzip = header(&a, "Content-Encoding") == Some("gzip");
+        *ctx = Ctx::of(&a);
         ctx.bytes = send::send(session, a).await?;
         Ok(())
+    }
+
+    /// Counts an answered request in the metrics (either path's).
+    fn count(&self, ctx: &Ctx) {
+        let metrics = &self.shared.metrics;
+        metrics.count_request(ctx.kind, ctx.outcome, ctx.status, ctx.bytes);
+        if ctx.gzip {
+            metrics.count_gzip_response();
+        }
     }
 
     /// One HTTP/1 request or HTTP/2 stream on `session`: read it, answer it, log it. Gives back
@@ -165,8 +184,8 @@ impl RrdpProxy {
         let mut stopping = shutdown.clone();
         // Pipelined requests (RFC 9112 §9.3.2: several sent without waiting, as Perl's
         // Net::Async::HTTP does) are answered in order; off, pingora answers the first and
-        // drops the connection with the rest. What it read past a request goes to the next
-        // session with the stream (`HttpPersistentSettings`, below).
+        // drops the connection with the rest. What it read past a request comes back with the
+        // stream (`ReusableHttpStream::into_parts`) for the next request.
         session.set_pipelining_enabled(true);
         // Stopping: a request on its way is still answered; a connection that sends none is
         // closed after the grace rather than waited on.
@@ -188,12 +207,7 @@ impl RrdpProxy {
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
-        self.shared
-            .metrics
-            .count_request(ctx.kind, ctx.outcome, ctx.status, ctx.bytes);
-        if ctx.gzip {
-            self.shared.metrics.count_gzip_response();
-        }
+        self.count(&ctx);
         access_log::access_log(
             &session,
             &ctx,
